@@ -1,0 +1,186 @@
+"""One search interface, two backends: a STAC API through pystac-client, and a local
+catalogue file (newline-delimited JSON items or a FeatureCollection) searched in-process
+with the same semantics: collection, closed datetime interval, equality on properties,
+every page.
+
+Results are plain item dicts sorted by (datetime, id), so both backends give the same
+order whatever order the server or the file had.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.datetimes import Interval, parse_item_datetime
+from pipeline.errors import CatalogError, InputError
+
+log = logging.getLogger(__name__)
+
+Item = dict[str, Any]
+
+# Searches are POSTs: urllib3 retries POST only when allowed_methods=None.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class Catalog(Protocol):
+    """Anything that answers one item search."""
+
+    description: str
+
+    def search(self, *, collection: str, interval: Interval, equals: dict[str, str]) -> list[Item]:
+        """Every item of ``collection`` whose datetime lies in ``interval`` and whose
+        properties equal ``equals``, over all pages, sorted by (datetime, id)."""
+        ...
+
+
+def _sort_key(item: Item) -> tuple[Any, str]:
+    try:
+        return parse_item_datetime(item["properties"]["datetime"]), item.get("id", "")
+    except (KeyError, TypeError, ValueError):
+        # Items without a usable datetime sort last; the workflow reports them.
+        return parse_item_datetime("9999-12-31T23:59:59Z"), str(item.get("id", ""))
+
+
+@dataclass
+class LocalCatalog:
+    """A catalogue file searched in memory. Lines that are not JSON items are input errors
+    naming the file and line; they fail the load, because a half-read catalogue would give
+    silently wrong searches."""
+
+    path: Path
+    items: list[Item]
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "LocalCatalog":
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise InputError("catalogue file not found", source=str(p), field="catalog") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read catalogue file: {e}", source=str(p), field="catalog") from None
+        items: list[Item] = []
+        try:
+            doc = json.loads(text)  # a FeatureCollection (or a single item) is one document
+        except json.JSONDecodeError:
+            doc = None  # newline-delimited JSON: one document per line
+        if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+            if not isinstance(doc.get("features"), list):
+                raise InputError("FeatureCollection without a 'features' list", source=str(p), field="features")
+            for index, obj in enumerate(doc["features"]):
+                if not isinstance(obj, dict) or obj.get("type") != "Feature":
+                    raise InputError("not a STAC item (type is not 'Feature')", source=str(p), field=f"features[{index}]")
+                obj.setdefault("_source", f"{p}: features[{index}]")
+                items.append(obj)
+            return cls(p, items)
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"not a JSON item: {e.msg}", source=str(p), line=lineno) from None
+            if not isinstance(obj, dict) or obj.get("type") != "Feature":
+                raise InputError("not a STAC item (type is not 'Feature')", source=str(p), line=lineno)
+            obj.setdefault("_source", f"{p}, line {lineno}")
+            items.append(obj)
+        return cls(p, items)
+
+    def search(self, *, collection: str, interval: Interval, equals: dict[str, str]) -> list[Item]:
+        found = []
+        for item in self.items:
+            if item.get("collection") != collection:
+                continue
+            props = item.get("properties") or {}
+            if any(props.get(k) != v for k, v in equals.items()):
+                continue
+            dt_text = props.get("datetime")
+            try:
+                dt = parse_item_datetime(dt_text) if dt_text is not None else None
+            except ValueError:
+                dt = None
+            if dt is None:
+                # Cannot decide the interval test: keep it so validation reports it by name.
+                found.append(item)
+                continue
+            if interval.contains(dt):
+                found.append(item)
+        return sorted(found, key=_sort_key)
+
+
+@dataclass
+class StacApiCatalog:
+    """A STAC API searched with pystac-client: query extension required (checked in the
+    server's conformance), POST searches retried with backoff on 429/5xx, every page."""
+
+    url: str
+    page_size: int = 500
+    max_retries: int = 5
+    backoff_factor: float = 0.5
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        self._client: Any = None
+
+    @property
+    def description(self) -> str:
+        return self.url
+
+    def _open(self) -> Any:
+        if self._client is not None:
+            return self._client
+        from pystac_client import Client
+        from pystac_client.conformance import ConformanceClasses
+        from pystac_client.stac_api_io import StacApiIO
+        from urllib3.util.retry import Retry
+
+        retry = Retry(
+            total=self.max_retries,
+            backoff_factor=self.backoff_factor,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=None,  # None = retry every method; searches are POST
+            raise_on_status=False,
+        )
+        try:
+            client = Client.open(self.url, stac_io=StacApiIO(max_retries=retry, timeout=self.timeout))
+        except Exception as e:  # pystac-client raises APIError, requests errors, JSON errors
+            raise CatalogError(f"cannot open STAC API {self.url}: {e}") from e
+        for needed in (ConformanceClasses.ITEM_SEARCH, ConformanceClasses.QUERY):
+            if not client.conforms_to(needed):
+                raise CatalogError(
+                    f"STAC API {self.url} does not declare conformance to {needed.name} "
+                    f"({needed.valid_uri}); the grid filters need the query extension"
+                )
+        self._client = client
+        return client
+
+    def search(self, *, collection: str, interval: Interval, equals: dict[str, str]) -> list[Item]:
+        client = self._open()
+        try:
+            search = client.search(
+                collections=[collection],
+                datetime=interval.to_stac(),
+                query={k: {"eq": v} for k, v in equals.items()},
+                limit=self.page_size,
+                method="POST",
+            )
+            items = list(search.items_as_dicts())
+        except Exception as e:
+            raise CatalogError(f"search of {self.url} failed ({collection}, {equals}, {interval.to_stac()}): {e}") from e
+        return sorted(items, key=_sort_key)
+
+
+def open_catalog(spec: str, **api_options: Any) -> Catalog:
+    """An http(s) URL is a STAC API root; anything else is a local catalogue file."""
+    if spec.startswith(("http://", "https://")):
+        return StacApiCatalog(spec, **api_options)
+    return LocalCatalog.load(spec)

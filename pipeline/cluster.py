@@ -1,0 +1,75 @@
+"""A Dask client for the current task run: an existing scheduler when configured
+(``[dask] scheduler_address`` in luigi.cfg or ``PIPELINE_DASK_SCHEDULER``), otherwise an
+embedded ``LocalCluster`` started on first use and kept for the life of the process (Luigi
+runs tasks in the scheduling process with one worker; with ``--workers N`` each task runs
+in a forked process, which gets its own)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from typing import Any
+
+import luigi
+
+log = logging.getLogger(__name__)
+
+
+class dask(luigi.Config):  # noqa: N801  (luigi config sections are lower-case classes)
+    """Section [dask] of luigi.cfg."""
+
+    scheduler_address = luigi.Parameter(default="", description="tcp://host:port of an existing Dask scheduler; empty = embedded LocalCluster")
+    n_workers = luigi.IntParameter(default=0, description="LocalCluster worker processes; 0 = number of cores")
+    threads_per_worker = luigi.IntParameter(default=2, description="threads per LocalCluster worker (reads release the GIL)")
+    processes = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="LocalCluster workers as processes (true) or threads of this process (false)")
+    memory_limit = luigi.Parameter(default="2GiB", description="LocalCluster memory limit per worker")
+
+
+_state: dict[str, Any] = {"pid": None, "client": None, "cluster": None}
+
+
+def _close() -> None:
+    client, cluster = _state.get("client"), _state.get("cluster")
+    for thing in (client, cluster):
+        if thing is not None:
+            try:
+                thing.close()
+            except Exception:  # shutting down: nothing useful to do with an error
+                pass
+    _state.update(client=None, cluster=None)
+
+
+def get_client(config: dask | None = None) -> Any:
+    """The process's Dask client, created on first call."""
+    from distributed import Client, LocalCluster
+
+    if _state["client"] is not None and _state["pid"] == os.getpid():
+        return _state["client"]
+    cfg = config or dask()
+    address = os.environ.get("PIPELINE_DASK_SCHEDULER") or cfg.scheduler_address
+    if address:
+        log.info("connecting to the Dask scheduler at %s", address)
+        client = Client(address, timeout="30s")
+        cluster = None
+    else:
+        n_workers = cfg.n_workers or (os.cpu_count() or 1)
+        processes = cfg.processes
+        import multiprocessing
+
+        if processes and multiprocessing.current_process().daemon:
+            processes = False  # a daemonic (forked luigi worker) process may not start children
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=cfg.threads_per_worker,
+            processes=processes,
+            memory_limit=cfg.memory_limit,
+            dashboard_address=None,
+            host="127.0.0.1",
+        )
+        client = Client(cluster)
+        log.info("started an embedded Dask LocalCluster: %d workers x %d threads (%s)", n_workers, cfg.threads_per_worker, "processes" if processes else "threads")
+    if _state["pid"] is None:
+        atexit.register(_close)
+    _state.update(pid=os.getpid(), client=client, cluster=cluster)
+    return client

@@ -1,0 +1,34 @@
+"""Configuration sections of luigi.cfg shared by the workflows. Each is also settable on
+the command line (``--archive-endpoint-url ...``) and falls back to the standard AWS
+environment variables where that is the convention. No section holds credentials:
+botocore and GDAL resolve them from the profile or the environment."""
+
+from __future__ import annotations
+
+import luigi
+
+from pipeline.raster import ArchiveAccess
+from targets.s3config import S3Options
+
+
+class archive(luigi.Config):  # noqa: N801  (section name)
+    """[archive]: where the Landsat archive's assets are read from."""
+
+    endpoint_url = luigi.Parameter(default="", description="S3 endpoint of the archive; empty = AWS (or AWS_ENDPOINT_URL_S3)")
+    region = luigi.Parameter(default="us-west-2", description="AWS region of the archive bucket")
+    profile = luigi.Parameter(default="", description="AWS profile for archive reads; empty = environment/default chain")
+    requester_pays = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="send x-amz-request-payer: requester (usgs-landsat-ard needs it)")
+
+    def access(self, asset_href: str) -> ArchiveAccess:
+        return ArchiveAccess(asset_href=asset_href, endpoint_url=self.endpoint_url, region=self.region, profile=self.profile, requester_pays=self.requester_pays)
+
+
+class output(luigi.Config):  # noqa: N801
+    """[output]: the S3 endpoint for s3:// project directories (MinIO, SeaweedFS, AWS)."""
+
+    endpoint_url = luigi.Parameter(default="", description="S3 endpoint for outputs; empty = AWS (or AWS_ENDPOINT_URL_S3)")
+    region = luigi.Parameter(default="", description="region for outputs")
+    profile = luigi.Parameter(default="", description="AWS profile for outputs")
+
+    def s3_options(self) -> S3Options:
+        return S3Options(endpoint_url=self.endpoint_url, region=self.region, profile=self.profile)

@@ -1,0 +1,366 @@
+"""TimeSync planning, completeness and execution, independent of Luigi.
+
+A :class:`Project` is everything a run's parameters decide: where outputs go, the plots,
+the catalogue searches per ARD tile, how assets are read. Luigi tasks hold one and call
+it; the same code answers "is this plot done?" for a 25-plot batch task, a one-plot task
+and a one-observation task.
+
+Completeness of a plot's observations comes from listings, not per-file checks: one
+listing of the plot's CSV name prefix and one of each chip directory. Observations skipped
+because the plot pixel is fill have no outputs; they are remembered in a per-plot fill
+record under ``_state/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pipeline.catalog import open_catalog
+from pipeline.datetimes import Interval, parse_interval
+from pipeline.errors import InputError, ItemError, PipelineError
+from pipeline.grid import Region, Tile, chip_tiles, get_region
+from pipeline.raster import ArchiveAccess
+from pipeline.timesync import layout
+from pipeline.timesync.extract import ObservationJob, ObservationResult, run_batch
+from pipeline.timesync.plan import GRID_H, GRID_REGION, GRID_V, ItemRef, Observation, fingerprint, group_observations, item_ref
+from pipeline.timesync.plots import Plot, read_plot_file
+from pipeline.timesync.recipe import ALL_BANDS, SPECTRAL_COLUMNS, format_csv
+from targets.store import Store
+
+log = logging.getLogger("pipeline.timesync")
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The parameters that decide a TimeSync project's outputs."""
+
+    plot_file: str
+    project_dir: str
+    catalog: str
+    region: str = "CU"
+    datetime: str = "1984-01-01/.."
+    asset_href: str = "s3"
+    collection: str = "landsat-c2ard-sr"
+    chip_size: int = 255
+
+
+@dataclass
+class PlotStatus:
+    plot: Plot
+    observations: list[Observation]
+    missing: list[Observation]
+    fill_keys: set[str]
+    series_exists: bool
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and self.series_exists
+
+
+@dataclass
+class BatchOutcome:
+    written: int = 0
+    fill: int = 0
+    failed: list[ObservationResult] = field(default_factory=list)
+    plots_done: int = 0
+    plots_failed: int = 0
+    already_done_plots: int = 0
+
+
+class Project:
+    def __init__(self, options: RunOptions, *, store: Store, access: ArchiveAccess) -> None:
+        self.options = options
+        self.store = store
+        self.access = access
+        self._searches: dict[Tile, list[ItemRef]] = {}
+        self._observations: dict[tuple[Tile, ...], list[Observation]] = {}
+        self._fill_cache: dict[str, set[str]] = {}
+
+    # ---- parameters, validated -------------------------------------------------------
+    @cached_property
+    def region(self) -> Region:
+        return get_region(self.options.region)
+
+    @cached_property
+    def interval(self) -> Interval:
+        try:
+            return parse_interval(self.options.datetime)
+        except ValueError as e:
+            raise InputError(str(e), field="datetime") from None
+
+    @cached_property
+    def plots(self) -> list[Plot]:
+        chip = self.options.chip_size
+        if chip <= 0 or chip % 2 == 0:
+            raise InputError(f"chip size {chip} must be a positive odd number (the plot pixel is the centre)", field="chip-size")
+        if self.options.asset_href not in ("s3", "href"):
+            raise InputError(f"{self.options.asset_href!r} is not one of s3, href", field="asset-href")
+        _ = self.interval
+        return read_plot_file(self.options.plot_file, self.region)
+
+    def validate(self) -> None:
+        """Every fatal input problem, before anything is written."""
+        _ = self.plots
+        if not self.options.catalog.startswith(("http://", "https://")) and not Path(self.options.catalog).is_file():
+            raise InputError("catalogue file not found (give an http(s) STAC API root or a local item file)", source=self.options.catalog, field="catalog")
+
+    def project_ids(self) -> list[str]:
+        return sorted({p.project_id for p in self.plots})
+
+    def plots_of(self, project_id: str) -> list[Plot]:
+        """A project's plots, ordered by tile then id so that batches share tiles."""
+        return sorted((p for p in self.plots if p.project_id == project_id), key=lambda p: (self.tiles_of(p)[0], p.plot_id))
+
+    def plot(self, project_id: str, plot_id: str) -> Plot:
+        for p in self.plots:
+            if p.project_id == project_id and p.plot_id == plot_id:
+                return p
+        raise InputError(f"no plot ({project_id}, {plot_id}) in the plot file", source=self.options.plot_file, field="plot_id")
+
+    def batches(self, project_id: str, plots_per_batch: int) -> list[list[Plot]]:
+        plots = self.plots_of(project_id)
+        return [plots[i : i + plots_per_batch] for i in range(0, len(plots), plots_per_batch)]
+
+    def tiles_of(self, plot: Plot) -> list[Tile]:
+        return chip_tiles(self.region, plot.x, plot.y, self.options.chip_size, self.options.chip_size)
+
+    # ---- catalogue searches (one state file per ARD tile) ---------------------------
+    @cached_property
+    def search_fingerprint(self) -> str:
+        o = self.options
+        return fingerprint(o.catalog, o.collection, self.interval.to_stac(), o.region)
+
+    def search_rel(self, tile: Tile) -> str:
+        return layout.search_state(self.search_fingerprint, self.region.code, f"{tile.h:03d}{tile.v:03d}")
+
+    def run_search(self, tile: Tile) -> dict[str, Any]:
+        """Search one tile and return the state document (items trimmed to what is used)."""
+        catalog = open_catalog(self.options.catalog)
+        equals = {GRID_H: tile.hh, GRID_V: tile.vv, GRID_REGION: self.region.code}
+        started = time.perf_counter()
+        items = catalog.search(collection=self.options.collection, interval=self.interval, equals=equals)
+        log.info("searched %s tile h%sv%s: %d items in %.1f s", catalog.description, tile.hh, tile.vv, len(items), time.perf_counter() - started)
+        return {
+            "catalog": catalog.description,
+            "collection": self.options.collection,
+            "datetime": self.interval.to_stac(),
+            "query": equals,
+            "items": [_trim(item) for item in items],
+        }
+
+    def tile_items(self, tile: Tile) -> list[ItemRef]:
+        if tile not in self._searches:
+            doc = json.loads(self.store.read_text(self.search_rel(tile)))
+            refs = []
+            for item in doc["items"]:
+                try:
+                    refs.append(item_ref(item, self.options.asset_href))
+                except ItemError as e:
+                    log.warning("skipping catalogue item: %s", e)
+            self._searches[tile] = refs
+        return self._searches[tile]
+
+    def observations(self, plot: Plot) -> list[Observation]:
+        tiles = tuple(self.tiles_of(plot))
+        if tiles not in self._observations:
+            self._observations[tiles] = group_observations([self.tile_items(t) for t in tiles])
+        return self._observations[tiles]
+
+    # ---- completeness ----------------------------------------------------------------
+    def fill_keys(self, plot: Plot) -> set[str]:
+        rel = layout.fill_record(plot.project_id, plot.plot_id)
+        if rel not in self._fill_cache:
+            try:
+                self._fill_cache[rel] = set(json.loads(self.store.read_text(rel))["fill"])
+            except FileNotFoundError:
+                self._fill_cache[rel] = set()
+        return self._fill_cache[rel]
+
+    def existing_keys(self, plot: Plot) -> set[str]:
+        """Keys of observations whose four files all exist: four listings."""
+        pid, prj = plot.plot_id, plot.project_id
+        csv_prefix = layout.obs_csv_prefix(pid)
+        keys = {n[len(csv_prefix) : -4] for n in self.store.list_names(layout.project_dir(prj), csv_prefix) if n.endswith(".csv")}
+        chip_prefix = f"plot_{pid}_"
+        for kind in layout.COMPOSITE_DIRS:
+            names = self.store.list_names(layout.chip_dir(kind, prj, pid), chip_prefix)
+            keys &= {n[len(chip_prefix) : -4] for n in names if n.endswith(".png")}
+        return keys
+
+    def plot_status(self, plot: Plot) -> PlotStatus:
+        observations = self.observations(plot)
+        done = self.existing_keys(plot)
+        remaining = [o for o in observations if o.key not in done]
+        fill = self.fill_keys(plot) if remaining else set()
+        missing = [o for o in remaining if o.key not in fill]
+        series_exists = self.store.exists(layout.series_csv(plot.project_id, plot.plot_id)) if not missing else False
+        return PlotStatus(plot, observations, missing, fill, series_exists)
+
+    # ---- execution ------------------------------------------------------------------
+    def jobs_for(self, status: PlotStatus) -> list[ObservationJob]:
+        p = status.plot
+        return [ObservationJob(p.project_id, p.plot_id, p.x, p.y, self.options.chip_size, o) for o in status.missing]
+
+    def execute(self, jobs: list[ObservationJob], *, jobs_per_task: int, progress: ProgressCallback | None = None) -> list[ObservationResult]:
+        """Run jobs on the Dask cluster in pieces of ``jobs_per_task`` observations, grouped
+        so that a piece reads the same acquisitions (observation-major order)."""
+        if not jobs:
+            return []
+        from distributed import as_completed
+
+        from pipeline.cluster import get_client
+
+        ordered = sorted(jobs, key=lambda j: (j.obs.first.id, j.project_id, j.plot_id))
+        pieces = [ordered[i : i + jobs_per_task] for i in range(0, len(ordered), jobs_per_task)]
+        client = get_client()
+        futures = [client.submit(run_batch, piece, self.store, self.access, pure=False) for piece in pieces]
+        results: list[ObservationResult] = []
+        for future in as_completed(futures):
+            results.extend(future.result())
+            if progress:
+                progress(len(results), len(jobs), "observations")
+        return results
+
+    def process(self, plots: Iterable[Plot], *, jobs_per_task: int, progress: ProgressCallback | None = None) -> BatchOutcome:
+        """Bring every given plot up to date: missing observations, fill record, series."""
+        outcome = BatchOutcome()
+        statuses = [self.plot_status(p) for p in plots]
+        todo = [s for s in statuses if not s.complete]
+        outcome.already_done_plots = len(statuses) - len(todo)
+        jobs = [j for s in todo for j in self.jobs_for(s)]
+        results = self.execute(jobs, jobs_per_task=jobs_per_task, progress=progress)
+        by_plot: dict[tuple[str, str], list[ObservationResult]] = {}
+        for r in results:
+            by_plot.setdefault((r.project_id, r.plot_id), []).append(r)
+        for status in todo:
+            p = status.plot
+            mine = by_plot.get((p.project_id, p.plot_id), [])
+            failed = [r for r in mine if r.status == "failed"]
+            outcome.written += sum(r.status == "written" for r in mine)
+            outcome.fill += sum(r.status == "fill" for r in mine)
+            outcome.failed.extend(failed)
+            if failed:
+                outcome.plots_failed += 1
+                continue  # no series for a plot with a failed observation: its rerun does it
+            self.finish_plot(status, mine)
+            outcome.plots_done += 1
+        return outcome
+
+    def record_fill(self, plot: Plot, keys: set[str]) -> None:
+        """Add observation keys to the plot's fill record (read, merge, atomic rewrite)."""
+        rel = layout.fill_record(plot.project_id, plot.plot_id)
+        self._fill_cache.pop(rel, None)
+        fill = self.fill_keys(plot) | keys
+        self.store.write_text(rel, json.dumps({"fill": sorted(fill)}, indent=0) + "\n")
+        self._fill_cache[rel] = fill
+
+    def finish_plot(self, status: PlotStatus, results: list[ObservationResult]) -> None:
+        """Write the fill record (if it changed) and the per-plot time series."""
+        p = status.plot
+        new_fill = {r.key for r in results if r.status == "fill"}
+        fill = (status.fill_keys | self.fill_keys(p) | new_fill) & {o.key for o in status.observations}
+        if fill != self.fill_keys(p):
+            self.record_fill(p, fill)
+        fresh = {r.key: list(r.row) for r in results if r.status == "written" and r.row}
+        rows = []
+        for o in status.observations:
+            if o.key in fill:
+                continue
+            row = fresh.get(o.key)
+            if row is None:
+                row = read_obs_row(self.store, layout.obs_csv(p.project_id, p.plot_id, o.key))
+            rows.append(row)
+        self.store.write_text(layout.series_csv(p.project_id, p.plot_id), format_csv(rows))
+
+    # ---- per project: TimeSync server ingest files ------------------------------------
+    def ingest_fingerprint(self, project_id: str) -> str:
+        o = self.options
+        plots = [(p.plot_id, p.x, p.y) for p in self.plots_of(project_id)]
+        return fingerprint(plots, self.search_fingerprint, o.asset_href, o.chip_size)
+
+    def ingest_expected(self, project_id: str) -> list[str] | None:
+        """Files the manifest promises, or None when there is no manifest yet."""
+        try:
+            doc = json.loads(self.store.read_text(layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id))))
+        except FileNotFoundError:
+            return None
+        return list(doc["files"])
+
+    def ingest_complete(self, project_id: str) -> bool:
+        expected = self.ingest_expected(project_id)
+        if expected is None:
+            return False
+        present = self.store.list_names("", f"")
+        return all(name in present for name in expected)
+
+    def write_ingest(self, project_id: str) -> list[str]:
+        plots = self.plots_of(project_id)
+        with ThreadPoolExecutor(max_workers=16 if self.store.is_s3 else 1) as pool:
+            texts = list(pool.map(lambda p: self.store.read_text(layout.series_csv(p.project_id, p.plot_id)), plots))
+        by_year: dict[int, list[list[str]]] = {}
+        year_col, doy_col, plot_col = (SPECTRAL_COLUMNS.index(c) for c in ("year", "doy", "plot_id"))
+        for text in texts:
+            for row in parse_csv_rows(text):
+                by_year.setdefault(int(row[year_col]), []).append(row)
+        previous = self.ingest_expected(project_id)
+        present = self.store.list_names("", "") if previous is not None else set()
+        files = []
+        for year in sorted(by_year):
+            rows = sorted(by_year[year], key=lambda r: (r[plot_col], int(r[doy_col])))
+            rel = layout.ingest_csv(project_id, year)
+            files.append(rel)
+            if previous is not None and rel in present:
+                continue  # rewrite only what is missing: other files keep their bytes
+            self.store.write_text(rel, "".join(",".join([project_id, *r]) + "\n" for r in rows))
+        manifest = {"project_id": project_id, "files": files, "plots": len(plots)}
+        self.store.write_text(layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id)), json.dumps(manifest, indent=1) + "\n")
+        return files
+
+
+def parse_csv_rows(text: str) -> list[list[str]]:
+    """Rows (without header) of a CSV written by :func:`format_csv`."""
+    lines = text.splitlines()
+    return [line.split(",") for line in lines[1:] if line]
+
+
+def read_obs_row(store: Store, rel: str) -> list[str]:
+    rows = parse_csv_rows(store.read_text(rel))
+    if len(rows) != 1:
+        raise PipelineError(f"{store.uri(rel)}: expected a header and one row")
+    return rows[0]
+
+
+def _trim(item: dict[str, Any]) -> dict[str, Any]:
+    """What the state file keeps of an item: id, datetime, grid properties and the seven
+    assets' hrefs (both plain and alternate.s3)."""
+    props = item.get("properties") or {}
+    assets = item.get("assets") or {}
+    kept_assets = {}
+    for band in ALL_BANDS:
+        a = assets.get(band)
+        if isinstance(a, dict):
+            kept = {"href": a.get("href")}
+            s3 = ((a.get("alternate") or {}).get("s3") or {}).get("href") if isinstance(a.get("alternate"), dict) else None
+            if s3:
+                kept["alternate"] = {"s3": {"href": s3}}
+            kept_assets[band] = kept
+    trimmed = {
+        "type": "Feature",
+        "id": item.get("id"),
+        "collection": item.get("collection"),
+        "properties": {k: props[k] for k in ("datetime", GRID_H, GRID_V, GRID_REGION) if k in props},
+        "assets": kept_assets,
+    }
+    if "_source" in item:
+        trimmed["_source"] = item["_source"]
+    return trimmed

@@ -1,0 +1,112 @@
+"""From catalogue items to observations: one observation is every item of one
+acquisition (year and day of year) over the plot's chip, in search order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.datetimes import parse_item_datetime
+from pipeline.errors import ItemError
+from pipeline.timesync.layout import obs_key
+from pipeline.timesync.recipe import ALL_BANDS
+
+GRID_H = "landsat:grid_horizontal"
+GRID_V = "landsat:grid_vertical"
+GRID_REGION = "landsat:grid_region"
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """What the recipe needs of one item: picklable, small."""
+
+    id: str
+    datetime: str  # as given by the catalogue, written to the CSV unchanged
+    year: int
+    doy: int
+    hv: str
+    hrefs: tuple[str, ...]  # in ALL_BANDS order
+
+    @property
+    def sensor(self) -> str:
+        return self.id.split("_", 1)[0]
+
+    def href(self, band: str) -> str:
+        return self.hrefs[ALL_BANDS.index(band)]
+
+
+def item_ref(item: dict[str, Any], asset_href: str) -> ItemRef:
+    """Validate one item and keep what the recipe needs; :class:`ItemError` names the item
+    and the missing or malformed field."""
+    source = str(item.get("_source") or item.get("id") or "<item without id>")
+    item_id = item.get("id")
+    if not isinstance(item_id, str) or not item_id:
+        raise ItemError("item has no id", source=source, field="id")
+    source = f"item {item_id}" if "_source" not in item else f"{item['_source']} (item {item_id})"
+    props = item.get("properties")
+    if not isinstance(props, dict):
+        raise ItemError("item has no properties", source=source, field="properties")
+    dt_text = props.get("datetime")
+    if not isinstance(dt_text, str):
+        raise ItemError("missing datetime", source=source, field="properties.datetime")
+    try:
+        dt = parse_item_datetime(dt_text)
+    except ValueError as e:
+        raise ItemError(str(e), source=source, field="properties.datetime") from None
+    grid = []
+    for key in (GRID_H, GRID_V):
+        value = props.get(key)
+        if not isinstance(value, str) or not value.isdigit():
+            raise ItemError(f"missing or malformed grid property {value!r}", source=source, field=f"properties.{key}")
+        grid.append(value)
+    assets = item.get("assets")
+    if not isinstance(assets, dict):
+        raise ItemError("item has no assets", source=source, field="assets")
+    hrefs = []
+    for band in ALL_BANDS:
+        asset = assets.get(band)
+        if not isinstance(asset, dict):
+            raise ItemError(f"missing asset {band!r}", source=source, field=f"assets.{band}")
+        if asset_href == "s3":
+            href = ((asset.get("alternate") or {}).get("s3") or {}).get("href")
+            where = f"assets.{band}.alternate.s3.href"
+        else:
+            href = asset.get("href")
+            where = f"assets.{band}.href"
+        if not isinstance(href, str) or not href:
+            raise ItemError("missing href", source=source, field=where)
+        hrefs.append(href)
+    tt = dt.timetuple()
+    return ItemRef(item_id, dt_text, tt.tm_year, tt.tm_yday, grid[0] + grid[1], tuple(hrefs))
+
+
+@dataclass(frozen=True)
+class Observation:
+    year: int
+    doy: int
+    items: tuple[ItemRef, ...]  # search order: tiles by ascending h, then v; then datetime
+
+    @property
+    def key(self) -> str:
+        return obs_key(self.year, self.doy)
+
+    @property
+    def first(self) -> ItemRef:
+        return self.items[0]
+
+
+def group_observations(items_by_tile: list[list[ItemRef]]) -> list[Observation]:
+    """Group the items of the plot's tiles (given in search order) by year and day of year;
+    observations sorted by date."""
+    groups: dict[tuple[int, int], list[ItemRef]] = {}
+    for tile_items in items_by_tile:
+        for ref in tile_items:
+            groups.setdefault((ref.year, ref.doy), []).append(ref)
+    return [Observation(y, d, tuple(refs)) for (y, d), refs in sorted(groups.items())]
+
+
+def fingerprint(*parts: object) -> str:
+    """A short stable hash of the inputs that decide a result (names state files)."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]

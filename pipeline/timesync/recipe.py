@@ -1,0 +1,159 @@
+"""The TimeSync recipe as pure numpy: no I/O, so every step can be tested cell by cell.
+
+Numbers are the contract of ``shared/spec/timesync.md``. Arrays are band-first
+``(bands, rows, cols)``; the mosaic of an observation's items is their band-wise sum
+(ARD tiles do not overlap, and a boundless read is 0 outside its own tile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+OPTICAL_BANDS: Final = ("blue", "green", "red", "nir08", "swir16", "swir22")
+QA_BAND: Final = "qa_pixel"
+ALL_BANDS: Final = (*OPTICAL_BANDS, QA_BAND)
+
+FILL_REFLECTANCE: Final = -2000  # what DN 0 becomes after rescaling
+
+QA_FILL: Final = 1 << 0
+QA_CLEAR: Final = 1 << 6
+QA_WATER: Final = 1 << 7
+
+# Tasseled cap coefficients over (blue, green, red, nir08, swir16, swir22).
+TC_COEFFICIENTS: Final = (
+    (0.2043, 0.4158, 0.5524, 0.5741, 0.3124, 0.2303),  # brightness
+    (-0.1603, -0.2819, -0.4934, 0.7940, -0.0002, -0.1446),  # greenness
+    (0.0315, 0.2021, 0.3102, 0.1594, -0.6806, -0.6109),  # wetness
+)
+
+# Composite channels (indices into OPTICAL_BANDS) and stretch bounds (lo, hi) per channel.
+_B = {name: i for i, name in enumerate(OPTICAL_BANDS)}
+COMPOSITE_BANDS: Final = {
+    "b432": (_B["nir08"], _B["red"], _B["green"]),
+    "b743": (_B["swir22"], _B["nir08"], _B["red"]),
+}
+STRETCH: Final = {
+    "tc": ((604, 5592), (49, 3147), (-2245, 843)),
+    "b743": ((-904, 3696), (151, 4951), (-300, 2500)),
+    "b432": ((151, 4951), (-300, 2500), (50, 1150)),
+}
+COMPOSITES: Final = ("tc", "b743", "b432")
+
+SPECTRAL_COLUMNS: Final = (
+    "sensor", "project_id", "plot_id", "hv", "year", "doy",
+    "blue", "green", "red", "nir", "swir1", "swir2", "qa", "date",
+)  # fmt: skip
+
+IntArray = npt.NDArray[np.integer]
+FloatArray = npt.NDArray[np.float64]
+
+
+def rescale(dn: npt.ArrayLike) -> npt.NDArray[np.int16]:
+    """Collection 2 DN to the Collection 1 scale: ``int16(trunc((DN * 0.0000275 - 0.2) * 10000))``.
+
+    Computed in float64 in exactly that order; truncation is toward zero, so DN 7000
+    (reflectance -0.0075) becomes -75, not -76. DN 0 (fill) becomes -2000.
+    """
+    x = np.asarray(dn, dtype=np.float64)
+    return np.trunc((x * 0.0000275 - 0.2) * 10000).astype(np.int16)
+
+
+def mask_of(optical: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
+    """True where any of the six rescaled optical bands (axis 0) is fill (-2000)."""
+    return np.any(optical == FILL_REFLECTANCE, axis=0)
+
+
+def tasseled_cap(optical: npt.NDArray[np.int16]) -> FloatArray:
+    """Brightness, greenness, wetness as float64, each summed left to right over the six
+    bands (an explicit sum, not BLAS, so the last bit does not depend on the machine)."""
+    x = optical.astype(np.float64)
+    out = np.empty((3, *x.shape[1:]), dtype=np.float64)
+    for k, coefficients in enumerate(TC_COEFFICIENTS):
+        acc = coefficients[0] * x[0]
+        for c, band in zip(coefficients[1:], x[1:]):
+            acc = acc + c * band
+        out[k] = acc
+    return out
+
+
+def composite(name: str, optical: npt.NDArray[np.int16]) -> FloatArray:
+    """The 3-channel composite ``name`` (tc, b743 or b432) before stretching."""
+    if name == "tc":
+        return tasseled_cap(optical)
+    return optical[list(COMPOSITE_BANDS[name])].astype(np.float64)
+
+
+def stretch(channels: FloatArray, bounds: tuple[tuple[int, int], ...], mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+    """Linear stretch per channel: ``v = (255 / (hi - lo)) * (x - lo)``, clipped to [0, 255],
+    truncated to uint8; masked pixels become 0 in every channel."""
+    out = np.empty(channels.shape, dtype=np.uint8)
+    for k, (lo, hi) in enumerate(bounds):
+        v = (255 / (hi - lo)) * (channels[k] - lo)
+        out[k] = np.clip(v, 0, 255).astype(np.uint8)
+    out[:, mask] = 0
+    return out
+
+
+def qa_flag(qa_value: int) -> int:
+    """0 when fill is clear and clear or water is set (a usable pixel), else 1."""
+    if qa_value & QA_FILL:
+        return 1
+    return 0 if qa_value & (QA_CLEAR | QA_WATER) else 1
+
+
+def is_fill(qa_value: int | None) -> bool:
+    """Fill test of one item at the plot; ``None`` (point outside the raster) is fill."""
+    return qa_value is None or bool(qa_value & QA_FILL)
+
+
+@dataclass(frozen=True)
+class ObservationImages:
+    """What one observation yields: RGB arrays (rows, cols, 3) per composite and the
+    centre-pixel values of the rescaled bands and QA."""
+
+    images: dict[str, npt.NDArray[np.uint8]]
+    centre: tuple[int, int, int, int, int, int]
+    qa: int
+
+
+def mosaic(windows: list[IntArray]) -> npt.NDArray[np.int64]:
+    """Band-wise sum of the items' windows (each ``(bands, rows, cols)``)."""
+    total = np.zeros(windows[0].shape, dtype=np.int64)
+    for w in windows:
+        total += w
+    return total
+
+
+def process_observation(mosaic_dn: npt.NDArray[np.integer]) -> ObservationImages:
+    """Apply the recipe to a mosaicked observation ``(7, rows, cols)`` in ALL_BANDS order."""
+    optical = rescale(mosaic_dn[: len(OPTICAL_BANDS)])
+    qa = mosaic_dn[len(OPTICAL_BANDS)]
+    mask = mask_of(optical)
+    images = {
+        name: np.ascontiguousarray(np.moveaxis(stretch(composite(name, optical), STRETCH[name], mask), 0, -1))
+        for name in COMPOSITES
+    }
+    rows, cols = optical.shape[1:]
+    r, c = rows // 2, cols // 2
+    centre = tuple(int(v) for v in optical[:, r, c])
+    return ObservationImages(images=images, centre=centre, qa=qa_flag(int(qa[r, c])))  # type: ignore[arg-type]
+
+
+def spectral_row(
+    *, sensor: str, project_id: str, plot_id: str, hv: str, year: int, doy: int,
+    centre: tuple[int, ...], qa: int, date: str,
+) -> list[str]:  # fmt: skip
+    """One spectral row as text cells, in SPECTRAL_COLUMNS order."""
+    return [sensor, project_id, plot_id, hv, str(year), str(doy), *(str(v) for v in centre), str(qa), date]
+
+
+def format_csv(rows: list[list[str]], *, header: bool = True) -> str:
+    """CSV text with '\\n' line ends. Cells are ids, integers and ISO datetimes: plain text
+    (ids with a comma, quote or newline are refused when the plot file is read)."""
+    lines = [",".join(SPECTRAL_COLUMNS)] if header else []
+    lines.extend(",".join(r) for r in rows)
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,251 @@
+"""TimeSync as Luigi tasks. Tasks are thin: they name targets and requirements and call
+:class:`~pipeline.timesync.engine.Project`.
+
+The normal run schedules few tasks: ``TimeSyncProject`` -> one ``TimeSyncIngest`` per
+project id -> ``TimeSyncPlotBatch`` tasks of ``[timesync] plots_per_task`` plots each ->
+one ``TimeSyncSearch`` per ARD tile. A batch's completeness comes from listings (four per
+plot), and its run hands the missing observations to Dask. ``TimeSyncPlot`` and
+``TimeSyncObservation`` exist to run or rerun one plot or one observation by name; the
+normal run never schedules them, because Luigi's scheduler slows quadratically with the
+number of tasks and a project has millions of observations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cached_property
+from typing import Any
+
+import luigi
+
+from pipeline.config import archive, output
+from pipeline.errors import PipelineError
+from pipeline.grid import Tile
+from pipeline.timesync import layout, summary
+from pipeline.timesync.engine import BatchOutcome, Project, RunOptions
+from targets.store import Store
+from targets.target import StoreTarget
+
+log = logging.getLogger("pipeline.timesync")
+
+
+class timesync(luigi.Config):  # noqa: N801  (section name)
+    """[timesync]: how work is cut into pieces."""
+
+    plots_per_task = luigi.IntParameter(default=25, description="plots per scheduled batch task")
+    observations_per_dask_task = luigi.IntParameter(default=24, description="observations per Dask task (>= ~100 ms of work each)")
+
+
+_projects: dict[tuple[Any, ...], Project] = {}
+
+
+class _TimeSyncTask(luigi.Task):
+    """Parameters every TimeSync task shares (they decide the outputs)."""
+
+    plot_file = luigi.Parameter(description="CSV with header project_id,plot_id,x,y (integer metres, ARD Albers)")
+    project_dir = luigi.Parameter(description="output directory: a local path or s3://bucket/prefix")
+    catalog = luigi.Parameter(description="STAC API root (http/https) or a local catalogue file (NDJSON items or a FeatureCollection)")
+    region = luigi.ChoiceParameter(choices=["CU", "AK", "HI"], default="CU", description="ARD grid region")
+    datetime = luigi.Parameter(default="1984-01-01/..", description="acquisition interval, e.g. 1984-01/2022-12-31 (default: 1984 on)")
+    asset_href = luigi.ChoiceParameter(choices=["s3", "href"], default="s3", description="read assets[band].alternate.s3.href (s3) or assets[band].href (href)")
+    collection = luigi.Parameter(default="landsat-c2ard-sr", description="STAC collection")
+    chip_size = luigi.IntParameter(default=255, description="chip width and height in pixels (odd)")
+
+    @property
+    def run_options(self) -> RunOptions:
+        return RunOptions(
+            plot_file=self.plot_file, project_dir=self.project_dir, catalog=self.catalog, region=self.region,
+            datetime=self.datetime, asset_href=self.asset_href, collection=self.collection, chip_size=self.chip_size,
+        )  # fmt: skip
+
+    @property
+    def project(self) -> Project:
+        """One Project per parameter set and process (it caches plots and searches)."""
+        key = (self.run_options, archive().access(self.asset_href), output().s3_options())
+        if key not in _projects:
+            opts = self.run_options
+            _projects[key] = Project(opts, store=Store(opts.project_dir, key[2]), access=key[1])
+        return _projects[key]
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        self.set_progress_percentage(round(100 * done / max(total, 1)))
+        self.set_status_message(f"{done}/{total} {what}")
+
+    def shared(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
+
+
+class TimeSyncSearch(_TimeSyncTask):
+    """The catalogue search of one ARD tile, kept as a state file so reruns never search
+    again. Every plot whose chip touches the tile reads it."""
+
+    tile_h = luigi.IntParameter()
+    tile_v = luigi.IntParameter()
+
+    @property
+    def tile(self) -> Tile:
+        return Tile(self.tile_h, self.tile_v)
+
+    def output(self) -> StoreTarget:
+        return StoreTarget(self.project.store, self.project.search_rel(self.tile))
+
+    def run(self) -> None:
+        self.set_status_message(f"searching {self.catalog} for tile h{self.tile.hh}v{self.tile.vv}")
+        doc = self.project.run_search(self.tile)
+        self.output().write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+
+
+class _PlotsTask(_TimeSyncTask):
+    """A task over some plots: requires their tiles' searches, complete when every plot is."""
+
+    def selected_plots(self) -> list[Any]:
+        raise NotImplementedError
+
+    def requires(self) -> list[TimeSyncSearch]:
+        tiles = sorted({t for p in self.selected_plots() for t in self.project.tiles_of(p)})
+        return [TimeSyncSearch(**self.shared(), tile_h=t.h, tile_v=t.v) for t in tiles]
+
+    def complete(self) -> bool:
+        # Outputs are not deleted during a run, so a True answer is kept for the task
+        # instance (Luigi reuses instances): dependants ask again without new listings.
+        if getattr(self, "_known_complete", False):
+            return True
+        if not all(r.complete() for r in self.requires()):
+            return False
+        done = all(self.project.plot_status(p).complete for p in self.selected_plots())
+        self._known_complete = done
+        return done
+
+    def run(self) -> None:
+        plots = self.selected_plots()
+        self.set_status_message(f"planning {len(plots)} plots")
+        outcome = self.project.process(plots, jobs_per_task=timesync().observations_per_dask_task, progress=self.progress)
+        summary.record_batch(self.task_id, outcome)
+        _raise_failures(outcome)
+
+
+def _raise_failures(outcome: BatchOutcome) -> None:
+    if outcome.failed:
+        first = outcome.failed[0]
+        raise PipelineError(
+            f"{len(outcome.failed)} observation(s) of {outcome.plots_failed} plot(s) failed; "
+            f"first: prj {first.project_id} plot {first.plot_id} {first.key}: {first.error}. "
+            "Everything else is written; rerun the same command to retry only what failed."
+        )
+
+
+class TimeSyncPlotBatch(_PlotsTask):
+    """``plots_per_task`` plots of one project (ordered by tile): the unit the normal run schedules."""
+
+    project_id = luigi.Parameter()
+    batch = luigi.IntParameter()
+    plots_per_task = luigi.IntParameter()
+
+    def selected_plots(self) -> list[Any]:
+        return self.project.batches(self.project_id, self.plots_per_task)[self.batch]
+
+
+class TimeSyncPlot(_PlotsTask):
+    """One plot by name: its missing observations, fill record and time series."""
+
+    project_id = luigi.Parameter()
+    plot_id = luigi.Parameter()
+
+    def selected_plots(self) -> list[Any]:
+        return [self.project.plot(self.project_id, self.plot_id)]
+
+    def output(self) -> StoreTarget:
+        return StoreTarget(self.project.store, layout.series_csv(self.project_id, self.plot_id))
+
+
+class TimeSyncObservation(_TimeSyncTask):
+    """One observation by name (``--date YYYY_DDD``): its CSV and three PNGs."""
+
+    project_id = luigi.Parameter()
+    plot_id = luigi.Parameter()
+    date = luigi.Parameter(description="YYYY_DDD")
+
+    def requires(self) -> list[TimeSyncSearch]:
+        plot = self.project.plot(self.project_id, self.plot_id)
+        return [TimeSyncSearch(**self.shared(), tile_h=t.h, tile_v=t.v) for t in self.project.tiles_of(plot)]
+
+    def output(self) -> list[StoreTarget]:
+        return [StoreTarget(self.project.store, rel) for rel in layout.obs_files(self.project_id, self.plot_id, self.date)]
+
+    def complete(self) -> bool:
+        if all(t.exists() for t in self.output()):
+            return True
+        plot = self.project.plot(self.project_id, self.plot_id)
+        return self.date in self.project.fill_keys(plot)
+
+    @cached_property
+    def observation(self) -> Any:
+        plot = self.project.plot(self.project_id, self.plot_id)
+        for o in self.project.observations(plot):
+            if o.key == self.date:
+                return o
+        raise PipelineError(f"plot {self.project_id}/{self.plot_id} has no observation {self.date} in the catalogue search")
+
+    def run(self) -> None:
+        project = self.project
+        plot = project.plot(self.project_id, self.plot_id)
+        from pipeline.timesync.extract import ObservationJob
+
+        job = ObservationJob(plot.project_id, plot.plot_id, plot.x, plot.y, self.chip_size, self.observation)
+        (result,) = project.execute([job], jobs_per_task=1)
+        if result.status == "failed":
+            raise PipelineError(f"observation {self.date} of plot {self.project_id}/{self.plot_id} failed: {result.error}")
+        if result.status == "fill":
+            project.record_fill(plot, {self.date})
+
+
+class TimeSyncIngest(_TimeSyncTask):
+    """The TimeSync server ingest files of one project, ``{YYYY}_prj_{id}_region_spectrals.csv``,
+    written once all of its plots are done."""
+
+    project_id = luigi.Parameter()
+
+    def requires(self) -> list[TimeSyncPlotBatch]:
+        n = timesync().plots_per_task
+        count = len(self.project.batches(self.project_id, n))
+        return [TimeSyncPlotBatch(**self.shared(), project_id=self.project_id, batch=i, plots_per_task=n) for i in range(count)]
+
+    def output(self) -> StoreTarget:
+        return StoreTarget(self.project.store, layout.ingest_manifest(self.project_id, self.project.ingest_fingerprint(self.project_id)))
+
+    def complete(self) -> bool:
+        # Also every batch: Luigi does not look below a complete task, and a deleted chip
+        # must be found even when the ingest files are all there.
+        return self.project.ingest_complete(self.project_id) and all(b.complete() for b in self.requires())
+
+    def run(self) -> None:
+        self.set_status_message("combining plot series into per-year ingest files")
+        files = self.project.write_ingest(self.project_id)
+        log.info("project %s: %d ingest files", self.project_id, len(files))
+
+
+class TimeSyncProject(luigi.WrapperTask):
+    """The whole plot file: every project id's observations, series and ingest files.
+
+    luigi --module pipeline.timesync TimeSyncProject --plot-file PLOTS.csv
+          --project-dir DIR_OR_S3_URL --catalog CATALOG [--region CU]
+          [--datetime 1984-01/2022-12-31] [--asset-href s3|href] --local-scheduler
+    """
+
+    plot_file = _TimeSyncTask.plot_file
+    project_dir = _TimeSyncTask.project_dir
+    catalog = _TimeSyncTask.catalog
+    region = _TimeSyncTask.region
+    datetime = _TimeSyncTask.datetime
+    asset_href = _TimeSyncTask.asset_href
+    collection = _TimeSyncTask.collection
+    chip_size = _TimeSyncTask.chip_size
+
+    def requires(self) -> list[TimeSyncIngest]:
+        shared = {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
+        probe = TimeSyncIngest(**shared, project_id="_")
+        project = probe.project
+        project.validate()  # fatal input errors stop the run here, before anything is written
+        summary.record_project(project, plots_per_task=timesync().plots_per_task)
+        return [TimeSyncIngest(**shared, project_id=p) for p in project.project_ids()]

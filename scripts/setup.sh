@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install the project (with the test extras if asked: setup.sh test).
+# Idempotent: reinstalls only when setup.cfg changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $($python --version)"
+  "$python" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+spec="."
+[ -n "$extras" ] && spec=".[${extras}]"
+stamp=".venv/.installed-$(sha1sum setup.cfg pyproject.toml | sha1sum | cut -c1-12)-${extras:-base}"
+if [ ! -f "$stamp" ]; then
+  echo "installing the project into .venv ($spec)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+  touch "$stamp"
+fi

@@ -1,0 +1,26 @@
+"""Shared fixtures: generated archives (built once per session) and the real servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.demo.archive import build_archive, small_spec
+
+
+@pytest.fixture(scope="session")
+def small_archive(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic Landsat ARD archive (2x2 tiles) with plots on edges and corners."""
+    return build_archive(tmp_path_factory.mktemp("archive"), small_spec(seed=1))
+
+
+@pytest.fixture(scope="session")
+def other_archive(tmp_path_factory: pytest.TempPathFactory):
+    """An archive of the same shape the pipeline has not seen: another seed."""
+    return build_archive(tmp_path_factory.mktemp("archive2"), small_spec(seed=7))
+
+
+# The real servers, started once per session by the tests themselves.
+from tests.servers.s3 import s3_server  # noqa: E402,F401
+from tests.servers.stac import stac_server  # noqa: E402,F401

@@ -1,0 +1,52 @@
+"""Running the luigi command line the way a user does, and looking at what it wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LUIGI = str(Path(sys.executable).with_name("luigi"))
+
+
+def luigi_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LUIGI_CONFIG_PATH"] = str(REPO / "luigi.cfg")
+    env.pop("PIPELINE_RUN_STATS", None)  # each run owns its summary
+    env.update(extra or {})
+    return env
+
+
+def run_luigi(args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``luigi --module pipeline.timesync ARGS`` as a subprocess; output captured."""
+    cmd = [LUIGI, "--module", "pipeline.timesync", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env or luigi_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def timesync_args(archive, project_dir: Path | str, *extra: str, catalog: str | None = None) -> list[str]:
+    return [
+        "TimeSyncProject",
+        "--plot-file", str(archive.plot_file),
+        "--project-dir", str(project_dir),
+        "--catalog", catalog or str(archive.catalog_ndjson),
+        "--asset-href", "href",
+        "--local-scheduler",
+        *extra,
+    ]  # fmt: skip
+
+
+def snapshot(root: Path) -> dict[str, tuple[float, str]]:
+    """relative path -> (mtime_ns, sha1) of every file under root."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            out[str(p.relative_to(root))] = (p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
+    return out
+
+
+def outputs_only(snap: dict[str, tuple[float, str]]) -> dict[str, tuple[float, str]]:
+    return {k: v for k, v in snap.items() if not k.startswith("_state")}

@@ -1,0 +1,118 @@
+"""The recipe, cell by cell, on small hand-made arrays. Expected values were worked out by
+hand from the spec's formulas (shown next to each)."""
+
+import numpy as np
+import pytest
+
+from pipeline.timesync import recipe
+
+
+def test_rescale_truncates_toward_zero_and_maps_fill():
+    dn = [0, 1, 7000, 7272, 7273, 8000, 10000, 43636, 65535]
+    # (DN * 0.0000275 - 0.2) * 10000: -2000, -1999.725, -75, -0.2, +0.075, 200 - 0.0..., 750, 9999.9, 16022.125
+    # DN 8000: 0.22 - 0.2 = 0.02 -> 200 on paper, 199.99999999999997 in float64, which truncates to 199:
+    # the contract is "computed in float64", so 199 it is.
+    assert recipe.rescale(dn).tolist() == [-2000, -1999, -75, 0, 0, 199, 750, 9999, 16022]
+    assert recipe.rescale(dn).dtype == np.int16
+
+
+def test_rescale_is_trunc_not_floor():
+    # floor(-1999.725) = -2000 would turn a valid dark pixel into fill.
+    assert recipe.rescale([1])[0] == -1999
+
+
+def test_mask_any_band_fill():
+    optical = np.full((6, 2, 2), 500, dtype=np.int16)
+    optical[3, 0, 1] = -2000  # one band only
+    optical[:, 1, 1] = -2000  # all bands
+    assert recipe.mask_of(optical).tolist() == [[False, True], [False, True]]
+
+
+def _pixel(blue, green, red, nir, swir1, swir2):
+    return np.array([blue, green, red, nir, swir1, swir2], dtype=np.int16).reshape(6, 1, 1)
+
+
+def test_tasseled_cap_by_hand():
+    tc = recipe.tasseled_cap(_pixel(500, 1000, 1500, 3000, 2000, 1000)).ravel()
+    # brightness: 102.15 + 415.8 + 828.6 + 1722.3 + 624.8 + 230.3 = 3923.95
+    # greenness: -80.15 - 281.9 - 740.1 + 2382.0 - 0.4 - 144.6 = 1134.85
+    # wetness: 15.75 + 202.1 + 465.3 + 478.2 - 1361.2 - 610.9 = -810.75
+    assert tc == pytest.approx([3923.95, 1134.85, -810.75], abs=1e-9)
+
+
+def test_composites_and_stretch_by_hand():
+    px = _pixel(500, 1000, 1500, 3000, 2000, 1000)
+    no_mask = np.zeros((1, 1), dtype=bool)
+    tc = recipe.stretch(recipe.composite("tc", px), recipe.STRETCH["tc"], no_mask).ravel().tolist()
+    # 255/4988*(3923.95-604) = 169.7; 255/3098*(1134.85-49) = 89.4; 255/3088*(-810.75+2245) = 118.4
+    assert tc == [169, 89, 118]
+    b743 = recipe.stretch(recipe.composite("b743", px), recipe.STRETCH["b743"], no_mask).ravel().tolist()
+    # swir2 1000: 255/4600*1904 = 105.5; nir 3000: 255/4800*2849 = 151.4; red 1500: 255/2800*1800 = 163.9
+    assert b743 == [105, 151, 163]
+    b432 = recipe.stretch(recipe.composite("b432", px), recipe.STRETCH["b432"], no_mask).ravel().tolist()
+    # nir 3000 -> 151; red 1500 -> 163; green 1000: 255/1100*950 = 220.2
+    assert b432 == [151, 163, 220]
+
+
+def test_stretch_clips_and_masks():
+    channels = np.array([[[-5000.0, 99999.0]]] * 3)  # (3, 1, 2)
+    out = recipe.stretch(channels, ((0, 100),) * 3, np.zeros((1, 2), dtype=bool))
+    assert out[:, 0, :].tolist() == [[0, 255]] * 3
+    masked = recipe.stretch(channels, ((0, 100),) * 3, np.array([[False, True]]))
+    assert masked[:, 0, 1].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "qa, expected",
+    [
+        (21824, 0),  # OLI clear land: bit 6 set
+        (5440, 0),  # TM/ETM+ clear land
+        (1 << 7, 0),  # water
+        (1, 1),  # fill
+        (1 | 1 << 6, 1),  # fill wins over clear
+        (1 << 3 | 1 << 1, 1),  # cloud, dilated cloud, not clear
+        (1 << 4, 1),  # shadow only
+        (0, 1),  # neither clear nor water
+    ],
+)
+def test_qa_flag(qa, expected):
+    assert recipe.qa_flag(qa) == expected
+
+
+def test_fill_test():
+    assert recipe.is_fill(None)  # raster does not contain the point
+    assert recipe.is_fill(1)
+    assert not recipe.is_fill(21824)
+
+
+def test_process_observation_end_to_end_small():
+    # 3 x 3 chip, mosaic of two items that do not overlap (left column from one, rest from the other)
+    a = np.zeros((7, 3, 3), dtype=np.uint16)
+    b = np.zeros((7, 3, 3), dtype=np.uint16)
+    a[:, :, 0] = 10000  # DN 10000 -> 750
+    a[6, :, 0] = 21824
+    b[:, :, 1:] = 20000  # DN 20000 -> 0.55 - 0.2 = 0.35 -> 3500
+    b[6, :, 1:] = 21824
+    b[2, 0, 2] = 0  # red fill at one pixel -> that pixel masked
+    m = recipe.mosaic([a, b])
+    res = recipe.process_observation(m)
+    assert res.centre == (3500,) * 6
+    assert res.qa == 0
+    # masked pixel (row 0, col 2) is black in every image
+    for img in res.images.values():
+        assert img.shape == (3, 3, 3) and img.dtype == np.uint8
+        assert img[0, 2].tolist() == [0, 0, 0]
+    # b432 at (0, 0): nir 750 -> 255/4800*599 = 31.8; red 750 -> 255/2800*1050 = 95.6; green 750 -> 255/1100*700 = 162.3
+    assert res.images["b432"][0, 0].tolist() == [31, 95, 162]
+
+
+def test_spectral_row_and_csv_text():
+    row = recipe.spectral_row(
+        sensor="LC08", project_id="p1", plot_id="007", hv="0304", year=2015, doy=7,
+        centre=(1, -2, 3, 4, 5, 6), qa=0, date="2015-01-07T17:00:00.12Z",
+    )  # fmt: skip
+    text = recipe.format_csv([row])
+    assert text == (
+        "sensor,project_id,plot_id,hv,year,doy,blue,green,red,nir,swir1,swir2,qa,date\n"
+        "LC08,p1,007,0304,2015,7,1,-2,3,4,5,6,0,2015-01-07T17:00:00.12Z\n"
+    )
