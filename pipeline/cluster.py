@@ -65,7 +65,8 @@ def get_client(config: dask | None = None) -> Any:
             processes=processes,
             memory_limit=cfg.memory_limit,
             dashboard_address=None,
-            host="127.0.0.1",
+            # Loopback only; in-process workers use inproc:// and take no host.
+            **({"host": "127.0.0.1"} if processes else {}),
         )
         client = Client(cluster)
         log.info("started an embedded Dask LocalCluster: %d workers x %d threads (%s)", n_workers, cfg.threads_per_worker, "processes" if processes else "threads")

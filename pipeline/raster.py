@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -99,10 +101,11 @@ class RasterReader:
     Use as a context manager, in the thread that reads (GDAL options are thread-local).
     """
 
-    def __init__(self, access: ArchiveAccess) -> None:
+    def __init__(self, access: ArchiveAccess, *, max_open: int = 256) -> None:
         self.access = access.resolved()
+        self.max_open = max_open
         self._env: Any = None
-        self._datasets: dict[str, Any] = {}
+        self._datasets: OrderedDict[str, Any] = OrderedDict()
         self.opened = 0
 
     def __enter__(self) -> "RasterReader":
@@ -137,7 +140,9 @@ class RasterReader:
 
     def dataset(self, href: str) -> Any:
         ds = self._datasets.get(href)
-        if ds is None:
+        if ds is not None:
+            self._datasets.move_to_end(href)
+        else:
             import rasterio
 
             try:
@@ -148,6 +153,9 @@ class RasterReader:
                 raise RasterReadError(f"{href}: no raster band")
             self._datasets[href] = ds
             self.opened += 1
+            if len(self._datasets) > self.max_open:  # least recently used handle goes
+                _, oldest = self._datasets.popitem(last=False)
+                oldest.close()
         return ds
 
     def pixel(self, href: str, x: float, y: float) -> int | None:
@@ -183,3 +191,19 @@ class RasterReader:
             raise RasterReadError(f"cannot read {href} window rows {r0}:{r1} cols {c0}:{c1}: {e}") from e
         out[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data
         return out
+
+
+_thread_readers = threading.local()
+
+
+def thread_reader(access: ArchiveAccess) -> RasterReader:
+    """A reader entered once and kept for the calling thread's life (a Dask worker thread):
+    band files stay open across batches, so a file read for one plot is not opened and its
+    header fetched again for the next; the GDAL environment is entered once, not per batch."""
+    readers: dict[ArchiveAccess, RasterReader] = getattr(_thread_readers, "by_access", None) or {}
+    _thread_readers.by_access = readers
+    reader = readers.get(access)
+    if reader is None:
+        reader = RasterReader(access).__enter__()
+        readers[access] = reader
+    return reader

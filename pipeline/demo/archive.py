@@ -16,11 +16,13 @@ items' ``alternate.s3.href`` resolve; ``href`` is the absolute local path of the
 
 **Rasters** are real COGs (GDAL COG driver): 5000 x 5000 uint16 with the tile's exact
 transform and the region's Albers CRS, 256 x 256 DEFLATE tiles, nearest-neighbour
-overviews, ``LAYOUT=COG``; nodata 0 (SR) and 1 (QA_PIXEL). Only the 256-pixel blocks within
-``chip_size // 2 + context_px`` of a plot hold content; every other block is left out of the
-file (GDAL ``SPARSE_OK``) and so reads back as nodata, i.e. as fill (SR 0, QA 1), which is
-what the pipeline would see at the edge of a real swath. The item properties (``landsat:fill``,
-``eo:cloud_cover``) describe the swath model, not these empty blocks.
+overviews (x2..x32), ``LAYOUT=COG``; nodata 0 (SR) and 1 (QA_PIXEL). Only the square of half-width
+``chip_size // 2 + context_px`` around each plot holds content; everything else reads back
+as nodata, i.e. as fill (SR 0, QA 1), which is what the pipeline would see beyond a real
+swath edge: blocks never written are omitted from the file (GDAL ``SPARSE_OK``) and the rest
+of a partly written block is nodata. (Content costs ~1.5 bytes per pixel after DEFLATE, so
+dense tiles would be ~37 MB per SR file, ~6 GB for even the small archive.) The item properties (``landsat:fill``, ``eo:cloud_cover``) describe the
+swath model, not these empty areas.
 
 **Content** is a pure function of the seed, the acquisition and the *global* pixel position,
 so adjacent tiles mosaic seamlessly and any window can be re-rendered for checks:
@@ -33,10 +35,12 @@ scattered pixels and pinned plot-centre values), pixels where exactly one band i
 values of both sensor families (e.g. TM/ETM+ water 5504 has the clear bit 6 unset, OLI water
 21952 has it set). QA is fill (1) exactly where all six SR bands are 0.
 
-Timing (2-core machine, 4 worker threads for 2 cores is not faster than 2; default workers =
-``min(4, cpu_count)``), measured with ``time python scripts/make_demo_archive.py OUT [--small]``:
-``small_spec()`` 8 acquisitions, 27 items, 189 COGs, ~17 MB: ~4 s;
-``demo_spec()`` 40 acquisitions, 129 items, 903 COGs, ~250 MB: ~50 s.
+Cost: ~30 ms per COG, nearly all in GDAL's COG copy (the overviews are supplied by the
+generator, see OVERVIEW_FACTORS); rendering is ~20 ms per item. Writer threads share the
+work (GDAL releases the GIL). Measured with ``time python scripts/make_demo_archive.py OUT
+[--small]`` on 2 cores shared with other jobs (load average 3-5):
+``small_spec()`` 28 items, 196 COGs, 77 MB: 7.3 s CPU, 7.7 s wall (estimate for idle cores: ~4 s);
+``demo_spec()`` 145 items, 1015 COGs, 530 MB: 42 s CPU, 82 s wall (estimate for idle cores: ~25 s).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -64,7 +69,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from pipeline.grid import PIXEL_SIZE, TILE_PIXELS, TILE_SIZE, Region, Tile, chip_tiles, get_region, tile_of
+from pipeline.grid import PIXEL_SIZE, TILE_PIXELS, Region, Tile, chip_tiles, get_region, tile_of
 
 # --------------------------------------------------------------------------------------------
 # Constants of the real archive
@@ -161,11 +166,14 @@ SLC_PERIOD_PX = 33.0  # one gap per scan pair
 SLC_MAX_GAP_PX = 14.0  # gap width at the swath edge; ~0 at nadir
 DILATE_PX = 6  # dilated-cloud ring width
 
+# Overview levels: what GDAL's OVERVIEWS=AUTO makes for 5000 px with 256 px blocks. The
+# generator supplies them itself (nearest neighbour, from the rendered windows) through a VRT:
+# letting the COG driver build them means rescanning 25 Mpx per file, which doubled the cost.
+OVERVIEW_FACTORS = (2, 4, 8, 16, 32)
 _COG_OPTIONS = {
     "blocksize": BLOCK,
     "compress": "DEFLATE",
-    "overviews": "AUTO",
-    "resampling": "NEAREST",  # bit flags and fill must not be averaged
+    "overviews": "FORCE_USE_EXISTING",
     "sparse_ok": "TRUE",  # empty (all-nodata) blocks are not written: they read back as nodata
 }
 
@@ -185,7 +193,7 @@ class ArchiveSpec:
     ``tiles`` must contain a 2 x 2 block ``(h, v), (h+1, v), (h, v+1), (h+1, v+1)``: the
     special plots (edge, corner, fill, water, ...) are placed around its centre. Chips of all
     plots lie inside ``tiles``. ``context_px`` is how far beyond each plot's ``chip_size`` chip
-    the rasters carry real content (rounded outwards to 256-pixel blocks).
+    the rasters carry real content; beyond it they read as fill.
     """
 
     region: str = "CU"
@@ -195,7 +203,7 @@ class ArchiveSpec:
     n_extra_plots: int = 0
     project_ids: tuple[str, str] = ("1001", "0042")
     chip_size: int = 255
-    context_px: int = 128
+    context_px: int = 32
 
     def __post_init__(self) -> None:
         region = get_region(self.region)
@@ -263,15 +271,18 @@ class BuiltArchive:
 
 
 def small_spec(seed: int = 0) -> ArchiveSpec:
-    """The test archive: 8 acquisitions (every sensor, a winter date, a 2024 date), the
-    special plots only, 32 px of context around the 255 px chips. Builds in ~4 s on 2 cores."""
+    """The test archive: 8 acquisitions (every sensor, a winter date, a 2023/2024 date), the
+    special plots only, 32 px of context around the 255 px chips. 28 items, ~77 MB; builds
+    in 7.3 s CPU (measured 7.7 s wall on a busy 2-core machine)."""
     return ArchiveSpec(n_acquisitions=8, seed=seed, n_extra_plots=0, context_px=32)
 
 
 def demo_spec(seed: int = 0) -> ArchiveSpec:
-    """The README demo: 40 acquisitions 1984-2024, the special plots plus 6 ordinary ones,
-    128 px of context. Builds in ~50 s on 2 cores."""
-    return ArchiveSpec(n_acquisitions=40, seed=seed, n_extra_plots=6, context_px=128)
+    """The README demo: 40 acquisitions 1984-2024, the special plots plus 4 ordinary ones,
+    32 px of context (each 5000 x 5000 COG holds ~0.1-0.5 Mpx of content: ~1.5 bytes per
+    pixel per band after DEFLATE, so context is what drives the archive's size). 145 items,
+    ~530 MB; builds in 42 s CPU (measured 82 s wall on a busy 2-core machine)."""
+    return ArchiveSpec(n_acquisitions=40, seed=seed, n_extra_plots=4, context_px=32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +350,7 @@ class _Acq:
 
     @property
     def winter(self) -> bool:
-        return self.doy < 75 or self.doy > 320
+        return _is_winter(self.day)
 
 
 @dataclass(frozen=True)
@@ -377,16 +388,11 @@ def _key(*parts: int) -> int:
     """A 64-bit key from integers (splitmix64 chain), to seed the per-pixel hashes."""
     x = 0x243F6A8885A308D3
     for p in parts:
-        x = (x ^ (p & 0xFFFFFFFFFFFFFFFF)) + 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF
+        x = ((x ^ (p & 0xFFFFFFFFFFFFFFFF)) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
         x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
         x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 31
     return x
-
-
-def _global_pixel(region: Region, x: float, y: float) -> tuple[int, int]:
-    """(col, row) in the region-wide 30 m pixel grid whose pixel contains (x, y)."""
-    return math.floor((x - region.x0) / PIXEL_SIZE), math.floor((region.y0 - y) / PIXEL_SIZE)
 
 
 def _pixel_centre(region: Region, gx: int, gy: int) -> tuple[int, int]:
@@ -462,6 +468,12 @@ def _make_patches(plots: list[_Plot], rng: np.random.Generator) -> list[_Patch]:
                 t_dist=rng.uniform(1997.0, 2012.0), recovery_years=rng.uniform(18.0, 30.0),
             ))
     return patches
+
+
+def _is_winter(day: date) -> bool:
+    """Mid-March to mid-November is snow-free at the plots; the rest may have snow."""
+    doy = day.timetuple().tm_yday
+    return doy < 75 or doy > 320
 
 
 def _sensor_ok(code: str, d: date) -> bool:
@@ -573,8 +585,9 @@ def _plan_acquisitions(spec: ArchiveSpec, region: Region, plots: list[_Plot], rn
             col = fill_plot.gx + 0.5 + (-d if data_west else d)
             hp = _edge_halfplane(col, fill_plot.gy + 0.5, data_west)
             coverage = (hp,)
-            note = f"swath edge {d:.0f} px {'west' if data_west else 'east'} of {fill_plot.project_id}/{fill_plot.plot_id}, " \
-                   f"data {'west' if data_west else 'east'} of it"
+            side = "west" if data_west else "east"
+            note = (f"swath edge {d:.0f} px {side} of {fill_plot.project_id}/{fill_plot.plot_id}, "
+                    f"data on its {side} side: the plot is fill")
             centre = (col + (-SWATH_HALF_PX if data_west else SWATH_HALF_PX), fill_plot.gy + 0.5)
         else:
             data_west = bool(rng.random() < 0.5)
@@ -591,7 +604,7 @@ def _plan_acquisitions(spec: ArchiveSpec, region: Region, plots: list[_Plot], rn
             centre = (col + (-SWATH_HALF_PX if data_west else SWATH_HALF_PX), float(gv))
 
         sensor = SENSORS[code]
-        winter = day.timetuple().tm_yday < 75 or day.timetuple().tm_yday > 320
+        winter = _is_winter(day)
         cloudiness = 0.0 if rng.random() < 0.4 else float(rng.uniform(0.05, 0.5))
         az = math.radians(rng.uniform(125, 160))  # morning sun from the south-east
         mag = rng.uniform(70, 110)
@@ -631,10 +644,10 @@ def _plan_acquisitions(spec: ArchiveSpec, region: Region, plots: list[_Plot], rn
             atmos=tuple(float(a) for a in rng.normal(0.0, 0.004, 6)),
             key=_key(spec.seed, 1000 + i),
         ))
-    return _pin_plot_centres(acqs, plots, rng)
+    return _pin_plot_centres(acqs, plots)
 
 
-def _pin_plot_centres(acqs: list[_Acq], plots: list[_Plot], rng: np.random.Generator) -> list[_Acq]:
+def _pin_plot_centres(acqs: list[_Acq], plots: list[_Plot]) -> list[_Acq]:
     """Pinned tricky values at plot centres, and at least one cloud and one shadow at a centre.
 
     - interior-disturbed, first date: blue DN 1 (-1999.725: truncates to -1999, floor would give
@@ -809,20 +822,23 @@ def _render(plan: _Plan, acq: _Acq, gx0: int, gy0: int, h: int, w: int) -> tuple
            + 0.35 * _value_noise(cols, rows, 60.0, _key(k, 2))
            + 0.20 * _value_noise(cols, rows, 14.0, _key(k, 3)))
     veg = np.clip(0.1 + 1.3 * veg, 0.15, 0.97).astype(np.float32)
-    for p in plan.patches:
+    for p in plan.patches:  # a dense stand until it is cut, then slow regrowth
         reach = math.hypot(p.half_w, p.half_h)
-        if acq.t < p.t_dist or p.cx + reach < gx0 or p.cx - reach > gx0 + w or p.cy + reach < gy0 or p.cy - reach > gy0 + h:
+        if p.cx + reach < gx0 or p.cx - reach > gx0 + w or p.cy + reach < gy0 or p.cy - reach > gy0 + h:
             continue
         inside = _in_patch(p, colf, rowf)
-        regrowth = min(1.0, (acq.t - p.t_dist) / p.recovery_years)
-        veg = np.where(inside, 0.03 + (veg - 0.03) * regrowth, veg).astype(np.float32)
+        stand = np.maximum(veg, np.float32(0.8))
+        if acq.t >= p.t_dist:
+            regrowth = min(1.0, (acq.t - p.t_dist) / p.recovery_years)
+            stand = 0.03 + (stand - 0.03) * regrowth
+        veg = np.where(inside, stand, veg).astype(np.float32)
     season = 0.55 + 0.45 * math.exp(-(((acq.doy - 195) / 65.0) ** 2))
     vf = (veg * np.float32(season))[None]
     refl = vf * _VEG[:, None, None] + (1 - vf) * _SOIL[:, None, None]
     refl += (_SENSOR_OFFSET[acq.sensor] + np.asarray(acq.atmos, dtype=np.float32))[:, None, None]
     # Texture: a spatially correlated brightness field (canopy, gaps: common to all bands),
-    # plus small white noise that is fixed per pixel and per date. Mostly-correlated texture
-    # keeps DEFLATE effective; white noise of +-650 DN made the files incompressible.
+    # plus small white noise that is fixed per pixel and per date (real surfaces are
+    # correlated; strong white noise only made the files bigger).
     texture = 2 * _value_noise(cols, rows, 3.0, _key(k, 4)) - 1
     refl *= (1 + np.float32(0.10) * texture)[None]
     h_static = _hash(cols, rows, k)
@@ -1084,38 +1100,84 @@ def _collection(items: list[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def _decimate(row: int, col: int, h: int, w: int, f: int) -> tuple[Window, slice, slice] | None:
+    """Nearest-neighbour decimation by ``f`` of the content window (row, col, h, w): overview
+    pixel (i, j) takes full-resolution pixel (i * f + f // 2, j * f + f // 2). Returns the
+    overview window and the row/col slices of the window's array, or None if none is sampled."""
+    o = f // 2
+    i0, i1 = -(-(row - o) // f), (row + h - 1 - o) // f  # ceil, floor
+    j0, j1 = -(-(col - o) // f), (col + w - 1 - o) // f
+    if i1 < i0 or j1 < j0:
+        return None
+    rs = slice(i0 * f + o - row, i0 * f + o - row + (i1 - i0) * f + 1, f)
+    cs = slice(j0 * f + o - col, j0 * f + o - col + (j1 - j0) * f + 1, f)
+    return Window(j0, i0, j1 - j0 + 1, i1 - i0 + 1), rs, cs
+
+
+def _vrt(plan: _Plan, tile: Tile, nodata: int, full: str, overviews: Sequence[str]) -> str:
+    """A one-band VRT over the full-resolution GeoTIFF that declares our overview files."""
+    ulx, uly = tile.origin(plan.region)
+    ovr = "".join(f'<Overview><SourceFilename relativeToVRT="0">{path}</SourceFilename>'
+                  f"<SourceBand>1</SourceBand></Overview>" for path in overviews)
+    n = TILE_PIXELS
+    return (f'<VRTDataset rasterXSize="{n}" rasterYSize="{n}"><SRS>{plan.crs.to_wkt()}</SRS>'
+            f"<GeoTransform>{ulx}, {PIXEL_SIZE}, 0, {uly}, 0, {-PIXEL_SIZE}</GeoTransform>"
+            f'<VRTRasterBand dataType="UInt16" band="1"><NoDataValue>{nodata}</NoDataValue>'
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{full}</SourceFilename><SourceBand>1</SourceBand>'
+            f'<SrcRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/><DstRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/>'
+            f"</SimpleSource>{ovr}</VRTRasterBand></VRTDataset>")
+
+
 def _write_item_rasters(plan: _Plan, ip: _ItemPlan, bucket_dir: Path) -> int:
-    """Render the content windows once, write them into seven sparse in-memory GeoTIFFs,
-    then COG-copy each to its bucket key. Returns bytes written."""
+    """Render the content windows once; write them, and their decimations for each overview
+    level, into sparse in-memory GeoTIFFs; then COG-copy each asset (through a VRT that
+    declares the overviews) to its bucket key. Returns bytes written."""
     tile, acq = ip.tile, ip.acq
     sensor = SENSORS[acq.sensor]
     ulx, uly = tile.origin(plan.region)
-    base = {
-        "driver": "GTiff", "width": TILE_PIXELS, "height": TILE_PIXELS, "count": 1, "dtype": "uint16",
-        "crs": plan.crs, "transform": Affine(PIXEL_SIZE, 0, ulx, 0, -PIXEL_SIZE, uly),
-        "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "sparse_ok": True, "compress": "NONE",
-    }
-    tmp = {a: f"/vsimem/eo-demo-archive/{ip.item_id}_{a}.tif" for a in ASSETS}
+    levels = (1,) + OVERVIEW_FACTORS
+    # Unique names: several builds may run in one process (e.g. threads in a test run).
+    tmp_dir = f"/vsimem/eo-demo-archive/{uuid.uuid4().hex}"
+    tmp = {(a, f): f"{tmp_dir}/{a}_{f}.tif" for a in ASSETS for f in levels}
+    nodata = {a: QA_NODATA if a == "qa_pixel" else SR_NODATA for a in ASSETS}
+
+    def profile(a: str, f: int) -> dict[str, Any]:
+        n = math.ceil(TILE_PIXELS / f)
+        return {
+            "driver": "GTiff", "width": n, "height": n, "count": 1, "dtype": "uint16", "nodata": nodata[a],
+            "crs": plan.crs, "transform": Affine(PIXEL_SIZE * f, 0, ulx, 0, -PIXEL_SIZE * f, uly),
+            "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "sparse_ok": True, "compress": "NONE",
+        }
+
     written = 0
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-        with ExitStack() as stack:
-            out = {a: stack.enter_context(rasterio.open(tmp[a], "w", nodata=QA_NODATA if a == "qa_pixel" else SR_NODATA, **base))
-                   for a in ASSETS}
-            for row, col, h, w in plan.windows[tile]:
-                gx0, gy0 = tile.h * TILE_PIXELS + col, tile.v * TILE_PIXELS + row
-                if _window_uncovered(acq, gx0, gy0, h, w):
-                    continue  # all fill: leave the blocks sparse
-                dn, qa, _cls = _render(plan, acq, gx0, gy0, h, w)
-                win = Window(col, row, w, h)
-                for i, band in enumerate(BANDS):
-                    out[band].write(dn[i], 1, window=win)
-                out["qa_pixel"].write(qa, 1, window=win)
-        for a in ASSETS:
-            dst = bucket_dir / _asset_key(sensor, plan.region.code, tile, acq.day, ip.product_id, _asset_suffix(sensor, a))
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            rasterio.shutil.copy(tmp[a], str(dst), driver="COG", **_COG_OPTIONS)
-            rasterio.shutil.delete(tmp[a])
-            written += dst.stat().st_size
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml side files in the bucket
+        try:
+            with ExitStack() as stack:
+                out = {(a, f): stack.enter_context(rasterio.open(tmp[a, f], "w", **profile(a, f)))
+                       for a in ASSETS for f in levels}
+                for row, col, h, w in plan.windows[tile]:
+                    gx0, gy0 = tile.h * TILE_PIXELS + col, tile.v * TILE_PIXELS + row
+                    if _window_uncovered(acq, gx0, gy0, h, w):
+                        continue  # all fill: leave the blocks sparse
+                    dn, qa, _cls = _render(plan, acq, gx0, gy0, h, w)
+                    arrays = dict(zip(BANDS, dn)) | {"qa_pixel": qa}
+                    for a, arr in arrays.items():
+                        out[a, 1].write(arr, 1, window=Window(col, row, w, h))
+                        for f in OVERVIEW_FACTORS:
+                            dec = _decimate(row, col, h, w, f)
+                            if dec is not None:
+                                win, rs, cs = dec
+                                out[a, f].write(arr[rs, cs], 1, window=win)
+            for a in ASSETS:
+                vrt = _vrt(plan, tile, nodata[a], tmp[a, 1], [tmp[a, f] for f in OVERVIEW_FACTORS])
+                dst = bucket_dir / _asset_key(sensor, plan.region.code, tile, acq.day, ip.product_id, _asset_suffix(sensor, a))
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                rasterio.shutil.copy(vrt, str(dst), driver="COG", **_COG_OPTIONS)
+                written += dst.stat().st_size
+        finally:
+            for path in tmp.values():
+                if rasterio.shutil.exists(path):
+                    rasterio.shutil.delete(path)
     return written
 
 
@@ -1165,13 +1227,45 @@ def plan_archive(spec: ArchiveSpec) -> _Plan:
     lake_plot = next(p for p in plots if p.kind == "water")
     lakes: list[Disc] = [(lake_plot.gx + 0.5 + rng.uniform(-6, 6), lake_plot.gy + 0.5 + rng.uniform(-6, 6), rng.uniform(28, 45))]
     acqs = _plan_acquisitions(spec, region, plots, rng)
-    items = _plan_items(spec, region, acqs, rng)
     tiles = sorted(Tile(h, v) for h, v in spec.tiles)
-    return _Plan(
+    plan = _Plan(
         spec=spec, region=region, crs=crs, wkt2=crs.to_wkt(version="WKT2_2019"), tiles=tiles,
-        plots=plots, patches=patches, lakes=lakes, acqs=acqs, items=items,
+        plots=plots, patches=patches, lakes=lakes, acqs=acqs, items=[],
         windows={t: _content_windows(spec, plots, t) for t in tiles}, static_key=_key(spec.seed, 1),
     )
+    _bracket_disturbance(plan, rng)
+    plan.items = _plan_items(spec, region, plan.acqs, rng)
+    return plan
+
+
+def _bracket_disturbance(plan: _Plan, rng: np.random.Generator) -> None:
+    """Put the interior-disturbed plot's clear-cut between two consecutive usable dates (centre
+    inside the swath, not winter) and keep clouds off its centre on both, so that for every
+    seed its time series has a clear observation just before and just after the drop."""
+    plot = next(p for p in plan.plots if p.kind == "interior-disturbed")
+    col, row = plot.gx + 0.5, plot.gy + 0.5
+    k = next(i for i, pa in enumerate(plan.patches) if _in_patch(pa, col, row))
+    usable = [a.index for a in plan.acqs[1:]  # date 0 carries pinned DNs at this plot
+              if not a.winter and _render(plan, a, plot.gx, plot.gy, 1, 1)[2][0, 0] != FILL]
+    pairs = list(zip(usable, usable[1:]))
+    if not pairs:
+        raise AssertionError("fewer than two usable dates for the disturbed plot")
+    preferred = [(i, j) for i, j in pairs if plan.acqs[i].t >= 1990 and plan.acqs[j].t <= 2020] or pairs
+    i, j = preferred[int(rng.integers(len(preferred)))]
+    t0, t1 = plan.acqs[i].t, plan.acqs[j].t
+    plan.patches[k] = replace(plan.patches[k], t_dist=float(t0 + rng.uniform(0.2, 0.8) * (t1 - t0)))
+
+    def hits(cx: float, cy: float, radius: float) -> bool:
+        return math.hypot(cx - col, cy - row) <= radius + 1
+
+    for idx in (i, j):
+        a = plan.acqs[idx]
+        sdx, sdy = a.shadow_offset
+        plan.acqs[idx] = replace(
+            a,
+            clouds=tuple(d for d in a.clouds if not hits(d[0], d[1], d[2] + DILATE_PX) and not hits(d[0] + sdx, d[1] + sdy, d[2])),
+            cirrus=tuple(d for d in a.cirrus if not hits(*d)),
+        )
 
 
 def build_archive(root: Path | str, spec: ArchiveSpec, *, workers: int | None = None, overwrite: bool = False) -> BuiltArchive:
@@ -1261,15 +1355,19 @@ def _parse_tiles(text: str) -> tuple[int, int]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="make_demo_archive.py",
-        description="Write a synthetic Landsat Collection 2 ARD archive: COGs laid out as in "
-                    "s3://usgs-landsat-ard, landsat-c2ard-sr STAC items (ndjson + geojson, "
-                    "hrefs = local paths, alternate.s3.href = bucket keys), a plot file and a "
-                    "manifest (archive.json) with each plot's kind and per-date truth.",
-        epilog="Examples: make_demo_archive.py demo/archive   (the README demo, ~1 min)\n"
-               "          make_demo_archive.py /tmp/a --small --seed 3   (the test archive, seconds)",
+        description=(
+            "Write a synthetic Landsat Collection 2 ARD archive into OUT_DIR:\n"
+            "  usgs-landsat-ard/      COGs with the bucket's real keys (upload as s3://usgs-landsat-ard)\n"
+            "  catalog/items.ndjson   landsat-c2ard-sr STAC items (href = local path,\n"
+            "                         alternate.s3.href = bucket key); also items.geojson, collection.json\n"
+            "  plots.csv              project_id,plot_id,x,y\n"
+            "  archive.json           spec, acquisitions, each plot's kind and per-date truth"),
+        epilog=("examples:\n"
+                "  make_demo_archive.py demo/archive              the README demo (~0.5 GB, under a minute)\n"
+                "  make_demo_archive.py /tmp/a --small --seed 3   the test archive (~80 MB, seconds)"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("out_dir", type=Path, help="directory to write into (created if missing)")
+    p.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="directory to write into (created if missing)")
     p.add_argument("--small", action="store_true", help="the small test spec (8 acquisitions, special plots only)")
     p.add_argument("--seed", type=int, default=0, help="random seed; equal seeds give identical archives (default 0)")
     p.add_argument("--acquisitions", type=int, metavar="N", help=f"number of acquisition dates (>= {MIN_ACQUISITIONS})")

@@ -220,8 +220,7 @@ class Project:
 
         from pipeline.cluster import get_client
 
-        ordered = sorted(jobs, key=lambda j: (j.obs.first.id, j.project_id, j.plot_id))
-        pieces = [ordered[i : i + jobs_per_task] for i in range(0, len(ordered), jobs_per_task)]
+        pieces = pack_by_acquisition(jobs, jobs_per_task)
         client = get_client()
         futures = [client.submit(run_batch, piece, self.store, self.access, pure=False) for piece in pieces]
         results: list[ObservationResult] = []
@@ -251,10 +250,35 @@ class Project:
             outcome.failed.extend(failed)
             if failed:
                 outcome.plots_failed += 1
+                self.record_failures(p, failed)
                 continue  # no series for a plot with a failed observation: its rerun does it
             self.finish_plot(status, mine)
             outcome.plots_done += 1
         return outcome
+
+    def failures(self, plot: Plot) -> list[dict[str, Any]]:
+        """The plot's failed observations from its last attempt (empty once it succeeded)."""
+        try:
+            return list(json.loads(self.store.read_text(layout.failure_record(plot.project_id, plot.plot_id)))["failed"])
+        except FileNotFoundError:
+            return []
+
+    def record_failures(self, plot: Plot, failed: list[ObservationResult]) -> None:
+        previous = {f["key"]: f for f in self.failures(plot)}
+        doc = {
+            "project_id": plot.project_id,
+            "plot_id": plot.plot_id,
+            "failed": [
+                {
+                    "key": r.key,
+                    "targets": [self.store.uri(rel) for rel in layout.obs_files(plot.project_id, plot.plot_id, r.key)],
+                    "error": r.error,
+                    "attempts": previous.get(r.key, {}).get("attempts", 0) + 1,
+                }
+                for r in failed
+            ],
+        }
+        self.store.write_text(layout.failure_record(plot.project_id, plot.plot_id), json.dumps(doc, indent=1) + "\n")
 
     def record_fill(self, plot: Plot, keys: set[str]) -> None:
         """Add observation keys to the plot's fill record (read, merge, atomic rewrite)."""
@@ -281,6 +305,7 @@ class Project:
                 row = read_obs_row(self.store, layout.obs_csv(p.project_id, p.plot_id, o.key))
             rows.append(row)
         self.store.write_text(layout.series_csv(p.project_id, p.plot_id), format_csv(rows))
+        self.store.delete(layout.failure_record(p.project_id, p.plot_id))  # last: the plot is whole
 
     # ---- per project: TimeSync server ingest files ------------------------------------
     def ingest_fingerprint(self, project_id: str) -> str:
@@ -325,6 +350,25 @@ class Project:
         manifest = {"project_id": project_id, "files": files, "plots": len(plots)}
         self.store.write_text(layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id)), json.dumps(manifest, indent=1) + "\n")
         return files
+
+
+def pack_by_acquisition(jobs: list[ObservationJob], jobs_per_task: int) -> list[list[ObservationJob]]:
+    """Pieces of about ``jobs_per_task`` jobs in which the jobs reading the same items (one
+    acquisition, several plots) stay together, so each band file is opened, and its header
+    fetched, once per piece rather than once per plot."""
+    groups: dict[tuple[str, ...], list[ObservationJob]] = {}
+    for job in sorted(jobs, key=lambda j: (j.obs.first.id, j.project_id, j.plot_id)):
+        groups.setdefault(tuple(i.id for i in job.obs.items), []).append(job)
+    pieces: list[list[ObservationJob]] = []
+    current: list[ObservationJob] = []
+    for group in groups.values():
+        if current and len(current) + len(group) > jobs_per_task:
+            pieces.append(current)
+            current = []
+        current.extend(group)  # a group larger than a piece stays whole: its files are shared
+    if current:
+        pieces.append(current)
+    return pieces
 
 
 def parse_csv_rows(text: str) -> list[list[str]]:

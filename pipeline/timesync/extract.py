@@ -9,13 +9,12 @@ A failing observation is reported in its result; it never fails the batch.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from pipeline.raster import ArchiveAccess, RasterReader
+from pipeline.raster import ArchiveAccess, RasterReader, thread_reader
 from pipeline.timesync import layout
 from pipeline.timesync.plan import Observation
 from pipeline.timesync.recipe import ALL_BANDS, QA_BAND, format_csv, is_fill, mosaic, process_observation, spectral_row
@@ -76,22 +75,16 @@ def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str,
 
 
 def run_batch(jobs: list[ObservationJob], store: Store, access: ArchiveAccess) -> list[ObservationResult]:
-    """Extract and write every job; PNGs first, the CSV last (each write atomic)."""
+    """Extract and write every job; PNGs first, the CSV last (each write atomic). Jobs
+    reading the same items run back to back on the thread's long-lived reader."""
+    reader = thread_reader(access)
     results = []
-    ordered = sorted(jobs, key=lambda j: (j.obs.first.id, j.project_id, j.plot_id))
-    with RasterReader(access) as reader:
-        for job in ordered:
-            try:
-                status, row, files = extract_observation(job, reader)
-                for rel, data in files.items():
-                    store.write_bytes(rel, data)
-                results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, status, tuple(row) if row else None))
-            except Exception as e:  # one bad asset fails its observation only
-                results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, "failed", error=f"{type(e).__name__}: {e}"))
+    for job in sorted(jobs, key=lambda j: (j.obs.first.id, j.project_id, j.plot_id)):
+        try:
+            status, row, files = extract_observation(job, reader)
+            for rel, data in files.items():
+                store.write_bytes(rel, data)
+            results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, status, tuple(row) if row else None))
+        except Exception as e:  # one bad asset fails its observation only
+            results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, "failed", error=f"{type(e).__name__}: {e}"))
     return results
-
-
-def timed_run_batch(jobs: list[ObservationJob], store: Store, access: ArchiveAccess) -> tuple[list[ObservationResult], float]:
-    start = time.perf_counter()
-    results = run_batch(jobs, store, access)
-    return results, time.perf_counter() - start

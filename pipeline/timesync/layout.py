@@ -65,5 +65,6 @@ def ingest_manifest(project_id: str, fingerprint: str) -> str:
     return f"{STATE}/{project_dir(project_id)}/ingest_{fingerprint}.json"
 
 
-def failure_report(project_id: str) -> str:
-    return f"{STATE}/{project_dir(project_id)}/failures.json"
+def failure_record(project_id: str, plot_id: str) -> str:
+    """The plot's failed observations of its last attempt; removed once the plot is done."""
+    return f"{STATE}/{project_dir(project_id)}/failed/plot_{plot_id}.json"

@@ -20,6 +20,7 @@ from typing import Any
 import luigi
 
 from pipeline.config import archive, output
+from pipeline import cluster  # noqa: F401  (registers the [dask] section for luigi.cfg and --dask-* flags)
 from pipeline.errors import PipelineError
 from pipeline.grid import Tile
 from pipeline.timesync import layout, summary

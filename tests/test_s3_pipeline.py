@@ -1,0 +1,105 @@
+"""The pipeline against a real S3-compatible server (SeaweedFS behind a counting proxy):
+assets read through ``alternate.s3.href`` with the requester-pays header, outputs written
+to ``s3://``, every request counted at the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import oracle
+from tests.helpers import luigi_env, run_luigi, timesync_args
+
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
+
+ARCHIVE_BUCKET = "usgs-landsat-ard"
+OUT_BUCKET = "timesync-out"
+
+
+@pytest.fixture(scope="module")
+def s3_archive(s3_server, small_archive):
+    s3_server.create_bucket(ARCHIVE_BUCKET)
+    s3_server.create_bucket(OUT_BUCKET)
+    s3_server.upload_dir(small_archive.bucket_dir, ARCHIVE_BUCKET)
+    return s3_server
+
+
+def credentials_only(server) -> dict[str, str]:
+    """Only what a user sets: keys (endpoints come from luigi.cfg options on the command line)."""
+    env = luigi_env({"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key, "AWS_EC2_METADATA_DISABLED": "true"})
+    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_PROFILE"):
+        env.pop(k, None)
+    return env
+
+
+def s3_args(archive, server, project_dir: str) -> list[str]:
+    args = timesync_args(archive, project_dir)
+    i = args.index("--asset-href")
+    del args[i : i + 2]  # the default: alternate.s3.href, as on the real archive
+    return [
+        *args,
+        "--archive-endpoint-url", server.endpoint_url, "--archive-region", server.region,
+        "--output-endpoint-url", server.endpoint_url, "--output-region", server.region,
+    ]  # fmt: skip
+
+
+def download(server, prefix: str, dest: Path) -> Path:
+    fs = server.fs()
+    for key in fs.find(prefix):
+        rel = key[len(prefix.rstrip("/")) + 1 :]
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(fs.cat_file(key))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def s3_run(s3_archive, small_archive, tmp_path_factory):
+    server = s3_archive
+    server.reset_counts()
+    proc = run_luigi(s3_args(small_archive, server, f"s3://{OUT_BUCKET}/run1"), cwd=tmp_path_factory.mktemp("s3run"), env=credentials_only(server))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    counts = {"archive": server.request_counts(ARCHIVE_BUCKET), "output": server.request_counts(OUT_BUCKET)}
+    paid = server.requester_pays_counts(ARCHIVE_BUCKET)
+    return proc, counts, paid
+
+
+def test_s3_outputs_equal_the_recipe(s3_run, s3_archive, small_archive, tmp_path):
+    local = download(s3_archive, f"{OUT_BUCKET}/run1", tmp_path / "dl")
+    expected = oracle.expected_outputs(small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href")
+    assert oracle.compare_tree(local, expected) == []
+
+
+def test_every_archive_request_pays(s3_run):
+    _, counts, paid = s3_run
+    assert sum(counts["archive"].values()) > 0
+    assert paid == counts["archive"]  # each archive request carried x-amz-request-payer: requester
+
+
+def test_archive_request_budget(s3_run, s3_archive, small_archive):
+    """No directory listings, no HEADs, no whole-file reads: a few ranged GETs per
+    plot-observation (the archive is requester-pays: requests are money)."""
+    proc, counts, _ = s3_run
+    archive = counts["archive"]
+    assert archive["LIST"] == 0 and archive["HEAD"] == 0 and archive["PUT"] == 0
+    expected = oracle.expected_outputs(small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href")
+    observations = sum(1 for k in expected if "_spectral_files_set_" in k)
+    per_observation = archive["GET"] / observations
+    print(f"archive GETs: {archive['GET']} for {observations} plot-observations = {per_observation:.1f} each")
+    assert per_observation <= 18  # measured 13.8-16.4 here; the benchmark tracks the budget
+    # every read is a ranged GET of part of a file, never a whole object
+    gets = [r for r in s3_archive.requests() if r.bucket == ARCHIVE_BUCKET and r.method == "GET"]
+    assert gets and all(r.headers.get("range", "").startswith("bytes=") for r in gets)
+
+
+def test_rerun_on_s3_reads_no_pixels_and_writes_nothing(s3_run, s3_archive, small_archive, tmp_path):
+    server = s3_archive
+    server.reset_counts()
+    proc = run_luigi(s3_args(small_archive, server, f"s3://{OUT_BUCKET}/run1"), cwd=tmp_path, env=credentials_only(server))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to do" in proc.stderr
+    assert sum(server.request_counts(ARCHIVE_BUCKET).values()) == 0
+    out = server.request_counts(OUT_BUCKET)
+    assert out["PUT"] == 0 and out["POST"] == 0 and out["DELETE"] == 0
+    print("completeness check of a finished project on S3:", out)
