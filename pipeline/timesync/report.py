@@ -709,7 +709,7 @@ def index_html(reports: list[PlotReport], ctx: _Context) -> str:
         rows.append(
             f'<tr class="plot" data-plot="{_e(r.plot_id)}" data-href="{href}" data-search="{_e(search)}" data-problem="{int(problem)}">'
             f'<td class="l"><a href="{href}">{_e(r.plot_id)}</a></td>'
-            f'<td class="l" data-v="{_e(r.status)}"><span class="pill {r.status}">{_e(r.status)}</span></td>'
+            f'<td class="l" data-col="status" data-v="{_e(r.status)}"><span class="pill {r.status}">{_e(r.status)}</span></td>'
             f'<td class="l">{_e(r.hv)}</td>'
             + _count_td("obs", r.n_catalogue)
             + _count_td("written", len(r.rows))
@@ -718,8 +718,8 @@ def index_html(reports: list[PlotReport], ctx: _Context) -> str:
             + _count_td("snow", r.snow)
             + _count_td("failed", len(r.failed), hot=True)
             + _count_td("pending", len(r.pending), hot=True)
-            + f'<td data-v="{_opt(r.first_year)}">{_opt(r.first_year, "–")}</td>'
-            f'<td data-v="{_opt(r.last_year)}">{_opt(r.last_year, "–")}</td>'
+            + f'<td data-col="first" data-v="{_opt(r.first_year)}">{_opt(r.first_year, "–")}</td>'
+            f'<td data-col="last" data-v="{_opt(r.last_year)}">{_opt(r.last_year, "–")}</td>'
             + _drop_td(drop)
             + f'<td class="l">{sparkline(r, ctx)}</td></tr>'
         )

@@ -1,0 +1,403 @@
+"""The visual QA report (pipeline/timesync/report.py) of a real pipeline run on the small
+synthetic archive: what its pages say is checked against figures computed here, straight
+from the files on disk, and every link it holds must resolve."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import posixpath
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pytest
+
+from pipeline.raster import ArchiveAccess
+from pipeline.timesync import layout, report
+from pipeline.timesync.engine import Project, RunOptions
+from pipeline.timesync.recipe import tasseled_cap
+from targets.s3config import S3Options
+from targets.store import Store
+from tests.helpers import run_luigi, timesync_args
+
+pytestmark = pytest.mark.slow
+
+
+# ---- running the pipeline and the report --------------------------------------------------
+class RecordingStore(Store):
+    """A local Store that remembers the order of its writes."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.writes: list[str] = []
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        super().write_bytes(rel, data)
+        self.writes.append(rel)
+
+
+def make_project(archive: Any, project_dir: Path | str, store: Store | None = None) -> Project:
+    """A Project as the Luigi tasks build it (same parameters as the run)."""
+    opts = RunOptions(plot_file=str(archive.plot_file), project_dir=str(project_dir), catalog=str(archive.catalog_ndjson), asset_href="href")
+    return Project(opts, store=store or Store(str(project_dir)), access=ArchiveAccess(asset_href="href"))
+
+
+def run_pipeline(archive: Any, workdir: Path) -> Path:
+    project_dir = workdir / "project"
+    proc = run_luigi(timesync_args(archive, project_dir), cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return project_dir
+
+
+def build_report(archive: Any, workdir: Path) -> dict[str, Any]:
+    """Run the pipeline once, then write the report of every project id."""
+    project_dir = run_pipeline(archive, workdir)
+    store = RecordingStore(str(project_dir))
+    project = make_project(archive, project_dir, store)
+    written = {}
+    for pid in project.project_ids():
+        before = len(store.writes)
+        files = report.write_report(project, pid)
+        written[pid] = (files, store.writes[before:])
+    return {"dir": project_dir, "project": project, "written": written}
+
+
+@pytest.fixture(scope="module")
+def run(small_archive, tmp_path_factory):
+    return build_report(small_archive, tmp_path_factory.mktemp("report"))
+
+
+# ---- what the files on disk say, computed independently ----------------------------------
+def plot_ids_of(plot_file: Path, project_id: str) -> list[str]:
+    with open(plot_file, newline="") as f:
+        return [r["plot_id"] for r in csv.DictReader(f) if r["project_id"] == project_id]
+
+
+def disk_truth(project_dir: Path, project_id: str, plot_id: str) -> dict[str, Any]:
+    """Counts of one plot from the observation CSVs, chips and state records on disk."""
+    prefix = f"{plot_id}_spectral_files_set_"
+    prj = project_dir / f"prj_{project_id}"
+    csvs = sorted(p for p in prj.glob(f"{prefix}*.csv"))
+    keys = [p.name[len(prefix) : -4] for p in csvs]
+    rows = {}
+    for k, p in zip(keys, csvs):
+        with open(p, newline="") as f:
+            (row,) = list(csv.DictReader(f))
+        rows[k] = row
+    fill_path = project_dir / "_state" / f"prj_{project_id}" / "fill" / f"plot_{plot_id}.json"
+    fill = json.loads(fill_path.read_text())["fill"] if fill_path.exists() else []
+    failed_path = project_dir / "_state" / f"prj_{project_id}" / "failed" / f"plot_{plot_id}.json"
+    failed = json.loads(failed_path.read_text())["failed"] if failed_path.exists() else []
+    b743 = sorted(p.name for p in (prj / "b743" / f"plot_{plot_id}").glob("*.png"))
+    years = sorted(int(k[:4]) for k in keys)
+    return {
+        "keys": keys,
+        "rows": rows,
+        "written": len(keys),
+        "b743": len(b743),
+        "fill": len(fill),
+        "cloudy": sum(r["qa"] == "1" for r in rows.values()),
+        "cloudy_keys": {k for k, r in rows.items() if r["qa"] == "1"},
+        "failed": len(failed),
+        "first": years[0] if years else None,
+        "last": years[-1] if years else None,
+    }
+
+
+# ---- a small DOM, enough to ask questions of the pages ------------------------------------
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str], parent: Node | None) -> None:
+        self.tag, self.attrs, self.parent = tag, attrs, parent
+        self.children: list[Node] = []
+        self.text_parts: list[str] = []
+
+    @property
+    def classes(self) -> set[str]:
+        return set(self.attrs.get("class", "").split())
+
+    def text(self) -> str:
+        return "".join(self.text_parts) + "".join(c.text() for c in self.children)
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+    def find_all(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> list[Node]:
+        return [
+            n for n in self.walk()
+            if (tag is None or n.tag == tag) and (cls is None or cls in n.classes) and all(n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
+        ]  # fmt: skip
+
+
+class _Builder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#root", {}, None)
+        self.cur = self.root
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, {k: v or "" for k, v in attrs}, self.cur)
+        self.cur.children.append(node)
+        if tag not in _VOID:
+            self.cur = node
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.cur.children.append(Node(tag, {k: v or "" for k, v in attrs}, self.cur))
+
+    def handle_endtag(self, tag: str) -> None:
+        n = self.cur
+        while n is not self.root and n.tag != tag:
+            n = n.parent  # type: ignore[assignment]
+        if n is not self.root:
+            self.cur = n.parent  # type: ignore[assignment]
+
+    def handle_data(self, data: str) -> None:
+        self.cur.text_parts.append(data)
+
+
+def parse_html(path: Path) -> Node:
+    b = _Builder()
+    b.feed(path.read_text(encoding="utf-8"))
+    return b.root
+
+
+LINK_ATTRS = ("href", "src", "data-b743", "data-tc", "data-b432", "data-href")
+
+
+def links_of(root: Node) -> list[str]:
+    return [n.attrs[a] for n in root.walk() for a in LINK_ATTRS if a in n.attrs]
+
+
+def resolve(page: Path, link: str) -> Path:
+    parts = urlsplit(link)
+    assert not parts.scheme and not parts.netloc and not link.startswith("/"), f"{page.name}: not a relative link: {link}"
+    return Path(os.path.normpath(page.parent / unquote(parts.path)))
+
+
+def index_rows(project_dir: Path, pid: str) -> dict[str, dict[str, str]]:
+    root = parse_html(project_dir / report.report_index(pid))
+    rows = {}
+    for tr in root.find_all("tr", cls="plot"):
+        cells = {td.attrs["data-col"]: td.attrs["data-v"] for td in tr.find_all("td") if "data-col" in td.attrs}
+        rows[tr.attrs["data-plot"]] = cells
+    return rows
+
+
+# ---- the tests ------------------------------------------------------------------------------
+def test_writes_exactly_report_files_with_the_index_last(run):
+    project_dir, project = run["dir"], run["project"]
+    all_expected = set()
+    for pid, (files, writes) in run["written"].items():
+        assert files == report.report_files(project, pid)
+        assert writes == files  # in that order, each once
+        assert writes[-1] == report.report_index(pid) == f"report/prj_{pid}/index.html"
+        all_expected |= set(files)
+    on_disk = {p.relative_to(project_dir).as_posix() for p in (project_dir / "report").rglob("*") if p.is_file()}
+    assert on_disk == all_expected  # nothing else, no temporary files left behind
+    assert len(run["written"]) == 2  # the small archive has two project ids
+
+
+def test_index_has_one_row_per_plot_with_counts_from_disk(run, small_archive):
+    project_dir = run["dir"]
+    for pid in run["written"]:
+        rows = index_rows(project_dir, pid)
+        expected_ids = plot_ids_of(small_archive.plot_file, pid)
+        assert sorted(rows) == sorted(expected_ids)
+        assert list(rows) == sorted(expected_ids)  # the table starts sorted by plot id
+        for plot_id, cells in rows.items():
+            truth = disk_truth(project_dir, pid, plot_id)
+            assert truth["written"] == truth["b743"]
+            assert int(cells["written"]) == truth["written"], plot_id
+            assert int(cells["fill"]) == truth["fill"], plot_id
+            assert int(cells["cloudy"]) == truth["cloudy"], plot_id
+            assert int(cells["failed"]) == truth["failed"] == 0, plot_id
+            assert int(cells["pending"]) == 0
+            assert int(cells["obs"]) == truth["written"] + truth["fill"]
+            assert cells["first"] == str(truth["first"]) and cells["last"] == str(truth["last"])
+            assert cells["status"] == "complete"
+    # the archive has cloudy and fill observations, so these counts are not trivially 0
+    truths = [disk_truth(project_dir, pid, p) for pid in run["written"] for p in plot_ids_of(small_archive.plot_file, pid)]
+    assert sum(t["cloudy"] for t in truths) > 0 and sum(t["fill"] for t in truths) > 0
+
+
+def test_summary_cards_and_summary_json(run):
+    project_dir = run["dir"]
+    for pid in run["written"]:
+        doc = json.loads((project_dir / report.report_summary(pid)).read_text())
+        rows = index_rows(project_dir, pid)
+        assert doc["plots"] == len(rows)
+        for k in ("written", "fill", "cloudy", "failed"):
+            assert doc[k] == sum(int(r[k]) for r in rows.values())
+        root = parse_html(project_dir / report.report_index(pid))
+        cards = {c.find_all("span")[0].text(): c.find_all("b")[0].text() for c in root.find_all("div", cls="card")}
+        assert cards["plots"] == str(len(rows))
+        assert cards["observations written"] == str(doc["written"])
+        assert cards["cloudy (qa 1)"] == str(doc["cloudy"])
+
+
+def test_every_link_is_relative_and_resolves(run):
+    project_dir = run["dir"]
+    pages = sorted((project_dir / "report").rglob("*.html"))
+    plot_pages = [f for files, _ in run["written"].values() for f in files if f.endswith(".html") and "/plot_" in f]
+    assert len(pages) == 1 + len(run["written"]) + len(plot_pages)  # top index, project indexes, plot pages
+    checked = 0
+    for page in pages:
+        for link in links_of(parse_html(page)):
+            target = resolve(page, link)
+            assert target.exists(), f"{page.relative_to(project_dir)}: {link} -> {target} does not exist"
+            assert project_dir in target.parents, f"{link} leaves the project directory"
+            checked += 1
+    assert checked > 100
+    # the example of the issue: a plot page reaches a chip two folders up
+    page = next(p for p in pages if p.name.startswith("plot_"))
+    assert any(link.startswith("../../prj_") and "/b743/" in link for link in links_of(parse_html(page)))
+
+
+def test_plot_pages_show_every_chip_in_date_order_and_mark_cloudy(run, small_archive):
+    project_dir = run["dir"]
+    seen_cloudy = 0
+    for pid in run["written"]:
+        for plot_id in plot_ids_of(small_archive.plot_file, pid):
+            truth = disk_truth(project_dir, pid, plot_id)
+            root = parse_html(project_dir / report.plot_page(pid, plot_id))
+            chips = root.find_all("figure", cls="chip")
+            assert [c.attrs["data-key"] for c in chips] == truth["keys"]  # sorted names = date order
+            cloudy = {c.attrs["data-key"] for c in chips if "cloudy" in c.classes}
+            assert cloudy == truth["cloudy_keys"]
+            for c in chips:
+                badges = [b.text() for b in c.find_all("span", cls="badge")]
+                assert ("CLOUDY" in badges) == (c.attrs["data-key"] in truth["cloudy_keys"])
+                (img,) = c.find_all("img")
+                key = c.attrs["data-key"]
+                assert img.attrs["src"] == f"../../prj_{pid}/b743/plot_{plot_id}/plot_{plot_id}_{key}.png"
+                assert img.attrs["data-tc"] == f"../../prj_{pid}/tc/plot_{plot_id}/plot_{plot_id}_{key}.png"
+                assert img.attrs["data-b432"] == f"../../prj_{pid}/b432/plot_{plot_id}/plot_{plot_id}_{key}.png"
+                caption = c.find_all("figcaption")[0].text()
+                assert truth["rows"][key]["date"][:10] in caption  # the date under the chip
+            table_cloudy = {tr.attrs["data-key"] for tr in root.find_all("tr", cls="obs") if "cloudy" in tr.classes}
+            assert table_cloudy == truth["cloudy_keys"]
+            assert len(root.find_all("tr", cls="obs")) == truth["written"]
+            seen_cloudy += len(cloudy)
+            # the trajectory figure is a real PNG
+            (fig,) = root.find_all("img", id="trajectories")
+            png = resolve(project_dir / report.plot_page(pid, plot_id), fig.attrs["src"]).read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert seen_cloudy > 0
+
+
+def test_pages_are_self_contained(run):
+    for page in (run["dir"] / "report").rglob("*.html"):
+        text = page.read_text()
+        assert "http://" not in text and "https://" not in text, page
+        root = parse_html(page)
+        assert not root.find_all("link") and all("src" not in s.attrs for s in root.find_all("script"))
+
+
+def test_top_index_links_every_project(run):
+    project_dir = run["dir"]
+    root = parse_html(project_dir / report.top_index())
+    rows = root.find_all("tr", cls="project")
+    assert sorted(r.attrs["data-project"] for r in rows) == sorted(run["written"])
+    for r in rows:
+        (a,) = r.find_all("a")
+        assert a.attrs["href"] == f"prj_{r.attrs['data-project']}/index.html"
+
+
+def test_indices_follow_the_recipe():
+    values = (512, 734, 655, 3120, 1890, 977)
+    got = report.spectral_indices(values)
+    blue, green, red, nir, swir1, swir2 = values
+    assert got["nbr"] == pytest.approx((nir - swir2) / (nir + swir2), abs=1e-12)
+    assert got["ndvi"] == pytest.approx((nir - red) / (nir + red), abs=1e-12)
+    tc = tasseled_cap(np.array(values, dtype=np.int16).reshape(6, 1, 1))[:, 0, 0]
+    assert [got["tcb"], got["tcg"], got["tcw"]] == pytest.approx(list(tc), abs=1e-9)
+    # a fill band (-2000) or a zero denominator gives no index instead of nonsense
+    assert all(math.isnan(v) for v in report.spectral_indices((512, 734, 655, 3120, 1890, -2000)).values())
+    assert math.isnan(report.spectral_indices((1, 1, 0, 0, 1, 0))["nbr"])
+
+
+def test_failed_and_unfinished_plots(run, small_archive, tmp_path):
+    """A plot whose last attempt failed and one with an observation not yet written: the
+    report says so, counts only what exists, and still links only to existing files."""
+    project_dir = tmp_path / "project"
+    shutil.copytree(run["dir"], project_dir)
+    shutil.rmtree(project_dir / "report")
+    pid = "1001"
+    ids = [p for p in plot_ids_of(small_archive.plot_file, pid) if disk_truth(project_dir, pid, p)["written"] >= 2]
+    failed_plot, pending_plot = ids[0], ids[1]
+    victims = {}
+    for plot_id in (failed_plot, pending_plot):
+        key = disk_truth(project_dir, pid, plot_id)["keys"][1]
+        victims[plot_id] = key
+        for rel in layout.obs_files(pid, plot_id, key):
+            (project_dir / rel).unlink()
+    record = project_dir / layout.failure_record(pid, failed_plot)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    error = "StorageError: cannot read s3://usgs-landsat-ard/...: <timeout & retry>"
+    record.write_text(json.dumps({"project_id": pid, "plot_id": failed_plot, "failed": [{"key": victims[failed_plot], "targets": [], "error": error, "attempts": 2}]}))
+
+    project = make_project(small_archive, project_dir)
+    report.write_report(project, pid)
+    rows = index_rows(project_dir, pid)
+    for plot_id, status, failed, pending in ((failed_plot, "failed", 1, 0), (pending_plot, "incomplete", 0, 1)):
+        truth = disk_truth(project_dir, pid, plot_id)
+        cells = rows[plot_id]
+        assert cells["status"] == status
+        assert (int(cells["failed"]), int(cells["pending"])) == (failed, pending)
+        assert int(cells["written"]) == truth["written"]
+        assert int(cells["obs"]) == truth["written"] + truth["fill"] + 1
+        page = parse_html(project_dir / report.plot_page(pid, plot_id))
+        assert victims[plot_id] not in [c.attrs["data-key"] for c in page.find_all("figure", cls="chip")]
+    text = (project_dir / report.plot_page(pid, failed_plot)).read_text()
+    assert "timeout &amp; retry" in text and victims[failed_plot] in text  # escaped, with its key
+    assert victims[pending_plot] in (project_dir / report.plot_page(pid, pending_plot)).read_text()
+    index = parse_html(project_dir / report.report_index(pid))
+    problems = {tr.attrs["data-plot"] for tr in index.find_all("tr", cls="plot") if tr.attrs["data-problem"] == "1"}
+    assert problems == {failed_plot, pending_plot}
+    for page in (project_dir / "report").rglob("*.html"):
+        for link in links_of(parse_html(page)):
+            assert resolve(page, link).exists(), (page.name, link)
+
+
+def test_rel_link():
+    page = report.plot_page("1001", "001")
+    assert report.rel_link(page, layout.chip_png("b743", "1001", "001", "2002_172")) == "../../prj_1001/b743/plot_001/plot_001_2002_172.png"
+    assert report.rel_link(page, report.report_index("1001")) == "index.html"
+    assert report.rel_link(report.top_index(), report.report_index("0042")) == "prj_0042/index.html"
+    assert posixpath.normpath(posixpath.join("report/prj_1001", report.rel_link(page, "1984_prj_1001_region_spectrals.csv"))) == "1984_prj_1001_region_spectrals.csv"
+
+
+@pytest.mark.s3
+def test_report_on_s3_works_when_synced(run, small_archive, s3_server, tmp_path, monkeypatch):
+    """Written to s3:// through the store, downloaded, the report's links resolve."""
+    bucket = s3_server.create_bucket("timesync-report")
+    s3_server.upload_dir(run["dir"], bucket, prefix="proj")
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    store = Store(f"s3://{bucket}/proj", S3Options(endpoint_url=s3_server.endpoint_url, region=s3_server.region))
+    project = make_project(small_archive, f"s3://{bucket}/proj", store)
+    s3_server.fs().rm(f"{bucket}/proj/report", recursive=True)
+    files = report.write_report(project, "1001")
+    assert files == report.report_files(project, "1001")
+    fs = s3_server.fs()
+    local = tmp_path / "synced"
+    for key in fs.find(f"{bucket}/proj"):
+        target = local / key[len(f"{bucket}/proj/") :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(fs.cat_file(key))
+    assert {p.relative_to(local).as_posix() for p in (local / "report").rglob("*") if p.is_file()} == set(files)
+    for page in (local / "report").rglob("*.html"):
+        for link in links_of(parse_html(page)):
+            assert resolve(page, link).exists(), (page.name, link)
+    # the same counts as the local report
+    assert index_rows(local, "1001") == index_rows(run["dir"], "1001")
