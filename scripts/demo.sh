@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [ ! -f demo/archive/catalog.ndjson ]; then
+if [ ! -f demo/archive/catalog/items.ndjson ]; then
   echo "building the synthetic Landsat C2 ARD demo archive in demo/archive ..."
   .venv/bin/python scripts/make_demo_archive.py demo/archive
 fi
@@ -12,7 +12,7 @@ set +e
 LUIGI_CONFIG_PATH="$PWD/luigi.cfg" .venv/bin/luigi --module pipeline.timesync TimeSyncProject \
   --plot-file demo/archive/plots.csv \
   --project-dir demo/project \
-  --catalog demo/archive/catalog.ndjson \
+  --catalog demo/archive/catalog/items.ndjson \
   --asset-href href \
   --local-scheduler "$@"
 status=$?

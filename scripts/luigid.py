@@ -66,18 +66,27 @@ def write_config(d: Path) -> Path:
     return path
 
 
+def alive(pid: int) -> bool:
+    """True for a running process (a zombie waiting to be reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def read_pid(d: Path) -> int | None:
     try:
         pid = int((d / "luigid.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
+    return pid if alive(pid) else None
 
 
 def answers(url: str) -> bool:
