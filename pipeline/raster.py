@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +33,9 @@ GDAL_REMOTE = {
     # Transient 429/5xx and resets: bounded retries, delay doubling from 1 s.
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "1",
-    # COG header + tile index of a 5000x5000 band fit in the first GET; no second round trip.
-    "GDAL_INGESTED_BYTES_AT_OPEN": "65536",
+    # The header and tile index of a 5000 x 5000 COG (20 x 20 blocks + overviews, ~10 KB)
+    # come in the first GET; no second round trip, and no pixel bytes fetched blind.
+    "GDAL_INGESTED_BYTES_AT_OPEN": "16384",
     # Adjacent tiles of one window come in one ranged GET instead of one per block.
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     # Keep fetched ranges in memory: the QA block read for the fill test is read again for the chip.
@@ -192,18 +192,3 @@ class RasterReader:
         out[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data
         return out
 
-
-_thread_readers = threading.local()
-
-
-def thread_reader(access: ArchiveAccess) -> RasterReader:
-    """A reader entered once and kept for the calling thread's life (a Dask worker thread):
-    band files stay open across batches, so a file read for one plot is not opened and its
-    header fetched again for the next; the GDAL environment is entered once, not per batch."""
-    readers: dict[ArchiveAccess, RasterReader] = getattr(_thread_readers, "by_access", None) or {}
-    _thread_readers.by_access = readers
-    reader = readers.get(access)
-    if reader is None:
-        reader = RasterReader(access).__enter__()
-        readers[access] = reader
-    return reader

@@ -16,6 +16,15 @@ def small_archive(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def dense_archive(tmp_path_factory: pytest.TempPathFactory):
+    """Like small_archive, but every block written (fill too), as in the real archive: reads
+    cost the ranged GETs they cost on USGS files (S3 request counts, the dry run)."""
+    from dataclasses import replace
+
+    return build_archive(tmp_path_factory.mktemp("dense"), replace(small_spec(seed=3), sparse_fill=False))
+
+
+@pytest.fixture(scope="session")
 def other_archive(tmp_path_factory: pytest.TempPathFactory):
     """An archive of the same shape the pipeline has not seen: another seed."""
     return build_archive(tmp_path_factory.mktemp("archive2"), small_spec(seed=7))

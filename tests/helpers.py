@@ -49,4 +49,4 @@ def snapshot(root: Path) -> dict[str, tuple[float, str]]:
 
 
 def outputs_only(snap: dict[str, tuple[float, str]]) -> dict[str, tuple[float, str]]:
-    return {k: v for k, v in snap.items() if not k.startswith("_state")}
+    return {k: v for k, v in snap.items() if not k.startswith(("_state", "report"))}

@@ -68,9 +68,21 @@ def build_report(archive: Any, workdir: Path) -> dict[str, Any]:
     return {"dir": project_dir, "project": project, "written": written}
 
 
+_built: dict[str, dict[str, Any]] = {}
+
+
+def shared_report(archive: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One pipeline run and report per archive and session, shared by this module and the
+    browser tests (neither changes it: tests that alter files work on a copy)."""
+    key = str(archive.root)
+    if key not in _built:
+        _built[key] = build_report(archive, tmp_path_factory.mktemp("report"))
+    return _built[key]
+
+
 @pytest.fixture(scope="module")
 def run(small_archive, tmp_path_factory):
-    return build_report(small_archive, tmp_path_factory.mktemp("report"))
+    return shared_report(small_archive, tmp_path_factory)
 
 
 # ---- what the files on disk say, computed independently ----------------------------------
@@ -325,6 +337,8 @@ def test_indices_follow_the_recipe():
     # a fill band (-2000) or a zero denominator gives no index instead of nonsense
     assert all(math.isnan(v) for v in report.spectral_indices((512, 734, 655, 3120, 1890, -2000)).values())
     assert math.isnan(report.spectral_indices((1, 1, 0, 0, 1, 0))["nbr"])
+    assert math.isnan(report.spectral_indices((40, 50, 30, 12, -2, -3))["nbr"])  # water: negative swir2
+    assert report.spectral_indices((40, 50, 30, 12, -2, -3))["ndvi"] == pytest.approx((12 - 30) / (12 + 30))
 
 
 def test_failed_and_unfinished_plots(run, small_archive, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.timesync import report
 from tests.helpers import REPO
-from tests.test_report import build_report, disk_truth, plot_ids_of
+from tests.test_report import disk_truth, plot_ids_of, shared_report
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def ensure_chromium() -> str:
 
 @pytest.fixture(scope="module")
 def run(small_archive, tmp_path_factory) -> dict[str, Any]:
-    return build_report(small_archive, tmp_path_factory.mktemp("report-browser"))
+    return shared_report(small_archive, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +224,6 @@ def test_navigation_between_plots_and_projects(run, small_archive, page):
     projects = page.locator("tr.project")
     assert projects.count() == len(run["written"])
     shot(page, "report_projects.png")
-    page.click(f'tr.project[data-project="0042"] a')
+    page.click('tr.project[data-project="0042"] a')
     page.wait_for_url("**/prj_0042/index.html")
     assert page.locator("#plots tbody tr.plot").count() == len(plot_ids_of(small_archive.plot_file, "0042"))

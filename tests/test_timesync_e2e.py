@@ -69,7 +69,7 @@ def test_deleted_output_is_recreated_and_nothing_else_changes(finished_run, smal
     base, _, expected = finished_run
     project = tmp_path / "project"
     shutil.copytree(base, project)
-    before = outputs_only(snapshot(project))
+    before = outputs_only(snapshot(project))  # the report is a view: refreshed after any change
     pick = {
         "png": lambda k: k.endswith(".png") and "/b743/" in k,
         "obs_csv": lambda k: "_spectral_files_set_" in k,

@@ -204,6 +204,10 @@ class ArchiveSpec:
     project_ids: tuple[str, str] = ("1001", "0042")
     chip_size: int = 255
     context_px: int = 32
+    # True: all-fill blocks are left out of the files (GDAL SPARSE_OK), fast to build. False:
+    # every block is written, as in the real archive, so reads cost the ranged GETs they will
+    # cost on USGS files (benchmarks, request-count checks); about 3x the build CPU.
+    sparse_fill: bool = True
 
     def __post_init__(self) -> None:
         region = get_region(self.region)
@@ -1172,7 +1176,8 @@ def _write_item_rasters(plan: _Plan, ip: _ItemPlan, bucket_dir: Path) -> int:
                 vrt = _vrt(plan, tile, nodata[a], tmp[a, 1], [tmp[a, f] for f in OVERVIEW_FACTORS])
                 dst = bucket_dir / _asset_key(sensor, plan.region.code, tile, acq.day, ip.product_id, _asset_suffix(sensor, a))
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                rasterio.shutil.copy(vrt, str(dst), driver="COG", **_COG_OPTIONS)
+                options = dict(_COG_OPTIONS, sparse_ok="TRUE" if plan.spec.sparse_fill else "FALSE")
+                rasterio.shutil.copy(vrt, str(dst), driver="COG", **options)
                 written += dst.stat().st_size
         finally:
             for path in tmp.values():
@@ -1379,6 +1384,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--region", default="CU", help="ARD region code (default CU)")
     p.add_argument("--workers", type=int, help="parallel writer threads (default min(4, cpus))")
     p.add_argument("--force", action="store_true", help="replace an archive already in OUT_DIR")
+    p.add_argument("--dense", action="store_true", help="write every block, fill too, as the real archive does (slower)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     return p
 
@@ -1394,6 +1400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             changes[name] = value
     if args.tiles:
         changes["tiles"] = tuple(args.tiles)
+    if args.dense:
+        changes["sparse_fill"] = False
     try:
         spec = replace(base, **changes)
         built = build_archive(args.out_dir, spec, workers=args.workers, overwrite=args.force)

@@ -7,11 +7,13 @@ Run it with ``luigi --module pipeline.timesync TimeSyncProject --help``.
 from pipeline import _luigi_setup
 from pipeline.timesync import summary
 from pipeline.timesync.tasks import (
+    TimeSyncDryRun,
     TimeSyncIngest,
     TimeSyncObservation,
     TimeSyncPlot,
     TimeSyncPlotBatch,
     TimeSyncProject,
+    TimeSyncReport,
     TimeSyncSearch,
 )
 
@@ -19,10 +21,12 @@ _luigi_setup.install()
 summary.install()
 
 __all__ = [
+    "TimeSyncDryRun",
     "TimeSyncIngest",
     "TimeSyncObservation",
     "TimeSyncPlot",
     "TimeSyncPlotBatch",
     "TimeSyncProject",
+    "TimeSyncReport",
     "TimeSyncSearch",
 ]

@@ -21,7 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.timesync.estimate import CostModel, Estimate
 
 from pipeline.catalog import open_catalog
 from pipeline.datetimes import Interval, parse_interval
@@ -138,7 +141,7 @@ class Project:
     @cached_property
     def search_fingerprint(self) -> str:
         o = self.options
-        return fingerprint(o.catalog, o.collection, self.interval.to_stac(), o.region)
+        return fingerprint(o.catalog, o.collection, self.interval.to_stac(), o.region, STATE_FORMAT)
 
     def search_rel(self, tile: Tile) -> str:
         return layout.search_state(self.search_fingerprint, self.region.code, f"{tile.h:03d}{tile.v:03d}")
@@ -307,6 +310,32 @@ class Project:
         self.store.write_text(layout.series_csv(p.project_id, p.plot_id), format_csv(rows))
         self.store.delete(layout.failure_record(p.project_id, p.plot_id))  # last: the plot is whole
 
+    # ---- the dry run ------------------------------------------------------------------
+    def estimate(self, project_id: str, *, plots_per_batch: int, jobs_per_task: int, model: "CostModel") -> "Estimate":
+        """What running ``project_id`` will need, from the catalogue searches and listings
+        only: the same batches and Dask pieces the run will use (see estimate.py)."""
+        from pipeline.timesync.estimate import Estimate, piece_cost
+
+        est = Estimate(project_id)
+        for batch in self.batches(project_id, plots_per_batch):
+            jobs: list[ObservationJob] = []
+            for plot in batch:
+                status = self.plot_status(plot)
+                est.plots += 1
+                est.tiles.update(t.hv for t in self.tiles_of(plot))
+                est.observations += len(status.observations)
+                est.fill_known += len(status.fill_keys & {o.key for o in status.observations})
+                est.done += len(status.observations) - len(status.missing)
+                jobs.extend(self.jobs_for(status))
+            est.to_process += len(jobs)
+            for piece in pack_by_acquisition(jobs, jobs_per_task):
+                gets, nbytes, fill = piece_cost(piece, model)
+                est.get_requests += gets
+                est.bytes += nbytes
+                est.expected_fill += fill
+        est.output_writes = 4 * (est.to_process - est.expected_fill)
+        return est
+
     # ---- per project: TimeSync server ingest files ------------------------------------
     def ingest_fingerprint(self, project_id: str) -> str:
         o = self.options
@@ -353,12 +382,13 @@ class Project:
 
 
 def pack_by_acquisition(jobs: list[ObservationJob], jobs_per_task: int) -> list[list[ObservationJob]]:
-    """Pieces of about ``jobs_per_task`` jobs in which the jobs reading the same items (one
-    acquisition, several plots) stay together, so each band file is opened, and its header
-    fetched, once per piece rather than once per plot."""
-    groups: dict[tuple[str, ...], list[ObservationJob]] = {}
-    for job in sorted(jobs, key=lambda j: (j.obs.first.id, j.project_id, j.plot_id)):
-        groups.setdefault(tuple(i.id for i in job.obs.items), []).append(job)
+    """Pieces of about ``jobs_per_task`` jobs in which the jobs of one acquisition (all the
+    plots that read its files) stay together, so each band file is opened, and its header
+    fetched, once per piece rather than once per plot; deterministic, so the dry run can
+    count the same opens."""
+    groups: dict[str, list[ObservationJob]] = {}
+    for job in sorted(jobs, key=lambda j: (j.obs.key, j.project_id, j.plot_id)):
+        groups.setdefault(job.obs.key, []).append(job)
     pieces: list[list[ObservationJob]] = []
     current: list[ObservationJob] = []
     for group in groups.values():
@@ -384,6 +414,10 @@ def read_obs_row(store: Store, rel: str) -> list[str]:
     return rows[0]
 
 
+KEPT_PROPERTIES = ("datetime", GRID_H, GRID_V, GRID_REGION, "proj:transform", "proj:shape", "landsat:fill")
+STATE_FORMAT = 2  # bump when the search state keeps different fields
+
+
 def _trim(item: dict[str, Any]) -> dict[str, Any]:
     """What the state file keeps of an item: id, datetime, grid properties and the seven
     assets' hrefs (both plain and alternate.s3)."""
@@ -402,7 +436,7 @@ def _trim(item: dict[str, Any]) -> dict[str, Any]:
         "type": "Feature",
         "id": item.get("id"),
         "collection": item.get("collection"),
-        "properties": {k: props[k] for k in ("datetime", GRID_H, GRID_V, GRID_REGION) if k in props},
+        "properties": {k: props[k] for k in KEPT_PROPERTIES if k in props},
         "assets": kept_assets,
     }
     if "_source" in item:

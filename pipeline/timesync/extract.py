@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from pipeline.raster import ArchiveAccess, RasterReader, thread_reader
+from pipeline.raster import ArchiveAccess, RasterReader
 from pipeline.timesync import layout
-from pipeline.timesync.plan import Observation
+from pipeline.grid import pixel_of
+from pipeline.timesync.plan import ItemRef, Observation
 from pipeline.timesync.recipe import ALL_BANDS, QA_BAND, format_csv, is_fill, mosaic, process_observation, spectral_row
 from targets.store import Store
 
@@ -50,14 +51,31 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def item_may_hold(item: ItemRef, x: float, y: float, size: int) -> bool:
+    """False only when the item's own geometry says its raster misses the ``size`` x
+    ``size`` window centred on the plot; True when it does not say (open and look)."""
+    if item.transform is None or item.shape is None:
+        return True
+    row, col = pixel_of(item.transform, x, y)
+    half = size // 2
+    rows, cols = item.shape
+    return row + half >= 0 and row - half < rows and col + half >= 0 and col - half < cols
+
+
 def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str, list[str] | None, dict[str, bytes]]:
     """Fill test, reads, recipe, encoding. Returns (status, row, files) without writing."""
     obs = job.obs
-    qa_at_plot = [reader.pixel(item.href(QA_BAND), job.x, job.y) for item in obs.items]
+    # Fill test first: a fill observation costs one QA read per item, not seven band reads.
+    qa_at_plot = [
+        reader.pixel(item.href(QA_BAND), job.x, job.y) if item_may_hold(item, job.x, job.y, 1) else None
+        for item in obs.items
+    ]
     if all(is_fill(v) for v in qa_at_plot):
         return "fill", None, {}
     windows = []
     for item in obs.items:
+        if not item_may_hold(item, job.x, job.y, job.chip):
+            continue  # its tile does not reach the chip: all zeros, nothing to open
         stack = np.stack([reader.window(item.href(band), job.x, job.y, job.chip, job.chip) for band in ALL_BANDS])
         windows.append(stack)
     result = process_observation(mosaic(windows))
@@ -75,16 +93,16 @@ def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str,
 
 
 def run_batch(jobs: list[ObservationJob], store: Store, access: ArchiveAccess) -> list[ObservationResult]:
-    """Extract and write every job; PNGs first, the CSV last (each write atomic). Jobs
-    reading the same items run back to back on the thread's long-lived reader."""
-    reader = thread_reader(access)
+    """Extract and write every job; PNGs first, the CSV last (each write atomic). One GDAL
+    environment and one set of open band files for the whole piece."""
     results = []
-    for job in sorted(jobs, key=lambda j: (j.obs.first.id, j.project_id, j.plot_id)):
-        try:
-            status, row, files = extract_observation(job, reader)
-            for rel, data in files.items():
-                store.write_bytes(rel, data)
-            results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, status, tuple(row) if row else None))
-        except Exception as e:  # one bad asset fails its observation only
-            results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, "failed", error=f"{type(e).__name__}: {e}"))
+    with RasterReader(access) as reader:
+        for job in sorted(jobs, key=lambda j: (j.obs.key, j.project_id, j.plot_id)):
+            try:
+                status, row, files = extract_observation(job, reader)
+                for rel, data in files.items():
+                    store.write_bytes(rel, data)
+                results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, status, tuple(row) if row else None))
+            except Exception as e:  # one bad asset fails its observation only
+                results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, "failed", error=f"{type(e).__name__}: {e}"))
     return results

@@ -28,6 +28,11 @@ class ItemRef:
     doy: int
     hv: str
     hrefs: tuple[str, ...]  # in ALL_BANDS order
+    # proj:transform (a, b, c, d, e, f) and proj:shape (rows, cols) when the item gives
+    # them: a file that cannot hold the plot or its chip is then never opened.
+    transform: tuple[float, ...] | None = None
+    shape: tuple[int, int] | None = None
+    fill_percent: float | None = None  # landsat:fill, for the dry run's estimate
 
     @property
     def sensor(self) -> str:
@@ -79,7 +84,23 @@ def item_ref(item: dict[str, Any], asset_href: str) -> ItemRef:
             raise ItemError("missing href", source=source, field=where)
         hrefs.append(href)
     tt = dt.timetuple()
-    return ItemRef(item_id, dt_text, tt.tm_year, tt.tm_yday, grid[0] + grid[1], tuple(hrefs))
+    transform, shape = _geometry(props)
+    fill = props.get("landsat:fill")
+    return ItemRef(
+        item_id, dt_text, tt.tm_year, tt.tm_yday, grid[0] + grid[1], tuple(hrefs),
+        transform, shape, float(fill) if isinstance(fill, (int, float)) else None,
+    )  # fmt: skip
+
+
+def _geometry(props: dict[str, Any]) -> tuple[tuple[float, ...] | None, tuple[int, int] | None]:
+    t, shape = props.get("proj:transform"), props.get("proj:shape")
+    if (
+        isinstance(t, list) and len(t) >= 6 and all(isinstance(v, (int, float)) for v in t[:6])
+        and isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)
+        and t[1] == 0 and t[3] == 0 and t[0] > 0 and t[4] < 0
+    ):  # fmt: skip
+        return tuple(float(v) for v in t[:6]), (shape[0], shape[1])
+    return None, None  # unknown or rotated: open the file and ask it
 
 
 @dataclass(frozen=True)

@@ -93,9 +93,9 @@ def rel_link(page: str, target: str) -> str:
 
 
 # ---- what the report knows of one observation and one plot -----------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObsRow:
-    """One written observation: its series row, with the indices computed from it."""
+    """One written observation: its series row, with the indices computed from it once."""
 
     key: str
     year: int
@@ -105,15 +105,18 @@ class ObsRow:
     date: str  # the item datetime as written
     values: tuple[int, ...]  # blue, green, red, nir, swir1, swir2 (Collection 1 scale)
     qa: int
+    indices: dict[str, float] = field(init=False, compare=False)  # see spectral_indices
+    snow: bool = field(init=False, compare=False)  # qa 0 but snow-like: see snow_suspect
+    t: float = field(init=False, compare=False)  # decimal year (centre of the day)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "indices", spectral_indices(self.values))
+        object.__setattr__(self, "snow", self.qa != 1 and snow_suspect(self.values))
+        object.__setattr__(self, "t", _decimal_year(self.year, self.doy))
 
     @property
     def cloudy(self) -> bool:
         return self.qa == 1
-
-    @property
-    def snow(self) -> bool:
-        """Looks like snow although qa is 0 (the recipe's qa counts snow as clear): see :func:`snow_suspect`."""
-        return not self.cloudy and snow_suspect(self.values)
 
     @property
     def clear(self) -> bool:
@@ -129,30 +132,23 @@ class ObsRow:
     def day(self) -> str:
         return self.date[:10] if len(self.date) >= 10 and self.date[4] == "-" else _day_of(self.year, self.doy)
 
-    @property
-    def t(self) -> float:
-        """Decimal year of the acquisition (centre of the day)."""
-        return _decimal_year(self.year, self.doy)
-
     def band(self, name: str) -> float:
         v = self.values[BANDS.index(name)]
         return math.nan if v == FILL_REFLECTANCE else float(v)
-
-    @property
-    def indices(self) -> dict[str, float]:
-        return spectral_indices(self.values)
 
 
 def spectral_indices(values: Sequence[int]) -> dict[str, float]:
     """NBR, NDVI and tasseled cap brightness/greenness/wetness of one row (blue..swir2).
 
-    NaN where a band is fill (-2000) or a ratio's denominator is 0. Tasseled cap uses the
-    recipe's coefficients, summed left to right in float64."""
+    All NaN where a band is fill (-2000). NBR and NDVI are NaN where one of their two bands
+    is negative (water, shadow: a normalized difference of negative reflectance can take any
+    value) or both are 0. Tasseled cap uses the recipe's coefficients, summed left to right
+    in float64."""
     names = ("nbr", "ndvi", "tcb", "tcg", "tcw")
     if len(values) != 6 or FILL_REFLECTANCE in values:
         return dict.fromkeys(names, math.nan)
     blue, green, red, nir, swir1, swir2 = (float(v) for v in values)
-    out = {"nbr": _ratio(nir - swir2, nir + swir2), "ndvi": _ratio(nir - red, nir + red)}
+    out = {"nbr": _normalized_difference(nir, swir2), "ndvi": _normalized_difference(nir, red)}
     for name, coefficients in zip(("tcb", "tcg", "tcw"), TC_COEFFICIENTS):
         acc = 0.0
         for c, v in zip(coefficients, (blue, green, red, nir, swir1, swir2)):
@@ -174,8 +170,10 @@ def snow_suspect(values: Sequence[int]) -> bool:
     return green + swir1 > 0 and (green - swir1) / (green + swir1) >= SNOW_NDSI and nir > SNOW_MIN_NIR and green > 1000
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b != 0 else math.nan
+def _normalized_difference(a: float, b: float) -> float:
+    if a < 0 or b < 0 or a + b == 0:
+        return math.nan
+    return (a - b) / (a + b)
 
 
 def _decimal_year(year: int, doy: int) -> float:
@@ -269,7 +267,13 @@ class PlotReport:
 
 def collect(project: Project, plot: Plot) -> PlotReport:
     """What the report shows of one plot: listings and the small CSV/JSON records only."""
-    status = project.plot_status(plot)
+    try:
+        status = project.plot_status(plot)
+    except FileNotFoundError as e:
+        raise PipelineError(
+            f"plot {plot.name}: {e.filename or e}: not found; run the TimeSync extraction first, with the same parameters "
+            "(they name its catalogue-search state)"
+        ) from None
     keys = {o.key for o in status.observations}
     fill = sorted(project.fill_keys(plot) & keys)
     failed = sorted(project.failures(plot), key=lambda f: str(f.get("key", "")))
@@ -325,7 +329,7 @@ def write_report(project: Project, project_id: str, *, progress: Callable[[int, 
     summary = ctx.summary()
     store.write_text(report_summary(project_id), json.dumps(summary, indent=1) + "\n")
     written.append(report_summary(project_id))
-    store.write_text(top_index(), top_index_html(project, project_id))
+    store.write_text(top_index(), top_index_html(project, summary))
     written.append(top_index())
     store.write_text(report_index(project_id), index_html(reports, ctx))  # last: the marker
     written.append(report_index(project_id))
@@ -347,7 +351,7 @@ class _Context:
     generated: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
     @classmethod
-    def of(cls, project: Project, project_id: str, reports: list[PlotReport]) -> "_Context":
+    def of(cls, project: Project, project_id: str, reports: list[PlotReport]) -> _Context:
         ts = [o.t for r in reports for o in r.rows] + [_key_t(k) for r in reports for k in (*r.fill, *r.pending)]
         ts += [_key_t(str(f["key"])) for r in reports for f in r.failed if "key" in f]
         t0 = math.floor(min(ts)) if ts else 1984
@@ -417,21 +421,24 @@ def render_trajectories(rep: PlotReport, ctx: _Context) -> bytes:
     clear = [o for o in rep.rows if o.clear]
     cloudy = [o for o in rep.rows if o.cloudy]
     snow = [o for o in rep.rows if o.snow]
+    # Dense series (hundreds of acquisitions) get smaller marks and no per-date lines.
+    k = 1.0 if len(rep.rows) <= 120 else 0.6
+    ms, lw, xs, mew = 3.2 * k, 1.3 * (0.5 + k / 2), 5.5 * k, 1.4 * (0.5 + k / 2)
     panels: list[tuple[str, list[tuple[str, str, Callable[[ObsRow], float]]]]] = [
         ("surface reflectance ×10⁴", [(b, BAND_COLORS[b], lambda o, b=b: o.band(b)) for b in BANDS]),
         ("index", [(INDEX_LABELS[k], INDEX_COLORS[k], lambda o, k=k: o.indices[k]) for k in ("nbr", "ndvi")]),
         ("tasseled cap", [(INDEX_LABELS[k], TC_COLORS[k], lambda o, k=k: o.indices[k]) for k in ("tcb", "tcg", "tcw")]),
     ]
     for ax, (ylabel, series) in zip(axes, panels):
-        for o in cloudy:
+        for o in cloudy if len(cloudy) <= 60 else ():
             ax.axvline(o.t, color="#ced4da", lw=0.8, ls=(0, (2, 2)), zorder=0)
         for label, color, value in series:
             line = [(o.t, v) for o in clear if not math.isnan(v := value(o))]  # a fill band leaves no gap
-            ax.plot([t for t, _ in line], [v for _, v in line], "-o", color=color, ms=3.2, lw=1.3, label=label, zorder=3)
+            ax.plot([t for t, _ in line], [v for _, v in line], "-o", color=color, ms=ms, lw=lw, label=label, zorder=3)
             if cloudy:
-                ax.plot([o.t for o in cloudy], [value(o) for o in cloudy], "x", color=color, ms=5.5, mew=1.4, zorder=2)
+                ax.plot([o.t for o in cloudy], [value(o) for o in cloudy], "x", color=color, ms=xs, mew=mew, zorder=2)
             if snow:
-                ax.plot([o.t for o in snow], [value(o) for o in snow], "o", mfc="none", color=color, ms=5, mew=1.2, zorder=2)
+                ax.plot([o.t for o in snow], [value(o) for o in snow], "o", mfc="none", color=color, ms=xs, mew=mew * 0.85, zorder=2)
         ax.set_ylabel(ylabel, fontsize=9)
         ax.grid(True, color="#e9ecef", lw=0.8)
         ax.tick_params(labelsize=8)
@@ -484,29 +491,33 @@ def _num(value: float, digits: int = 0) -> str:
 
 
 def sparkline(rep: PlotReport, ctx: _Context, width: int = 220, height: int = 30) -> str:
-    """An inline SVG of NBR over the project's years: clear observations joined, cloudy red
-    dots, snow-like light blue dots."""
+    """An inline SVG of NBR over the project's years: clear observations joined (with dots),
+    cloudy ones red dots, snow-like ones light blue dots. Whole-pixel coordinates with
+    repeats dropped, and one path per kind of dot, so a plot with hundreds of observations
+    stays a few kilobytes."""
     span = max(ctx.t1 - ctx.t0, 1e-9)
     rng = max(ctx.nbr_hi - ctx.nbr_lo, 1e-9)
 
-    def xy(t: float, v: float) -> tuple[float, float]:
+    def xy(t: float, v: float) -> tuple[int, int]:
         v = min(max(v, ctx.nbr_lo), ctx.nbr_hi)
-        return 2 + (t - ctx.t0) / span * (width - 4), height - 2 - (v - ctx.nbr_lo) / rng * (height - 4)
+        return round(2 + (t - ctx.t0) / span * (width - 4)), round(height - 2 - (v - ctx.nbr_lo) / rng * (height - 4))
 
-    parts = [f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="NBR trajectory">']
+    def dots(points: list[tuple[int, int]], cls: str) -> str:
+        unique = list(dict.fromkeys(points))
+        return f'<path class="{cls}" d="' + "".join(f"M{x} {y}h0" for x, y in unique) + '"/>' if unique else ""
+
+    parts = [f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="NBR over time">']
     if ctx.nbr_lo < 0 < ctx.nbr_hi:
         _, y0 = xy(ctx.t0, 0.0)
-        parts.append(f'<line x1="0" x2="{width}" y1="{y0:.1f}" y2="{y0:.1f}" class="zero"/>')
-    pts = [xy(t, v) for t, v in rep.clear_nbr()]
-    if len(pts) > 1:
-        parts.append('<polyline points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
-    for x, y in pts:
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.3" class="clear"/>')
-    for o in rep.rows:
-        v = o.indices["nbr"]
-        if not o.clear and not math.isnan(v):
-            x, y = xy(o.t, v)
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.9" class="{"cloudy" if o.cloudy else "snow"}"/>')
+        parts.append(f'<path class="zero" d="M0 {y0}H{width}"/>')
+    line = [xy(t, v) for t, v in rep.clear_nbr()]
+    line = [p for i, p in enumerate(line) if i == 0 or p != line[i - 1]]
+    if len(line) > 1:
+        parts.append('<polyline points="' + " ".join(f"{x},{y}" for x, y in line) + '"/>')
+    parts.append(dots(line, "clear"))
+    others = [(o, o.indices["nbr"]) for o in rep.rows if not o.clear]
+    parts.append(dots([xy(o.t, v) for o, v in others if o.cloudy and not math.isnan(v)], "cloudy"))
+    parts.append(dots([xy(o.t, v) for o, v in others if o.snow and not math.isnan(v)], "snow"))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -539,17 +550,20 @@ table.grid th[aria-sort=descending]:after{content:" ▼";color:var(--accent)}
 table.grid td.l,table.grid th.l{text-align:left}
 table.grid tbody tr:nth-child(even){background:#fafbfc}
 table.grid tbody tr:hover{background:#e7f5ff}
+table.grid tbody tr.plot{cursor:pointer}
+table.grid tbody tr.plot[data-problem="1"] td:first-child{box-shadow:inset 3px 0 0 #e03131}
 td.zero{color:#ced4da}
 td.hot{color:var(--cloud);font-weight:600}
 td.strong{font-weight:700} td .sub{color:var(--muted);font-weight:400;font-size:11px}
 .pill{display:inline-block;padding:0 7px;border-radius:9px;font-size:11px;font-weight:600;line-height:17px}
 .pill.complete{background:#d3f9d8;color:#2b8a3e}.pill.failed{background:#ffe3e3;color:#c92a2a}.pill.incomplete{background:#fff3bf;color:#e67700}
 svg.spark{display:block}
-svg.spark polyline{fill:none;stroke:#0b7285;stroke-width:1.3}
-svg.spark circle.clear{fill:#0b7285}
-svg.spark circle.cloudy{fill:var(--cloud)}
-svg.spark circle.snow{fill:#74c0fc}
-svg.spark line.zero{stroke:#dee2e6;stroke-width:1}
+svg.spark polyline{fill:none;stroke:#0b7285;stroke-width:1.3;stroke-linejoin:round}
+svg.spark path{stroke-linecap:round;fill:none}
+svg.spark path.clear{stroke:#0b7285;stroke-width:2.6}
+svg.spark path.cloudy{stroke:var(--cloud);stroke-width:3.8}
+svg.spark path.snow{stroke:#74c0fc;stroke-width:3.8}
+svg.spark path.zero{stroke:#dee2e6;stroke-width:1}
 .legend{color:var(--muted);font-size:12px}
 .dot{display:inline-block;width:8px;height:8px;border-radius:50%;vertical-align:middle;margin:0 3px 0 8px}
 .seg{display:inline-flex;border:1px solid #adb5bd;border-radius:5px;overflow:hidden}
@@ -872,8 +886,9 @@ def plot_page_html(rep: PlotReport, ctx: _Context, prev_id: str | None, next_id:
     explain = (
         "Lines join clear observations (qa 0); <b>×</b> on a dotted line: cloudy (qa 1); <b>○</b>: snow-like with qa 0 "
         f"(NDSI ≥ {SNOW_NDSI}); ticks under the last panel: observations without a row (fill, failed, pending). "
-        "NBR = (nir − swir2)/(nir + swir2), NDVI = (nir − red)/(nir + red); tasseled cap from the six bands "
-        "with the recipe's coefficients. The time axis is the project's, the same on every plot page."
+        "NBR = (nir − swir2)/(nir + swir2), NDVI = (nir − red)/(nir + red), left out where a band is negative "
+        "(water, shadow) or fill; tasseled cap from the six bands with the recipe's coefficients. "
+        "The time axis is the project's, the same on every plot page."
     )
     body = f"""{facts}{where}{files_html}{problems}
 <h2>Chips ({len(rep.rows)}, by date)</h2>
@@ -911,18 +926,17 @@ def _obs_table(rep: PlotReport, link: Callable[[str], str]) -> str:
     )
 
 
-def top_index_html(project: Project, current: str) -> str:
-    """The projects of the plot file: a link and figures for each whose report exists."""
+def top_index_html(project: Project, current: dict[str, Any]) -> str:
+    """The projects of the plot file: a link and figures for each whose report exists
+    (``current`` is the summary of the project being written)."""
     rows = []
     for pid in project.project_ids():
-        summary = None
-        if pid != current:
+        summary: dict[str, Any] | None = current
+        if pid != current["project_id"]:
             try:
                 summary = json.loads(project.store.read_text(report_summary(pid)))
             except FileNotFoundError:
                 summary = None
-        else:
-            summary = {"plots": len(project.plots_of(pid))}
         href = rel_link(top_index(), report_index(pid))
         if summary is None:
             rows.append(f'<tr><td class="l">{_e(pid)}</td><td class="l note" colspan="8">report not written yet</td></tr>')
@@ -968,10 +982,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     opts = RunOptions(a.plot_file, a.project_dir, a.catalog, a.region, a.datetime, a.asset_href, a.collection, a.chip_size)
     project = Project(opts, store=Store(opts.project_dir, output().s3_options()), access=archive().access(a.asset_href))
-    for pid in a.project_id or project.project_ids():
-        started = time.perf_counter()
-        files = write_report(project, pid)
-        print(f"project {pid}: {len(files)} files, {project.store.uri(report_index(pid))} ({time.perf_counter() - started:.1f} s)")
+    try:
+        for pid in a.project_id or project.project_ids():
+            started = time.perf_counter()
+            files = write_report(project, pid)
+            print(f"project {pid}: {len(files)} files, {project.store.uri(report_index(pid))} ({time.perf_counter() - started:.1f} s)")
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

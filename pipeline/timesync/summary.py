@@ -58,15 +58,21 @@ def record_ingest(project_id: str, files: int) -> None:
     _write(f"ingest-{project_id}", {"project_id": project_id, "files": files})
 
 
+def record_text(name: str, text: str) -> None:
+    """A block of text printed at the end of the run (the dry run's table)."""
+    _write(f"text-{name}", {"text": text})
+
+
 def render(stats_dir: str) -> str | None:
     docs: dict[str, Any] = {}
     for name in os.listdir(stats_dir):
         if name.endswith(".json") and not name.startswith("."):
             with open(os.path.join(stats_dir, name)) as f:
                 docs[name[:-5]] = json.load(f)
+    texts = "".join(d["text"] for k, d in sorted(docs.items()) if k.startswith("text-"))
     project = docs.get("project")
     if project is None:
-        return None
+        return texts or None
     batches = [d for k, d in docs.items() if k.startswith("batch-")]
     ingests = [d for k, d in docs.items() if k.startswith("ingest-")]
     written = sum(b["written"] for b in batches)
@@ -87,13 +93,14 @@ def render(stats_dir: str) -> str | None:
         if ingests:
             lines.append(f"ingest files: written for project(s) {', '.join(d['project_id'] for d in ingests)}")
     lines.append(f"outputs: {project['project_dir']}")
+    lines.append(f"QA report: {project['project_dir'].rstrip('/')}/report/index.html")
     if failed:
         for f in failed[:10]:
             lines.append(f"  FAILED prj {f['project_id']} plot {f['plot_id']} {f['key']}: {f['error']}")
         if len(failed) > 10:
             lines.append(f"  ... and {len(failed) - 10} more")
         lines.append("Rerun the same command to retry only what failed (finished outputs are kept).")
-    return "\n".join(lines) + "\n"
+    return texts + "\n".join(lines) + "\n"
 
 
 def _print_at_exit(stats_dir: str, owner_pid: int) -> None:

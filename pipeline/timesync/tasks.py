@@ -1,8 +1,8 @@
 """TimeSync as Luigi tasks. Tasks are thin: they name targets and requirements and call
 :class:`~pipeline.timesync.engine.Project`.
 
-The normal run schedules few tasks: ``TimeSyncProject`` -> one ``TimeSyncIngest`` per
-project id -> ``TimeSyncPlotBatch`` tasks of ``[timesync] plots_per_task`` plots each ->
+The normal run schedules few tasks: ``TimeSyncProject`` -> one ``TimeSyncReport`` and one
+``TimeSyncIngest`` per project id -> ``TimeSyncPlotBatch`` tasks of ``[timesync] plots_per_task`` plots each ->
 one ``TimeSyncSearch`` per ARD tile. A batch's completeness comes from listings (four per
 plot), and its run hands the missing observations to Dask. ``TimeSyncPlot`` and
 ``TimeSyncObservation`` exist to run or rerun one plot or one observation by name; the
@@ -23,7 +23,7 @@ from pipeline.config import archive, output
 from pipeline import cluster  # noqa: F401  (registers the [dask] section for luigi.cfg and --dask-* flags)
 from pipeline.errors import PipelineError
 from pipeline.grid import Tile
-from pipeline.timesync import layout, summary
+from pipeline.timesync import layout, report, summary
 from pipeline.timesync.engine import BatchOutcome, Project, RunOptions
 from targets.store import Store
 from targets.target import StoreTarget
@@ -123,6 +123,9 @@ class _PlotsTask(_TimeSyncTask):
         self.set_status_message(f"planning {len(plots)} plots")
         outcome = self.project.process(plots, jobs_per_task=timesync().observations_per_dask_task, progress=self.progress)
         summary.record_batch(self.task_id, outcome)
+        if outcome.written or outcome.fill or outcome.failed or outcome.plots_done:
+            for project_id in {p.project_id for p in plots}:  # its view of the project is now stale
+                self.project.store.delete(report.report_index(project_id))
         _raise_failures(outcome)
 
 
@@ -223,7 +226,62 @@ class TimeSyncIngest(_TimeSyncTask):
     def run(self) -> None:
         self.set_status_message("combining plot series into per-year ingest files")
         files = self.project.write_ingest(self.project_id)
+        self.project.store.delete(report.report_index(self.project_id))
+        summary.record_ingest(self.project_id, len(files))
         log.info("project %s: %d ingest files", self.project_id, len(files))
+
+
+class TimeSyncReport(_TimeSyncTask):
+    """The visual QA report of one project (``report/prj_{id}/index.html`` and its pages),
+    written after the ingest files; rewritten whenever a run changed the project."""
+
+    project_id = luigi.Parameter()
+
+    def requires(self) -> TimeSyncIngest:
+        return TimeSyncIngest(**self.shared(), project_id=self.project_id)
+
+    def output(self) -> StoreTarget:
+        return StoreTarget(self.project.store, report.report_index(self.project_id))
+
+    def complete(self) -> bool:
+        # The ingest (and through it every batch) too: Luigi does not look below a complete task.
+        return self.output().exists() and self.requires().complete()
+
+    def run(self) -> None:
+        self.set_status_message("writing the QA report")
+        report.write_report(self.project, self.project_id, progress=self.progress)
+
+
+class TimeSyncDryRun(_TimeSyncTask):
+    """Before the bill: per project, how many plots, tiles and observations, how many are
+    already done, and the S3 GET requests, bytes and requester-pays cost the run will
+    need. Searches the catalogue (kept, so the run does not search again) and lists the
+    outputs; reads no pixel and writes no output. Runs every time it is asked."""
+
+    price_per_1000_get = luigi.FloatParameter(default=0.0004, description="USD per 1,000 GET requests on the archive")
+    default_fill_percent = luigi.FloatParameter(default=30.0, description="chance (%) the plot pixel is fill when an item has no landsat:fill")
+
+    def requires(self) -> list[TimeSyncSearch]:
+        project = self.project
+        project.validate()
+        tiles = sorted({t for p in project.plots for t in project.tiles_of(p)})
+        return [TimeSyncSearch(**self.shared(), tile_h=t.h, tile_v=t.v) for t in tiles]
+
+    def complete(self) -> bool:
+        return False  # a report, not a product: always answer afresh
+
+    def run(self) -> None:
+        from pipeline.timesync.estimate import CostModel, format_estimates
+
+        model = CostModel(price_per_1000_get=self.price_per_1000_get, default_fill_percent=self.default_fill_percent)
+        cfg = timesync()
+        project = self.project
+        estimates = [
+            project.estimate(p, plots_per_batch=cfg.plots_per_task, jobs_per_task=cfg.observations_per_dask_task, model=model)
+            for p in project.project_ids()
+        ]
+        text = format_estimates(estimates, model, project.store.url)
+        summary.record_text("dry-run", text)
 
 
 class TimeSyncProject(luigi.WrapperTask):
@@ -243,10 +301,9 @@ class TimeSyncProject(luigi.WrapperTask):
     collection = _TimeSyncTask.collection
     chip_size = _TimeSyncTask.chip_size
 
-    def requires(self) -> list[TimeSyncIngest]:
+    def requires(self) -> list[TimeSyncReport]:
         shared = {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
-        probe = TimeSyncIngest(**shared, project_id="_")
-        project = probe.project
+        project = TimeSyncIngest(**shared, project_id="_").project
         project.validate()  # fatal input errors stop the run here, before anything is written
         summary.record_project(project, plots_per_task=timesync().plots_per_task)
-        return [TimeSyncIngest(**shared, project_id=p) for p in project.project_ids()]
+        return [TimeSyncReport(**shared, project_id=p) for p in project.project_ids()]
