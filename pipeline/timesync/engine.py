@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +89,7 @@ class Project:
         self._searches: dict[Tile, list[ItemRef]] = {}
         self._observations: dict[tuple[Tile, ...], list[Observation]] = {}
         self._fill_cache: dict[str, set[str]] = {}
+        self._csv_indexes: dict[str, tuple[int, dict[str, set[str]]]] = {}
 
     # ---- parameters, validated -------------------------------------------------------
     @cached_property
@@ -189,11 +191,44 @@ class Project:
                 self._fill_cache[rel] = set()
         return self._fill_cache[rel]
 
+    def csv_keys(self, plot: Plot) -> set[str]:
+        """Keys of the plot's observation CSVs. On S3: one prefix listing. Locally all plots'
+        CSVs share one directory (the spec's layout), so it is scanned once into an index of
+        plot -> keys, reused while the directory's mtime is unchanged (any create, delete or
+        rename in it changes the mtime, in this process or another)."""
+        prj_dir = layout.project_dir(plot.project_id)
+        prefix = layout.obs_csv_prefix(plot.plot_id)
+        if self.store.is_s3:
+            return {n[len(prefix) : -4] for n in self.store.list_names(prj_dir, prefix) if n.endswith(".csv")}
+        index = self._csv_index(prj_dir)
+        return index.get(plot.plot_id, set())
+
+    def _csv_index(self, prj_dir: str) -> dict[str, set[str]]:
+        path = self.store.path(prj_dir)
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        cached = self._csv_indexes.get(prj_dir)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        index: dict[str, set[str]] = {}
+        marker = "_spectral_files_set_"
+        for name in self.store.list_names(prj_dir):
+            plot_id, sep, rest = name.partition(marker)
+            if sep and rest.endswith(".csv"):
+                index.setdefault(plot_id, set()).add(rest[:-4])
+        # A directory changed within the last seconds may change again within the same
+        # mtime tick: do not trust the cache for it.
+        if time.time_ns() - mtime > 2_000_000_000:
+            self._csv_indexes[prj_dir] = (mtime, index)
+        return index
+
     def existing_keys(self, plot: Plot) -> set[str]:
-        """Keys of observations whose four files all exist: four listings."""
+        """Keys of observations whose four files all exist: the CSVs (see csv_keys) and one
+        listing of each chip directory."""
         pid, prj = plot.plot_id, plot.project_id
-        csv_prefix = layout.obs_csv_prefix(pid)
-        keys = {n[len(csv_prefix) : -4] for n in self.store.list_names(layout.project_dir(prj), csv_prefix) if n.endswith(".csv")}
+        keys = set(self.csv_keys(plot))  # a copy: the local index is shared
         chip_prefix = f"plot_{pid}_"
         for kind in layout.COMPOSITE_DIRS:
             names = self.store.list_names(layout.chip_dir(kind, prj, pid), chip_prefix)
