@@ -11,7 +11,6 @@ as the chance, or ``default_fill_percent`` when the item does not say.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from pipeline.grid import pixel_of
@@ -98,8 +97,6 @@ def piece_cost(piece: list[ObservationJob], model: CostModel) -> tuple[float, fl
                 if is_qa and item in holders:
                     rows -= 1  # the fill test already fetched one of its block rows' blocks
                     qa_files.add(href)
-                elif is_qa:
-                    never_opened[href] = never_opened.get(href, 1.0) * p_fill
                 else:
                     never_opened[href] = never_opened.get(href, 1.0) * p_fill
                 gets += p_read * max(rows, 0)
@@ -145,6 +142,3 @@ def format_estimates(estimates: list[Estimate], model: CostModel, project_dir: s
     )
     return "\n".join(lines) + "\n"
 
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)
