@@ -57,8 +57,10 @@ def get_client(config: dask | None = None) -> Any:
         processes = cfg.processes
         import multiprocessing
 
-        if processes and multiprocessing.current_process().daemon:
-            processes = False  # a daemonic (forked luigi worker) process may not start children
+        if processes and multiprocessing.parent_process() is not None:
+            # A forked luigi task process (--workers N) ends with os._exit: worker processes
+            # it spawned would be left to die noisily. Threads of this process instead.
+            processes = False
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=cfg.threads_per_worker,

@@ -29,6 +29,7 @@ from tests.servers.luigid import LuigidServer, free_port, luigid_server, session
 
 pytestmark = pytest.mark.slow
 
+# Families every TimeSyncProject run schedules (others, e.g. a per-project report, may be added).
 FAMILIES = {"TimeSyncProject", "TimeSyncIngest", "TimeSyncPlotBatch", "TimeSyncSearch"}
 
 
@@ -170,7 +171,7 @@ def test_run_with_two_workers_against_luigid_equals_the_oracle(scheduler_runs):
 def test_scheduler_lists_the_runs_tasks_done(scheduler_runs):
     runs = scheduler_runs
     tasks = tasks_of(runs.server, runs.good_project)
-    assert {t["name"] for t in tasks.values()} == FAMILIES
+    assert {t["name"] for t in tasks.values()} >= FAMILIES
     assert {t["status"] for t in tasks.values()} == {"DONE"}, {t["display_name"]: t["status"] for t in tasks.values()}
     done = tasks_of(runs.server, runs.good_project, "DONE")
     assert set(done) == set(tasks)

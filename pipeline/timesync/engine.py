@@ -88,7 +88,6 @@ class Project:
         self.access = access
         self._searches: dict[Tile, list[ItemRef]] = {}
         self._observations: dict[tuple[Tile, ...], list[Observation]] = {}
-        self._fill_cache: dict[str, set[str]] = {}
         self._csv_indexes: dict[str, tuple[int, dict[str, set[str]]]] = {}
 
     # ---- parameters, validated -------------------------------------------------------
@@ -183,13 +182,12 @@ class Project:
 
     # ---- completeness ----------------------------------------------------------------
     def fill_keys(self, plot: Plot) -> set[str]:
-        rel = layout.fill_record(plot.project_id, plot.plot_id)
-        if rel not in self._fill_cache:
-            try:
-                self._fill_cache[rel] = set(json.loads(self.store.read_text(rel))["fill"])
-            except FileNotFoundError:
-                self._fill_cache[rel] = set()
-        return self._fill_cache[rel]
+        """The plot's fill record, read afresh: other processes (luigi workers, other
+        machines) write it, so a cached answer could hide their work."""
+        try:
+            return set(json.loads(self.store.read_text(layout.fill_record(plot.project_id, plot.plot_id)))["fill"])
+        except FileNotFoundError:
+            return set()
 
     def csv_keys(self, plot: Plot) -> set[str]:
         """Keys of the plot's observation CSVs. On S3: one prefix listing. Locally all plots'
@@ -320,18 +318,16 @@ class Project:
 
     def record_fill(self, plot: Plot, keys: set[str]) -> None:
         """Add observation keys to the plot's fill record (read, merge, atomic rewrite)."""
-        rel = layout.fill_record(plot.project_id, plot.plot_id)
-        self._fill_cache.pop(rel, None)
         fill = self.fill_keys(plot) | keys
-        self.store.write_text(rel, json.dumps({"fill": sorted(fill)}, indent=0) + "\n")
-        self._fill_cache[rel] = fill
+        self.store.write_text(layout.fill_record(plot.project_id, plot.plot_id), json.dumps({"fill": sorted(fill)}, indent=0) + "\n")
 
     def finish_plot(self, status: PlotStatus, results: list[ObservationResult]) -> None:
         """Write the fill record (if it changed) and the per-plot time series."""
         p = status.plot
         new_fill = {r.key for r in results if r.status == "fill"}
-        fill = (status.fill_keys | self.fill_keys(p) | new_fill) & {o.key for o in status.observations}
-        if fill != self.fill_keys(p):
+        recorded = self.fill_keys(p)
+        fill = (status.fill_keys | recorded | new_fill) & {o.key for o in status.observations}
+        if fill != recorded:
             self.record_fill(p, fill)
         fresh = {r.key: list(r.row) for r in results if r.status == "written" and r.row}
         rows = []

@@ -68,8 +68,8 @@ def ensure_chromium() -> str:
             raise RuntimeError(f"{CHROMIUM} is missing and there is no apt-get to install Debian's chromium")
         prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        _run([*prefix, "apt-get", "update"], env=env, timeout=600)
-        _run([*prefix, "apt-get", "install", "-y", "--no-install-recommends", "chromium"], env=env, timeout=1200)
+        _run([*prefix, "apt-get", "update", "-q"], env=env, timeout=600)
+        _run([*prefix, "apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "chromium"], env=env, timeout=1800)
     if not os.access(CHROMIUM, os.X_OK):
         raise RuntimeError(f"apt-get installed chromium but {CHROMIUM} is still missing")
     return CHROMIUM

@@ -10,15 +10,17 @@ processes, each in its own process group, all on 127.0.0.1.
 The scheduler listens on a port it picks itself (``--port 0``) and writes its address to a
 scheduler file in the work dir, which the workers read, so there is no port race. No
 dashboards. Workers import the project's code from the venv (it is installed editable), as
-a cluster started by hand from the same venv would. ``stop`` ends the workers' groups, then
-the scheduler's (SIGTERM, then SIGKILL). Processes die with the thread that started them
+a cluster started by hand from the same venv would. ``stop`` ends all their process groups
+(SIGTERM, then SIGKILL). Processes die with the thread that started them
 (PR_SET_PDEATHSIG) unless ``die_with_parent=False``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,9 +48,14 @@ class DaskCluster:
         return all(p.poll() is None for p in [self.scheduler, *self.workers])
 
     def stop(self, grace: float = 5.0) -> None:
-        for proc in self.workers:
-            kill_process_group(proc.pid, grace, proc)
-        kill_process_group(self.scheduler.pid, grace, self.scheduler)
+        """SIGTERM every process group at once, SIGKILL what is left after ``grace`` s."""
+        procs = [*self.workers, self.scheduler]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            kill_process_group(proc.pid, max(deadline - time.monotonic(), 0.0), proc)
 
     def worker_info(self) -> dict[str, Any]:
         """The scheduler's view of its workers (name, nthreads, tasks processed...)."""
