@@ -26,11 +26,18 @@ RETCODES = {
 _TRACEBACK = "Traceback (most recent call last):"
 
 
+def _is_parameter_error(exc: BaseException | None) -> bool:
+    """A bad command-line value (Luigi's ParameterException): a user error, not a bug."""
+    from luigi.parameter import ParameterException
+
+    return isinstance(exc, ParameterException)
+
+
 def _concise(record: logging.LogRecord) -> logging.LogRecord:
     if not record.name.startswith("luigi"):
         return record
     exc = record.exc_info[1] if record.exc_info else None
-    if isinstance(exc, PipelineError):
+    if isinstance(exc, PipelineError) or _is_parameter_error(exc):
         record.msg = f"{record.getMessage()} {exc}"
         record.args = ()
         record.exc_info = None
@@ -69,3 +76,12 @@ def install() -> None:
         return _concise(previous(*args, **kwargs))
 
     logging.setLogRecordFactory(factory)
+    # Our own messages (skipped items, searches, ingest files) in Luigi's format on stderr;
+    # Luigi configures only its own loggers.
+    ours = logging.getLogger("pipeline")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False

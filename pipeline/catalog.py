@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +54,13 @@ class LocalCatalog:
 
     path: Path
     items: list[Item]
+    _reported: set[str] = field(default_factory=set, repr=False)
+
+    def _report_once(self, item: Item, problem: str) -> None:
+        where = f"{item.get('_source', self.path)} (item {item.get('id')})"
+        if where not in self._reported:
+            self._reported.add(where)
+            log.warning("skipping catalogue item: %s, %s", where, problem)
 
     @property
     def description(self) -> str:
@@ -101,6 +108,10 @@ class LocalCatalog:
             if item.get("collection") != collection:
                 continue
             props = item.get("properties") or {}
+            missing = [k for k in equals if k not in props]
+            if missing:
+                self._report_once(item, f"field 'properties.{missing[0]}': missing, so no search can find the item")
+                continue
             if any(props.get(k) != v for k, v in equals.items()):
                 continue
             dt_text = props.get("datetime")

@@ -76,6 +76,13 @@ def _component(text: str) -> tuple[datetime | None, datetime | None]:
     if m.group("remainder"):
         dt = parse_item_datetime(text)
         return dt, dt
+    try:
+        return _period(m)
+    except ValueError as e:
+        raise ValueError(f"invalid datetime {text!r}: {e}") from None
+
+
+def _period(m: re.Match[str]) -> tuple[datetime, datetime]:
     year = int(m.group("year"))
     if m.group("day"):
         start = datetime(year, int(m.group("month")), int(m.group("day")), tzinfo=timezone.utc)

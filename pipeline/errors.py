@@ -21,11 +21,12 @@ class InputError(PipelineError):
         self.source = source
         self.line = line
         self.field = field
-        where = source
+        parts = [source] if source else []
         if line is not None:
-            where += f", line {line}"
+            parts.append(f"line {line}")
         if field:
-            where += f", field {field!r}"
+            parts.append(f"field {field!r}")
+        where = ", ".join(parts)
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -41,8 +41,9 @@ class S3Options:
             "requester_pays": o.requester_pays,
             # Listings are how completeness is decided: never answer them from a stale cache.
             "use_listings_cache": False,
-            # One fresh instance per process: s3fs caches instances across fork otherwise.
-            "skip_instance_cache": False,
+            # botocore retries throttling/5xx with backoff (bounded: 5 attempts); s3fs's own
+            # retry loop on top would multiply them (5 x 5 = 25 PUTs for one failing write).
+            "config_kwargs": {"retries": {"max_attempts": 5, "mode": "standard"}},
         }
         if o.profile:
             kwargs["profile"] = o.profile

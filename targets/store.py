@@ -50,12 +50,21 @@ class Store:
         if self._fs is None:
             if self.is_s3:
                 self._fs = fsspec.filesystem("s3", **self.s3.s3fs_kwargs())
+                self._fs.retries = 1  # botocore already retried (see S3Options)
             else:
                 self._fs = fsspec.filesystem("file")
         return self._fs
 
+    def check(self) -> None:
+        """Fail early, once, with a clear error when the root cannot be reached (missing
+        bucket, wrong endpoint, missing or wrong credentials). One listing request."""
+        if self.is_s3:
+            self.list_names("", "_state")
+
     def path(self, rel: str) -> str:
         rel = rel.lstrip("/")
+        if rel.startswith("../") or "/../" in rel or rel == "..":
+            raise StorageError(f"{rel!r} would leave the project directory {self.url}")
         return posixpath.join(self.root, rel) if self.is_s3 else os.path.join(self.root, *rel.split("/"))
 
     def uri(self, rel: str) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.timesync.estimate import CostModel, Estimate
 
-from pipeline.catalog import open_catalog
+from pipeline.catalog import Catalog, open_catalog
 from pipeline.datetimes import Interval, parse_interval
 from pipeline.errors import InputError, ItemError, PipelineError
 from pipeline.grid import Region, Tile, chip_tiles, get_region
@@ -65,6 +65,9 @@ class PlotStatus:
     missing: list[Observation]
     fill_keys: set[str]
     series_exists: bool
+    # files of missing observations that exist already (a run killed mid-observation):
+    # kept, not rewritten
+    partial: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -113,10 +116,18 @@ class Project:
         return read_plot_file(self.options.plot_file, self.region)
 
     def validate(self) -> None:
-        """Every fatal input problem, before anything is written."""
+        """Every fatal input problem, before anything is written: the parameters, the plot
+        file, and a local catalogue file (read whole, once)."""
         _ = self.plots
-        if not self.options.catalog.startswith(("http://", "https://")) and not Path(self.options.catalog).is_file():
-            raise InputError("catalogue file not found (give an http(s) STAC API root or a local item file)", source=self.options.catalog, field="catalog")
+        if not self.options.catalog.startswith(("http://", "https://")):
+            if not Path(self.options.catalog).is_file():
+                raise InputError("catalogue file not found (give an http(s) STAC API root or a local item file)", source=self.options.catalog, field="catalog")
+            _ = self.catalog
+        self.store.check()
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return open_catalog(self.options.catalog)
 
     def project_ids(self) -> list[str]:
         return sorted({p.project_id for p in self.plots})
@@ -149,7 +160,7 @@ class Project:
 
     def run_search(self, tile: Tile) -> dict[str, Any]:
         """Search one tile and return the state document (items trimmed to what is used)."""
-        catalog = open_catalog(self.options.catalog)
+        catalog = self.catalog
         equals = {GRID_H: tile.hh, GRID_V: tile.vv, GRID_REGION: self.region.code}
         started = time.perf_counter()
         items = catalog.search(collection=self.options.collection, interval=self.interval, equals=equals)
@@ -222,30 +233,42 @@ class Project:
             self._csv_indexes[prj_dir] = (mtime, index)
         return index
 
-    def existing_keys(self, plot: Plot) -> set[str]:
-        """Keys of observations whose four files all exist: the CSVs (see csv_keys) and one
-        listing of each chip directory."""
+    def existing_files(self, plot: Plot) -> dict[str, set[str]]:
+        """Observation keys present per kind ("csv", "tc", "b743", "b432"): the CSVs (see
+        csv_keys) and one listing of each chip directory."""
         pid, prj = plot.plot_id, plot.project_id
-        keys = set(self.csv_keys(plot))  # a copy: the local index is shared
+        present = {"csv": set(self.csv_keys(plot))}  # a copy: the local index is shared
         chip_prefix = f"plot_{pid}_"
         for kind in layout.COMPOSITE_DIRS:
             names = self.store.list_names(layout.chip_dir(kind, prj, pid), chip_prefix)
-            keys &= {n[len(chip_prefix) : -4] for n in names if n.endswith(".png")}
-        return keys
+            present[kind] = {n[len(chip_prefix) : -4] for n in names if n.endswith(".png")}
+        return present
+
+    def existing_keys(self, plot: Plot) -> set[str]:
+        """Keys of observations whose four files all exist."""
+        return set.intersection(*self.existing_files(plot).values())
 
     def plot_status(self, plot: Plot) -> PlotStatus:
         observations = self.observations(plot)
-        done = self.existing_keys(plot)
+        present = self.existing_files(plot)
+        done = set.intersection(*present.values())
         remaining = [o for o in observations if o.key not in done]
         fill = self.fill_keys(plot) if remaining else set()
         missing = [o for o in remaining if o.key not in fill]
         series_exists = self.store.exists(layout.series_csv(plot.project_id, plot.plot_id)) if not missing else False
-        return PlotStatus(plot, observations, missing, fill, series_exists)
+        partial = {
+            o.key: frozenset(rel for kind, rel in zip(("tc", "b743", "b432", "csv"), layout.obs_files(plot.project_id, plot.plot_id, o.key)) if o.key in present[kind])
+            for o in missing
+        }
+        return PlotStatus(plot, observations, missing, fill, series_exists, {k: v for k, v in partial.items() if v})
 
     # ---- execution ------------------------------------------------------------------
     def jobs_for(self, status: PlotStatus) -> list[ObservationJob]:
         p = status.plot
-        return [ObservationJob(p.project_id, p.plot_id, p.x, p.y, self.options.chip_size, o) for o in status.missing]
+        return [
+            ObservationJob(p.project_id, p.plot_id, p.x, p.y, self.options.chip_size, o, status.partial.get(o.key, frozenset()))
+            for o in status.missing
+        ]
 
     def execute(self, jobs: list[ObservationJob], *, jobs_per_task: int, progress: ProgressCallback | None = None) -> list[ObservationResult]:
         """Run jobs on the Dask cluster in pieces of ``jobs_per_task`` observations, grouped
@@ -397,16 +420,16 @@ class Project:
         for text in texts:
             for row in parse_csv_rows(text):
                 by_year.setdefault(int(row[year_col]), []).append(row)
-        previous = self.ingest_expected(project_id)
-        present = self.store.list_names("", "") if previous is not None else set()
+        present = self.store.list_names("", "")
         files = []
         for year in sorted(by_year):
             rows = sorted(by_year[year], key=lambda r: (r[plot_col], int(r[doy_col])))
             rel = layout.ingest_csv(project_id, year)
             files.append(rel)
-            if previous is not None and rel in present:
-                continue  # rewrite only what is missing: other files keep their bytes
-            self.store.write_text(rel, "".join(",".join([project_id, *r]) + "\n" for r in rows))
+            text = "".join(",".join([project_id, *r]) + "\n" for r in rows)
+            if rel in present and self.store.read_text(rel) == text:
+                continue  # already right (an earlier, interrupted ingest): keep its bytes
+            self.store.write_text(rel, text)
         manifest = {"project_id": project_id, "files": files, "plots": len(plots)}
         self.store.write_text(layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id)), json.dumps(manifest, indent=1) + "\n")
         return files

@@ -33,6 +33,7 @@ class ObservationJob:
     y: int
     chip: int
     obs: Observation
+    existing: frozenset[str] = frozenset()  # files of this observation already written: skipped
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def run_batch(jobs: list[ObservationJob], store: Store, access: ArchiveAccess) -
             try:
                 status, row, files = extract_observation(job, reader)
                 for rel, data in files.items():
-                    store.write_bytes(rel, data)
+                    if rel not in job.existing:
+                        store.write_bytes(rel, data)
                 results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, status, tuple(row) if row else None))
             except Exception as e:  # one bad asset fails its observation only
                 results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, "failed", error=f"{type(e).__name__}: {e}"))

@@ -31,7 +31,7 @@ class Plot:
         return f"{self.project_id}/{self.plot_id}"
 
 
-def check_id(value: str, *, source: str, line: int, field: str) -> str:
+def check_id(value: str, *, source: str, line: int | None, field: str) -> str:
     if not value:
         raise InputError("empty id", source=source, line=line, field=field)
     if not _ID.match(value) or ".." in value or "_spectral_files_set_" in value:

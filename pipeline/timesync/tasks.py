@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from functools import cached_property
 from typing import Any
 
@@ -21,7 +22,8 @@ import luigi
 
 from pipeline.config import archive, output
 from pipeline import cluster  # noqa: F401  (registers the [dask] section for luigi.cfg and --dask-* flags)
-from pipeline.errors import PipelineError
+from pipeline.errors import InputError, PipelineError
+from pipeline.timesync.plots import check_id
 from pipeline.grid import Tile
 from pipeline.timesync import layout, report, summary
 from pipeline.timesync.engine import BatchOutcome, Project, RunOptions
@@ -41,17 +43,72 @@ class timesync(luigi.Config):  # noqa: N801  (section name)
 _projects: dict[tuple[Any, ...], Project] = {}
 
 
+def project_for(options: RunOptions) -> Project:
+    """One Project per parameter set and process (it caches plots and searches)."""
+    key = (options, archive().access(options.asset_href), output().s3_options())
+    if key not in _projects:
+        _projects[key] = Project(options, store=Store(options.project_dir, key[2]), access=key[1])
+    return _projects[key]
+
+
+class ChoiceParameter(luigi.Parameter):
+    """One of ``choices``; a wrong value is an input error naming the option."""
+
+    def __init__(self, *args: Any, choices: tuple[str, ...], option: str, **kwargs: Any) -> None:
+        self.choices = choices
+        self.option = option
+        super().__init__(*args, description=f"{kwargs.pop('description', '')} Choices: {{{', '.join(choices)}}}", **kwargs)
+
+    def normalize(self, x: Any) -> Any:
+        if isinstance(x, str) and x not in self.choices:
+            raise InputError(f"{x!r} is not one of {', '.join(self.choices)}", field=self.option)
+        return x
+
+
+class IntOptionParameter(luigi.IntParameter):
+    """An integer; text that is not one is an input error naming the option."""
+
+    def __init__(self, *args: Any, option: str, **kwargs: Any) -> None:
+        self.option = option
+        super().__init__(*args, **kwargs)
+
+    def parse(self, x: str) -> int:
+        try:
+            return int(x)
+        except ValueError:
+            raise InputError(f"{x!r} is not an integer", field=self.option) from None
+
+
+class IdParameter(luigi.Parameter):
+    """A project or plot id given on the command line: the same rule as in the plot file,
+    so no id can make a target leave the project directory."""
+
+    def normalize(self, x: Any) -> Any:
+        if isinstance(x, str):
+            check_id(x, source="command line", line=None, field="id")
+        return x
+
+
+class ObsKeyParameter(luigi.Parameter):
+    """YYYY_DDD."""
+
+    def normalize(self, x: Any) -> Any:
+        if isinstance(x, str) and not re.fullmatch(r"\d{4}_\d{3}", x):
+            raise InputError(f"{x!r} is not YYYY_DDD (year and zero-padded day of year)", source="command line", field="date")
+        return x
+
+
 class _TimeSyncTask(luigi.Task):
     """Parameters every TimeSync task shares (they decide the outputs)."""
 
     plot_file = luigi.Parameter(description="CSV with header project_id,plot_id,x,y (integer metres, ARD Albers)")
     project_dir = luigi.Parameter(description="output directory: a local path or s3://bucket/prefix")
     catalog = luigi.Parameter(description="STAC API root (http/https) or a local catalogue file (NDJSON items or a FeatureCollection)")
-    region = luigi.ChoiceParameter(choices=["CU", "AK", "HI"], default="CU", description="ARD grid region")
+    region = ChoiceParameter(choices=("CU", "AK", "HI"), option="region", default="CU", description="ARD grid region.")
     datetime = luigi.Parameter(default="1984-01-01/..", description="acquisition interval, e.g. 1984-01/2022-12-31 (default: 1984 on)")
-    asset_href = luigi.ChoiceParameter(choices=["s3", "href"], default="s3", description="read assets[band].alternate.s3.href (s3) or assets[band].href (href)")
+    asset_href = ChoiceParameter(choices=("s3", "href"), option="asset-href", default="s3", description="read assets[band].alternate.s3.href (s3) or assets[band].href (href).")
     collection = luigi.Parameter(default="landsat-c2ard-sr", description="STAC collection")
-    chip_size = luigi.IntParameter(default=255, description="chip width and height in pixels (odd)")
+    chip_size = IntOptionParameter(option="chip-size", default=255, description="chip width and height in pixels (odd)")
 
     @property
     def run_options(self) -> RunOptions:
@@ -62,12 +119,7 @@ class _TimeSyncTask(luigi.Task):
 
     @property
     def project(self) -> Project:
-        """One Project per parameter set and process (it caches plots and searches)."""
-        key = (self.run_options, archive().access(self.asset_href), output().s3_options())
-        if key not in _projects:
-            opts = self.run_options
-            _projects[key] = Project(opts, store=Store(opts.project_dir, key[2]), access=key[1])
-        return _projects[key]
+        return project_for(self.run_options)
 
     def progress(self, done: int, total: int, what: str) -> None:
         self.set_progress_percentage(round(100 * done / max(total, 1)))
@@ -142,7 +194,7 @@ def _raise_failures(outcome: BatchOutcome) -> None:
 class TimeSyncPlotBatch(_PlotsTask):
     """``plots_per_task`` plots of one project (ordered by tile): the unit the normal run schedules."""
 
-    project_id = luigi.Parameter()
+    project_id = IdParameter()
     batch = luigi.IntParameter()
     plots_per_task = luigi.IntParameter()
 
@@ -153,8 +205,8 @@ class TimeSyncPlotBatch(_PlotsTask):
 class TimeSyncPlot(_PlotsTask):
     """One plot by name: its missing observations, fill record and time series."""
 
-    project_id = luigi.Parameter()
-    plot_id = luigi.Parameter()
+    project_id = IdParameter()
+    plot_id = IdParameter()
 
     def selected_plots(self) -> list[Any]:
         return [self.project.plot(self.project_id, self.plot_id)]
@@ -166,9 +218,9 @@ class TimeSyncPlot(_PlotsTask):
 class TimeSyncObservation(_TimeSyncTask):
     """One observation by name (``--date YYYY_DDD``): its CSV and three PNGs."""
 
-    project_id = luigi.Parameter()
-    plot_id = luigi.Parameter()
-    date = luigi.Parameter(description="YYYY_DDD")
+    project_id = IdParameter()
+    plot_id = IdParameter()
+    date = ObsKeyParameter(description="YYYY_DDD")
 
     def requires(self) -> list[TimeSyncSearch]:
         plot = self.project.plot(self.project_id, self.plot_id)
@@ -208,7 +260,7 @@ class TimeSyncIngest(_TimeSyncTask):
     """The TimeSync server ingest files of one project, ``{YYYY}_prj_{id}_region_spectrals.csv``,
     written once all of its plots are done."""
 
-    project_id = luigi.Parameter()
+    project_id = IdParameter()
 
     def requires(self) -> list[TimeSyncPlotBatch]:
         n = timesync().plots_per_task
@@ -235,7 +287,7 @@ class TimeSyncReport(_TimeSyncTask):
     """The visual QA report of one project (``report/prj_{id}/index.html`` and its pages),
     written after the ingest files; rewritten whenever a run changed the project."""
 
-    project_id = luigi.Parameter()
+    project_id = IdParameter()
 
     def requires(self) -> TimeSyncIngest:
         return TimeSyncIngest(**self.shared(), project_id=self.project_id)
@@ -303,7 +355,7 @@ class TimeSyncProject(luigi.WrapperTask):
 
     def requires(self) -> list[TimeSyncReport]:
         shared = {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
-        project = TimeSyncIngest(**shared, project_id="_").project
+        project = project_for(RunOptions(**shared))
         project.validate()  # fatal input errors stop the run here, before anything is written
         summary.record_project(project, plots_per_task=timesync().plots_per_task)
         return [TimeSyncReport(**shared, project_id=p) for p in project.project_ids()]
