@@ -408,7 +408,7 @@ class Project:
         expected = self.ingest_expected(project_id)
         if expected is None:
             return False
-        present = self.store.list_names("", f"")
+        present = self.store.list_names("")
         return all(name in present for name in expected)
 
     def write_ingest(self, project_id: str) -> list[str]:

@@ -20,10 +20,9 @@ for an hour (retry_delay) so a test, or a person, can still see it later in the 
 
 from __future__ import annotations
 
-import contextlib
+
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from tests.servers._proc import kill_process_group, pdeathsig_preexec  # re-exported for dask_cluster
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -54,53 +55,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec_fn: the child gets SIGKILL when the thread that started it dies. libc
-    is loaded here, before the fork. None where prctl is unavailable."""
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    sig = int(signal.SIGKILL)
-
-    def preexec() -> None:  # pragma: no cover - runs in the child
-        prctl(1, sig)  # PR_SET_PDEATHSIG
-
-    return preexec
 
 
-def _group_alive(pgid: int, proc: subprocess.Popen | None) -> bool:
-    if proc is not None:
-        proc.poll()  # reap a zombie leader
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
-def kill_process_group(pgid: int, grace: float = 5.0, proc: subprocess.Popen | None = None) -> None:
-    """SIGTERM the process group ``pgid``, wait up to ``grace`` s, then SIGKILL it."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        if proc is not None:
-            proc.poll()
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _group_alive(pgid, proc):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _group_alive(pgid, proc):
-        time.sleep(0.05)
 
 
 def write_scheduler_config(path: Path, state_path: Path, overrides: dict[str, Any] | None = None) -> Path:

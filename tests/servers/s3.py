@@ -24,12 +24,12 @@ are not used: they fold HEAD into GET and include the server's internal requests
 
 from __future__ import annotations
 
+
 import atexit
 import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from tests.servers._proc import group_alive, kill_process_group, pdeathsig_preexec
 from tests.servers.counting_proxy import CountingProxy, RequestRecord
 
 DEFAULT_ACCESS_KEY = "eo-test-access-key"
@@ -152,22 +153,6 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _pdeathsig_preexec():
-    """A preexec_fn: the child gets SIGKILL when the thread that started it dies, so
-    no server outlives a killed pytest. libc is loaded here, before the fork (the
-    child must not import or take locks). None where prctl is unavailable."""
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    sig = int(signal.SIGKILL)
-
-    def preexec() -> None:  # pragma: no cover - runs in the child
-        prctl(1, sig)  # PR_SET_PDEATHSIG
-
-    return preexec
 
 
 def s3_config(access_key: str, secret_key: str) -> dict[str, Any]:
@@ -183,40 +168,8 @@ def s3_config(access_key: str, secret_key: str) -> dict[str, Any]:
     }
 
 
-def kill_process_group(pid: int, grace: float, proc: subprocess.Popen | None = None) -> None:
-    """SIGTERM the process group led by pid, wait up to ``grace`` s, then SIGKILL it.
-    ``proc``: the Popen of the leader, if it is our child (so it gets reaped)."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _group_alive(pid, proc):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _group_alive(pid, proc):
-        time.sleep(0.05)
 
 
-def _group_alive(pgid: int, proc: subprocess.Popen | None = None) -> bool:
-    if proc is not None:
-        proc.poll()  # reap a zombie leader
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # weed is one process; a zombie leader (not our child, waiting for init) is dead.
-    try:
-        state = Path(f"/proc/{pgid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 @dataclass
@@ -243,7 +196,7 @@ class WeedProcess:
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return _group_alive(self.pid)
+        return group_alive(self.pid)
 
     def stop(self, grace: float = 2.0) -> None:
         kill_process_group(self.pid, grace, self.proc)
@@ -424,7 +377,7 @@ def launch_weed(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() kills all of it
-                preexec_fn=_pdeathsig_preexec() if die_with_parent else None,
+                preexec_fn=pdeathsig_preexec() if die_with_parent else None,
                 env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))},
             )
         wp = WeedProcess(proc.pid, workdir, ports, log_path, access_key, secret_key, 0.0, proc)
