@@ -672,11 +672,13 @@ def profile_summary(prof: Path, top: int = 25) -> dict[str, Any]:
 
     def agg(suffix: str, func: str) -> tuple[int, float, float]:
         line = None
-        if "@" in func:  # method of a class of pipeline.timesync.tasks: match its first line
-            import pipeline.timesync.tasks as T
+        if "@" in func:  # a method of a class in pipeline/timesync/tasks.py: match its line
+            import ast
 
             func, cls = func.split("@")
-            line = getattr(T, cls).__dict__[func].__code__.co_firstlineno
+            tree = ast.parse((REPO / suffix).read_text())
+            node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+            line = next(n.lineno for n in node.body if isinstance(n, ast.FunctionDef) and n.name == func)
         nc = tt = ct = 0
         for (f, ln, fn), (_cc, n, t, c, _callers) in raw.items():
             if fn == func and (f.endswith(suffix) or f == suffix) and (line is None or ln == line):
@@ -938,6 +940,15 @@ def build_archive_child(root: Path, plots: int, acquisitions: int) -> int:
 # =============================================================================================
 
 
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except Exception:
+        return "?"
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     try:
@@ -955,12 +966,7 @@ def machine() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
         except Exception:
             versions[mod] = "-"
-    try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-        versions["eo-extract"] = rev + ("+dirty" if dirty else "")
-    except Exception:
-        pass
+    versions["eo-extract"] = git_rev()
     fs = ""
     try:
         fs = subprocess.run(["stat", "-f", "-c", "%T", "/"], capture_output=True, text=True).stdout.strip()
@@ -1011,6 +1017,10 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
     w(f"load average (1/5/15 min) at start {mf['load']}, at end {res.get('load_end', '?')}   "
       f"versions: {', '.join(f'{k} {v}' for k, v in mf['versions'].items())}")
     w("Other jobs share this machine: wall times include waiting for a core; CPU seconds are given next to them.")
+    if res.get("rev_end") and res["rev_end"] != mf["versions"].get("eo-extract"):
+        w(f"WARNING: the code changed during the run: {mf['versions'].get('eo-extract')} at start, {res['rev_end']} at the end.")
+    else:
+        w(f"code measured: {res.get('rev_end', '?')} (the same at start and end)")
     w("")
 
     w("## 1. Synthetic finished projects (no rasters)")
@@ -1463,6 +1473,7 @@ def finish(res: dict[str, Any], args: argparse.Namespace, ex: dict[str, Any], fu
                  f"-> {'MET' if d.get('rss_before', 0) + per_row * 1000 * full[1] < GIB else 'NOT MET'} for a 1,000-plot x {full[1]:,}-observation project")
     res["verdicts"] = v
     res["load_end"] = loadavg()
+    res["rev_end"] = git_rev()
     text = render(res, args)
     print(text)
     (args.workdir / "report.md").write_text(text)
