@@ -18,9 +18,9 @@ LUIGI_CONFIG_PATH="$PWD/luigi.cfg" .venv/bin/luigi --module pipeline.timesync Ti
 status=$?
 set -e
 csv=$(find demo/project -name '*_spectral_files_set_*.csv' 2>/dev/null | wc -l)
-png=$(find demo/project -name '*.png' 2>/dev/null | wc -l)
+png=$(find demo/project -path demo/project/report -prune -o -name '*.png' -print 2>/dev/null | wc -l)
 ingest=$(find demo/project -maxdepth 1 -name '*_region_spectrals.csv' 2>/dev/null | wc -l)
 echo
 echo "demo outputs in $PWD/demo/project: $csv observation CSVs, $png PNG chips, $ingest ingest files"
-echo "(per-plot time series in demo/project/prj_*/series/)"
+echo "(per-plot time series in demo/project/prj_*/series/; QA report: demo/project/report/index.html)"
 exit $status
