@@ -949,6 +949,18 @@ def git_rev() -> str:
         return "?"
 
 
+def code_fingerprint() -> str:
+    """sha1 of the code a run executes (pipeline/, targets/, luigi.cfg), whatever git says:
+    other sessions may commit or edit while a long benchmark runs."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for path in sorted([*(REPO / "pipeline").rglob("*.py"), *(REPO / "targets").rglob("*.py"), REPO / "luigi.cfg"]):
+        h.update(str(path.relative_to(REPO)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     try:
@@ -967,6 +979,7 @@ def machine() -> dict[str, Any]:
         except Exception:
             versions[mod] = "-"
     versions["eo-extract"] = git_rev()
+    versions["pipeline code sha1"] = code_fingerprint()
     fs = ""
     try:
         fs = subprocess.run(["stat", "-f", "-c", "%T", "/"], capture_output=True, text=True).stdout.strip()
@@ -1017,10 +1030,11 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
     w(f"load average (1/5/15 min) at start {mf['load']}, at end {res.get('load_end', '?')}   "
       f"versions: {', '.join(f'{k} {v}' for k, v in mf['versions'].items())}")
     w("Other jobs share this machine: wall times include waiting for a core; CPU seconds are given next to them.")
-    if res.get("rev_end") and res["rev_end"] != mf["versions"].get("eo-extract"):
-        w(f"WARNING: the code changed during the run: {mf['versions'].get('eo-extract')} at start, {res['rev_end']} at the end.")
+    if res.get("code_end") and res["code_end"] != mf["versions"].get("pipeline code sha1"):
+        w(f"WARNING: the pipeline code (pipeline/, targets/, luigi.cfg) changed during the run: sha1 {mf['versions'].get('pipeline code sha1')} "
+          f"at start, {res['code_end']} at the end (git {mf['versions'].get('eo-extract')} -> {res.get('rev_end')}).")
     else:
-        w(f"code measured: {res.get('rev_end', '?')} (the same at start and end)")
+        w(f"pipeline code (pipeline/, targets/, luigi.cfg) unchanged during the run (git {mf['versions'].get('eo-extract')} at start, {res.get('rev_end')} at the end)")
     w("")
 
     w("## 1. Synthetic finished projects (no rasters)")
@@ -1474,6 +1488,7 @@ def finish(res: dict[str, Any], args: argparse.Namespace, ex: dict[str, Any], fu
     res["verdicts"] = v
     res["load_end"] = loadavg()
     res["rev_end"] = git_rev()
+    res["code_end"] = code_fingerprint()
     text = render(res, args)
     print(text)
     (args.workdir / "report.md").write_text(text)
