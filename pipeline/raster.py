@@ -38,10 +38,30 @@ GDAL_REMOTE = {
     "GDAL_INGESTED_BYTES_AT_OPEN": "16384",
     # Adjacent tiles of one window come in one ranged GET instead of one per block.
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    # Keep fetched ranges in memory: the QA block read for the fill test is read again for the chip.
-    "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": str(64 * 1024 * 1024),
+    # No per-handle cache on top of vsicurl's: its 32 KB chunks made every open cost a
+    # second GET (bytes 16384-32767) after the ingested header.
+    "VSI_CACHE": "FALSE",
 }
+
+# Remote reads when block rows are coalesced (ArchiveAccess.merge_gap_bytes > 0): the
+# window's byte span is fetched first, then GDAL decodes the tiles from vsicurl's cache.
+GDAL_COALESCED = {
+    # Read each tile range through vsicurl's region cache (the parallel multi-range path
+    # bypasses it and would fetch the prefetched tiles again).
+    "GDAL_HTTP_MULTIRANGE": "SERIAL",
+    # The region cache holds the prefetched spans until their tiles are decoded; a span of
+    # real Landsat SR blocks is a few MB, and every thread of the process shares the cache.
+    "CPL_VSIL_CURL_CACHE_SIZE": str(128 * 1024 * 1024),
+    # The prefetch is a raw-band VRT over the remote file (GDAL's one byte-range read
+    # that Python can reach); newer GDALs want raw sources allowed explicitly.
+    "GDAL_VRT_ENABLE_RAWRASTERBAND": "YES",
+    "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE": "ALL",
+}
+
+# Two block rows of a Landsat C2 ARD window are ~1-2 MB apart in the file (the rest of
+# the upper row's tiles); one GET for both costs those bytes, which are free inside
+# us-west-2 and $0.09/GB to the internet. See README "Requests and bytes".
+DEFAULT_MERGE_GAP_BYTES = 4 * 1024 * 1024
 
 # An S3-compatible server that is not AWS (MinIO, SeaweedFS): path-style URLs; plain HTTP
 # when the endpoint says http://.
@@ -64,6 +84,9 @@ class ArchiveAccess:
     region: str = "us-west-2"  # usgs-landsat-ard lives in us-west-2
     profile: str = ""
     requester_pays: bool = True
+    # Fetch a window's tiles in one GET when the bytes between them are at most this many
+    # (0: one GET per run of adjacent tiles, GDAL's own plan).
+    merge_gap_bytes: int = DEFAULT_MERGE_GAP_BYTES
     extra_gdal: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def resolved(self) -> "ArchiveAccess":
@@ -73,11 +96,14 @@ class ArchiveAccess:
             region=self.region or os.environ.get("AWS_REGION", "us-west-2"),
             profile=self.profile or os.environ.get("AWS_PROFILE", ""),
             requester_pays=self.requester_pays,
+            merge_gap_bytes=self.merge_gap_bytes,
             extra_gdal=self.extra_gdal,
         )
 
     def gdal_options(self) -> dict[str, str]:
         opts = dict(GDAL_REMOTE)  # harmless for local files, needed for every remote href
+        if self.merge_gap_bytes > 0:
+            opts.update(GDAL_COALESCED)
         if self.endpoint_url:
             opts.update(_custom_endpoint_options(self.endpoint_url))
         opts.update(dict(self.extra_gdal))
@@ -186,9 +212,54 @@ class RasterReader:
         from rasterio.windows import Window
 
         try:
+            if self.access.merge_gap_bytes > 0 and ds.name.startswith("/vsi"):
+                self._prefetch(ds, r0, r1, c0, c1)
             data = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
         except Exception as e:
             raise RasterReadError(f"cannot read {href} window rows {r0}:{r1} cols {c0}:{c1}: {e}") from e
         out[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data
         return out
 
+
+    def _prefetch(self, ds: Any, r0: int, r1: int, c0: int, c1: int) -> None:
+        """Fetch the tiles of rows ``r0:r1``, cols ``c0:c1`` in as few GETs as the gap
+        limit allows, into vsicurl's cache, where the window read then finds them."""
+        block_rows, block_cols = ds.block_shapes[0]
+        ranges = []
+        for by in range(r0 // block_rows, (r1 - 1) // block_rows + 1):
+            for bx in range(c0 // block_cols, (c1 - 1) // block_cols + 1):
+                offset = ds.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=1)
+                size = ds.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1)
+                if not offset or not size or int(size) == 0:
+                    continue  # a sparse (absent) tile or a file that is not a tiled TIFF
+                ranges.append((int(offset), int(offset) + int(size)))
+        for start, end in coalesce_ranges(ranges, self.access.merge_gap_bytes):
+            _read_bytes(ds.name, start, end - start)
+
+
+def coalesce_ranges(ranges: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """Merge ``[start, end)`` byte ranges whose gap is at most ``max_gap``; spans that are
+    already one run of adjacent ranges are left out (GDAL fetches them in one GET itself)."""
+    spans: list[tuple[int, int, int]] = []  # start, end, number of separate runs merged
+    for start, end in sorted(ranges):
+        if spans and start - spans[-1][1] <= max_gap:
+            s0, e0, runs = spans[-1]
+            spans[-1] = (s0, max(e0, end), runs + (start > e0))
+        else:
+            spans.append((start, end, 1))
+    return [(s0, e0) for s0, e0, runs in spans if runs > 1]
+
+
+def _read_bytes(gdal_name: str, offset: int, size: int) -> None:
+    """Read ``size`` bytes at ``offset`` of a GDAL virtual file (one ranged GET for a
+    /vsis3/ or /vsicurl/ file), through a raw-band VRT; the bytes land in vsicurl's cache."""
+    import rasterio
+    from xml.sax.saxutils import escape
+
+    vrt = (  # a non-identity geotransform keeps rasterio from warning "not georeferenced"
+        f'<VRTDataset rasterXSize="{size}" rasterYSize="1"><GeoTransform>0,1,0,0,0,-1</GeoTransform><VRTRasterBand dataType="Byte" band="1" subClass="VRTRawRasterBand">'
+        f'<SourceFilename relativetoVRT="0">{escape(gdal_name)}</SourceFilename><ImageOffset>{offset}</ImageOffset>'
+        f"<PixelOffset>1</PixelOffset><LineOffset>{size}</LineOffset></VRTRasterBand></VRTDataset>"
+    )
+    with rasterio.open(vrt) as raw:
+        raw.read(1)

@@ -481,7 +481,7 @@ def profile_b(args: argparse.Namespace, server: Any, env: dict[str, str], logdir
 # frames only, so time inside GDAL, zlib or numpy shows as the Python line that called it).
 PROFILE_BUCKETS = [
     ("waiting in the event loop (select/poll)", ("selectors.py", "select (", "poll (")),
-    ("PNG encode", ("PIL/", "encode_png")),
+    ("PNG encode", ("pipeline/png.py", "encode_rgb_png")),
     ("dataset open / GDAL env", ("RasterReader.dataset (", "open (rasterio/__init__", "rasterio/env.py", "rasterio/session.py",
                                  "RasterReader.__enter__", "RasterReader.__exit__")),
     ("raster reads (GDAL: S3 round trips + decode)", ("RasterReader.window (", "RasterReader.pixel (", "read_rows", "qa_rows_first",

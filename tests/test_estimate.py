@@ -1,7 +1,7 @@
 """The dry run's request model on hand-made items (the end-to-end check against counted
 requests is in test_s3_pipeline.py)."""
 
-from pipeline.timesync.estimate import CostModel, _block_rows, piece_cost
+from pipeline.timesync.estimate import CostModel, _blocks, piece_cost
 from pipeline.timesync.extract import ObservationJob
 from pipeline.timesync.plan import ItemRef, Observation
 
@@ -18,22 +18,35 @@ def at(row, col):
     return ULX + col * 30 + 15, ULY - row * 30 - 15
 
 
-def test_block_rows():
+def test_blocks():
     # rows 173..427 cross the block boundary at 256: two block rows; cols -27..227 clip to 0..227: one block
-    assert _block_rows(item(), *at(300, 100), 255) == (2, 1)
+    assert _blocks(item(), *at(300, 100), 255) == {(0, 0), (1, 0)}
     # rows 256..510 lie in block row 1 only; cols 2873..3127 cross 3072: two blocks
-    assert _block_rows(item(), *at(383, 3000), 255) == (1, 2)
+    assert _blocks(item(), *at(383, 3000), 255) == {(1, 11), (1, 12)}
     # a window entirely west of the raster
-    assert _block_rows(item(), ULX - 200 * 30, ULY - 100, 255) == (0, 0)
+    assert _blocks(item(), ULX - 200 * 30, ULY - 100, 255) == set()
+    assert _blocks(item(transform=None), *at(300, 100), 255) is None
 
 
 def test_piece_cost_counts_headers_once_and_fill_chance():
     obs = Observation(2020, 1, (item(fill=0.0),))
-    jobs = [ObservationJob("p", str(i), *at(300, 100 + i), 255, obs) for i in range(3)]
-    gets, _, fill = piece_cost(jobs, CostModel())
-    # 7 files opened once for the piece (7 GETs); per job: QA pixel (1) + 6 bands x 2 rows + QA 2 rows - 1 cached
+    apart = [ObservationJob("p", str(i), *at(300, 100 + 900 * i), 255, obs) for i in range(3)]
+    gets, _, fill = piece_cost(apart, CostModel())
+    # 7 files opened once for the piece (7 GETs); per job: the QA tile at the plot (1) and
+    # one coalesced GET per optical window (6); the QA window is never read
     assert fill == 0.0
-    assert gets == 7 + 3 * (1 + 12 + 1)
+    assert gets == 7 + 3 * (1 + 6)
+    # without coalescing: one GET per block row the window touches (2 here)
+    gets, _, _ = piece_cost(apart, CostModel(merge_gap_bytes=0))
+    assert gets == 7 + 3 * (1 + 12)
+
+
+def test_piece_cost_counts_shared_tiles_once():
+    # three plots a pixel apart: their windows and QA pixels lie in the same tiles
+    obs = Observation(2020, 1, (item(fill=0.0),))
+    close = [ObservationJob("p", str(i), *at(300, 100 + i), 255, obs) for i in range(3)]
+    gets, _, _ = piece_cost(close, CostModel())
+    assert gets == 7 + 1 + 6
 
 
 def test_piece_cost_when_the_plot_is_surely_fill():

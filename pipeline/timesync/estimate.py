@@ -3,8 +3,10 @@
 The estimate replays the run's own planning (the same batches, the same acquisition-packed
 Dask pieces, the same rule for which files can hold a plot or its chip) and counts, per
 band file a piece opens, one header GET (``GDAL_INGESTED_BYTES_AT_OPEN`` covers a COG's
-header), and per window one ranged GET per 256-pixel block row it touches (the blocks of
-one row are adjacent in a COG, and GDAL merges adjacent ranges). Whether the plot pixel is
+header), per item holding the plot one GET for the QA tile of the fill test, and per
+optical window one ranged GET when its block rows are coalesced (the gap between them is
+within ``merge_gap_bytes``, see pipeline/raster.py), else one per 256-pixel block row it
+touches (the blocks of one row are adjacent in a COG, and GDAL merges adjacent ranges). Whether the plot pixel is
 fill on a date is unknown before reading: the item's ``landsat:fill`` percentage is taken
 as the chance, or ``default_fill_percent`` when the item does not say.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.grid import pixel_of
+from pipeline.raster import DEFAULT_MERGE_GAP_BYTES
 from pipeline.timesync.extract import ObservationJob, item_may_hold
 from pipeline.timesync.plan import ItemRef
 
@@ -27,6 +30,7 @@ class CostModel:
     sr_block_bytes: int = 90_000  # a compressed 256 x 256 uint16 SR block
     qa_block_bytes: int = 12_000  # QA_PIXEL compresses far better
     default_fill_percent: float = 30.0
+    merge_gap_bytes: int = DEFAULT_MERGE_GAP_BYTES  # ArchiveAccess.merge_gap_bytes of the run
 
 
 @dataclass
@@ -47,23 +51,38 @@ class Estimate:
         return self.get_requests / 1000 * model.price_per_1000_get
 
 
-def _block_rows(item: ItemRef, x: float, y: float, size: int) -> tuple[int, int]:
-    """(block rows, blocks per row) the window of ``size`` centred on the plot touches."""
-    assert item.transform is not None and item.shape is not None
+Block = tuple[int, int]  # (block row, block column) of a COG's 256 x 256 tiles
+
+
+def _blocks(item: ItemRef, x: float, y: float, size: int) -> set[Block] | None:
+    """The tiles the ``size`` window centred on the plot touches; None when the item gives
+    no geometry."""
+    if item.transform is None or item.shape is None:
+        return None
     row, col = pixel_of(item.transform, x, y)
     half = size // 2
     r0, r1 = max(row - half, 0), min(row + half + 1, item.shape[0])
     c0, c1 = max(col - half, 0), min(col + half + 1, item.shape[1])
     if r0 >= r1 or c0 >= c1:
-        return 0, 0
-    return (r1 - 1) // BLOCK - r0 // BLOCK + 1, (c1 - 1) // BLOCK - c0 // BLOCK + 1
+        return set()
+    return {(by, bx) for by in range(r0 // BLOCK, (r1 - 1) // BLOCK + 1) for bx in range(c0 // BLOCK, (c1 - 1) // BLOCK + 1)}
 
 
-def _window_cost(item: ItemRef, x: float, y: float, size: int, block_bytes: int) -> tuple[float, float]:
-    if item.transform is None:
-        return 2.0, 4.0 * block_bytes  # no geometry in the catalogue: assume 2 x 2 blocks
-    rows, cols = _block_rows(item, x, y, size)
-    return float(rows), float(rows * cols * block_bytes)
+def _window_cost(item: ItemRef, new: set[Block], model: CostModel) -> tuple[float, float]:
+    """(GETs, bytes) of fetching the ``new`` tiles of one optical window (tiles another
+    window of the piece fetched already come from vsicurl's cache)."""
+    block_bytes = model.sr_block_bytes
+    if not new:
+        return 0.0, 0.0
+    rows = len({by for by, _ in new})
+    cols = len({bx for _, bx in new})
+    if rows <= 1:
+        return 1.0, float(len(new) * block_bytes)
+    blocks_across = -(-item.shape[1] // BLOCK) if item.shape else cols
+    gap = (blocks_across - cols) * block_bytes  # the rest of each upper block row
+    if gap <= model.merge_gap_bytes:  # one GET from the first tile to the last
+        return 1.0, float((len(new) + (rows - 1) * (blocks_across - cols)) * block_bytes)
+    return float(rows), float(len(new) * block_bytes)
 
 
 def piece_cost(piece: list[ObservationJob], model: CostModel) -> tuple[float, float, float]:
@@ -75,6 +94,7 @@ def piece_cost(piece: list[ObservationJob], model: CostModel) -> tuple[float, fl
     # probability that an optical file is never opened in this piece = product of the
     # fill chances of the jobs that would open it
     never_opened: dict[str, float] = {}
+    fetched: dict[str, set[Block]] = {}  # tiles a piece has read, per file: read once
     for job in piece:
         holders = [i for i in job.obs.items if item_may_hold(i, job.x, job.y, 1)]
         p_fill = 1.0
@@ -82,24 +102,29 @@ def piece_cost(piece: list[ObservationJob], model: CostModel) -> tuple[float, fl
             pct = item.fill_percent if item.fill_percent is not None else model.default_fill_percent
             p_fill *= min(max(pct / 100.0, 0.0), 1.0)
         fill_total += p_fill
-        for item in holders:  # the fill test: one QA pixel (its block) per item that holds the plot
-            qa_files.add(item.href("qa_pixel"))
-            gets += 1
-            nbytes += model.qa_block_bytes
+        for item in holders:  # the fill test: one QA pixel (its tile) per item that holds the plot
+            href = item.href("qa_pixel")
+            qa_files.add(href)
+            tile = _blocks(item, job.x, job.y, 1)
+            seen = fetched.setdefault(href, set())
+            if tile is None or not tile <= seen:
+                gets += 1
+                nbytes += model.qa_block_bytes
+                seen |= tile or set()
         p_read = 1.0 - p_fill
         for item in job.obs.items:
             if not item_may_hold(item, job.x, job.y, job.chip):
                 continue
-            for band_index, href in enumerate(item.hrefs):
-                is_qa = band_index == len(item.hrefs) - 1
-                block_bytes = model.qa_block_bytes if is_qa else model.sr_block_bytes
-                rows, window_bytes = _window_cost(item, job.x, job.y, job.chip, block_bytes)
-                if is_qa and item in holders:
-                    rows -= 1  # the fill test already fetched one of its block rows' blocks
-                    qa_files.add(href)
+            window = _blocks(item, job.x, job.y, job.chip)
+            for href in item.hrefs[:-1]:  # the six optical bands: the QA window is never read
+                never_opened[href] = never_opened.get(href, 1.0) * p_fill
+                if window is None:  # no geometry in the catalogue: assume 2 x 2 tiles, 2 GETs
+                    window_gets, window_bytes = 2.0, 4.0 * model.sr_block_bytes
                 else:
-                    never_opened[href] = never_opened.get(href, 1.0) * p_fill
-                gets += p_read * max(rows, 0)
+                    seen = fetched.setdefault(href, set())
+                    window_gets, window_bytes = _window_cost(item, window - seen, model)
+                    seen |= window
+                gets += p_read * window_gets
                 nbytes += p_read * window_bytes
     opens = len(qa_files) + sum(1.0 - p for h, p in never_opened.items() if h not in qa_files)
     gets += opens

@@ -8,22 +8,17 @@ A failing observation is reported in its result; it never fails the batch.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
+from pipeline.png import encode_rgb_png
 from pipeline.raster import ArchiveAccess, RasterReader
 from pipeline.timesync import layout
 from pipeline.grid import pixel_of
 from pipeline.timesync.plan import ItemRef, Observation
-from pipeline.timesync.recipe import ALL_BANDS, QA_BAND, format_csv, is_fill, mosaic, process_observation, spectral_row
+from pipeline.timesync.recipe import OPTICAL_BANDS, QA_BAND, format_csv, is_fill, mosaic, process_optical, spectral_row
 from targets.store import Store
-
-# zlib level 1: PNG size is not the bottleneck, CPU is; pixels are identical at any level.
-PNG_COMPRESS_LEVEL = 1
-
 
 @dataclass(frozen=True)
 class ObservationJob:
@@ -44,12 +39,6 @@ class ObservationResult:
     status: str  # "written" | "fill" | "failed"
     row: tuple[str, ...] | None = None
     error: str = ""
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue()
 
 
 def item_may_hold(item: ItemRef, x: float, y: float, size: int) -> bool:
@@ -73,20 +62,25 @@ def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str,
     ]
     if all(is_fill(v) for v in qa_at_plot):
         return "fill", None, {}
+    # The outputs use qa_pixel only at the plot (the CSV's qa; the mask comes from the
+    # optical bands), so the QA window is never read: the mosaic's centre is the sum of
+    # the items' values there (0 where an item's raster misses the plot).
+    qa_centre = sum(v for v in qa_at_plot if v is not None)
     windows = []
     for item in obs.items:
         if not item_may_hold(item, job.x, job.y, job.chip):
             continue  # its tile does not reach the chip: all zeros, nothing to open
-        stack = np.stack([reader.window(item.href(band), job.x, job.y, job.chip, job.chip) for band in ALL_BANDS])
+        stack = np.stack([reader.window(item.href(band), job.x, job.y, job.chip, job.chip) for band in OPTICAL_BANDS])
         windows.append(stack)
-    result = process_observation(mosaic(windows))
+    optical = mosaic(windows) if len(windows) > 1 else windows[0]
+    result = process_optical(optical, qa_centre)
     first = obs.first
     row = spectral_row(
         sensor=first.sensor, project_id=job.project_id, plot_id=job.plot_id, hv=first.hv,
         year=obs.year, doy=obs.doy, centre=result.centre, qa=result.qa, date=first.datetime,
     )  # fmt: skip
     files = {
-        layout.chip_png(kind, job.project_id, job.plot_id, obs.key): encode_png(result.images[kind])
+        layout.chip_png(kind, job.project_id, job.plot_id, obs.key): encode_rgb_png(result.images[kind])
         for kind in layout.COMPOSITE_DIRS
     }
     files[layout.obs_csv(job.project_id, job.plot_id, obs.key)] = format_csv([row]).encode()

@@ -130,8 +130,16 @@ def mosaic(windows: list[IntArray]) -> npt.NDArray[np.int64]:
 
 def process_observation(mosaic_dn: npt.NDArray[np.integer]) -> ObservationImages:
     """Apply the recipe to a mosaicked observation ``(7, rows, cols)`` in ALL_BANDS order."""
-    optical = rescale(mosaic_dn[: len(OPTICAL_BANDS)])
-    qa = mosaic_dn[len(OPTICAL_BANDS)]
+    rows, cols = mosaic_dn.shape[1:]
+    qa_centre = int(mosaic_dn[len(OPTICAL_BANDS), rows // 2, cols // 2])
+    return process_optical(mosaic_dn[: len(OPTICAL_BANDS)], qa_centre)
+
+
+def process_optical(optical_dn: npt.NDArray[np.integer], qa_centre: int) -> ObservationImages:
+    """The recipe from the six optical bands ``(6, rows, cols)`` and the mosaicked
+    ``qa_pixel`` value at the centre: the only QA pixel the outputs use (the mask comes
+    from the optical bands), so a reader need not fetch the QA window."""
+    optical = rescale(optical_dn)
     mask = mask_of(optical)
     images = {
         name: np.ascontiguousarray(np.moveaxis(stretch(composite(name, optical), STRETCH[name], mask), 0, -1))
@@ -140,7 +148,7 @@ def process_observation(mosaic_dn: npt.NDArray[np.integer]) -> ObservationImages
     rows, cols = optical.shape[1:]
     r, c = rows // 2, cols // 2
     centre = tuple(int(v) for v in optical[:, r, c])
-    return ObservationImages(images=images, centre=centre, qa=qa_flag(int(qa[r, c])))  # type: ignore[arg-type]
+    return ObservationImages(images=images, centre=centre, qa=qa_flag(qa_centre))  # type: ignore[arg-type]
 
 
 def spectral_row(

@@ -1,0 +1,36 @@
+"""The chip PNG writer and the byte-range coalescing of the raster seam, on their own."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.png import encode_rgb_png
+from pipeline.raster import coalesce_ranges
+
+
+@pytest.mark.parametrize("shape", [(255, 255, 3), (1, 1, 3), (3, 7, 3)])
+def test_png_decodes_to_the_same_pixels(shape):
+    rgb = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    rgb[0, 0] = (255, 0, 1)  # wrap-around of the Up filter (0 - 255 and 1 - 0 mod 256)
+    image = Image.open(io.BytesIO(encode_rgb_png(rgb)))
+    assert image.format == "PNG" and image.mode == "RGB" and image.size == (shape[1], shape[0])
+    assert np.array_equal(np.asarray(image), rgb)
+
+
+def test_png_refuses_what_is_not_rgb8():
+    with pytest.raises(ValueError, match="uint8"):
+        encode_rgb_png(np.zeros((4, 4, 3), dtype=np.uint16))
+    with pytest.raises(ValueError):
+        encode_rgb_png(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_coalesce_ranges():
+    # two block rows of a window: adjacent tiles, then a gap, then adjacent tiles
+    rows = [(1000, 1100), (1100, 1250), (5000, 5100), (5100, 5300)]
+    assert coalesce_ranges(rows, 4000) == [(1000, 5300)]
+    assert coalesce_ranges(rows, 3000) == []  # gap 3750: GDAL fetches each run itself
+    assert coalesce_ranges([(10, 20), (20, 30)], 10**6) == []  # one run already: nothing to add
+    assert coalesce_ranges([(50, 60), (10, 20), (30, 40), (10**6, 10**6 + 5)], 100) == [(10, 60)]
+    assert coalesce_ranges([], 100) == []
