@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import fsspec
 
@@ -19,6 +21,23 @@ from pipeline.errors import StorageError
 from targets.s3config import S3Options
 
 TEMP_MARK = ".tmp-"  # temporary names are ".{name}.tmp-{pid}-{uuid}": never a target's name
+# A temporary older than this is debris of a killed writer (a write takes well under a
+# second); younger ones may belong to a live writer on another machine and are left alone.
+STALE_TEMP_SECONDS = 3600.0
+
+Stat = tuple[int, int]  # (st_ino, st_mtime_ns) of a local file or directory; (0, 0) = absent
+ABSENT: Stat = (0, 0)
+
+
+class DirNames(NamedTuple):
+    names: list[str]
+    temporaries: int  # temporaries still there (a live writer's, or too young to remove)
+
+
+def _keep_timestamp_text(value: str) -> str:
+    """botocore parses every listed key's LastModified with dateutil (a third of a
+    listing's CPU); nothing here uses it, so it stays text."""
+    return value
 
 
 class Store:
@@ -49,11 +68,23 @@ class Store:
     def fs(self) -> Any:
         if self._fs is None:
             if self.is_s3:
-                self._fs = fsspec.filesystem("s3", **self.s3.s3fs_kwargs())
+                self._fs = fsspec.filesystem("s3", **self._s3fs_kwargs_with_session())
                 self._fs.retries = 1  # botocore already retried (see S3Options)
             else:
                 self._fs = fsspec.filesystem("file")
         return self._fs
+
+    def _s3fs_kwargs_with_session(self) -> dict[str, Any]:
+        """s3fs options plus our own aiobotocore session (the profile moves into it), whose
+        response parsers leave timestamps as text."""
+        from aiobotocore.session import AioSession
+
+        kwargs = dict(self.s3.s3fs_kwargs())
+        profile = kwargs.pop("profile", None)
+        session = AioSession(profile=profile) if profile else AioSession()
+        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_keep_timestamp_text)
+        kwargs["session"] = session
+        return kwargs
 
     def check(self) -> None:
         """Fail early, once, with a clear error when the root cannot be reached (missing
@@ -83,7 +114,8 @@ class Store:
             if not self.is_s3:
                 with open(self.path(rel), "rb") as f:
                     return f.read()
-            return bytes(self.fs.cat_file(self.path(rel)))
+            # max_concurrency=1: one GET; otherwise s3fs first HEADs every object for its size
+            return bytes(self.fs.cat_file(self.path(rel), max_concurrency=1))
         except FileNotFoundError:
             raise
         except Exception as e:
@@ -129,21 +161,77 @@ class Store:
         except FileNotFoundError:
             pass
 
+    # ---- local directories: stats and raw listings (completeness at scale) ----------
+    def stat(self, rel: str) -> Stat:
+        """(inode, mtime in ns) of a local file or directory, ABSENT when missing. Any
+        create, delete or rename in a directory changes its mtime (and replacing it, its
+        inode), so an unchanged stat means unchanged names."""
+        try:
+            st = os.stat(self.path(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return ABSENT
+        return (st.st_ino, st.st_mtime_ns)
+
+    def names_in(self, rel_dir: str) -> DirNames:
+        """Every name in a local directory (files and subdirectories) except dot-names,
+        from one ``os.listdir`` (none when missing). Stale temporaries found on the way
+        are removed; younger ones are counted."""
+        try:
+            names = os.listdir(self.path(rel_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return DirNames([], 0)
+        dotted = [n for n in names if n.startswith(".")]
+        if not dotted:
+            return DirNames(names, 0)
+        removed = self.remove_stale_temps(rel_dir, dotted)
+        temporaries = sum(TEMP_MARK in n for n in dotted) - removed
+        return DirNames([n for n in names if not n.startswith(".")], temporaries)
+
+    def _local_file_names(self, rel_dir: str, prefix: str) -> set[str]:
+        names: set[str] = set()
+        dotted: list[str] = []
+        try:
+            with os.scandir(self.path(rel_dir)) as it:
+                for e in it:
+                    name = e.name
+                    if name.startswith("."):
+                        dotted.append(name)
+                    elif name.startswith(prefix) and e.is_file():
+                        names.add(name)
+        except (FileNotFoundError, NotADirectoryError):
+            return names
+        if dotted:
+            self.remove_stale_temps(rel_dir, dotted)
+        return names
+
+    def remove_stale_temps(self, rel_dir: str, names: Iterable[str], *, max_age_s: float = STALE_TEMP_SECONDS) -> int:
+        """Delete the temporaries among ``names`` (in local ``rel_dir``) left by a writer
+        killed more than ``max_age_s`` ago; returns how many."""
+        if self.is_s3:
+            return 0  # S3 writes are single PUTs: no temporaries
+        base = self.path(rel_dir)
+        cutoff = time.time() - max_age_s
+        removed = 0
+        for name in names:
+            if not (name.startswith(".") and TEMP_MARK in name):
+                continue
+            path = os.path.join(base, name)
+            try:
+                if os.lstat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:
+                pass  # its writer finished or another sweep got it
+        return removed
+
     def list_names(self, rel_dir: str, prefix: str = "") -> set[str]:
         """Names of the files directly in ``rel_dir`` that start with ``prefix``, from one
         listing (S3: one ListObjectsV2 with that key prefix, paged). Temporary files are
-        never returned."""
+        never returned (locally, stale ones are removed)."""
         base = self.path(rel_dir)
         try:
             if not self.is_s3:
-                try:
-                    with os.scandir(base) as it:
-                        return {
-                            e.name for e in it
-                            if e.name.startswith(prefix) and not e.name.startswith(".") and e.is_file()
-                        }  # fmt: skip
-                except FileNotFoundError:
-                    return set()
+                return self._local_file_names(rel_dir, prefix)
             keys = self.fs.find(base, prefix=prefix, maxdepth=1)
         except Exception as e:
             raise StorageError(f"cannot list {self.uri(rel_dir)}: {e}") from e

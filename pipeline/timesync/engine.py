@@ -9,6 +9,13 @@ Completeness of a plot's observations comes from listings, not per-file checks: 
 listing of the plot's CSV name prefix and one of each chip directory. Observations skipped
 because the plot pixel is fill have no outputs; they are remembered in a per-plot fill
 record under ``_state/``.
+
+Locally, a finished project is recognised without listings: when a plot is found (or, at
+the end of a run, made) complete, the (inode, mtime) of its directories are recorded in a
+completeness snapshot (in the machine's cache, see :func:`snapshot_cache_dir`); any
+create, delete or rename in a directory changes its mtime, so a plot whose directories
+still have the recorded stats is still complete. On S3 a batch's plots are checked concurrently, with one listing of the series
+names per batch instead of one HEAD per plot.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -37,11 +46,18 @@ from pipeline.timesync.extract import ObservationJob, ObservationResult, run_bat
 from pipeline.timesync.plan import GRID_H, GRID_REGION, GRID_V, ItemRef, Observation, fingerprint, group_observations, item_ref
 from pipeline.timesync.plots import Plot, read_plot_file
 from pipeline.timesync.recipe import ALL_BANDS, SPECTRAL_COLUMNS, format_csv
-from targets.store import Store
+from targets.store import ABSENT, Stat, Store
 
 log = logging.getLogger("pipeline.timesync")
 
 ProgressCallback = Callable[[int, int, str], None]
+
+# A directory changed within this many ns may change again within the same mtime tick
+# without its mtime moving: its stat proves nothing yet.
+SETTLED_NS = 2_000_000_000
+S3_CHECK_THREADS = 16  # concurrent plot checks on S3 (each 4 listings, ~90 ms of latency)
+SNAPSHOT_FORMAT = 1
+SnapshotEntry = list[Any]  # [plan digest, *stats flattened]: see Project.current_entry
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,14 @@ class Project:
         self._searches: dict[Tile, list[ItemRef]] = {}
         self._observations: dict[tuple[Tile, ...], list[Observation]] = {}
         self._csv_indexes: dict[str, tuple[int, dict[str, set[str]]]] = {}
+        self._plots_of: dict[str, list[Plot]] = {}
+        self._batches: dict[tuple[str, int], list[list[Plot]]] = {}
+        self._tiles: dict[Plot, list[Tile]] = {}
+        self._plan_digests: dict[tuple[Tile, ...], str] = {}
+        # plots seen complete in this process: outputs are not deleted during a run
+        self._known_complete: set[tuple[str, str]] = set()
+        self._snapshots: dict[str, tuple[Stat, dict[str, SnapshotEntry]]] = {}  # as read, by file stat
+        self._pending: dict[str, dict[str, SnapshotEntry]] = {}  # verified, not yet saved
 
     # ---- parameters, validated -------------------------------------------------------
     @cached_property
@@ -133,21 +157,34 @@ class Project:
         return sorted({p.project_id for p in self.plots})
 
     def plots_of(self, project_id: str) -> list[Plot]:
-        """A project's plots, ordered by tile then id so that batches share tiles."""
-        return sorted((p for p in self.plots if p.project_id == project_id), key=lambda p: (self.tiles_of(p)[0], p.plot_id))
+        """A project's plots, ordered by tile then id so that batches share tiles (sorted
+        once per process: every batch task asks)."""
+        if project_id not in self._plots_of:
+            mine = (p for p in self.plots if p.project_id == project_id)
+            self._plots_of[project_id] = sorted(mine, key=lambda p: (self.tiles_of(p)[0], p.plot_id))
+        return self._plots_of[project_id]
+
+    @cached_property
+    def _plot_index(self) -> dict[tuple[str, str], Plot]:
+        return {(p.project_id, p.plot_id): p for p in self.plots}
 
     def plot(self, project_id: str, plot_id: str) -> Plot:
-        for p in self.plots:
-            if p.project_id == project_id and p.plot_id == plot_id:
-                return p
-        raise InputError(f"no plot ({project_id}, {plot_id}) in the plot file", source=self.options.plot_file, field="plot_id")
+        try:
+            return self._plot_index[(project_id, plot_id)]
+        except KeyError:
+            raise InputError(f"no plot ({project_id}, {plot_id}) in the plot file", source=self.options.plot_file, field="plot_id") from None
 
     def batches(self, project_id: str, plots_per_batch: int) -> list[list[Plot]]:
-        plots = self.plots_of(project_id)
-        return [plots[i : i + plots_per_batch] for i in range(0, len(plots), plots_per_batch)]
+        key = (project_id, plots_per_batch)
+        if key not in self._batches:
+            plots = self.plots_of(project_id)
+            self._batches[key] = [plots[i : i + plots_per_batch] for i in range(0, len(plots), plots_per_batch)]
+        return self._batches[key]
 
     def tiles_of(self, plot: Plot) -> list[Tile]:
-        return chip_tiles(self.region, plot.x, plot.y, self.options.chip_size, self.options.chip_size)
+        if plot not in self._tiles:
+            self._tiles[plot] = chip_tiles(self.region, plot.x, plot.y, self.options.chip_size, self.options.chip_size)
+        return self._tiles[plot]
 
     # ---- catalogue searches (one state file per ARD tile) ---------------------------
     @cached_property
@@ -191,6 +228,14 @@ class Project:
             self._observations[tiles] = group_observations([self.tile_items(t) for t in tiles])
         return self._observations[tiles]
 
+    def plan_digest(self, plot: Plot) -> str:
+        """A short hash of the plot's observation keys: a completeness snapshot holds only
+        while the plan it was taken under is the same (a search may be redone)."""
+        tiles = tuple(self.tiles_of(plot))
+        if tiles not in self._plan_digests:
+            self._plan_digests[tiles] = fingerprint([o.key for o in self.observations(plot)])
+        return self._plan_digests[tiles]
+
     # ---- completeness ----------------------------------------------------------------
     def fill_keys(self, plot: Plot) -> set[str]:
         """The plot's fill record, read afresh: other processes (luigi workers, other
@@ -213,54 +258,214 @@ class Project:
         return index.get(plot.plot_id, set())
 
     def _csv_index(self, prj_dir: str) -> dict[str, set[str]]:
-        path = self.store.path(prj_dir)
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except FileNotFoundError:
+        stat_time = time.time_ns()
+        mtime = self.store.stat(prj_dir)[1]
+        if mtime == 0:
             return {}
         cached = self._csv_indexes.get(prj_dir)
         if cached is not None and cached[0] == mtime:
             return cached[1]
         index: dict[str, set[str]] = {}
         marker = "_spectral_files_set_"
-        for name in self.store.list_names(prj_dir):
+        intern = sys.intern  # the same few thousand keys recur for every plot: store each once
+        for name in self.store.names_in(prj_dir).names:
             plot_id, sep, rest = name.partition(marker)
             if sep and rest.endswith(".csv"):
-                index.setdefault(plot_id, set()).add(rest[:-4])
+                keys = index.get(plot_id)
+                if keys is None:
+                    keys = index[plot_id] = set()
+                keys.add(intern(rest[:-4]))
         # A directory changed within the last seconds may change again within the same
         # mtime tick: do not trust the cache for it.
-        if time.time_ns() - mtime > 2_000_000_000:
+        if stat_time - mtime > SETTLED_NS:
             self._csv_indexes[prj_dir] = (mtime, index)
         return index
 
     def existing_files(self, plot: Plot) -> dict[str, set[str]]:
         """Observation keys present per kind ("csv", "tc", "b743", "b432"): the CSVs (see
         csv_keys) and one listing of each chip directory."""
+        present, _ = self._existing_files(plot)
+        return present
+
+    def _existing_files(self, plot: Plot) -> tuple[dict[str, set[str]], int]:
+        """existing_files, and how many temporaries the local chip listings still hold."""
         pid, prj = plot.plot_id, plot.project_id
         present = {"csv": set(self.csv_keys(plot))}  # a copy: the local index is shared
         chip_prefix = f"plot_{pid}_"
+        n = len(chip_prefix)
+        temporaries = 0
         for kind in layout.COMPOSITE_DIRS:
-            names = self.store.list_names(layout.chip_dir(kind, prj, pid), chip_prefix)
-            present[kind] = {n[len(chip_prefix) : -4] for n in names if n.endswith(".png")}
-        return present
+            rel_dir = layout.chip_dir(kind, prj, pid)
+            if self.store.is_s3:
+                names: Iterable[str] = self.store.list_names(rel_dir, chip_prefix)
+            else:
+                listing = self.store.names_in(rel_dir)
+                names, temporaries = listing.names, temporaries + listing.temporaries
+            present[kind] = {name[n:-4] for name in names if name.startswith(chip_prefix) and name.endswith(".png")}
+        return present, temporaries
 
     def existing_keys(self, plot: Plot) -> set[str]:
         """Keys of observations whose four files all exist."""
         return set.intersection(*self.existing_files(plot).values())
 
-    def plot_status(self, plot: Plot) -> PlotStatus:
+    def plot_status(self, plot: Plot, *, series_names: set[str] | None = None) -> PlotStatus:
+        """What the plot has and lacks, from its listings. ``series_names``: the names in
+        the project's series directory when the caller listed them (S3: one listing per
+        batch instead of one HEAD per plot). Locally a complete plot is remembered for the
+        completeness snapshot (see current_entry)."""
         observations = self.observations(plot)
-        present = self.existing_files(plot)
+        stat_time = time.time_ns()
+        entry_before = None if self.store.is_s3 else self.current_entry(plot)  # stats before the listings
+        present, temporaries = self._existing_files(plot)
         done = set.intersection(*present.values())
         remaining = [o for o in observations if o.key not in done]
         fill = self.fill_keys(plot) if remaining else set()
         missing = [o for o in remaining if o.key not in fill]
-        series_exists = self.store.exists(layout.series_csv(plot.project_id, plot.plot_id)) if not missing else False
+        series_exists = False
+        if not missing:
+            series_name = layout.series_csv(plot.project_id, plot.plot_id).rsplit("/", 1)[1]
+            series_exists = series_name in series_names if series_names is not None else self.store.exists(layout.series_csv(plot.project_id, plot.plot_id))
         partial = {
             o.key: frozenset(rel for kind, rel in zip(("tc", "b743", "b432", "csv"), layout.obs_files(plot.project_id, plot.plot_id, o.key)) if o.key in present[kind])
             for o in missing
         }
-        return PlotStatus(plot, observations, missing, fill, series_exists, {k: v for k, v in partial.items() if v})
+        status = PlotStatus(plot, observations, missing, fill, series_exists, {k: v for k, v in partial.items() if v})
+        if status.complete and entry_before is not None and not temporaries:
+            self._remember(plot, entry_before, stat_time)
+        return status
+
+    # ---- completeness of many plots: snapshots (local), concurrency (S3) -------------
+    def current_entry(self, plot: Plot, csv_dir_stat: Stat | None = None) -> SnapshotEntry:
+        """What a snapshot records of a complete plot: its plan digest and the stats of the
+        flat CSV directory (``csv_dir_stat`` if the caller has it), its three chip
+        directories, its series and its fill record."""
+        prj, pid = plot.project_id, plot.plot_id
+        entry: SnapshotEntry = [self.plan_digest(plot), *(csv_dir_stat or self.store.stat(layout.project_dir(prj)))]
+        for rel in (*(layout.chip_dir(k, prj, pid) for k in layout.COMPOSITE_DIRS), layout.series_csv(prj, pid), layout.fill_record(prj, pid)):
+            entry.extend(self.store.stat(rel))
+        return entry
+
+    def _remember(self, plot: Plot, entry: SnapshotEntry, stat_time: int) -> None:
+        """Keep a complete plot's entry for the next save if its directories had settled
+        when they were stat'ed (``stat_time``: just before; entry[2:9:2] are the mtimes of
+        the CSV and chip directories): a later change then always moves their mtime."""
+        if any(mtime and stat_time - mtime <= SETTLED_NS for mtime in entry[2:9:2]):
+            return
+        self._pending.setdefault(plot.project_id, {})[plot.plot_id] = entry
+
+    @cached_property
+    def snapshot_store(self) -> Store:
+        """Where this local project's completeness snapshots are kept: a directory of the
+        machine's cache named after the project directory's path."""
+        return Store(os.path.join(snapshot_cache_dir(), fingerprint(self.store.root, SNAPSHOT_FORMAT)))
+
+    def snapshot(self, project_id: str) -> dict[str, SnapshotEntry]:
+        """The project's recorded completeness snapshot (plot id -> entry), re-read only
+        when its file changed."""
+        rel = layout.completeness_snapshot(project_id)
+        file_stat = self.snapshot_store.stat(rel)
+        cached = self._snapshots.get(project_id)
+        if cached is not None and cached[0] == file_stat:
+            return cached[1]
+        plots: dict[str, SnapshotEntry] = {}
+        if file_stat != ABSENT:
+            try:
+                doc = json.loads(self.snapshot_store.read_text(rel))
+                if doc.get("format") == SNAPSHOT_FORMAT and doc.get("project_dir") == self.store.root:
+                    plots = dict(doc["plots"])
+            except (OSError, ValueError, KeyError, TypeError, PipelineError):
+                plots = {}  # unreadable: ignore it, it only saves work
+        self._snapshots[project_id] = (file_stat, plots)
+        return plots
+
+    def save_snapshot(self, project_id: str) -> int:
+        """Merge the entries verified since the last save into the project's snapshot file;
+        returns how many were new. Written only when something changed, so a run that finds
+        everything as recorded writes nothing."""
+        pending = self._pending.pop(project_id, {})
+        recorded = self.snapshot(project_id)
+        new = {pid: e for pid, e in pending.items() if recorded.get(pid) != e}
+        if not new:
+            return 0
+        plots = {**recorded, **new}
+        doc = {"format": SNAPSHOT_FORMAT, "project_dir": self.store.root, "plots": plots}
+        try:
+            self.snapshot_store.write_text(layout.completeness_snapshot(project_id), json.dumps(doc, separators=(",", ":")) + "\n")
+        except PipelineError as e:  # a cache: the next run lists again, nothing is lost
+            log.warning("completeness snapshot not saved: %s", e)
+            return 0
+        return len(new)
+
+    def plots_complete(self, plots: list[Plot]) -> bool:
+        """Is every plot complete? Plots already seen complete in this process are not
+        checked again. Locally, a plot whose snapshot entry still matches is complete
+        without a listing; the others are listed. On S3, plots are checked concurrently."""
+        todo = [p for p in plots if (p.project_id, p.plot_id) not in self._known_complete]
+        if not todo:
+            return True
+        if self.store.is_s3:
+            return self._plots_complete_s3(todo)
+        snapshots = {prj: self.snapshot(prj) for prj in {p.project_id for p in todo}}
+        csv_dir_stats = {prj: self.store.stat(layout.project_dir(prj)) for prj in snapshots}
+        for plot in todo:
+            recorded = snapshots[plot.project_id].get(plot.plot_id)
+            if recorded is None or recorded != self.current_entry(plot, csv_dir_stats[plot.project_id]):
+                if not self.plot_status(plot).complete:
+                    return False
+            self._known_complete.add((plot.project_id, plot.plot_id))
+        return True
+
+    def _plots_complete_s3(self, plots: list[Plot]) -> bool:
+        for plot in plots:
+            self.observations(plot)  # plan here: the caches are filled by one thread
+        series = self._series_names(plots)
+        with ThreadPoolExecutor(max_workers=S3_CHECK_THREADS) as pool:
+            futures: list[Future[PlotStatus]] = [pool.submit(self.plot_status, p, series_names=series) for p in plots]
+            for future in futures:
+                if not future.result().complete:
+                    for f in futures:
+                        f.cancel()
+                    return False
+        self._known_complete.update((p.project_id, p.plot_id) for p in plots)
+        return True
+
+    def _series_names(self, plots: list[Plot]) -> set[str]:
+        """Names in the series directories of the plots' projects that can be theirs: one
+        listing per project, narrowed to the plot ids' common prefix (a batch's ids are
+        usually neighbours)."""
+        names: set[str] = set()
+        for project_id in sorted({p.project_id for p in plots}):
+            ids = [p.plot_id for p in plots if p.project_id == project_id]
+            series_dir = layout.series_csv(project_id, ids[0]).rsplit("/", 1)[0]
+            names |= self.store.list_names(series_dir, "plot_" + os.path.commonprefix(ids))
+        return names
+
+    def record_completeness(self, project_id: str) -> int:
+        """After a run made the project complete: wait until its directories have settled
+        (at most ~2 s), list every plot whose snapshot entry does not match, and save the
+        snapshot, so the next run needs no listing. Local projects only; returns how many
+        entries were saved."""
+        if self.store.is_s3:
+            return 0
+        plots = self.plots_of(project_id)
+        entries = {p.plot_id: self.current_entry(p) for p in plots}
+        newest = max((m for e in entries.values() for m in e[2:9:2]), default=0)
+        wait_ns = newest + SETTLED_NS + 50_000_000 - time.time_ns()
+        if wait_ns > 0:
+            time.sleep(wait_ns / 1e9)
+        recorded = self.snapshot(project_id)
+        for plot in plots:
+            if recorded.get(plot.plot_id) != self.current_entry(plot):
+                self.plot_status(plot)  # remembered when complete
+        self._sweep_temporaries(project_id)
+        return self.save_snapshot(project_id)
+
+    def _sweep_temporaries(self, project_id: str) -> None:
+        """Stale temporaries in the directories completeness checks never list (a killed
+        writer's debris): the series and the project's state directories."""
+        prj = layout.project_dir(project_id)
+        for rel_dir in (f"{prj}/series", f"{layout.STATE}/{prj}", f"{layout.STATE}/{prj}/fill", f"{layout.STATE}/{prj}/failed", ""):
+            self.store.names_in(rel_dir)
 
     # ---- execution ------------------------------------------------------------------
     def jobs_for(self, status: PlotStatus) -> list[ObservationJob]:
@@ -310,6 +515,9 @@ class Project:
             if failed:
                 outcome.plots_failed += 1
                 self.record_failures(p, failed)
+                new_fill = {r.key for r in mine if r.status == "fill"}
+                if new_fill:  # so the rerun does not read them again
+                    self.record_fill(p, new_fill)
                 continue  # no series for a plot with a failed observation: its rerun does it
             self.finish_plot(status, mine)
             outcome.plots_done += 1
@@ -412,27 +620,79 @@ class Project:
         return all(name in present for name in expected)
 
     def write_ingest(self, project_id: str) -> list[str]:
+        """The per-year ingest files of a project, in bounded memory: every plot's series
+        is read once, in plot id order, and its rows are appended to a spool file per year
+        (a local temporary directory, removed after); each year's file is then complete
+        and already sorted by (plot_id, doy), and is written (unless identical) alone."""
         plots = self.plots_of(project_id)
-        with ThreadPoolExecutor(max_workers=16 if self.store.is_s3 else 1) as pool:
-            texts = list(pool.map(lambda p: self.store.read_text(layout.series_csv(p.project_id, p.plot_id)), plots))
-        by_year: dict[int, list[list[str]]] = {}
-        year_col, doy_col, plot_col = (SPECTRAL_COLUMNS.index(c) for c in ("year", "doy", "plot_id"))
-        for text in texts:
-            for row in parse_csv_rows(text):
-                by_year.setdefault(int(row[year_col]), []).append(row)
-        present = self.store.list_names("", "")
-        files = []
-        for year in sorted(by_year):
-            rows = sorted(by_year[year], key=lambda r: (r[plot_col], int(r[doy_col])))
-            rel = layout.ingest_csv(project_id, year)
-            files.append(rel)
-            text = "".join(",".join([project_id, *r]) + "\n" for r in rows)
-            if rel in present and self.store.read_text(rel) == text:
-                continue  # already right (an earlier, interrupted ingest): keep its bytes
-            self.store.write_text(rel, text)
+        with tempfile.TemporaryDirectory(prefix="ingest-spool-") as spool_dir:
+            years = self._spool_rows_by_year(project_id, plots, spool_dir)
+            present = self.store.list_names("", "")
+            files = []
+            for year in sorted(years):
+                rel = layout.ingest_csv(project_id, year)
+                files.append(rel)
+                data = _sorted_year_rows(os.path.join(spool_dir, f"{year}.csv"))
+                if rel in present and self.store.read_bytes(rel) == data:
+                    continue  # already right (an earlier, interrupted ingest): keep its bytes
+                self.store.write_bytes(rel, data)
+                del data
         manifest = {"project_id": project_id, "files": files, "plots": len(plots)}
         self.store.write_text(layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id)), json.dumps(manifest, indent=1) + "\n")
         return files
+
+    def _spool_rows_by_year(self, project_id: str, plots: list[Plot], spool_dir: str) -> set[int]:
+        """Append each row, as its ingest line, to ``spool_dir/{year}.csv``; returns the years."""
+        year_col = SPECTRAL_COLUMNS.index("year")
+        spools: dict[int, Any] = {}
+        try:
+            for text in self._series_texts(sorted(plots, key=lambda p: p.plot_id)):
+                for line in text.splitlines()[1:]:
+                    if not line:
+                        continue
+                    year = int(line.split(",", year_col + 1)[year_col])
+                    spool = spools.get(year)
+                    if spool is None:
+                        spool = spools[year] = open(os.path.join(spool_dir, f"{year}.csv"), "w", encoding="utf-8", newline="")
+                    spool.write(f"{project_id},{line}\n")
+        finally:
+            for spool in spools.values():
+                spool.close()
+        return set(spools)
+
+    def _series_texts(self, plots: list[Plot]) -> Iterator[str]:
+        """The plots' series CSVs in order; on S3 read 16 at a time, a chunk ahead at most."""
+        threads = 16 if self.store.is_s3 else 1
+        chunk = 4 * threads
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for i in range(0, len(plots), chunk):
+                rels = [layout.series_csv(p.project_id, p.plot_id) for p in plots[i : i + chunk]]
+                yield from pool.map(self.store.read_text, rels)
+
+
+def _sorted_year_rows(spool_path: str) -> bytes:
+    """A year's spooled ingest lines, ordered by (plot_id, doy) as the ingest file wants.
+    Appended in plot id order from date-ordered series, they already are: the sort is a
+    check that only reorders when a series was not in date order."""
+    with open(spool_path, encoding="utf-8", newline="") as f:
+        lines = f.read().split("\n")[:-1]
+    plot_col, doy_col = 1 + SPECTRAL_COLUMNS.index("plot_id"), 1 + SPECTRAL_COLUMNS.index("doy")  # +1: project_id1
+
+    def order(line: str) -> tuple[str, int]:
+        cells = line.split(",", max(plot_col, doy_col) + 1)
+        return cells[plot_col], int(cells[doy_col])
+
+    keys = [order(line) for line in lines]
+    if any(keys[i] > keys[i + 1] for i in range(len(keys) - 1)):
+        lines = [line for _, line in sorted(zip(keys, lines), key=lambda kl: kl[0])]
+    return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+def snapshot_cache_dir() -> str:
+    """The machine's completeness-snapshot cache: ``$EO_EXTRACT_CACHE``, else
+    ``$XDG_CACHE_HOME/eo-extract``, else ``~/.cache/eo-extract``; then ``completeness``."""
+    root = os.environ.get("EO_EXTRACT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "eo-extract")
+    return os.path.join(root, "completeness")
 
 
 def pack_by_acquisition(jobs: list[ObservationJob], jobs_per_task: int) -> list[list[ObservationJob]]:

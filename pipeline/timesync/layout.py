@@ -68,3 +68,12 @@ def ingest_manifest(project_id: str, fingerprint: str) -> str:
 def failure_record(project_id: str, plot_id: str) -> str:
     """The plot's failed observations of its last attempt; removed once the plot is done."""
     return f"{STATE}/{project_dir(project_id)}/failed/plot_{plot_id}.json"
+
+
+def completeness_snapshot(project_id: str) -> str:
+    """Stats of a local project's complete plots' directories, so a finished project is
+    recognised without listings (see engine.Project.current_entry). Relative to the
+    machine's snapshot cache, not the project: inode numbers and mtimes describe this
+    copy on this machine only (a copied or synced project must not inherit them), and
+    the project's own files stay the same, byte for byte, whichever run wrote them."""
+    return f"{project_dir(project_id)}.json"

@@ -143,6 +143,13 @@ class TimeSyncSearch(_TimeSyncTask):
     def output(self) -> StoreTarget:
         return StoreTarget(self.project.store, self.project.search_rel(self.tile))
 
+    def complete(self) -> bool:
+        # Every batch of the tile asks; a search state is never deleted during a run, so a
+        # True answer is kept (Luigi reuses task instances): one check per tile and run.
+        if not getattr(self, "_known_complete", False):
+            self._known_complete = super().complete()
+        return bool(self._known_complete)
+
     def run(self) -> None:
         self.set_status_message(f"searching {self.catalog} for tile h{self.tile.hh}v{self.tile.vv}")
         doc = self.project.run_search(self.tile)
@@ -166,7 +173,7 @@ class _PlotsTask(_TimeSyncTask):
             return True
         if not all(r.complete() for r in self.requires()):
             return False
-        done = all(self.project.plot_status(p).complete for p in self.selected_plots())
+        done = self.project.plots_complete(self.selected_plots())
         self._known_complete = done
         return done
 
@@ -272,15 +279,31 @@ class TimeSyncIngest(_TimeSyncTask):
 
     def complete(self) -> bool:
         # Also every batch: Luigi does not look below a complete task, and a deleted chip
-        # must be found even when the ingest files are all there.
-        return self.project.ingest_complete(self.project_id) and all(b.complete() for b in self.requires())
+        # must be found even when the ingest files are all there. The project's plots are
+        # checked in one call first (on S3 concurrently; the batches then answer from the
+        # plots known complete), and what was verified is saved in the completeness
+        # snapshot, so the next run recognises the finished project without listings.
+        project = self.project
+        if not project.ingest_complete(self.project_id):
+            return False
+        plots = project.plots_of(self.project_id)
+        tiles = sorted({t for p in plots for t in project.tiles_of(p)})
+        if not all(TimeSyncSearch(**self.shared(), tile_h=t.h, tile_v=t.v).complete() for t in tiles):
+            return False
+        done = project.plots_complete(plots) and all(b.complete() for b in self.requires())
+        project.save_snapshot(self.project_id)
+        return done
 
     def run(self) -> None:
         self.set_status_message("combining plot series into per-year ingest files")
-        files = self.project.write_ingest(self.project_id)
-        self.project.store.delete(report.report_index(self.project_id))
+        project = self.project
+        files = project.write_ingest(self.project_id)
+        project.store.delete(report.report_index(self.project_id))
         summary.record_ingest(self.project_id, len(files))
         log.info("project %s: %d ingest files", self.project_id, len(files))
+        self.set_status_message("recording the completeness snapshot")
+        saved = project.record_completeness(self.project_id)
+        log.info("project %s: completeness snapshot of %d plot(s) recorded", self.project_id, saved)
 
 
 class TimeSyncReport(_TimeSyncTask):
