@@ -116,3 +116,21 @@ def test_spectral_row_and_csv_text():
         "sensor,project_id,plot_id,hv,year,doy,blue,green,red,nir,swir1,swir2,qa,date\n"
         "LC08,p1,007,0304,2015,7,1,-2,3,4,5,6,0,2015-01-07T17:00:00.12Z\n"
     )
+
+
+def test_process_optical_equals_the_recipe_steps_over_the_uint16_range():
+    """process_optical's lookup tables give exactly what rescale, composite and stretch give."""
+    rng = np.random.default_rng(5)
+    dn = rng.integers(0, 1 << 16, size=(6, 64, 64), dtype=np.uint16)
+    dn[:, 0, :] = np.arange(64, dtype=np.uint16)[None, :] * 1024 + 1023  # both ends of the range
+    dn[:, 1, :] = np.arange(64, dtype=np.uint16)[None, :]
+    dn[2, 5, 5] = 0  # fill in one band
+    for optical_dn in (dn, dn.astype(np.int64)):  # a single window, a mosaic
+        res = recipe.process_optical(optical_dn, 21824)
+        optical = recipe.rescale(optical_dn)
+        mask = recipe.mask_of(optical)
+        for name in recipe.COMPOSITES:
+            expected = np.moveaxis(recipe.stretch(recipe.composite(name, optical), recipe.STRETCH[name], mask), 0, -1)
+            assert np.array_equal(res.images[name], expected), name
+        assert res.centre == tuple(int(v) for v in optical[:, 32, 32])
+        assert res.qa == 0

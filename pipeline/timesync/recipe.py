@@ -72,11 +72,13 @@ def tasseled_cap(optical: npt.NDArray[np.int16]) -> FloatArray:
     bands (an explicit sum, not BLAS, so the last bit does not depend on the machine)."""
     x = optical.astype(np.float64)
     out = np.empty((3, *x.shape[1:]), dtype=np.float64)
+    term = np.empty(x.shape[1:], dtype=np.float64)
     for k, coefficients in enumerate(TC_COEFFICIENTS):
-        acc = coefficients[0] * x[0]
+        acc = out[k]
+        np.multiply(x[0], coefficients[0], out=acc)
         for c, band in zip(coefficients[1:], x[1:]):
-            acc = acc + c * band
-        out[k] = acc
+            np.multiply(band, c, out=term)  # acc + c * band, in place: the same roundings
+            acc += term
     return out
 
 
@@ -138,17 +140,49 @@ def process_observation(mosaic_dn: npt.NDArray[np.integer]) -> ObservationImages
 def process_optical(optical_dn: npt.NDArray[np.integer], qa_centre: int) -> ObservationImages:
     """The recipe from the six optical bands ``(6, rows, cols)`` and the mosaicked
     ``qa_pixel`` value at the centre: the only QA pixel the outputs use (the mask comes
-    from the optical bands), so a reader need not fetch the QA window."""
-    optical = rescale(optical_dn)
+    from the optical bands), so a reader need not fetch the QA window.
+
+    Same numbers as :func:`rescale`, :func:`composite` and :func:`stretch` applied in turn
+    (tests/test_recipe.py checks it over the whole uint16 range): where a step is a
+    function of one integer, it is a lookup table computed from that function."""
+    optical = _rescale_fast(optical_dn)
     mask = mask_of(optical)
-    images = {
-        name: np.ascontiguousarray(np.moveaxis(stretch(composite(name, optical), STRETCH[name], mask), 0, -1))
-        for name in COMPOSITES
-    }
+    offset = optical.view(np.uint16) ^ np.uint16(0x8000)  # int16 v -> v + 32768, the table index
+    images = {}
+    for name in COMPOSITES:
+        if name == "tc":
+            stretched = stretch(tasseled_cap(optical), STRETCH[name], mask)
+        else:
+            stretched = np.stack([np.take(_stretch_table(name, k), offset[band]) for k, band in enumerate(COMPOSITE_BANDS[name])])
+            stretched[:, mask] = 0
+        images[name] = np.ascontiguousarray(np.moveaxis(stretched, 0, -1))
     rows, cols = optical.shape[1:]
     r, c = rows // 2, cols // 2
     centre = tuple(int(v) for v in optical[:, r, c])
     return ObservationImages(images=images, centre=centre, qa=qa_flag(qa_centre))  # type: ignore[arg-type]
+
+
+_RESCALE_TABLE: Final = rescale(np.arange(1 << 16))
+
+
+def _rescale_fast(dn: npt.NDArray[np.integer]) -> npt.NDArray[np.int16]:
+    if dn.dtype != np.uint16 and (dn.min() < 0 or dn.max() >= 1 << 16):
+        return rescale(dn)  # not a uint16 DN (a mosaic of overlapping items): compute
+    return np.take(_RESCALE_TABLE, dn)
+
+
+_STRETCH_TABLES: dict[tuple[str, int], npt.NDArray[np.uint8]] = {}
+
+
+def _stretch_table(name: str, channel: int) -> npt.NDArray[np.uint8]:
+    """Stretched uint8 of every int16 value of one channel of a band composite, indexed by
+    value + 32768."""
+    key = (name, channel)
+    if key not in _STRETCH_TABLES:
+        values = np.arange(-(1 << 15), 1 << 15, dtype=np.float64)[np.newaxis]
+        no_mask = np.zeros(values.shape[1:], dtype=bool)
+        _STRETCH_TABLES[key] = stretch(values, (STRETCH[name][channel],), no_mask)[0]
+    return _STRETCH_TABLES[key]
 
 
 def spectral_row(
