@@ -132,6 +132,9 @@ class RasterReader:
         self.max_open = max_open
         self._env: Any = None
         self._datasets: OrderedDict[str, Any] = OrderedDict()
+        # Files that failed to open, with the error: after GDAL's whole retry chain (about a
+        # minute of backoff on a 503), the batch's other reads of the file fail at once.
+        self._failed: dict[str, str] = {}
         self.opened = 0
 
     def __enter__(self) -> "RasterReader":
@@ -171,9 +174,12 @@ class RasterReader:
         else:
             import rasterio
 
+            if href in self._failed:
+                raise RasterReadError(f"cannot open {href}: {self._failed[href]} (failed earlier in this batch: not tried again)")
             try:
                 ds = rasterio.open(gdal_path(href))
             except Exception as e:
+                self._failed[href] = str(e)
                 raise RasterReadError(f"cannot open {href}: {e}") from e
             if ds.count < 1:
                 raise RasterReadError(f"{href}: no raster band")

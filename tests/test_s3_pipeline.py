@@ -141,6 +141,27 @@ def test_a_window_over_two_block_rows_costs_one_get(s3_archive, dense_archive, m
         assert (data == local.read(1, window=((173, 428), (173, 428)))).all()
 
 
+def test_a_file_that_fails_to_open_is_not_asked_for_again_in_the_batch(s3_archive, monkeypatch):
+    from pipeline.errors import RasterReadError
+    from pipeline.raster import ArchiveAccess, RasterReader
+
+    server = s3_archive
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    href = f"s3://{ARCHIVE_BUCKET}/collection02/no/such/file_SR_B4.TIF"
+    with RasterReader(ArchiveAccess(endpoint_url=server.endpoint_url, region=server.region)) as reader:
+        server.reset_counts()
+        with pytest.raises(RasterReadError, match="no/such/file_SR_B4.TIF"):
+            reader.window(href, 0.0, 0.0, 255, 255)
+        first = sum(server.request_counts(ARCHIVE_BUCKET).values())
+        assert first >= 1
+        server.reset_counts()
+        with pytest.raises(RasterReadError, match="not tried again"):
+            reader.pixel(href, 0.0, 0.0)
+        assert sum(server.request_counts(ARCHIVE_BUCKET).values()) == 0
+
+
 def test_rerun_on_s3_reads_no_pixels_and_writes_nothing(s3_run, s3_archive, dense_archive, tmp_path):
     server = s3_archive
     server.reset_counts()
