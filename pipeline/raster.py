@@ -207,40 +207,55 @@ class RasterReader:
     def window(self, href: str, x: float, y: float, width: int, height: int) -> npt.NDArray[np.uint16]:
         """Band 1 over the ``width x height`` window centred on the pixel of (x, y),
         zero outside the raster (a boundless read, done as an in-bounds read + paste)."""
-        ds = self.dataset(href)
-        row, col = pixel_of(ds.transform, x, y)
-        row_off, col_off = row - height // 2, col - width // 2
-        out = np.zeros((height, width), dtype=ds.dtypes[0])
-        r0, r1 = max(row_off, 0), min(row_off + height, ds.height)
-        c0, c1 = max(col_off, 0), min(col_off + width, ds.width)
-        if r0 >= r1 or c0 >= c1:
-            return out
+        return self.windows([href], x, y, width, height)[0]
+
+    def windows(self, hrefs: list[str], x: float, y: float, width: int, height: int) -> npt.NDArray[np.uint16]:
+        """:meth:`window` of several files of one grid (an item's bands), stacked. When
+        block rows are coalesced, every file's span is fetched by one prefetch first."""
         from rasterio.windows import Window
 
-        try:
-            if self.access.merge_gap_bytes > 0 and ds.name.startswith("/vsi"):
-                self._prefetch(ds, r0, r1, c0, c1)
-            data = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
-        except Exception as e:
-            raise RasterReadError(f"cannot read {href} window rows {r0}:{r1} cols {c0}:{c1}: {e}") from e
-        out[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data
+        reads = []
+        for href in hrefs:
+            ds = self.dataset(href)
+            row, col = pixel_of(ds.transform, x, y)
+            row_off, col_off = row - height // 2, col - width // 2
+            r0, r1 = max(row_off, 0), min(row_off + height, ds.height)
+            c0, c1 = max(col_off, 0), min(col_off + width, ds.width)
+            reads.append((href, ds, row_off, col_off, r0, r1, c0, c1))
+        if self.access.merge_gap_bytes > 0:
+            spans = [
+                (ds.name, start, end)
+                for _, ds, _, _, r0, r1, c0, c1 in reads
+                if r0 < r1 and c0 < c1 and ds.name.startswith("/vsi")
+                for start, end in coalesce_ranges(_tile_ranges(ds, r0, r1, c0, c1), self.access.merge_gap_bytes)
+            ]
+            if spans:
+                _prefetch(spans)
+        out = np.zeros((len(hrefs), height, width), dtype=reads[0][1].dtypes[0] if reads else np.uint16)
+        for i, (href, ds, row_off, col_off, r0, r1, c0, c1) in enumerate(reads):
+            if r0 >= r1 or c0 >= c1:
+                continue
+            try:
+                data = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+            except Exception as e:
+                raise RasterReadError(f"cannot read {href} window rows {r0}:{r1} cols {c0}:{c1}: {e}") from e
+            out[i, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data
         return out
 
 
-    def _prefetch(self, ds: Any, r0: int, r1: int, c0: int, c1: int) -> None:
-        """Fetch the tiles of rows ``r0:r1``, cols ``c0:c1`` in as few GETs as the gap
-        limit allows, into vsicurl's cache, where the window read then finds them."""
-        block_rows, block_cols = ds.block_shapes[0]
-        ranges = []
-        for by in range(r0 // block_rows, (r1 - 1) // block_rows + 1):
-            for bx in range(c0 // block_cols, (c1 - 1) // block_cols + 1):
-                offset = ds.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=1)
-                size = ds.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1)
-                if not offset or not size or int(size) == 0:
-                    continue  # a sparse (absent) tile or a file that is not a tiled TIFF
-                ranges.append((int(offset), int(offset) + int(size)))
-        for start, end in coalesce_ranges(ranges, self.access.merge_gap_bytes):
-            _read_bytes(ds.name, start, end - start)
+def _tile_ranges(ds: Any, r0: int, r1: int, c0: int, c1: int) -> list[tuple[int, int]]:
+    """Byte ranges ``[start, end)`` of the tiles under rows ``r0:r1``, cols ``c0:c1`` (GDAL
+    has them from the header it read at open: no request)."""
+    block_rows, block_cols = ds.block_shapes[0]
+    ranges = []
+    for by in range(r0 // block_rows, (r1 - 1) // block_rows + 1):
+        for bx in range(c0 // block_cols, (c1 - 1) // block_cols + 1):
+            offset = ds.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=1)
+            size = ds.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1)
+            if not offset or not size or int(size) == 0:
+                continue  # a sparse (absent) tile or a file that is not a tiled TIFF
+            ranges.append((int(offset), int(offset) + int(size)))
+    return ranges
 
 
 def coalesce_ranges(ranges: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
@@ -256,16 +271,29 @@ def coalesce_ranges(ranges: list[tuple[int, int]], max_gap: int) -> list[tuple[i
     return [(s0, e0) for s0, e0, runs in spans if runs > 1]
 
 
-def _read_bytes(gdal_name: str, offset: int, size: int) -> None:
-    """Read ``size`` bytes at ``offset`` of a GDAL virtual file (one ranged GET for a
-    /vsis3/ or /vsicurl/ file), through a raw-band VRT; the bytes land in vsicurl's cache."""
+def _prefetch(spans: list[tuple[str, int, int]]) -> None:
+    """Read byte spans ``(GDAL name, start, end)`` of remote files (one ranged GET each)
+    into vsicurl's cache, where the tile reads then find them. One raw-band VRT holds every
+    span as a band (opening a dataset costs ~1 ms of CPU, so one per window, not per file);
+    all bands have the longest span's width, so a shorter span reads a little beyond its end.
+
+    An optimisation only: if it fails (a span running past the end of a file, a server
+    error after GDAL's retries), the tile reads that follow fetch what they need and report
+    any real error themselves."""
     import rasterio
     from xml.sax.saxutils import escape
 
-    vrt = (  # a non-identity geotransform keeps rasterio from warning "not georeferenced"
-        f'<VRTDataset rasterXSize="{size}" rasterYSize="1"><GeoTransform>0,1,0,0,0,-1</GeoTransform><VRTRasterBand dataType="Byte" band="1" subClass="VRTRawRasterBand">'
-        f'<SourceFilename relativetoVRT="0">{escape(gdal_name)}</SourceFilename><ImageOffset>{offset}</ImageOffset>'
-        f"<PixelOffset>1</PixelOffset><LineOffset>{size}</LineOffset></VRTRasterBand></VRTDataset>"
+    width = max(end - start for _, start, end in spans)
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{i}" subClass="VRTRawRasterBand">'
+        f'<SourceFilename relativetoVRT="0">{escape(name)}</SourceFilename><ImageOffset>{start}</ImageOffset>'
+        f"<PixelOffset>1</PixelOffset><LineOffset>{width}</LineOffset></VRTRasterBand>"
+        for i, (name, start, _) in enumerate(spans, 1)
     )
-    with rasterio.open(vrt) as raw:
-        raw.read(1)
+    # a non-identity geotransform keeps rasterio from warning "not georeferenced"
+    vrt = f'<VRTDataset rasterXSize="{width}" rasterYSize="1"><GeoTransform>0,1,0,0,0,-1</GeoTransform>{bands}</VRTDataset>'
+    try:
+        with rasterio.open(vrt) as raw:
+            raw.read()
+    except Exception as e:  # see above: the reads that follow decide
+        log.debug("prefetch of %d spans failed: %s", len(spans), e)

@@ -70,8 +70,7 @@ def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str,
     for item in obs.items:
         if not item_may_hold(item, job.x, job.y, job.chip):
             continue  # its tile does not reach the chip: all zeros, nothing to open
-        stack = np.stack([reader.window(item.href(band), job.x, job.y, job.chip, job.chip) for band in OPTICAL_BANDS])
-        windows.append(stack)
+        windows.append(reader.windows([item.href(band) for band in OPTICAL_BANDS], job.x, job.y, job.chip, job.chip))
     optical = mosaic(windows) if len(windows) > 1 else windows[0]
     result = process_optical(optical, qa_centre)
     first = obs.first
