@@ -416,3 +416,24 @@ def test_report_on_s3_works_when_synced(run, small_archive, s3_server, tmp_path,
             assert resolve(page, link).exists(), (page.name, link)
     # the same counts as the local report
     assert index_rows(local, "1001") == index_rows(run["dir"], "1001")
+
+
+def test_figures_drawn_on_dask_equal_figures_drawn_here(run, monkeypatch):
+    """From FIGURES_ON_DASK_FROM plots on, the trajectory PNGs are drawn on the Dask cluster:
+    the same bytes, in plot order."""
+    project = run["project"]
+    pid = max(project.project_ids(), key=lambda p: len(project.plots_of(p)))
+    reports = [report.collect(project, p) for p in report._ordered(project.plots_of(pid))]
+    assert len(reports) >= 3
+    axis = report.TimeAxis(1984.0, 2025.0)
+    here = [report.render_trajectories(rep, axis) for rep in reports]
+    monkeypatch.setattr(report, "FIGURES_ON_DASK_FROM", 2)
+    from pipeline.cluster import get_client
+
+    submitted = []
+    client = get_client()
+    real_map = client.map
+    monkeypatch.setattr(client, "map", lambda *a, **k: submitted.append(a) or real_map(*a, **k))
+    on_dask = list(report._rendered_figures(reports, axis))
+    assert len(submitted) == 1  # it did go to the cluster
+    assert on_dask == here
