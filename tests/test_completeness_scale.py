@@ -442,3 +442,25 @@ def test_s3_luigi_rerun_of_a_finished_project_counts(finished_on_s3, tmp_path):
     assert counts.get("HEAD", 0) <= 8, counts
     assert counts.get("GET", 0) <= 8, counts
     assert counts.get("PUT", 0) == 0 and counts.get("DELETE", 0) == 0, counts
+
+
+@pytest.mark.s3
+def test_s3_listing_pages_like_s3fs(s3_server, monkeypatch):
+    """The listing behind completeness (presigned ListObjectsV2, keys read with a regex)
+    pages past 1,000 keys, leaves out deeper keys and dot-names, and costs one LIST per
+    page."""
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    s3_server.create_bucket(S3_BUCKET)
+    client = s3_server.client()
+    names = [f"plot_a_{i:05d}.png" for i in range(1050)] + ["plot_b_00001.png", ".plot_a_1.png.tmp-1-2", "plot_a_x&y.png"]
+    keys = [f"paged/dir/{n}" for n in names] + ["paged/dir/plot_a_sub/deeper.png"]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: client.put_object(Bucket=S3_BUCKET, Key=k, Body=b""), keys))
+    store = Store(f"s3://{S3_BUCKET}/paged", S3Options(endpoint_url=s3_server.endpoint_url, region=s3_server.region))
+    s3_server.reset_counts()
+    got = store.list_names("dir", "plot_a_")
+    assert s3_server.request_counts(S3_BUCKET).get("LIST") == 2  # 1,051 keys: two pages
+    assert got == {n for n in names if n.startswith("plot_a_")}
+    assert store.list_names("", "") == set()  # only a "directory" at the root
+    assert store.list_names("dir", "nothing") == set()

@@ -112,6 +112,7 @@ class Project:
         self._batches: dict[tuple[str, int], list[list[Plot]]] = {}
         self._tiles: dict[Plot, list[Tile]] = {}
         self._plan_digests: dict[tuple[Tile, ...], str] = {}
+        self._observation_keys: dict[tuple[Tile, ...], list[str]] = {}
         # plots seen complete in this process: outputs are not deleted during a run
         self._known_complete: set[tuple[str, str]] = set()
         self._snapshots: dict[str, tuple[Stat, dict[str, SnapshotEntry]]] = {}  # as read, by file stat
@@ -228,12 +229,19 @@ class Project:
             self._observations[tiles] = group_observations([self.tile_items(t) for t in tiles])
         return self._observations[tiles]
 
+    def observation_keys(self, plot: Plot) -> list[str]:
+        """The keys of ``observations(plot)``, made once per tile set (not per plot)."""
+        tiles = tuple(self.tiles_of(plot))
+        if tiles not in self._observation_keys:
+            self._observation_keys[tiles] = [o.key for o in self.observations(plot)]
+        return self._observation_keys[tiles]
+
     def plan_digest(self, plot: Plot) -> str:
         """A short hash of the plot's observation keys: a completeness snapshot holds only
         while the plan it was taken under is the same (a search may be redone)."""
         tiles = tuple(self.tiles_of(plot))
         if tiles not in self._plan_digests:
-            self._plan_digests[tiles] = fingerprint([o.key for o in self.observations(plot)])
+            self._plan_digests[tiles] = fingerprint(self.observation_keys(plot))
         return self._plan_digests[tiles]
 
     # ---- completeness ----------------------------------------------------------------
@@ -318,7 +326,7 @@ class Project:
         entry_before = None if self.store.is_s3 else self.current_entry(plot)  # stats before the listings
         present, temporaries = self._existing_files(plot)
         done = set.intersection(*present.values())
-        remaining = [o for o in observations if o.key not in done]
+        remaining = [o for o, key in zip(observations, self.observation_keys(plot)) if key not in done]
         fill = self.fill_keys(plot) if remaining else set()
         missing = [o for o in remaining if o.key not in fill]
         series_exists = False
@@ -417,7 +425,7 @@ class Project:
 
     def _plots_complete_s3(self, plots: list[Plot]) -> bool:
         for plot in plots:
-            self.observations(plot)  # plan here: the caches are filled by one thread
+            self.observation_keys(plot)  # plan here: the caches are filled by one thread
         series = self._series_names(plots)
         with ThreadPoolExecutor(max_workers=S3_CHECK_THREADS) as pool:
             futures: list[Future[PlotStatus]] = [pool.submit(self.plot_status, p, series_names=series) for p in plots]
