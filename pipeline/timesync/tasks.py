@@ -4,7 +4,9 @@
 The normal run schedules few tasks: ``TimeSyncProject`` -> one ``TimeSyncReport`` and one
 ``TimeSyncIngest`` per project id -> ``TimeSyncPlotBatch`` tasks of ``[timesync] plots_per_task`` plots each ->
 one ``TimeSyncSearch`` per ARD tile. A batch's completeness comes from listings (four per
-plot), and its run hands the missing observations to Dask. ``TimeSyncPlot`` and
+plot; on S3 a batch's plots are checked concurrently), or locally, for plots recorded
+complete, from a snapshot of their directories' stats (see engine.Project.plots_complete);
+its run hands the missing observations to Dask. ``TimeSyncPlot`` and
 ``TimeSyncObservation`` exist to run or rerun one plot or one observation by name; the
 normal run never schedules them, because Luigi's scheduler slows quadratically with the
 number of tasks and a project has millions of observations.
