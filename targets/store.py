@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
@@ -257,6 +257,23 @@ class Store:
         removed = self.remove_stale_temps(rel_dir, dotted)
         temporaries = sum(TEMP_MARK in n for n in dotted) - removed
         return DirNames([n for n in names if not n.startswith(".")], temporaries)
+
+    def iter_names(self, rel_dir: str) -> Iterator[str]:
+        """The names of a local directory except dot-names, one at a time (a directory
+        of millions of names is never held as a list); stale temporaries are removed
+        after the scan."""
+        dotted: list[str] = []
+        try:
+            with os.scandir(self.path(rel_dir)) as it:
+                for e in it:
+                    if e.name.startswith("."):
+                        dotted.append(e.name)
+                    else:
+                        yield e.name
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if dotted:
+            self.remove_stale_temps(rel_dir, dotted)
 
     def _local_file_names(self, rel_dir: str, prefix: str) -> set[str]:
         names: set[str] = set()

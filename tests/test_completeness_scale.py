@@ -84,11 +84,11 @@ def age_everything(root: Path) -> None:
 
 
 class ListingCounter:
-    """Counts the local listings a Project makes (Store.names_in / list_names)."""
+    """Counts the local listings a Project makes (Store.names_in, list_names, iter_names)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: Counter[str] = Counter()
-        for name in ("names_in", "list_names"):
+        for name in ("names_in", "list_names", "iter_names"):
             original = getattr(Store, name)
 
             def counted(store: Store, rel_dir: str, *args: Any, _name: str = name, _original: Any = original) -> Any:

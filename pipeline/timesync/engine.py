@@ -276,7 +276,7 @@ class Project:
         index: dict[str, set[str]] = {}
         marker = "_spectral_files_set_"
         intern = sys.intern  # the same few thousand keys recur for every plot: store each once
-        for name in self.store.names_in(prj_dir).names:
+        for name in self.store.iter_names(prj_dir):
             plot_id, sep, rest = name.partition(marker)
             if sep and rest.endswith(".csv"):
                 keys = index.get(plot_id)
