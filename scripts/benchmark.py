@@ -626,6 +626,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 ratio_lines.append(f"b / {ref} = **{rates['b'] / rates[ref]:.2f}**{extra}")
     if ratio_lines:
         L.append("Ratios of plot-observations per second (b: whole command): " + "; ".join(ratio_lines) + ".")
+    ceilings = {name: p["plot_obs"] / (p["cpu"] + p["server_cpu"]) for name, p in ph.items() if p.get("rc") == 0 and p["cpu"] + p["server_cpu"] > 0}
+    if "b" in ceilings:
+        parts = [f"b / {ref} = {ceilings['b'] / ceilings[ref]:.2f}" for ref in ("a-single", "a-dask", "c") if ref in ceilings]
+        if parts:
+            L.append("Ratios of CPU-bound ceilings (plot-observations per CPU second of the measured tree and the server; "
+                     "other jobs on the machine move them far less than the wall-clock ratios): " + "; ".join(parts) + ".")
+    loads = [f"{name} {p['load'][0][0]:.1f} -> {p['load'][1][0]:.1f}" for name, p in ph.items() if p.get("load")]
+    if loads:
+        L.append("1-minute load average at the start -> end of each measurement (each measurement's own processes count "
+                 f"too; on an idle machine it stays near {nproc}): " + ", ".join(loads) + ".")
     tgt = []
     if "b" in rates and "a-dask" in rates:
         r = rates["b"] / rates["a-dask"]
