@@ -61,6 +61,13 @@ def get_client(config: dask | None = None) -> Any:
             # A forked luigi task process (--workers N) ends with os._exit: worker processes
             # it spawned would be left to die noisily. Threads of this process instead.
             processes = False
+        from dask import config as dask_config
+
+        # distributed's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then
+        # maps and unmaps every array over 64 KB, and a 255 x 255 chip makes dozens per
+        # observation; measured 30.4 -> 21.6 ms of CPU per observation without it.
+        environ = {k: v for k, v in dask_config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+        dask_config.set({"distributed.nanny.pre-spawn-environ": environ})
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=cfg.threads_per_worker,

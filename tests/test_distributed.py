@@ -7,6 +7,7 @@ for pixel (PNG).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -175,3 +176,15 @@ def test_worker_processes_see_outputs_written_by_other_processes(small_archive, 
         assert {t["status"] for t in tasks.values()} == {"DONE"}, {t["display_name"]: t["status"] for t in tasks.values()}
     finally:
         server.stop()
+
+
+def test_embedded_cluster_workers_do_not_trim_malloc_on_every_free():
+    """distributed's default MALLOC_TRIM_THRESHOLD_=65536 makes glibc map and unmap every
+    chip-sized array; the embedded LocalCluster's workers run without it (and keep the
+    other pre-spawn settings)."""
+    from pipeline.cluster import get_client
+
+    client = get_client()
+    assert os.getpid() not in client.run(os.getpid).values()  # worker processes, started by the nanny
+    environ = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+    assert environ and all(e == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"} for e in environ.values()), environ
