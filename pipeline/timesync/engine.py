@@ -20,6 +20,7 @@ names per batch instead of one HEAD per plot.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -680,19 +681,22 @@ class Project:
 
 def _sorted_year_rows(spool_path: str) -> bytes:
     """A year's spooled ingest lines, ordered by (plot_id, doy) as the ingest file wants.
-    Appended in plot id order from date-ordered series, they already are: the sort is a
-    check that only reorders when a series was not in date order."""
-    with open(spool_path, encoding="utf-8", newline="") as f:
-        lines = f.read().split("\n")[:-1]
+    Appended in plot id order from date-ordered series, they already are: the spool is
+    returned as it is after a check, and only sorted when a series was out of order."""
     plot_col, doy_col = 1 + SPECTRAL_COLUMNS.index("plot_id"), 1 + SPECTRAL_COLUMNS.index("doy")  # +1: project_id1
 
     def order(line: str) -> tuple[str, int]:
         cells = line.split(",", max(plot_col, doy_col) + 1)
         return cells[plot_col], int(cells[doy_col])
 
-    keys = [order(line) for line in lines]
-    if any(keys[i] > keys[i + 1] for i in range(len(keys) - 1)):
-        lines = [line for _, line in sorted(zip(keys, lines), key=lambda kl: kl[0])]
+    with open(spool_path, encoding="utf-8", newline="\n") as f:
+        in_order = all(a <= b for a, b in itertools.pairwise(map(order, f)))  # one line at a time
+    if in_order:
+        with open(spool_path, "rb") as f:
+            return f.read()
+    with open(spool_path, encoding="utf-8", newline="\n") as f:
+        lines = [line.rstrip("\n") for line in f]
+    lines.sort(key=order)  # stable: equal keys keep their order, as before
     return "".join(line + "\n" for line in lines).encode("utf-8")
 
 
