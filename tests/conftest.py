@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
 
 import pytest
 
 from pipeline.demo.archive import build_archive, small_spec
+
+
+@pytest.fixture(scope="session", autouse=True)
+def completeness_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The completeness snapshots of every run the tests make (and the luigi processes
+    they start) go to the session's temp dir, not the user's ~/.cache."""
+    saved = os.environ.get("EO_EXTRACT_CACHE")
+    os.environ["EO_EXTRACT_CACHE"] = str(tmp_path_factory.mktemp("eo-extract-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("EO_EXTRACT_CACHE", None)
+    else:
+        os.environ["EO_EXTRACT_CACHE"] = saved
 
 
 @pytest.fixture(scope="session")

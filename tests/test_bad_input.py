@@ -340,3 +340,58 @@ def test_bad_s3_output_is_fatal_and_clear(name, s3_server, small_archive, tmp_pa
     if project_dir.startswith(f"s3://{S3_BUCKET}/"):
         assert not fs.exists(project_dir[len("s3://") :]) or not fs.find(project_dir[len("s3://") :])
     assert s3_server.secret_key not in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_an_unusable_item_of_a_multi_tile_acquisition_fails_the_observation_instead_of_half_a_mosaic(small_archive, tmp_path):
+    """A plot's chip spans two ARD tiles; one tile's item of an acquisition has no red asset.
+    Writing the other tile's half as the observation would be a target that looks complete
+    but is not: that plot-observation fails (reported, recorded, nothing written) and every
+    other observation is written as the recipe says."""
+    from pipeline.grid import chip_tiles, get_region
+    from pipeline.timesync.layout import obs_files, obs_key
+
+    lines = catalog_lines(small_archive)
+    items = [json.loads(ln) for ln in lines]
+    region = get_region("CU")
+    chosen = None
+    for plot in small_archive.plots:
+        tiles = {(t.hh, t.vv) for t in chip_tiles(region, plot["x"], plot["y"], 255, 255)}
+        by_date: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            p = item["properties"]
+            if (p["landsat:grid_horizontal"], p["landsat:grid_vertical"]) in tiles:
+                by_date.setdefault(p["datetime"][:10], []).append(i)
+        multi = [ix for ix in by_date.values() if len(ix) >= 2]
+        if multi:
+            chosen = (plot, multi[0][1])
+            break
+    assert chosen, "the small archive has plots whose chips span tiles"
+    plot, index = chosen
+    item = items[index]
+    del item["assets"]["red"]
+    lines[index] = json.dumps(item)
+    catalog = tmp_path / "items.ndjson"
+    catalog.write_text("\n".join(lines) + "\n")
+    plot_file = tmp_path / "plots.csv"
+    plot_file.write_text(f"project_id,plot_id,x,y\n{plot['project_id']},{plot['plot_id']},{plot['x']},{plot['y']}\n")
+    project = tmp_path / "project"
+    proc = run_case(small_archive, project, plot_file=plot_file, catalog=catalog)
+
+    from datetime import datetime
+
+    dt = datetime.fromisoformat(item["properties"]["datetime"].replace("Z", "+00:00"))
+    key = obs_key(dt.year, dt.timetuple().tm_yday)
+    prj, pid = plot["project_id"], plot["plot_id"]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, _tail(proc.stderr)
+    assert re.search(rf"FAILED prj {prj} plot {pid} {key}: .*mosaic would be partial.*{re.escape(item['id'])}.*assets\.red", proc.stderr), _tail(proc.stderr)
+    record = json.loads((project / "_state" / f"prj_{prj}" / "failed" / f"plot_{pid}.json").read_text())
+    assert [f["key"] for f in record["failed"]] == [key]
+    for rel in obs_files(prj, pid, key):
+        assert not (project / rel).exists(), rel
+    # every other observation: exactly the recipe's output from the intact catalogue
+    expected = oracle.expected_outputs(small_archive.catalog_ndjson, plot_file, asset_href="href")
+    failed_files = set(obs_files(prj, pid, key))
+    kept = {k: v for k, v in expected.items() if k not in failed_files and "/series/" not in k and "_region_spectrals" not in k}
+    assert len(kept) > 4
+    assert oracle.compare_tree(project, kept) == []  # and no series, no ingest file: the plot is not whole

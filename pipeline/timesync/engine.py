@@ -44,7 +44,7 @@ from pipeline.grid import Region, Tile, chip_tiles, get_region
 from pipeline.raster import ArchiveAccess
 from pipeline.timesync import layout
 from pipeline.timesync.extract import ObservationJob, ObservationResult, run_batch
-from pipeline.timesync.plan import GRID_H, GRID_REGION, GRID_V, ItemRef, Observation, fingerprint, group_observations, item_ref
+from pipeline.timesync.plan import GRID_H, GRID_REGION, GRID_V, ItemRef, Observation, fingerprint, group_observations, item_date, item_ref
 from pipeline.timesync.plots import Plot, read_plot_file
 from pipeline.timesync.recipe import ALL_BANDS, SPECTRAL_COLUMNS, format_csv
 from targets.store import ABSENT, Stat, Store
@@ -107,6 +107,7 @@ class Project:
         self.store = store
         self.access = access
         self._searches: dict[Tile, list[ItemRef]] = {}
+        self._rejected: dict[Tile, list[tuple[int, int, str]]] = {}  # (year, doy, error) of items tile_items skipped
         self._observations: dict[tuple[Tile, ...], list[Observation]] = {}
         self._csv_indexes: dict[str, tuple[int, dict[str, set[str]]]] = {}
         self._plots_of: dict[str, list[Plot]] = {}
@@ -216,18 +217,24 @@ class Project:
         if tile not in self._searches:
             doc = json.loads(self.store.read_text(self.search_rel(tile)))
             refs = []
+            rejected = []
             for item in doc["items"]:
                 try:
                     refs.append(item_ref(item, self.options.asset_href))
                 except ItemError as e:
                     log.warning("skipping catalogue item: %s", e)
+                    date = item_date(item)
+                    if date is not None:  # its acquisition's other items must not make a partial mosaic
+                        rejected.append((*date, str(e)))
             self._searches[tile] = refs
+            self._rejected[tile] = rejected
         return self._searches[tile]
 
     def observations(self, plot: Plot) -> list[Observation]:
         tiles = tuple(self.tiles_of(plot))
         if tiles not in self._observations:
-            self._observations[tiles] = group_observations([self.tile_items(t) for t in tiles])
+            items = [self.tile_items(t) for t in tiles]
+            self._observations[tiles] = group_observations(items, [self._rejected[t] for t in tiles])
         return self._observations[tiles]
 
     def observation_keys(self, plot: Plot) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import ItemError
 from pipeline.png import encode_rgb_png
 from pipeline.raster import ArchiveAccess, RasterReader
 from pipeline.timesync import layout
@@ -55,6 +56,8 @@ def item_may_hold(item: ItemRef, x: float, y: float, size: int) -> bool:
 def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str, list[str] | None, dict[str, bytes]]:
     """Fill test, reads, recipe, encoding. Returns (status, row, files) without writing."""
     obs = job.obs
+    if obs.unusable:
+        raise ItemError(f"{len(obs.unusable)} catalogue item(s) of this acquisition over the chip could not be used, so its mosaic would be partial: " + "; ".join(obs.unusable))
     # Fill test first: a fill observation costs one QA read per item, not seven band reads.
     qa_at_plot = [
         reader.pixel(item.href(QA_BAND), job.x, job.y) if item_may_hold(item, job.x, job.y, 1) else None

@@ -108,6 +108,9 @@ class Observation:
     year: int
     doy: int
     items: tuple[ItemRef, ...]  # search order: tiles by ascending h, then v; then datetime
+    # Why items of the same acquisition over the chip could not be used: the mosaic would
+    # lack their part, so the observation fails (reported) rather than being written partial.
+    unusable: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -118,14 +121,32 @@ class Observation:
         return self.items[0]
 
 
-def group_observations(items_by_tile: list[list[ItemRef]]) -> list[Observation]:
+def group_observations(items_by_tile: list[list[ItemRef]], unusable_by_tile: list[list[tuple[int, int, str]]] | None = None) -> list[Observation]:
     """Group the items of the plot's tiles (given in search order) by year and day of year;
-    observations sorted by date."""
+    observations sorted by date. ``unusable_by_tile`` holds (year, doy, error) of the tiles'
+    items that were rejected; a date with only rejected items has no observation."""
     groups: dict[tuple[int, int], list[ItemRef]] = {}
     for tile_items in items_by_tile:
         for ref in tile_items:
             groups.setdefault((ref.year, ref.doy), []).append(ref)
-    return [Observation(y, d, tuple(refs)) for (y, d), refs in sorted(groups.items())]
+    unusable: dict[tuple[int, int], list[str]] = {}
+    for rejected in unusable_by_tile or []:
+        for year, doy, error in rejected:
+            unusable.setdefault((year, doy), []).append(error)
+    return [Observation(y, d, tuple(refs), tuple(unusable.get((y, d), ()))) for (y, d), refs in sorted(groups.items())]
+
+
+def item_date(item: dict[str, Any]) -> tuple[int, int] | None:
+    """(year, day of year) of a raw item, or None when its datetime is missing or bad."""
+    props = item.get("properties")
+    text = props.get("datetime") if isinstance(props, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        tt = parse_item_datetime(text).timetuple()
+    except ValueError:
+        return None
+    return tt.tm_year, tt.tm_yday
 
 
 def fingerprint(*parts: object) -> str:

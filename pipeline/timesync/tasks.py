@@ -350,7 +350,10 @@ class TimeSyncDryRun(_TimeSyncTask):
     def run(self) -> None:
         from pipeline.timesync.estimate import CostModel, format_estimates
 
-        model = CostModel(price_per_1000_get=self.price_per_1000_get, default_fill_percent=self.default_fill_percent)
+        model = CostModel(
+            price_per_1000_get=self.price_per_1000_get, default_fill_percent=self.default_fill_percent,
+            merge_gap_bytes=self.project.access.merge_gap_bytes,
+        )  # fmt: skip
         cfg = timesync()
         project = self.project
         estimates = [
