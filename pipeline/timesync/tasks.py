@@ -303,9 +303,6 @@ class TimeSyncIngest(_TimeSyncTask):
         project.store.delete(report.report_index(self.project_id))
         summary.record_ingest(self.project_id, len(files))
         log.info("project %s: %d ingest files", self.project_id, len(files))
-        self.set_status_message("recording the completeness snapshot")
-        saved = project.record_completeness(self.project_id)
-        log.info("project %s: completeness snapshot of %d plot(s) recorded", self.project_id, saved)
 
 
 class TimeSyncReport(_TimeSyncTask):
@@ -327,6 +324,11 @@ class TimeSyncReport(_TimeSyncTask):
     def run(self) -> None:
         self.set_status_message("writing the QA report")
         report.write_report(self.project, self.project_id, progress=self.progress)
+        # Last in the run, so that the plots' directories have mostly settled (a snapshot
+        # trusts only directories unchanged for 2 s): the wait overlaps the report.
+        self.set_status_message("recording the completeness snapshot")
+        saved = self.project.record_completeness(self.project_id)
+        log.info("project %s: completeness snapshot of %d plot(s) recorded", self.project_id, saved)
 
 
 class TimeSyncDryRun(_TimeSyncTask):
