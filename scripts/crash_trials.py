@@ -111,6 +111,22 @@ def is_temporary(rel: str) -> bool:
     return rel.rsplit("/", 1)[-1].startswith(".")
 
 
+
+def compare_with_clean(trial: "Trial", final: dict[str, "FileState"], clean: "Clean") -> dict[str, "FileState"]:
+    """The rerun's final files under target names (temporaries left out); every one missing,
+    unexpected or with other bytes than the clean run's is a problem of the trial."""
+    final_targets = {k: v for k, v in final.items() if not is_temporary(k)}
+    if set(final_targets) != set(clean.tree):
+        trial.problems.append(
+            f"after the rerun: missing {sorted(set(clean.tree) - set(final_targets))[:5]}, "
+            f"unexpected {sorted(set(final_targets) - set(clean.tree))[:5]}"
+        )
+    for rel in sorted(set(final_targets) & set(clean.tree)):
+        if final_targets[rel].sha1 != clean.tree[rel].sha1:
+            trial.problems.append(f"after the rerun: {rel} differs from the clean run's")
+    return final_targets
+
+
 def walk_local(root: Path) -> dict[str, FileState]:
     out: dict[str, FileState] = {}
     if not root.is_dir():
@@ -378,15 +394,7 @@ class Harness:
         trial.missing = len(set(clean.tree) - set(complete))
 
     def _check_after_rerun(self, trial: Trial, after: dict[str, FileState], final: dict[str, FileState], clean: Clean) -> None:
-        final_targets = {k: v for k, v in final.items() if not is_temporary(k)}
-        if set(final_targets) != set(clean.tree):
-            trial.problems.append(
-                f"after the rerun: missing {sorted(set(clean.tree) - set(final_targets))[:5]}, "
-                f"unexpected {sorted(set(final_targets) - set(clean.tree))[:5]}"
-            )
-        for rel in sorted(set(final_targets) & set(clean.tree)):
-            if final_targets[rel].sha1 != clean.tree[rel].sha1:
-                trial.problems.append(f"after the rerun: {rel} differs from the clean run's")
+        final_targets = compare_with_clean(trial, final, clean)
         new_temps = sorted(k for k in final if is_temporary(k) and k not in after)
         if new_temps:
             trial.problems.append(f"the (unkilled) rerun left temporaries: {new_temps[:5]}")
@@ -469,15 +477,7 @@ class Harness:
             if r.method == "PUT" and r.bucket == s3.bucket and r.key.startswith(sub) and not is_derived(r.key[len(sub) :])
         ]  # fmt: skip
         final = walk_s3(s3.fs, prefix)
-        final_targets = {k: v for k, v in final.items() if not is_temporary(k)}
-        if set(final_targets) != set(clean.tree):
-            trial.problems.append(
-                f"after the rerun: missing {sorted(set(clean.tree) - set(final_targets))[:5]}, "
-                f"unexpected {sorted(set(final_targets) - set(clean.tree))[:5]}"
-            )
-        for rel in sorted(set(final_targets) & set(clean.tree)):
-            if final_targets[rel].sha1 != clean.tree[rel].sha1:
-                trial.problems.append(f"after the rerun: {rel} differs from the clean run's")
+        compare_with_clean(trial, final, clean)
         put_keys = set(puts)
         complete_before = {k for k in after if not is_temporary(k)}
         trial.rewritten = sorted(put_keys & complete_before)
