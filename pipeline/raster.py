@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,31 @@ class ArchiveAccess:
         return opts
 
 
+_BOTO3_SESSIONS: dict[tuple[str | None, ...], Any] = {}
+_BOTO3_LOCK = threading.Lock()
+
+
+# What boto3 resolves credentials from, besides the profile name: a change makes a new session.
+_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                   "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+
+
+def _boto3_session(profile: str, region: str) -> Any:
+    """One boto3 session per process, profile, region and credential environment: creating
+    one costs ~45 ms of CPU (botocore's loaders and event hooks), which once per batch was
+    ~1 ms per observation. Its credentials refresh themselves (instance roles, SSO) when
+    they near expiry."""
+    key = (profile, region, *(os.environ.get(name) for name in _CREDENTIAL_ENV))
+    with _BOTO3_LOCK:
+        session = _BOTO3_SESSIONS.get(key)
+        if session is None:
+            import boto3
+
+            session = boto3.Session(profile_name=profile or None, region_name=region or None)
+            _BOTO3_SESSIONS[key] = session
+        return session
+
+
 def gdal_path(href: str) -> str:
     """GDAL's name for an href: s3:// -> /vsis3/, http(s):// -> /vsicurl/, else a path."""
     if href.startswith("s3://"):
@@ -145,8 +171,7 @@ class RasterReader:
         session = None
         if self.access.asset_href == "s3":
             session = AWSSession(
-                profile_name=self.access.profile or None,
-                region_name=self.access.region or None,
+                session=_boto3_session(self.access.profile, self.access.region),
                 endpoint_url=_custom_endpoint_options(self.access.endpoint_url)["AWS_S3_ENDPOINT"]
                 if self.access.endpoint_url
                 else None,
@@ -273,13 +298,28 @@ def coalesce_ranges(ranges: list[tuple[int, int]], max_gap: int) -> list[tuple[i
 
 def _prefetch(spans: list[tuple[str, int, int]]) -> None:
     """Read byte spans ``(GDAL name, start, end)`` of remote files (one ranged GET each)
-    into vsicurl's cache, where the tile reads then find them. One raw-band VRT holds every
-    span as a band (opening a dataset costs ~1 ms of CPU, so one per window, not per file);
-    all bands have the longest span's width, so a shorter span reads a little beyond its end.
+    into vsicurl's cache, where the tile reads then find them (GDAL's VSI read, see
+    :mod:`pipeline._vsi`; a raw-band VRT where that cannot be reached).
 
     An optimisation only: if it fails (a span running past the end of a file, a server
     error after GDAL's retries), the tile reads that follow fetch what they need and report
     any real error themselves."""
+    from pipeline import _vsi
+
+    if _vsi.available():
+        try:
+            _vsi.read_ranges(spans)
+        except OSError as e:  # see above: the reads that follow decide
+            log.debug("prefetch of %d spans failed: %s", len(spans), e)
+        return
+    _prefetch_through_vrt(spans)
+
+
+def _prefetch_through_vrt(spans: list[tuple[str, int, int]]) -> None:
+    """:func:`_prefetch` where libgdal's VSI functions cannot be reached: the spans as
+    the bands of one raw-band VRT (opening a dataset costs ~1 ms of CPU, so one per
+    window, not per file); all bands have the longest span's width, so a shorter span
+    reads a little beyond its end."""
     import rasterio
     from xml.sax.saxutils import escape
 

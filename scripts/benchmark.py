@@ -189,6 +189,8 @@ class Phase:
             rc=rc, wall=wall, cmd=cmd,
             cpu=children_cpu() - kids0,
             server_cpu=(B.proc_cpu(weed_pid) - weed0 if weed_pid else 0.0) + (self_cpu() - self0),
+            weed_cpu=B.proc_cpu(weed_pid) - weed0 if weed_pid else 0.0,
+            proxy_cpu=self_cpu() - self0,  # the counting proxy's threads (and this process's sampler)
             archive_requests=srv.request_counts(B.BUCKET),
             archive_bytes=sum(srv.response_bytes(B.BUCKET).values()),
             out_requests=srv.request_counts(OUT_BUCKET),

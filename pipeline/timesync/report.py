@@ -458,8 +458,8 @@ def render_trajectories(rep: PlotReport, axis: TimeAxis | _Context) -> bytes:
         ("tasseled cap", [(INDEX_LABELS[k], TC_COLORS[k], lambda o, k=k: o.indices[k]) for k in ("tcb", "tcg", "tcw")]),
     ]
     for ax, (ylabel, series) in zip(axes, panels):
-        for o in cloudy if len(cloudy) <= 60 else ():
-            ax.axvline(o.t, color="#ced4da", lw=0.8, ls=(0, (2, 2)), zorder=0)
+        if cloudy and len(cloudy) <= 60:  # one collection, not a line per date (~15 % of the figure)
+            ax.vlines([o.t for o in cloudy], 0, 1, transform=ax.get_xaxis_transform(), color="#ced4da", lw=0.8, ls=(0, (2, 2)), zorder=0)
         for label, color, value in series:
             line = [(o.t, v) for o in clear if not math.isnan(v := value(o))]  # a fill band leaves no gap
             ax.plot([t for t, _ in line], [v for _, v in line], "-o", color=color, ms=ms, lw=lw, label=label, zorder=3)
@@ -503,7 +503,7 @@ def render_trajectories(rep: PlotReport, axis: TimeAxis | _Context) -> bytes:
         fontsize=10, x=0.075, y=0.985, ha="left",
     )  # fmt: skip
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    fig.savefig(buf, format="png", metadata={"Software": None}, pil_kwargs={"compress_level": 1})  # deflate 3x quicker than level 6, files ~10 % larger
     return buf.getvalue()
 
 

@@ -38,7 +38,7 @@ log = logging.getLogger("pipeline.timesync")
 class timesync(luigi.Config):  # noqa: N801  (section name)
     """[timesync]: how work is cut into pieces."""
 
-    plots_per_task = luigi.IntParameter(default=25, description="plots per scheduled batch task")
+    plots_per_task = luigi.IntParameter(default=50, description="plots per scheduled batch task")
     observations_per_dask_task = luigi.IntParameter(default=24, description="observations per Dask task (>= ~100 ms of work each)")
 
 

@@ -11,7 +11,12 @@ Each request is classified (for S3: GET/HEAD/PUT/POST/DELETE/LIST) and counted
 the response reaches the client, so once a client call returns, the counts
 include it.
 
-One upstream connection per request (cheap on loopback, never stale).
+Upstream connections: a GET or HEAD without a body reuses the client connection's
+previous upstream connection when the server kept it open (checked for a close before
+reuse; one retry on a fresh connection if a reused one fails before any response byte);
+every other request gets its own. A new TCP connection per request cost SeaweedFS
+~0.8 ms of CPU per request, a third of its cost per ranged GET, on the cores the
+benchmarks measure.
 ``Expect: 100-continue`` is answered by the proxy itself and not forwarded
 (SigV4 never signs ``expect``).
 """
@@ -19,6 +24,7 @@ One upstream connection per request (cheap on loopback, never stale).
 from __future__ import annotations
 
 import collections
+import select
 import socket
 import threading
 import time
@@ -143,6 +149,8 @@ class CountingProxy:
         self.host, self.port = self._listener.getsockname()[:2]
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
+        self.upstream_connections = 0  # TCP connections opened to the server (reuse saves them)
+        self.client_connections = 0  # TCP connections clients opened to the proxy
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name=f"counting-proxy-{self.port}", daemon=True)
         self._thread.start()
@@ -246,6 +254,8 @@ class CountingProxy:
                     return
                 time.sleep(0.01)
                 continue
+            with self._conns_lock:
+                self.client_connections += 1
             threading.Thread(target=self._serve_client, args=(csock,), daemon=True).start()
 
     def _track(self, s: socket.socket) -> None:
@@ -265,20 +275,30 @@ class CountingProxy:
         self._track(csock)
         csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         cfile = csock.makefile("rb", buffering=_CHUNK)
+        kept = _Upstream()
         try:
             while not self._closed.is_set():
-                if not self._one_exchange(csock, cfile):
+                if not self._one_exchange(csock, cfile, kept):
                     break
         except (OSError, ValueError, _ProtocolError):
             pass
         finally:
+            kept.close()
             try:
                 cfile.close()
             except OSError:
                 pass
             self._untrack(csock)
 
-    def _one_exchange(self, csock: socket.socket, cfile) -> bool:
+    def _connect(self) -> tuple[socket.socket, object]:
+        usock = socket.create_connection(self.upstream, timeout=self.connect_timeout)
+        with self._conns_lock:
+            self.upstream_connections += 1
+        usock.settimeout(None)
+        usock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return usock, usock.makefile("rb", buffering=_CHUNK)
+
+    def _one_exchange(self, csock: socket.socket, cfile, kept: "_Upstream") -> bool:
         """Proxy one request/response. Returns False when the client connection must close."""
         head = _read_head(cfile)
         if head is None:
@@ -302,73 +322,88 @@ class CountingProxy:
         expect_continue = "100-continue" in headers.get("expect", "").lower()
         out_head = request_line + b"".join(l for l in header_lines if not l.lower().startswith(b"expect:")) + b"\r\n"
         client_close = _wants_close(version, headers)
+        # Only a bodiless GET/HEAD may go over a kept connection: it can be resent as is
+        # if that connection turns out dead before the response starts.
+        reusable = method.upper() in ("GET", "HEAD") and not _has_body(headers)
 
-        try:
-            usock = socket.create_connection(self.upstream, timeout=self.connect_timeout)
-        except OSError:
-            # Drain nothing; answer 502 and drop the connection (the body may be unread).
-            self._finish(rec, kind, bucket, 502, 0)
-            csock.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            return False
-        usock.settimeout(None)
-        usock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ufile = usock.makefile("rb", buffering=_CHUNK)
-        try:
-            upstream_ok = True
-            try:
-                usock.sendall(out_head)
-            except OSError:
-                upstream_ok = False
-            if expect_continue:
-                csock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-            # ---- request body, verbatim
-            sink = _Sink(usock) if upstream_ok else _Sink(None)
-            rec.request_bytes = _copy_body(cfile, sink.write, headers, request=True)
-            with st.lock:
-                st.req_bytes[(bucket, kind)] += rec.request_bytes
-
-            # ---- response head (skip interim 1xx; we already sent our own 100)
-            while True:
-                rhead = _read_head(ufile)
-                if rhead is None:
+        for attempt in (0, 1):
+            reused = False
+            if reusable and kept.alive():
+                usock, ufile = kept.take()
+                reused = True
+            else:
+                kept.close()
+                try:
+                    usock, ufile = self._connect()
+                except OSError:
+                    # Drain nothing; answer 502 and drop the connection (the body may be unread).
                     self._finish(rec, kind, bucket, 502, 0)
                     csock.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     return False
-                status_line, rheader_lines, rheaders = rhead
-                parts = status_line.decode("latin-1").split(" ", 2)
+            keep_upstream = False
+            try:
+                upstream_ok = True
                 try:
-                    status = int(parts[1])
-                except (IndexError, ValueError):
-                    raise _ProtocolError("bad status line") from None
-                if 100 <= status < 200 and status != 101:
-                    if status != 100:
-                        csock.sendall(status_line + b"".join(rheader_lines) + b"\r\n")
-                    continue
-                break
-            rec.status = status
-            csock.sendall(status_line + b"".join(rheader_lines) + b"\r\n")
+                    usock.sendall(out_head)
+                except OSError:
+                    upstream_ok = False
+                if reused and not upstream_ok and attempt == 0:
+                    continue  # the kept connection was dead: resend on a fresh one
+                if expect_continue and attempt == 0:
+                    csock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-            # ---- response body, verbatim
-            no_body = method.upper() == "HEAD" or status in (204, 304)
-            framed = no_body or "content-length" in rheaders or "chunked" in rheaders.get("transfer-encoding", "").lower()
-            if no_body:
-                nbytes = 0
-            else:
-                nbytes = _copy_body(ufile, csock.sendall, rheaders, request=False)
-            self._finish(rec, kind, bucket, status, nbytes)
-            resp_version = parts[0]
-            server_close = _wants_close(resp_version, rheaders)
-            return framed and not client_close and not server_close
-        finally:
-            try:
-                ufile.close()
-            except OSError:
-                pass
-            try:
-                usock.close()
-            except OSError:
-                pass
+                # ---- request body, verbatim
+                sink = _Sink(usock) if upstream_ok else _Sink(None)
+                rec.request_bytes = _copy_body(cfile, sink.write, headers, request=True)
+                with st.lock:
+                    st.req_bytes[(bucket, kind)] += rec.request_bytes
+
+                # ---- response head (skip interim 1xx; we already sent our own 100)
+                while True:
+                    try:
+                        rhead = _read_head(ufile)
+                    except OSError:
+                        rhead = None
+                    if rhead is None:
+                        if reused and attempt == 0:
+                            break  # dead kept connection, nothing relayed yet: retry
+                        self._finish(rec, kind, bucket, 502, 0)
+                        csock.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        return False
+                    status_line, rheader_lines, rheaders = rhead
+                    parts = status_line.decode("latin-1").split(" ", 2)
+                    try:
+                        status = int(parts[1])
+                    except (IndexError, ValueError):
+                        raise _ProtocolError("bad status line") from None
+                    if 100 <= status < 200 and status != 101:
+                        if status != 100:
+                            csock.sendall(status_line + b"".join(rheader_lines) + b"\r\n")
+                        continue
+                    break
+                if rhead is None:
+                    continue
+                rec.status = status
+                csock.sendall(status_line + b"".join(rheader_lines) + b"\r\n")
+
+                # ---- response body, verbatim
+                no_body = method.upper() == "HEAD" or status in (204, 304)
+                framed = no_body or "content-length" in rheaders or "chunked" in rheaders.get("transfer-encoding", "").lower()
+                if no_body:
+                    nbytes = 0
+                else:
+                    nbytes = _copy_body(ufile, csock.sendall, rheaders, request=False)
+                self._finish(rec, kind, bucket, status, nbytes)
+                resp_version = parts[0]
+                server_close = _wants_close(resp_version, rheaders)
+                keep_upstream = framed and not server_close
+                return framed and not client_close and not server_close
+            finally:
+                if keep_upstream:
+                    kept.put(usock, ufile)
+                else:
+                    _close_pair(usock, ufile)
+        return False  # not reached: the second attempt returns
 
     def _finish(self, rec: RequestRecord, kind: str, bucket: str, status: int, nbytes: int) -> None:
         rec.status = status
@@ -381,6 +416,54 @@ class CountingProxy:
 
 class _ProtocolError(Exception):
     pass
+
+
+def _has_body(headers: dict[str, str]) -> bool:
+    return "chunked" in headers.get("transfer-encoding", "").lower() or headers.get("content-length", "0").strip() not in ("", "0")
+
+
+def _close_pair(sock: socket.socket, f) -> None:
+    for c in (f, sock):
+        try:
+            c.close()
+        except OSError:
+            pass
+
+
+class _Upstream:
+    """The upstream connection a client connection keeps between requests."""
+
+    def __init__(self) -> None:
+        self.pair: tuple[socket.socket, object] | None = None
+
+    def alive(self) -> bool:
+        """Kept and not closed by the server: an idle HTTP/1.1 connection has nothing to
+        read, so a readable one is at EOF (or has stray bytes) and is dropped."""
+        if self.pair is None:
+            return False
+        sock = self.pair[0]
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            readable = [sock]
+        if readable:
+            self.close()
+            return False
+        return True
+
+    def take(self) -> tuple[socket.socket, object]:
+        assert self.pair is not None
+        pair, self.pair = self.pair, None
+        return pair
+
+    def put(self, sock: socket.socket, f) -> None:
+        self.close()
+        self.pair = (sock, f)
+
+    def close(self) -> None:
+        if self.pair is not None:
+            _close_pair(*self.pair)
+            self.pair = None
 
 
 class _Sink:
