@@ -40,11 +40,16 @@ def _close() -> None:
     _state.update(client=None, cluster=None)
 
 
+def has_client() -> bool:
+    """Whether this process has its Dask client already (asking for it then costs nothing)."""
+    return _state["client"] is not None and _state["pid"] == os.getpid()
+
+
 def get_client(config: dask | None = None) -> Any:
     """The process's Dask client, created on first call."""
     from distributed import Client, LocalCluster
 
-    if _state["client"] is not None and _state["pid"] == os.getpid():
+    if has_client():
         return _state["client"]
     cfg = config or dask()
     address = os.environ.get("PIPELINE_DASK_SCHEDULER") or cfg.scheduler_address

@@ -437,3 +437,28 @@ def test_figures_drawn_on_dask_equal_figures_drawn_here(run, monkeypatch):
     on_dask = list(report._rendered_figures(reports, axis))
     assert len(submitted) == 1  # it did go to the cluster
     assert on_dask == here
+
+
+def test_a_reused_figure_frame_draws_what_a_fresh_figure_draws(run):
+    """Each thread reuses one figure frame for every plot it draws: a plot drawn after other
+    plots (with other y ranges, cloudy, snow and fill marks) equals the same plot drawn on a
+    fresh frame, byte for byte."""
+    import threading
+
+    project = run["project"]
+    pid = max(project.project_ids(), key=lambda p: len(project.plots_of(p)))
+    reports = [report.collect(project, p) for p in report._ordered(project.plots_of(pid))]
+    axis = report.TimeAxis(1984.0, 2025.0)
+    assert any(r.fill for r in reports) and any(r.cloudy for r in reports)
+
+    def fresh(rep: report.PlotReport) -> bytes:  # a new thread: a new frame
+        out: list[bytes] = []
+        thread = threading.Thread(target=lambda: out.append(report.render_trajectories(rep, axis)))
+        thread.start()
+        thread.join()
+        return out[0]
+
+    reused = [report.render_trajectories(rep, axis) for rep in [*reports, *reversed(reports)]]
+    for i, rep in enumerate(reports):
+        expected = fresh(rep)
+        assert reused[i] == expected and reused[-1 - i] == expected, rep.plot_id
