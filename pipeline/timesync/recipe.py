@@ -148,15 +148,19 @@ def process_optical(optical_dn: npt.NDArray[np.integer], qa_centre: int) -> Obse
     optical = _rescale_fast(optical_dn)
     mask = mask_of(optical)
     offset = optical.view(np.uint16) ^ np.uint16(0x8000)  # int16 v -> v + 32768, the table index
+    rows, cols = optical.shape[1:]
     images = {}
     for name in COMPOSITES:
+        image = np.empty((rows, cols, 3), dtype=np.uint8)  # written in place: no stack, no transpose copy
         if name == "tc":
-            stretched = stretch(tasseled_cap(optical), STRETCH[name], mask)
+            for k, (channel, (lo, hi)) in enumerate(zip(tasseled_cap(optical), STRETCH[name])):
+                v = (255 / (hi - lo)) * (channel - lo)  # stretch(), one channel at a time
+                image[..., k] = np.clip(v, 0, 255).astype(np.uint8)
         else:
-            stretched = np.stack([np.take(_stretch_table(name, k), offset[band]) for k, band in enumerate(COMPOSITE_BANDS[name])])
-            stretched[:, mask] = 0
-        images[name] = np.ascontiguousarray(np.moveaxis(stretched, 0, -1))
-    rows, cols = optical.shape[1:]
+            for k, band in enumerate(COMPOSITE_BANDS[name]):
+                np.take(_stretch_table(name, k), offset[band], out=image[..., k], mode="clip")  # indices are in range
+        image[mask] = 0
+        images[name] = image
     r, c = rows // 2, cols // 2
     centre = tuple(int(v) for v in optical[:, r, c])
     return ObservationImages(images=images, centre=centre, qa=qa_flag(qa_centre))  # type: ignore[arg-type]
