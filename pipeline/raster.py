@@ -44,6 +44,24 @@ GDAL_REMOTE = {
     "VSI_CACHE": "FALSE",
 }
 
+# GDAL's block cache, process-wide. Decoded blocks serve the windows that overlap them,
+# which a batch reads close together; GDAL's default (5 % of RAM, 1.2 GB here) let a
+# worker grow with the plots of a batch's acquisition group, holding blocks never read
+# again. Same GETs, slightly less CPU; GDAL_CACHEMAX in the environment overrides it.
+BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+_block_cache_bounded = False
+
+
+def _bound_block_cache() -> None:
+    global _block_cache_bounded
+    if _block_cache_bounded or "GDAL_CACHEMAX" in os.environ:
+        return
+    from rasterio.env import set_gdal_config
+
+    set_gdal_config("GDAL_CACHEMAX", BLOCK_CACHE_BYTES)  # rasterio: GDALSetCacheMax64, in bytes
+    _block_cache_bounded = True
+
+
 # Remote reads when block rows are coalesced (ArchiveAccess.merge_gap_bytes > 0): the
 # window's byte span is fetched first, then GDAL decodes the tiles from vsicurl's cache.
 GDAL_COALESCED = {
@@ -179,6 +197,7 @@ class RasterReader:
             )
         self._env = rasterio.Env(session=session, **options) if session else rasterio.Env(**options)
         self._env.__enter__()
+        _bound_block_cache()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -65,3 +65,27 @@ def test_one_boto3_session_per_process_and_credentials(monkeypatch):
     second = raster._boto3_session("", "us-west-2")
     assert second is not first and second.get_credentials().access_key == "key-two"
     assert raster._boto3_session("", "eu-central-1") is not second
+
+
+def test_a_reader_bounds_gdals_block_cache_unless_the_environment_sets_it(monkeypatch):
+    import ctypes
+
+    from pipeline import _vsi, raster
+
+    lib = _vsi._libgdal()
+    lib.GDALGetCacheMax64.restype = ctypes.c_int64
+    lib.GDALSetCacheMax64.argtypes = [ctypes.c_int64]
+    before = lib.GDALGetCacheMax64()
+    try:
+        lib.GDALSetCacheMax64(1 << 30)
+        monkeypatch.setattr(raster, "_block_cache_bounded", False)
+        monkeypatch.setenv("GDAL_CACHEMAX", "1024")
+        with raster.RasterReader(raster.ArchiveAccess(asset_href="href")):
+            pass
+        assert lib.GDALGetCacheMax64() == 1 << 30  # the user's setting stands
+        monkeypatch.delenv("GDAL_CACHEMAX")
+        with raster.RasterReader(raster.ArchiveAccess(asset_href="href")):
+            pass
+        assert lib.GDALGetCacheMax64() == raster.BLOCK_CACHE_BYTES
+    finally:
+        lib.GDALSetCacheMax64(before)

@@ -211,7 +211,10 @@ def test_writes_exactly_report_files_with_the_index_last(run):
     all_expected = set()
     for pid, (files, writes) in run["written"].items():
         assert files == report.report_files(project, pid)
-        assert sorted(writes) == sorted(files)  # each once (plot files are written concurrently)
+        # The pipeline's own report drew every figure from the same data: kept, not redrawn
+        # (test_figures_are_drawn_again_only_when_their_data_changed). The rest once each.
+        figures = {report.plot_figure(pid, p.plot_id) for p in project.plots_of(pid)}
+        assert sorted(writes) == sorted(f for f in files if f not in figures)
         assert writes[-3:] == files[-3:] == [report.report_summary(pid), report.top_index(), report.report_index(pid)]
         assert writes[-1] == report.report_index(pid) == f"report/prj_{pid}/index.html"
         all_expected |= set(files)
@@ -462,3 +465,47 @@ def test_a_reused_figure_frame_draws_what_a_fresh_figure_draws(run):
     for i, rep in enumerate(reports):
         expected = fresh(rep)
         assert reused[i] == expected and reused[-1 - i] == expected, rep.plot_id
+
+
+def test_figures_are_drawn_again_only_when_their_data_changed(run, small_archive, tmp_path):
+    """A report draws a plot's trajectory figure only when what it shows changed since the
+    last report (its digest in img/figures.json) or the figure is missing; the pages,
+    summary and indexes are always written."""
+    project_dir = tmp_path / "project"
+    shutil.copytree(run["dir"], project_dir)
+    pid = "1001"
+    store = RecordingStore(str(project_dir))
+    project = make_project(small_archive, project_dir, store)
+    files = report.report_files(project, pid)
+    figure_of = {p.plot_id: report.plot_figure(pid, p.plot_id) for p in project.plots_of(pid)}
+
+    def figures_written() -> set[str]:
+        before = len(store.writes)
+        assert report.write_report(project, pid) == files
+        writes = store.writes[before:]
+        assert writes[-1] == report.report_index(pid)
+        assert sorted(w for w in writes if w not in figure_of.values()) == sorted(f for f in files if f not in figure_of.values())
+        return {w for w in writes if w in figure_of.values()}
+
+    (project_dir / report.figure_manifest(pid)).unlink()
+    assert figures_written() == set(figure_of.values())  # no record of what was drawn: all
+    assert figures_written() == set()  # nothing changed: none
+    ids = [p for p in plot_ids_of(small_archive.plot_file, pid) if disk_truth(project_dir, pid, p)["written"] >= 2]
+    changed, removed = ids[0], ids[1]
+    key = disk_truth(project_dir, pid, changed)["keys"][0]
+    (project_dir / layout.obs_csv(pid, changed, key)).unlink()  # the plot now lacks an observation
+    (project_dir / figure_of[removed]).unlink()
+    assert figures_written() == {figure_of[changed], figure_of[removed]}
+    # the redrawn figure is the one a fresh report draws for the plot as it is now
+    rep = report.collect(project, project.plot(pid, changed))
+    assert key in rep.pending
+    manifest = json.loads((project_dir / report.figure_manifest(pid)).read_text())
+    axis = report.TimeAxis(*_axis_of(project, pid))
+    assert manifest["plots"][changed] == report.figure_digest(rep, axis)
+    assert (project_dir / figure_of[changed]).read_bytes() == report.render_trajectories(rep, axis)
+
+
+def _axis_of(project: Project, pid: str) -> tuple[float, float]:
+    reports = [report.collect(project, p) for p in report._ordered(project.plots_of(pid))]
+    ctx = report._Context.of(project, pid, reports)
+    return ctx.t0, ctx.t1

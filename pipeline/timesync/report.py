@@ -6,6 +6,8 @@ directory or ``s3://``; every file atomically)::
 
     report/index.html                         the projects of the plot file, linked
     report/prj_{id}/img/plot_{plot}.png       a plot's spectral trajectories (matplotlib, Agg)
+    report/prj_{id}/img/figures.json          what each figure was drawn from (a digest):
+                                              a later report redraws only changed plots
     report/prj_{id}/plot_{plot}.html          a plot: filmstrip of its chips, trajectories, rows
     report/prj_{id}/summary.json              the project's figures, for report/index.html
     report/prj_{id}/index.html                one row per plot; written LAST (completeness marker)
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import html
 import io
 import itertools
@@ -75,13 +78,20 @@ def plot_figure(project_id: str, plot_id: str) -> str:
     return f"{report_dir(project_id)}/img/plot_{plot_id}.png"
 
 
+def figure_manifest(project_id: str) -> str:
+    """What each trajectory figure was drawn from (a digest per plot): a later report draws
+    only the figures whose data changed."""
+    return f"{report_dir(project_id)}/img/figures.json"
+
+
 def report_files(project: Project, project_id: str) -> list[str]:
-    """Every file :func:`write_report` writes for the project, in write order: the project's
-    ``index.html`` (the completeness marker) is last."""
+    """Every file of the project's report, in the order :func:`write_report` writes them
+    (a figure whose data did not change since the last report is kept, not rewritten): the
+    project's ``index.html`` (the completeness marker) is last."""
     files: list[str] = []
     for plot in _ordered(project.plots_of(project_id)):
         files += [plot_figure(project_id, plot.plot_id), plot_page(project_id, plot.plot_id)]
-    return [*files, report_summary(project_id), top_index(), report_index(project_id)]
+    return [*files, figure_manifest(project_id), report_summary(project_id), top_index(), report_index(project_id)]
 
 
 def _ordered(plots: Iterable[Plot]) -> list[Plot]:
@@ -318,9 +328,21 @@ def write_report(project: Project, project_id: str, *, progress: Callable[[int, 
             written.append(rel)
             pending_writes.append(pool.submit(store.write_bytes, rel, data))
 
-        figures = _rendered_figures(reports, TimeAxis(ctx.t0, ctx.t1))
+        axis = TimeAxis(ctx.t0, ctx.t1)
+        digests = {rep.plot_id: figure_digest(rep, axis) for rep in reports}
+        drawn = _drawn_figures(project, project_id)
+        on_disk = store.list_names(posixpath.dirname(plot_figure(project_id, "x"))) if drawn else set()  # one listing, not a HEAD per plot
+        redraw = [
+            rep for rep in reports
+            if drawn.get(rep.plot_id) != digests[rep.plot_id] or posixpath.basename(plot_figure(project_id, rep.plot_id)) not in on_disk
+        ]  # fmt: skip
+        figures = _rendered_figures(redraw, axis)
+        redraw_ids = {rep.plot_id for rep in redraw}
         for i, rep in enumerate(reports):
-            put(plot_figure(project_id, rep.plot_id), next(figures))
+            if rep.plot_id in redraw_ids:
+                put(plot_figure(project_id, rep.plot_id), next(figures))
+            else:
+                written.append(plot_figure(project_id, rep.plot_id))  # current: kept
             prev_id = reports[i - 1].plot_id if i > 0 else None
             next_id = reports[i + 1].plot_id if i + 1 < len(reports) else None
             put(plot_page(project_id, rep.plot_id), plot_page_html(rep, ctx, prev_id, next_id).encode())
@@ -328,6 +350,9 @@ def write_report(project: Project, project_id: str, *, progress: Callable[[int, 
                 progress(i + 1, len(reports), "plots in the report")
         for f in pending_writes:
             f.result()  # every plot page is in place before the pages that link to them
+    # after the figures: a digest never names a figure that was not written
+    store.write_text(figure_manifest(project_id), json.dumps({"format": FIGURE_FORMAT, "plots": digests}, indent=0, sort_keys=True) + "\n")
+    written.append(figure_manifest(project_id))
     summary = ctx.summary()
     store.write_text(report_summary(project_id), json.dumps(summary, indent=1) + "\n")
     written.append(report_summary(project_id))
@@ -413,6 +438,34 @@ class TimeAxis:
 
     t0: float
     t1: float
+
+
+# Part of every figure's digest: change it when render_trajectories draws differently.
+FIGURE_FORMAT = "trajectories-1"
+
+
+def figure_digest(rep: PlotReport, axis: TimeAxis) -> str:
+    """A digest of everything the plot's trajectory figure shows (and of what draws it)."""
+    from importlib.metadata import version
+
+    drawn_from = (
+        FIGURE_FORMAT, version("matplotlib"), axis.t0, axis.t1, rep.plot.project_id, rep.plot_id,
+        [(o.key, o.sensor, o.values, o.qa) for o in rep.rows], rep.fill,
+        sorted(str(f.get("key")) for f in rep.failed), rep.pending,
+    )  # fmt: skip
+    return hashlib.sha256(repr(drawn_from).encode()).hexdigest()[:32]
+
+
+def _drawn_figures(project: Project, project_id: str) -> dict[str, str]:
+    """Plot id -> digest of the figures the last report drew (empty when there is none or
+    it cannot be read: everything is drawn)."""
+    try:
+        doc = json.loads(project.store.read_text(figure_manifest(project_id)))
+    except (FileNotFoundError, PipelineError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("format") != FIGURE_FORMAT or not isinstance(doc.get("plots"), dict):
+        return {}
+    return {str(k): str(v) for k, v in doc["plots"].items()}
 
 
 # From this many plots on, figures are drawn on the Dask cluster (~0.1 s of CPU each);
