@@ -182,6 +182,33 @@ def test_one_deleted_output_of_a_snapshotted_project_is_found(copy_of, monkeypat
         assert {d.rsplit("plot_", 1)[1] for d in chip_dirs} == {plot.plot_id}
 
 
+def test_report_and_dry_run_status_comes_from_the_snapshot(copy_of, monkeypatch):
+    """Project.status_of (what the report and the dry run use) lists no plot whose snapshot
+    entry matches, and lists, and finds the gap in, the one plot that changed."""
+    fin = copy_of()
+    p = fin.project()
+    plots = p.plots_of("1001")
+    assert p.plots_complete(plots)
+    p.save_snapshot("1001")
+    age_everything(fin.project_dir)
+    victim = plots[5]
+    key = fin.keys[3]
+    os.unlink(fin.project_dir / layout.chip_png("tc", "1001", victim.plot_id, key))
+
+    rerun = fin.project()
+    counter = ListingCounter(monkeypatch)
+    statuses = {q.plot_id: rerun.status_of(q) for q in plots}
+    chip_dirs = {d for d in counter.calls if "/tc/" in d or "/b743/" in d or "/b432/" in d}
+    assert {d.rsplit("plot_", 1)[1] for d in chip_dirs} == {victim.plot_id}  # only the changed plot listed
+    assert [o.key for o in statuses[victim.plot_id].missing] == [key]
+    for q in plots:
+        if q is not victim:
+            listed = rerun.plot_status(q)  # the listing agrees with the snapshot's answer
+            assert statuses[q.plot_id].complete and listed.complete
+            assert statuses[q.plot_id].observations == listed.observations
+            assert statuses[q.plot_id].fill_keys == rerun.fill_keys(q)
+
+
 def test_fresh_directories_are_not_trusted(copy_of):
     fin = copy_of()
     p = fin.project()

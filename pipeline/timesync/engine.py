@@ -350,6 +350,19 @@ class Project:
             self._remember(plot, entry_before, stat_time)
         return status
 
+    def status_of(self, plot: Plot) -> PlotStatus:
+        """:meth:`plot_status` without the listings when the plot is known complete: seen
+        complete by this process (the run that just finished it), or, locally, its
+        completeness snapshot entry still matches. What the report and the dry run use:
+        after a run that changed one plot of 10,000, they list one plot, not all."""
+        key = (plot.project_id, plot.plot_id)
+        if key not in self._known_complete:
+            recorded = None if self.store.is_s3 else self.snapshot(plot.project_id).get(plot.plot_id)
+            if recorded is None or recorded != self.current_entry(plot):
+                return self.plot_status(plot)
+            self._known_complete.add(key)
+        return PlotStatus(plot, self.observations(plot), [], self.fill_keys(plot), True)
+
     # ---- completeness of many plots: snapshots (local), concurrency (S3) -------------
     def current_entry(self, plot: Plot, csv_dir_stat: Stat | None = None) -> SnapshotEntry:
         """What a snapshot records of a complete plot: its plan digest and the stats of the
@@ -598,7 +611,7 @@ class Project:
         for batch in self.batches(project_id, plots_per_batch):
             jobs: list[ObservationJob] = []
             for plot in batch:
-                status = self.plot_status(plot)
+                status = self.status_of(plot)
                 est.plots += 1
                 est.tiles.update(t.hv for t in self.tiles_of(plot))
                 est.observations += len(status.observations)

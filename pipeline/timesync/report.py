@@ -279,7 +279,7 @@ class PlotReport:
 def collect(project: Project, plot: Plot) -> PlotReport:
     """What the report shows of one plot: listings and the small CSV/JSON records only."""
     try:
-        status = project.plot_status(plot)
+        status = project.status_of(plot)
     except FileNotFoundError as e:
         raise PipelineError(
             f"plot {plot.name}: {e.filename or e}: not found; run the TimeSync extraction first, with the same parameters "
