@@ -655,6 +655,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         tgt.append(f"<= 10 S3 requests per plot-observation: {per:.2f} ({'met' if per <= 10 else 'not met'})")
     if tgt:
         L.append("Targets: " + "; ".join(tgt) + ".")
+        if args.quick:
+            L.append("(--quick is a smoke test: on 12 plots x 24 acquisitions the run's fixed costs (cluster start, "
+                     "report, a file header per handful of observations) dominate; the targets are read on the default run.)")
     if "check" in results:
         L.append(f"Same outputs: a-single vs b on a's plots: {results['check']}.")
     if results.get("c_sweep"):
