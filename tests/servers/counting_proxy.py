@@ -7,9 +7,9 @@ Content-Length or chunked framing copied verbatim, responses likewise (Range,
 Content-Range, ETag, ... untouched). Bodies are streamed in 64 KiB pieces.
 
 Each request is classified (for S3: GET/HEAD/PUT/POST/DELETE/LIST) and counted
-*before* it is forwarded, and its status and response size are recorded before
-the response reaches the client, so once a client call returns, the counts
-include it.
+*before* it is forwarded, so once a client call returns, the counts include it. Its
+status and response size are recorded once the body has been relayed: a client may
+read its response an instant before ``status_counts``/``response_bytes`` include it.
 
 Upstream connections: a GET or HEAD without a body reuses the client connection's
 previous upstream connection when the server kept it open (checked for a close before
