@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import html
 import io
@@ -74,14 +75,18 @@ def plot_page(project_id: str, plot_id: str) -> str:
     return f"{report_dir(project_id)}/plot_{plot_id}.html"
 
 
+def figure_dir(project_id: str) -> str:
+    return f"{report_dir(project_id)}/img"
+
+
 def plot_figure(project_id: str, plot_id: str) -> str:
-    return f"{report_dir(project_id)}/img/plot_{plot_id}.png"
+    return f"{figure_dir(project_id)}/plot_{plot_id}.png"
 
 
 def figure_manifest(project_id: str) -> str:
     """What each trajectory figure was drawn from (a digest per plot): a later report draws
     only the figures whose data changed."""
-    return f"{report_dir(project_id)}/img/figures.json"
+    return f"{figure_dir(project_id)}/figures.json"
 
 
 def report_files(project: Project, project_id: str) -> list[str]:
@@ -331,13 +336,12 @@ def write_report(project: Project, project_id: str, *, progress: Callable[[int, 
         axis = TimeAxis(ctx.t0, ctx.t1)
         digests = {rep.plot_id: figure_digest(rep, axis) for rep in reports}
         drawn = _drawn_figures(project, project_id)
-        on_disk = store.list_names(posixpath.dirname(plot_figure(project_id, "x"))) if drawn else set()  # one listing, not a HEAD per plot
-        redraw = [
-            rep for rep in reports
+        on_disk = store.list_names(figure_dir(project_id)) if drawn else set()  # one listing, not a HEAD per plot
+        redraw_ids = {
+            rep.plot_id for rep in reports
             if drawn.get(rep.plot_id) != digests[rep.plot_id] or posixpath.basename(plot_figure(project_id, rep.plot_id)) not in on_disk
-        ]  # fmt: skip
-        figures = _rendered_figures(redraw, axis)
-        redraw_ids = {rep.plot_id for rep in redraw}
+        }  # fmt: skip
+        figures = _rendered_figures([rep for rep in reports if rep.plot_id in redraw_ids], axis)
         for i, rep in enumerate(reports):
             if rep.plot_id in redraw_ids:
                 put(plot_figure(project_id, rep.plot_id), next(figures))
@@ -444,12 +448,17 @@ class TimeAxis:
 FIGURE_FORMAT = "trajectories-1"
 
 
-def figure_digest(rep: PlotReport, axis: TimeAxis) -> str:
-    """A digest of everything the plot's trajectory figure shows (and of what draws it)."""
+@functools.cache
+def _matplotlib_version() -> str:
     from importlib.metadata import version
 
+    return version("matplotlib")  # ~2 ms a lookup: once per process, not once per plot
+
+
+def figure_digest(rep: PlotReport, axis: TimeAxis) -> str:
+    """A digest of everything the plot's trajectory figure shows (and of what draws it)."""
     drawn_from = (
-        FIGURE_FORMAT, version("matplotlib"), axis.t0, axis.t1, rep.plot.project_id, rep.plot_id,
+        FIGURE_FORMAT, _matplotlib_version(), axis.t0, axis.t1, rep.plot.project_id, rep.plot_id,
         [(o.key, o.sensor, o.values, o.qa) for o in rep.rows], rep.fill,
         sorted(str(f.get("key")) for f in rep.failed), rep.pending,
     )  # fmt: skip
@@ -563,8 +572,8 @@ _FRAMES = threading.local()
 def _figure_frame() -> tuple[Any, Any]:
     """The trajectory figure's frame (figure, three styled panels), made once per thread and
     emptied of the previous plot's artists on every later call: making the figure and its
-    axes and ticks was about half of each figure's CPU. The output is the same as from a
-    fresh figure (tested)."""
+    axes and ticks was about a third of each figure's CPU (149 -> 106 ms). The output is the
+    same as from a fresh figure (tested)."""
     frame = getattr(_FRAMES, "frame", None)
     if frame is None:
         from matplotlib.figure import Figure
