@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,8 +27,13 @@ Item = dict[str, Any]
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
+BBox = tuple[float, float, float, float]
+
+
 class Catalog(Protocol):
-    """Anything that answers one item search."""
+    """Anything that answers item searches: by properties (the ARD grid's tile numbers) or
+    by area (a bounding box, narrowed to ids that start with a prefix: an MGRS tile's
+    items are named by it, and neighbouring tiles overlap, so an area alone is not enough)."""
 
     description: str
 
@@ -36,6 +41,38 @@ class Catalog(Protocol):
         """Every item of ``collection`` whose datetime lies in ``interval`` and whose
         properties equal ``equals``, over all pages, sorted by (datetime, id)."""
         ...
+
+    def search_bbox(self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = "") -> list[Item]:
+        """Every item of ``collection`` whose datetime lies in ``interval``, whose footprint
+        meets ``bbox`` (WGS84) and whose id starts with ``id_prefix``, over all pages,
+        sorted by (datetime, id). Items without a usable datetime are kept (they sort last)
+        so the workflow can name them as unusable."""
+        ...
+
+
+def _bbox_of(item: Item) -> BBox | None:
+    box = item.get("bbox")
+    if isinstance(box, list) and len(box) in (4, 6):
+        if len(box) == 6:
+            return (box[0], box[1], box[3], box[4])
+        return (box[0], box[1], box[2], box[3])
+    coords: list[Any] = []
+
+    def walk(c: Any) -> None:
+        if isinstance(c, list) and c and isinstance(c[0], (int, float)):
+            coords.append(c)
+        elif isinstance(c, list):
+            for x in c:
+                walk(x)
+
+    walk((item.get("geometry") or {}).get("coordinates"))
+    if not coords:
+        return None
+    return (min(c[0] for c in coords), min(c[1] for c in coords), max(c[0] for c in coords), max(c[1] for c in coords))
+
+
+def _meets(a: BBox, b: BBox) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
 def _sort_key(item: Item) -> tuple[Any, str]:
@@ -54,13 +91,6 @@ class LocalCatalog:
 
     path: Path
     items: list[Item]
-    _reported: set[str] = field(default_factory=set, repr=False)
-
-    def _report_once(self, item: Item, problem: str) -> None:
-        where = f"{item.get('_source', self.path)} (item {item.get('id')})"
-        if where not in self._reported:
-            self._reported.add(where)
-            log.warning("skipping catalogue item: %s, %s", where, problem)
 
     @property
     def description(self) -> str:
@@ -102,18 +132,32 @@ class LocalCatalog:
             items.append(obj)
         return cls(p, items)
 
+    def search_bbox(self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = "") -> list[Item]:
+        found = []
+        for item in self.items:
+            if item.get("collection") != collection or not str(item.get("id", "")).startswith(id_prefix):
+                continue
+            box = _bbox_of(item)
+            if box is None or not _meets(box, bbox):
+                continue
+            try:
+                dt = parse_item_datetime(str((item.get("properties") or {}).get("datetime")))
+            except ValueError:
+                found.append(item)  # the workflow names it as unusable
+                continue
+            if interval.contains(dt):
+                found.append(item)
+        return sorted(found, key=_sort_key)
+
     def search(self, *, collection: str, interval: Interval, equals: dict[str, str]) -> list[Item]:
         found = []
         for item in self.items:
             if item.get("collection") != collection:
                 continue
             props = item.get("properties") or {}
-            missing = [k for k in equals if k not in props]
-            if missing:
-                self._report_once(item, f"field 'properties.{missing[0]}': missing, so no search can find the item")
-                continue
-            if any(props.get(k) != v for k, v in equals.items()):
-                continue
+            if any(k in props and props[k] != v for k, v in equals.items()):
+                continue  # a searched property present and different: another tile's item
+            # a searched property missing: undecidable; kept, so the workflow names it as unusable
             dt_text = props.get("datetime")
             try:
                 dt = parse_item_datetime(dt_text) if dt_text is not None else None
@@ -165,17 +209,39 @@ class StacApiCatalog:
             client = Client.open(self.url, stac_io=StacApiIO(max_retries=retry, timeout=self.timeout))
         except Exception as e:  # pystac-client raises APIError, requests errors, JSON errors
             raise CatalogError(f"cannot open STAC API {self.url}: {e}") from e
-        for needed in (ConformanceClasses.ITEM_SEARCH, ConformanceClasses.QUERY):
-            if not client.conforms_to(needed):
-                raise CatalogError(
-                    f"STAC API {self.url} does not declare conformance to {needed.name} "
-                    f"({needed.valid_uri}); the grid filters need the query extension"
-                )
+        self._require(client, ConformanceClasses.ITEM_SEARCH, "item search")
         self._client = client
         return client
 
-    def search(self, *, collection: str, interval: Interval, equals: dict[str, str]) -> list[Item]:
+    def _require(self, client: Any, needed: Any, why: str) -> None:
+        if not client.conforms_to(needed):
+            raise CatalogError(
+                f"STAC API {self.url} does not declare conformance to {needed.name} ({needed.valid_uri}); {why} needs it"
+            )
+
+    def search_bbox(self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = "") -> list[Item]:
+        from pystac_client.conformance import ConformanceClasses
+
         client = self._open()
+        options: dict[str, Any] = {}
+        if id_prefix and client.conforms_to(ConformanceClasses.FILTER):
+            # CQL2: the server narrows to the tile's ids (fewer pages); else filtered here.
+            options = {"filter": {"op": "like", "args": [{"property": "id"}, f"{id_prefix}%"]}, "filter_lang": "cql2-json"}
+        try:
+            search = client.search(
+                collections=[collection], bbox=list(bbox), datetime=interval.to_stac(), limit=self.page_size,
+                method="POST", **options,
+            )  # fmt: skip
+            items = [i for i in search.items_as_dicts() if str(i.get("id", "")).startswith(id_prefix)]
+        except Exception as e:
+            raise CatalogError(f"search of {self.url} failed ({collection}, bbox {list(bbox)}, {interval.to_stac()}): {e}") from e
+        return sorted(items, key=_sort_key)
+
+    def search(self, *, collection: str, interval: Interval, equals: dict[str, str]) -> list[Item]:
+        from pystac_client.conformance import ConformanceClasses
+
+        client = self._open()
+        self._require(client, ConformanceClasses.QUERY, "the grid filters (query extension)")
         try:
             search = client.search(
                 collections=[collection],

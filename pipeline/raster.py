@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from pipeline.errors import RasterReadError
 from pipeline.grid import pixel_of
+from pipeline.signing import Signing
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class ArchiveAccess:
     # (0: one GET per run of adjacent tiles, GDAL's own plan).
     merge_gap_bytes: int = DEFAULT_MERGE_GAP_BYTES
     extra_gdal: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # Blob hrefs signed just before they are opened (Planetary Computer SAS tokens).
+    signing: Signing = field(default_factory=Signing)
 
     def resolved(self) -> "ArchiveAccess":
         return ArchiveAccess(
@@ -117,6 +120,7 @@ class ArchiveAccess:
             requester_pays=self.requester_pays,
             merge_gap_bytes=self.merge_gap_bytes,
             extra_gdal=self.extra_gdal,
+            signing=self.signing,
         )
 
     def gdal_options(self) -> dict[str, str]:
@@ -221,7 +225,9 @@ class RasterReader:
             if href in self._failed:
                 raise RasterReadError(f"cannot open {href}: {self._failed[href]} (failed earlier in this batch: not tried again)")
             try:
-                ds = rasterio.open(gdal_path(href))
+                ds = rasterio.open(gdal_path(self.access.signing.sign(href)))
+            except RasterReadError:
+                raise
             except Exception as e:
                 self._failed[href] = str(e)
                 raise RasterReadError(f"cannot open {href}: {e}") from e
@@ -247,6 +253,22 @@ class RasterReader:
             return int(ds.read(1, window=Window(col, row, 1, 1))[0, 0])
         except Exception as e:
             raise RasterReadError(f"cannot read {href} at row {row}, col {col}: {e}") from e
+
+    def block(self, href: str, col_off: int, row_off: int, width: int, height: int) -> npt.NDArray[Any]:
+        """Band 1 over a pixel window that lies inside the raster (a tile's block: every
+        scene of an MGRS tile shares the tile's grid), in the file's own dtype."""
+        from rasterio.windows import Window
+
+        ds = self.dataset(href)
+        if col_off < 0 or row_off < 0 or col_off + width > ds.width or row_off + height > ds.height:
+            raise RasterReadError(
+                f"{href}: window cols {col_off}:{col_off + width} rows {row_off}:{row_off + height} "
+                f"outside its {ds.width} x {ds.height} grid"
+            )
+        try:
+            return ds.read(1, window=Window(col_off, row_off, width, height))  # type: ignore[no-any-return]
+        except Exception as e:
+            raise RasterReadError(f"cannot read {href} window rows {row_off}:{row_off + height} cols {col_off}:{col_off + width}: {e}") from e
 
     def window(self, href: str, x: float, y: float, width: int, height: int) -> npt.NDArray[np.uint16]:
         """Band 1 over the ``width x height`` window centred on the pixel of (x, y),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's first command: set up, build the offline demo archive, run TimeSync on it.
+# The README's first command: set up, build the offline demo archives, run TimeSync and HLS on them.
 # Run it again and it does nothing (every target is already complete) and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,14 +8,34 @@ if [ ! -f demo/archive/catalog/items.ndjson ]; then
   echo "building the synthetic Landsat C2 ARD demo archive in demo/archive ..."
   .venv/bin/python scripts/make_demo_archive.py demo/archive
 fi
+if [ ! -f demo/hls-archive/catalog/items.ndjson ]; then
+  echo "building the synthetic HLS v2 (hls2-l30 / hls2-s30) demo archive in demo/hls-archive ..."
+  .venv/bin/python scripts/make_hls_demo_archive.py demo/hls-archive
+fi
+export LUIGI_CONFIG_PATH="$PWD/luigi.cfg"
 set +e
-LUIGI_CONFIG_PATH="$PWD/luigi.cfg" .venv/bin/luigi --module pipeline.timesync TimeSyncProject \
+echo "== TimeSync =="
+.venv/bin/luigi --module pipeline.timesync TimeSyncProject \
   --plot-file demo/archive/plots.csv \
   --project-dir demo/project \
   --catalog demo/archive/catalog/items.ndjson \
   --asset-href href \
   --local-scheduler "$@"
 status=$?
+echo "== HLS monthly composites =="
+.venv/bin/luigi --module pipeline.hls HlsComposites \
+  --tiles demo/hls-archive/tiles.csv \
+  --catalog demo/hls-archive/catalog/items.ndjson \
+  --project-dir demo/hls-project \
+  --local-scheduler
+hls_status=$?
+echo "== HLS training samples =="
+.venv/bin/luigi --module pipeline.hls HlsSamples \
+  --points demo/hls-archive/points.csv \
+  --catalog demo/hls-archive/catalog/items.ndjson \
+  --project-dir demo/hls-project \
+  --local-scheduler
+samples_status=$?
 set -e
 csv=$(find demo/project -name '*_spectral_files_set_*.csv' 2>/dev/null | wc -l)
 png=$(find demo/project -path demo/project/report -prune -o -name '*.png' -print 2>/dev/null | wc -l)
@@ -23,4 +43,9 @@ ingest=$(find demo/project -maxdepth 1 -name '*_region_spectrals.csv' 2>/dev/nul
 echo
 echo "demo outputs in $PWD/demo/project: $csv observation CSVs, $png PNG chips, $ingest ingest files"
 echo "(per-plot time series in demo/project/prj_*/series/; QA report: demo/project/report/index.html)"
-exit $status
+cogs=$(find demo/hls-project/composites -name '*.tif' 2>/dev/null | wc -l)
+zarrs=$(find demo/hls-project/samples -name '*.zarr' 2>/dev/null | wc -l)
+echo "HLS demo outputs in $PWD/demo/hls-project: $cogs monthly composite COGs, $zarrs sample stores"
+echo "(QA report: demo/hls-project/report/hls/index.html; unplaced points: demo/hls-project/samples/*/unplaced.csv)"
+for s in $status $hls_status $samples_status; do [ "$s" -ne 0 ] && exit "$s"; done
+exit 0

@@ -18,3 +18,15 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
   touch "$stamp"
 fi
+# Azurite (the Azure Blob Storage emulator, from npm) for the Planetary-Computer-style tests:
+# tests/servers/azurite.py runs .cache/azurite/node_modules/.bin/azurite-blob.
+azurite_version="3.35.0"
+if [ "$extras" = "test" ] && [ ! -x .cache/azurite/node_modules/.bin/azurite-blob ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "installing nodejs and npm (apt) for Azurite"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "installing Azurite ${azurite_version} into .cache/azurite"
+  mkdir -p .cache/azurite
+  npm install --prefix .cache/azurite --no-audit --no-fund --loglevel=error "azurite@${azurite_version}" >/dev/null
+fi

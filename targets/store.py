@@ -12,6 +12,7 @@ import html
 import os
 import posixpath
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -100,8 +101,16 @@ class Store:
         self.url = url.rstrip("/") if url != "/" else url
         self.s3 = s3 or S3Options()
         self.is_s3 = self.url.startswith("s3://")
+        # az://container/prefix (Azure Blob through adlfs; account and credentials from the
+        # environment: AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with
+        # AZURE_STORAGE_SAS_TOKEN / AZURE_STORAGE_ACCOUNT_KEY).
+        self.is_az = self.url.startswith(("az://", "abfs://"))
+        self.is_local = not (self.is_s3 or self.is_az)
+        self.scheme = "s3://" if self.is_s3 else "az://" if self.is_az else ""
         if self.is_s3:
             self.root = self.url[len("s3://") :]
+        elif self.is_az:
+            self.root = self.url.split("://", 1)[1]
         elif self.url.startswith("file://"):
             self.root = os.path.abspath(self.url[len("file://") :])
         else:
@@ -138,6 +147,9 @@ class Store:
             if self.is_s3:
                 self._fs = fsspec.filesystem("s3", **self._s3fs_kwargs_with_session())
                 self._fs.retries = 1  # botocore already retried (see S3Options)
+            elif self.is_az:
+                # Listings decide completeness: never from a stale cache.
+                self._fs = fsspec.filesystem("az", skip_instance_cache=True, use_listings_cache=False)
             else:
                 self._fs = fsspec.filesystem("file")
         return self._fs
@@ -157,8 +169,8 @@ class Store:
     def check(self) -> None:
         """Fail early, once, with a clear error when the root cannot be reached (missing
         bucket, wrong endpoint, missing or wrong credentials). One listing request."""
-        if self.is_s3:
-            try:  # through s3fs: its errors name the problem (NoSuchBucket, credentials, ...)
+        if not self.is_local:
+            try:  # through s3fs/adlfs: their errors name the problem (NoSuchBucket, credentials, ...)
                 self.fs.find(self.root, prefix="_state", maxdepth=1)
             except Exception as e:
                 raise StorageError(f"cannot list {self.uri('')}: {e}") from e
@@ -167,13 +179,13 @@ class Store:
         rel = rel.lstrip("/")
         if rel.startswith("../") or "/../" in rel or rel == "..":
             raise StorageError(f"{rel!r} would leave the project directory {self.url}")
-        return posixpath.join(self.root, rel) if self.is_s3 else os.path.join(self.root, *rel.split("/"))
+        return os.path.join(self.root, *rel.split("/")) if self.is_local else posixpath.join(self.root, rel)
 
     def uri(self, rel: str) -> str:
-        return ("s3://" if self.is_s3 else "") + self.path(rel)
+        return self.scheme + self.path(rel)
 
     def exists(self, rel: str) -> bool:
-        if not self.is_s3:
+        if self.is_local:
             return os.path.isfile(self.path(rel))
         try:
             return bool(self.fs.isfile(self.path(rel)))
@@ -182,7 +194,7 @@ class Store:
 
     def read_bytes(self, rel: str) -> bytes:
         try:
-            if not self.is_s3:
+            if self.is_local:
                 with open(self.path(rel), "rb") as f:
                     return f.read()
             # max_concurrency=1: one GET; otherwise s3fs first HEADs every object for its size
@@ -199,7 +211,7 @@ class Store:
         """Write ``data`` to ``rel`` atomically."""
         target = self.path(rel)
         try:
-            if self.is_s3:
+            if not self.is_local:
                 self.fs.pipe_file(target, data)  # one PUT: the object appears whole or not at all
                 return
             directory, name = os.path.split(target)
@@ -220,12 +232,76 @@ class Store:
         except Exception as e:
             raise StorageError(f"cannot write {self.uri(rel)}: {e}") from e
 
+    def put_file(self, rel: str, local_path: str) -> None:
+        """Move (local) or upload (S3, Azure) a finished file to ``rel`` atomically: a
+        rename in the target's directory; one PUT, an S3 multipart upload (visible only
+        when complete) or a committed block blob. ``local_path`` is consumed."""
+        target = self.path(rel)
+        try:
+            if not self.is_local:
+                self.fs.put_file(local_path, target)
+                os.unlink(local_path)
+                return
+            directory, name = os.path.split(target)
+            os.makedirs(directory, exist_ok=True)
+            tmp = os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            try:
+                shutil.move(local_path, tmp)  # a rename when on the same filesystem
+                os.replace(tmp, target)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        except StorageError:
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot write {self.uri(rel)}: {e}") from e
+
+    def put_tree(self, rel: str, local_dir: str) -> None:
+        """Copy a finished local directory (a Zarr store) to ``rel``: locally as a rename of
+        a temporary directory (whole or absent); on object stores file by file, which a
+        workflow makes safe by writing its completion marker after this returns."""
+        target = self.path(rel)
+        try:
+            if not self.is_local:
+                if self.fs.exists(target):  # no key of an earlier store may survive
+                    self.fs.rm(target, recursive=True)
+                for dirpath, _, names in os.walk(local_dir):
+                    for name in names:
+                        src = os.path.join(dirpath, name)
+                        key = posixpath.join(target, os.path.relpath(src, local_dir).replace(os.sep, "/"))
+                        self.fs.put_file(src, key)
+                shutil.rmtree(local_dir, ignore_errors=True)
+                return
+            parent, name = os.path.split(target)
+            os.makedirs(parent, exist_ok=True)
+            tmp = os.path.join(parent, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            shutil.move(local_dir, tmp)
+            if os.path.isdir(target):  # a rebuilt store replaces the old one
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except StorageError:
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot write {self.uri(rel)}: {e}") from e
+
+    def delete_tree(self, rel: str) -> None:
+        try:
+            if self.is_local:
+                shutil.rmtree(self.path(rel), ignore_errors=True)
+            elif self.fs.exists(self.path(rel)):
+                self.fs.rm(self.path(rel), recursive=True)
+        except FileNotFoundError:
+            pass
+
     def write_text(self, rel: str, text: str) -> None:
         self.write_bytes(rel, text.encode("utf-8"))
 
     def delete(self, rel: str) -> None:
         try:
-            if self.is_s3:
+            if not self.is_local:
                 self.fs.rm_file(self.path(rel))
             else:
                 os.unlink(self.path(rel))
@@ -295,8 +371,8 @@ class Store:
     def remove_stale_temps(self, rel_dir: str, names: Iterable[str], *, max_age_s: float = STALE_TEMP_SECONDS) -> int:
         """Delete the temporaries among ``names`` (in local ``rel_dir``) left by a writer
         killed more than ``max_age_s`` ago; returns how many."""
-        if self.is_s3:
-            return 0  # S3 writes are single PUTs: no temporaries
+        if not self.is_local:
+            return 0  # object writes are single PUTs: no temporaries
         base = self.path(rel_dir)
         cutoff = time.time() - max_age_s
         removed = 0
@@ -318,9 +394,15 @@ class Store:
         never returned (locally, stale ones are removed)."""
         base = self.path(rel_dir)
         try:
-            if not self.is_s3:
+            if self.is_local:
                 return self._local_file_names(rel_dir, prefix)
             base = base.rstrip("/")
+            if self.is_az:  # adlfs: one paged List Blobs with the directory as prefix
+                try:
+                    keys = [k for k in self.fs.ls(base, detail=False) if k.rsplit("/", 1)[-1].startswith(prefix)]
+                except FileNotFoundError:
+                    return set()
+                return {k.rsplit("/", 1)[-1] for k in keys if not k.rsplit("/", 1)[-1].startswith(".")}
             bucket, _, key_dir = base.partition("/")
             keys = [f"{bucket}/{k}" for k in self.lister.keys(bucket, f"{key_dir}/{prefix}" if key_dir else prefix)]
         except Exception as e:

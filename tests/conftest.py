@@ -46,3 +46,13 @@ def other_archive(tmp_path_factory: pytest.TempPathFactory):
 # The real servers, started once per session by the tests themselves.
 from tests.servers.s3 import s3_server  # noqa: E402,F401
 from tests.servers.stac import stac_server  # noqa: E402,F401
+from tests.servers.azurite import azurite  # noqa: E402,F401
+from tests.servers.sas_token import sas_token_service  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def small_hls_archive(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic HLS v2 archive: 10TET + 10TFT windows, 2019-2020, edge and unplaced points."""
+    from pipeline.demo.hls_archive import build_hls_archive, small_hls_spec
+
+    return build_hls_archive(tmp_path_factory.mktemp("hls-archive"), small_hls_spec(seed=1))

@@ -20,9 +20,11 @@ def luigi_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_luigi(args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """``luigi --module pipeline.timesync ARGS`` as a subprocess; output captured."""
-    cmd = [LUIGI, "--module", "pipeline.timesync", *args]
+def run_luigi(
+    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600, module: str = "pipeline.timesync"
+) -> subprocess.CompletedProcess[str]:
+    """``luigi --module MODULE ARGS`` as a subprocess; output captured."""
+    cmd = [LUIGI, "--module", module, *args]
     return subprocess.run(cmd, cwd=cwd, env=env or luigi_env(), capture_output=True, text=True, timeout=timeout)
 
 

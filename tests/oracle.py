@@ -431,15 +431,12 @@ def fill_mask(rescaled: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def tasseled_cap(rescaled: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Brightness, greenness, wetness in float64; summed left to right over
-    (blue, green, red, nir08, swir16, swir22)."""
-    out = {}
-    for name, coefficients in TC_COEFFICIENTS.items():
-        total = np.zeros(rescaled[OPTICAL_BANDS[0]].shape, dtype=np.float64)
-        for coefficient, band in zip(coefficients, OPTICAL_BANDS):
-            total = total + coefficient * rescaled[band].astype(np.float64)
-        out[name] = total
-    return out
+    """Brightness, greenness, wetness in float64, as the recipe states them: np.tensordot
+    over the int16 bands stacked on the last axis (blue, green, red, nir08, swir16,
+    swir22), coefficients as a Python list, once per channel (the BLAS summation order is
+    part of the contract: a left-to-right sum differs in the last bit at stretch steps)."""
+    arr = np.stack([rescaled[b].astype(np.int16) for b in OPTICAL_BANDS], axis=2)
+    return {name: np.tensordot(arr, list(c), axes=1) for name, c in TC_COEFFICIENTS.items()}
 
 
 def stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:

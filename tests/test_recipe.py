@@ -134,3 +134,76 @@ def test_process_optical_equals_the_recipe_steps_over_the_uint16_range():
             assert np.array_equal(res.images[name], expected), name
         assert res.centre == tuple(int(v) for v in optical[:, 32, 32])
         assert res.qa == 0
+
+
+# ---- tasseled cap: the recipe's own np.tensordot, bit for bit -------------------------------
+
+
+def _recipe_tasseled_cap(optical: np.ndarray) -> np.ndarray:
+    """The tasseled cap exactly as the recipe computes it: the six rescaled int16 bands
+    stacked on the last axis, one np.tensordot per channel with the coefficients as a list."""
+    arr = np.stack([optical[i].astype(np.int16) for i in range(6)], axis=2)
+    return np.stack([np.tensordot(arr, list(c), axes=1) for c in recipe.TC_COEFFICIENTS])
+
+
+def _left_to_right(optical: np.ndarray) -> np.ndarray:
+    """The same sums taken left to right (what the pipeline computed before)."""
+    x = optical.astype(np.float64)
+    return np.stack([sum((c * x[i] for i, c in enumerate(row[1:], start=1)), row[0] * x[0]) for row in recipe.TC_COEFFICIENTS])
+
+
+def _step_pixels(rng: np.random.Generator) -> np.ndarray:
+    """Rescaled band values (-1999..16022, never fill) whose exact tasseled-cap value is a
+    stretch step of its channel: ``lo + m * (hi - lo) / 5`` is where the stretched value
+    turns from ``51 m - 1`` to ``51 m``, and with 4-decimal coefficients it is reachable
+    exactly (sum of coefficient * 10000 * band = 10000 lo + 2000 m (hi - lo)). In floating
+    point such a pixel lands within ~1e-12 of the step, on a side that depends on the
+    summation order. Returns (6, n) int16."""
+    coefficients = np.array([[round(c * 10000) for c in row] for row in recipe.TC_COEFFICIENTS], dtype=np.int64)
+    found = []
+    for channel, (lo, hi) in enumerate(recipe.STRETCH["tc"]):
+        solve = int(np.argmax(np.abs(coefficients[channel])))  # the band computed from the others
+        others = [i for i in range(6) if i != solve]
+        for m in range(6):
+            target = 10000 * lo + 2000 * m * (hi - lo)
+            bands = rng.integers(-1999, 16023, size=(400_000, 6))
+            rest = target - bands[:, others] @ coefficients[channel, others]
+            exact = rest % coefficients[channel, solve] == 0
+            bands = bands[exact]
+            bands[:, solve] = rest[exact] // coefficients[channel, solve]
+            found.append(bands[(bands[:, solve] > -2000) & (bands[:, solve] <= 16022)])
+    return np.concatenate(found).T.astype(np.int16)
+
+
+def test_tasseled_cap_is_the_recipes_tensordot_over_the_int16_range():
+    rng = np.random.default_rng(20)
+    random = rng.integers(-(1 << 15), 1 << 15, size=(6, 255, 255)).astype(np.int16)
+    random[:, 0, :6] = [[-(1 << 15)] * 6, [(1 << 15) - 1] * 6, [0] * 6, [-2000] * 6, [1] * 6, [-1] * 6]
+    steps = _step_pixels(rng)
+    assert steps.shape[1] > 300
+    for optical in (random, steps.reshape(6, 1, -1), steps[:, : 17 * 13].reshape(6, 17, 13)):
+        got = recipe.tasseled_cap(optical)
+        want = _recipe_tasseled_cap(optical)
+        assert got.dtype == np.float64 and got.shape == want.shape
+        assert np.array_equal(got.view(np.uint64), want.view(np.uint64))  # every bit
+        assert np.array_equal(recipe.tasseled_cap(optical.astype(np.int64)).view(np.uint64), want.view(np.uint64))
+
+
+def test_tasseled_cap_chips_at_stretch_steps_are_the_recipes():
+    """At a stretch step the summation order decides the uint8: the pipeline's chip (through
+    process_optical's lookup tables) equals the recipe's tensordot stretched, including
+    pixels where a left-to-right sum gives another value."""
+    steps = _step_pixels(np.random.default_rng(21))
+    optical = steps.reshape(6, 1, -1)
+    exact = recipe.tasseled_cap(optical)
+    assert np.all(np.abs(exact - _left_to_right(optical)) < 1e-9)  # within 1e-9 of one another ...
+    bounds = recipe.STRETCH["tc"]
+    no_mask = np.zeros(optical.shape[1:], dtype=bool)
+    want = recipe.stretch(_recipe_tasseled_cap(optical), bounds, no_mask)
+    assert np.count_nonzero(recipe.stretch(_left_to_right(optical), bounds, no_mask) != want) > 10  # ... yet not the same uint8
+    # DN that rescale to these band values, through the fast path of a whole observation
+    values, first_dn = np.unique(recipe.rescale(np.arange(1 << 16)), return_index=True)
+    dn = first_dn[np.searchsorted(values, steps)].astype(np.uint16).reshape(optical.shape)
+    assert np.array_equal(recipe.rescale(dn), optical)
+    image = recipe.process_optical(dn, 21824).images["tc"]
+    assert np.array_equal(np.moveaxis(image, -1, 0), want)

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
+from pipeline.failures import FailureRecord, UnusableItem, write_record
 from pipeline.raster import ArchiveAccess
 from pipeline.timesync import layout, report
 from pipeline.timesync.engine import Project, RunOptions
@@ -385,6 +386,35 @@ def test_failed_and_unfinished_plots(run, small_archive, tmp_path):
     for page in (project_dir / "report").rglob("*.html"):
         for link in links_of(parse_html(page)):
             assert resolve(page, link).exists(), (page.name, link)
+
+
+def test_unusable_items_are_shown_counted_and_mark_the_plot(run, small_archive, tmp_path):
+    """A complete plot whose record names a catalogue item the run could not use: the index
+    counts it (a card and a column) and marks the plot as a problem; its page names the item
+    and the reason, escaped."""
+    project_dir = tmp_path / "project"
+    shutil.copytree(run["dir"], project_dir)
+    shutil.rmtree(project_dir / "report")
+    pid = "1001"
+    plot_id = plot_ids_of(small_archive.plot_file, pid)[0]
+    reason = "field 'properties.datetime': unparsable datetime '<not a date>'"
+    item = UnusableItem("landsat-c2ard-sr", "LT05_CU_003004_19970129_20210603_02_SR", reason, "items.ndjson, line 25")
+    record = FailureRecord(unusable=[item], context={"project_id": pid, "plot_id": plot_id})
+    write_record(Store(str(project_dir)), layout.failure_record(pid, plot_id), record)
+
+    project = make_project(small_archive, project_dir)
+    report.write_report(project, pid)
+    rows = index_rows(project_dir, pid)
+    assert int(rows[plot_id]["unusable"]) == 1 and rows[plot_id]["status"] == "complete"
+    assert all(int(cells["unusable"]) == 0 for other, cells in rows.items() if other != plot_id)
+    index = parse_html(project_dir / report.report_index(pid))
+    problems = {tr.attrs["data-plot"] for tr in index.find_all("tr", cls="plot") if tr.attrs["data-problem"] == "1"}
+    assert problems == {plot_id}
+    summary = json.loads((project_dir / report.report_summary(pid)).read_text())
+    assert summary["unusable"] == 1
+    text = (project_dir / report.plot_page(pid, plot_id)).read_text()
+    assert 'id="unusable"' in text and item.id in text and "unparsable datetime" in text and "&lt;not a date&gt;" in text
+    assert "items.ndjson, line 25" in text
 
 
 def test_rel_link():

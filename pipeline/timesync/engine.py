@@ -37,14 +37,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.timesync.estimate import CostModel, Estimate
 
+from pipeline import runstats
 from pipeline.catalog import Catalog, open_catalog
 from pipeline.datetimes import Interval, parse_interval
-from pipeline.errors import InputError, ItemError, PipelineError
-from pipeline.grid import Region, Tile, chip_tiles, get_region
+from pipeline.errors import InputError, PipelineError
+from pipeline.failures import Failure, FailureRecord, UnusableItem, read_record, unique_items, write_record
+from pipeline.grid import Region, Tile, chip_tiles, get_region, tile_of
 from pipeline.raster import ArchiveAccess
 from pipeline.timesync import layout
 from pipeline.timesync.extract import ObservationJob, ObservationResult, run_batch
-from pipeline.timesync.plan import GRID_H, GRID_REGION, GRID_V, ItemRef, Observation, fingerprint, group_observations, item_date, item_ref
+from pipeline.timesync.plan import (
+    GRID_H, GRID_REGION, GRID_V, ItemRef, Observation, Rejected, classify_items, fingerprint, group_observations, tile_key,
+)  # fmt: skip
 from pipeline.timesync.plots import Plot, read_plot_file
 from pipeline.timesync.recipe import ALL_BANDS, SPECTRAL_COLUMNS, format_csv
 from targets.store import ABSENT, Stat, Store
@@ -99,6 +103,7 @@ class BatchOutcome:
     plots_done: int = 0
     plots_failed: int = 0
     already_done_plots: int = 0
+    unusable: list[UnusableItem] = field(default_factory=list)  # items of the plots' tiles the run cannot use
 
 
 class Project:
@@ -107,7 +112,7 @@ class Project:
         self.store = store
         self.access = access
         self._searches: dict[Tile, list[ItemRef]] = {}
-        self._rejected: dict[Tile, list[tuple[int, int, str]]] = {}  # (year, doy, error) of items tile_items skipped
+        self._rejected: dict[Tile, list[Rejected]] = {}  # the unusable items of each tile's search
         self._observations: dict[tuple[Tile, ...], list[Observation]] = {}
         self._csv_indexes: dict[str, tuple[int, dict[str, set[str]]]] = {}
         self._plots_of: dict[str, list[Plot]] = {}
@@ -205,37 +210,78 @@ class Project:
         started = time.perf_counter()
         items = catalog.search(collection=self.options.collection, interval=self.interval, equals=equals)
         log.info("searched %s tile h%sv%s: %d items in %.1f s", catalog.description, tile.hh, tile.vv, len(items), time.perf_counter() - started)
-        return {
+        doc: dict[str, Any] = {
             "catalog": catalog.description,
             "collection": self.options.collection,
             "datetime": self.interval.to_stac(),
             "query": equals,
             "items": [_trim(item) for item in items],
         }
+        if self._classify(tile, doc)[1]:
+            # A search with unusable items is repeated by the next run (the catalogue may be
+            # fixed by then); only such a search says which run made it, so a clean search's
+            # state is the same bytes whichever run wrote it.
+            doc["run"] = runstats.run_id()
+        return doc
+
+    def _classify(self, tile: Tile, doc: dict[str, Any]) -> tuple[list[ItemRef], list[Rejected]]:
+        tile_id = (self.region.code, tile.h, tile.v)
+        return classify_items(doc["items"], self.options.asset_href, collection=self.options.collection, tile=tile_id)
 
     def tile_items(self, tile: Tile) -> list[ItemRef]:
+        """The usable items of the tile's search (its unusable ones: :meth:`tile_unusable`)."""
         if tile not in self._searches:
             doc = json.loads(self.store.read_text(self.search_rel(tile)))
-            refs = []
-            rejected = []
-            for item in doc["items"]:
-                try:
-                    refs.append(item_ref(item, self.options.asset_href))
-                except ItemError as e:
-                    log.warning("skipping catalogue item: %s", e)
-                    date = item_date(item)
-                    if date is not None:  # its acquisition's other items must not make a partial mosaic
-                        rejected.append((*date, str(e)))
-            self._searches[tile] = refs
-            self._rejected[tile] = rejected
+            self._searches[tile], self._rejected[tile] = self._classify(tile, doc)
         return self._searches[tile]
+
+    def tile_unusable(self, tile: Tile) -> list[Rejected]:
+        """The items of the tile's search that the run cannot use, with their acquisitions."""
+        self.tile_items(tile)
+        return self._rejected[tile]
+
+    def search_is_current(self, tile: Tile) -> bool:
+        """Is the tile's kept search the one to use? It is, unless it holds unusable items and
+        an earlier run made it: the catalogue may have been fixed since, so the search is
+        repeated once per run while it has any (a rerun picks up a fixed item). A current
+        search is kept for the plans (read once per run); a stale one is not, since this
+        process searches again, and may fork the workers that use it."""
+        if tile in self._searches:
+            return True  # read, and found current, before
+        try:
+            doc = json.loads(self.store.read_text(self.search_rel(tile)))
+        except FileNotFoundError:
+            return False
+        refs, rejected = self._classify(tile, doc)
+        if rejected and doc.get("run") != runstats.run_id():
+            return False
+        self._searches[tile], self._rejected[tile] = refs, rejected
+        return True
+
+    def forget_search(self, tile: Tile) -> None:
+        """Drop what this process derived from the tile's search (after it was redone)."""
+        self._searches.pop(tile, None)
+        self._rejected.pop(tile, None)
+        for cache in (self._observations, self._observation_keys, self._plan_digests):
+            for tiles in [t for t in cache if tile in t]:
+                del cache[tiles]
 
     def observations(self, plot: Plot) -> list[Observation]:
         tiles = tuple(self.tiles_of(plot))
         if tiles not in self._observations:
             items = [self.tile_items(t) for t in tiles]
-            self._observations[tiles] = group_observations(items, [self._rejected[t] for t in tiles])
+            self._observations[tiles] = group_observations(items, [[r.entry() for r in self._rejected[t]] for t in tiles])
         return self._observations[tiles]
+
+    def unusable_of(self, plot: Plot) -> list[UnusableItem]:
+        """The unusable items of the plot's tiles' searches, each once."""
+        return unique_items(r.item for t in self.tiles_of(plot) for r in self.tile_unusable(t))
+
+    def project_unusable(self, project_id: str | None = None) -> list[UnusableItem]:
+        """The unusable items over every plot of one project (or of the plot file), each once."""
+        plots = self.plots if project_id is None else self.plots_of(project_id)
+        tiles = sorted({t for p in plots for t in self.tiles_of(p)})
+        return unique_items(r.item for t in tiles for r in self.tile_unusable(t))
 
     def observation_keys(self, plot: Plot) -> list[str]:
         """The keys of ``observations(plot)``, made once per tile set (not per plot)."""
@@ -497,12 +543,13 @@ class Project:
             self.store.names_in(rel_dir)
 
     # ---- execution ------------------------------------------------------------------
+    def job(self, plot: Plot, obs: Observation, existing: frozenset[str] = frozenset()) -> ObservationJob:
+        own = tile_of(self.region, plot.x, plot.y)
+        p = plot
+        return ObservationJob(p.project_id, p.plot_id, p.x, p.y, self.options.chip_size, obs, existing, tile_key(own.h, own.v))
+
     def jobs_for(self, status: PlotStatus) -> list[ObservationJob]:
-        p = status.plot
-        return [
-            ObservationJob(p.project_id, p.plot_id, p.x, p.y, self.options.chip_size, o, status.partial.get(o.key, frozenset()))
-            for o in status.missing
-        ]
+        return [self.job(status.plot, o, status.partial.get(o.key, frozenset())) for o in status.missing]
 
     def execute(self, jobs: list[ObservationJob], *, jobs_per_task: int, progress: ProgressCallback | None = None) -> list[ObservationResult]:
         """Run jobs on the Dask cluster in pieces of ``jobs_per_task`` observations, grouped
@@ -529,6 +576,8 @@ class Project:
         statuses = [self.plot_status(p) for p in plots]
         todo = [s for s in statuses if not s.complete]
         outcome.already_done_plots = len(statuses) - len(todo)
+        outcome.unusable = unique_items(u for s in statuses for u in self.unusable_of(s.plot))
+        self._refresh_records([s.plot for s in statuses if s.complete])
         jobs = [j for s in todo for j in self.jobs_for(s)]
         results = self.execute(jobs, jobs_per_task=jobs_per_task, progress=progress)
         by_plot: dict[tuple[str, str], list[ObservationResult]] = {}
@@ -552,29 +601,51 @@ class Project:
             outcome.plots_done += 1
         return outcome
 
+    def failure_record(self, plot: Plot) -> FailureRecord:
+        """What the plot lacks after its last attempt: failed observations and the unusable
+        items of its tiles (no file, an empty record, once it is whole)."""
+        return read_record(self.store, layout.failure_record(plot.project_id, plot.plot_id))
+
     def failures(self, plot: Plot) -> list[dict[str, Any]]:
         """The plot's failed observations from its last attempt (empty once it succeeded)."""
-        try:
-            return list(json.loads(self.store.read_text(layout.failure_record(plot.project_id, plot.plot_id)))["failed"])
-        except FileNotFoundError:
-            return []
+        return [f.to_json() for f in self.failure_record(plot).failed]
+
+    def _write_record(self, plot: Plot, failed: list[Failure], unusable: list[UnusableItem]) -> None:
+        context = {"project_id": plot.project_id, "plot_id": plot.plot_id}
+        write_record(self.store, layout.failure_record(plot.project_id, plot.plot_id), FailureRecord(failed, unusable, context))
 
     def record_failures(self, plot: Plot, failed: list[ObservationResult]) -> None:
-        previous = {f["key"]: f for f in self.failures(plot)}
-        doc = {
-            "project_id": plot.project_id,
-            "plot_id": plot.plot_id,
-            "failed": [
-                {
-                    "key": r.key,
-                    "targets": [self.store.uri(rel) for rel in layout.obs_files(plot.project_id, plot.plot_id, r.key)],
-                    "error": r.error,
-                    "attempts": previous.get(r.key, {}).get("attempts", 0) + 1,
-                }
+        previous = {f.key: f for f in self.failure_record(plot).failed}
+        self._write_record(
+            plot,
+            [
+                Failure(
+                    key=r.key, error=r.error, what=f"prj {plot.project_id} plot {plot.plot_id} {r.key}",
+                    targets=tuple(self.store.uri(rel) for rel in layout.obs_files(plot.project_id, plot.plot_id, r.key)),
+                    attempts=(previous[r.key].attempts if r.key in previous else 0) + 1,
+                )
                 for r in failed
             ],
-        }
-        self.store.write_text(layout.failure_record(plot.project_id, plot.plot_id), json.dumps(doc, indent=1) + "\n")
+            self.unusable_of(plot),
+        )
+
+    def _refresh_records(self, plots: list[Plot]) -> None:
+        """Complete plots keep a record only of the unusable items their tiles still have
+        (none once the catalogue is fixed or the item removed). One listing of the project's
+        record directory finds the plots that have one."""
+        by_project: dict[str, list[Plot]] = {}
+        for plot in plots:
+            by_project.setdefault(plot.project_id, []).append(plot)
+        for project_id, mine in by_project.items():
+            record_dir = layout.failure_record(project_id, "x").rsplit("/", 1)[0]
+            recorded = self.store.list_names(record_dir, "plot_")
+            for plot in mine:
+                unusable = self.unusable_of(plot)
+                if not unusable and layout.failure_record(project_id, plot.plot_id).rsplit("/", 1)[1] not in recorded:
+                    continue
+                record = self.failure_record(plot)
+                if record.failed or record.unusable != unusable:  # a complete plot has no failed observation
+                    self._write_record(plot, [], unusable)
 
     def record_fill(self, plot: Plot, keys: set[str]) -> None:
         """Add observation keys to the plot's fill record (read, merge, atomic rewrite)."""
@@ -599,7 +670,7 @@ class Project:
                 row = read_obs_row(self.store, layout.obs_csv(p.project_id, p.plot_id, o.key))
             rows.append(row)
         self.store.write_text(layout.series_csv(p.project_id, p.plot_id), format_csv(rows))
-        self.store.delete(layout.failure_record(p.project_id, p.plot_id))  # last: the plot is whole
+        self._write_record(p, [], self.unusable_of(p))  # last: the plot is whole (but for unusable items)
 
     # ---- the dry run ------------------------------------------------------------------
     def estimate(self, project_id: str, *, plots_per_batch: int, jobs_per_task: int, model: "CostModel") -> "Estimate":
@@ -608,6 +679,7 @@ class Project:
         from pipeline.timesync.estimate import Estimate, piece_cost
 
         est = Estimate(project_id)
+        est.unusable = self.project_unusable(project_id)
         for batch in self.batches(project_id, plots_per_batch):
             jobs: list[ObservationJob] = []
             for plot in batch:

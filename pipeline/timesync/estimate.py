@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.failures import UnusableItem, unique_items
 from pipeline.grid import pixel_of
 from pipeline.raster import DEFAULT_MERGE_GAP_BYTES
 from pipeline.timesync.extract import ObservationJob, item_may_hold
@@ -46,6 +47,7 @@ class Estimate:
     get_requests: float = 0.0
     bytes: float = 0.0
     output_writes: float = 0.0
+    unusable: list[UnusableItem] = field(default_factory=list)  # catalogue items the run cannot use
 
     def cost(self, model: CostModel) -> float:
         return self.get_requests / 1000 * model.price_per_1000_get
@@ -134,13 +136,16 @@ def piece_cost(piece: list[ObservationJob], model: CostModel) -> tuple[float, fl
 
 def format_estimates(estimates: list[Estimate], model: CostModel, project_dir: str) -> str:
     lines = ["", "===== TimeSync dry run (no pixel read) =====", f"project directory: {project_dir}"]
-    header = f"{'project':>10} {'plots':>6} {'tiles':>5} {'observations':>12} {'done':>8} {'to do':>8} {'~fill':>7} {'S3 GETs':>10} {'GB read':>8} {'USD':>9}"
+    header = (
+        f"{'project':>10} {'plots':>6} {'tiles':>5} {'observations':>12} {'done':>8} {'to do':>8} {'~fill':>7} {'S3 GETs':>10} "
+        f"{'GB read':>8} {'USD':>9} {'unusable':>8}"
+    )
     lines.append(header)
     total = Estimate("all")
     for e in estimates:
         lines.append(
             f"{e.project_id:>10} {e.plots:>6} {len(e.tiles):>5} {e.observations:>12} {e.done:>8} {e.to_process:>8} "
-            f"{e.expected_fill:>7.0f} {e.get_requests:>10.0f} {e.bytes / 1e9:>8.3f} {e.cost(model):>9.4f}"
+            f"{e.expected_fill:>7.0f} {e.get_requests:>10.0f} {e.bytes / 1e9:>8.3f} {e.cost(model):>9.4f} {len(e.unusable):>8}"
         )
         total.plots += e.plots
         total.tiles |= e.tiles
@@ -151,10 +156,12 @@ def format_estimates(estimates: list[Estimate], model: CostModel, project_dir: s
         total.get_requests += e.get_requests
         total.bytes += e.bytes
         total.output_writes += e.output_writes
+        total.unusable = unique_items([*total.unusable, *e.unusable])
     if len(estimates) > 1:
         lines.append(
             f"{'total':>10} {total.plots:>6} {len(total.tiles):>5} {total.observations:>12} {total.done:>8} {total.to_process:>8} "
-            f"{total.expected_fill:>7.0f} {total.get_requests:>10.0f} {total.bytes / 1e9:>8.3f} {total.cost(model):>9.4f}"
+            f"{total.expected_fill:>7.0f} {total.get_requests:>10.0f} {total.bytes / 1e9:>8.3f} {total.cost(model):>9.4f} "
+            f"{len(total.unusable):>8}"
         )
     per = total.get_requests / total.to_process if total.to_process else 0.0
     lines.append(
@@ -165,5 +172,10 @@ def format_estimates(estimates: list[Estimate], model: CostModel, project_dir: s
         f"outputs: ~{total.output_writes:.0f} file writes (4 per observation written, plus series and ingest files). "
         "'done' = observations whose files exist or that were recorded as fill at the plot."
     )
+    if total.unusable:
+        lines.append(
+            f"unusable: {len(total.unusable)} catalogue item(s) the run cannot use (listed at the end); their acquisitions "
+            "are not counted, and the run will name them and exit non-zero until the catalogue is fixed."
+        )
     return "\n".join(lines) + "\n"
 

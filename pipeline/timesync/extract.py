@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from pipeline.errors import ItemError
 from pipeline.png import encode_rgb_png
@@ -30,6 +29,7 @@ class ObservationJob:
     chip: int
     obs: Observation
     existing: frozenset[str] = frozenset()  # files of this observation already written: skipped
+    plot_tile: str = ""  # hhhvvv of the tile holding the plot pixel ("" when not known)
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,21 @@ def item_may_hold(item: ItemRef, x: float, y: float, size: int) -> bool:
 def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str, list[str] | None, dict[str, bytes]]:
     """Fill test, reads, recipe, encoding. Returns (status, row, files) without writing."""
     obs = job.obs
-    if obs.unusable:
-        raise ItemError(f"{len(obs.unusable)} catalogue item(s) of this acquisition over the chip could not be used, so its mosaic would be partial: " + "; ".join(obs.unusable))
     # Fill test first: a fill observation costs one QA read per item, not seven band reads.
     qa_at_plot = [
         reader.pixel(item.href(QA_BAND), job.x, job.y) if item_may_hold(item, job.x, job.y, 1) else None
         for item in obs.items
     ]
-    if all(is_fill(v) for v in qa_at_plot):
+    fill = all(is_fill(v) for v in qa_at_plot)
+    if obs.unusable and not (fill and job.plot_tile and all(t is not None and t != job.plot_tile for t in obs.unusable_tiles)):
+        # Unusable items of this acquisition (or of an unknown one) on the chip: written from
+        # the others, its mosaic would be partial. Only when none of them can hold the plot
+        # pixel and the others say fill there is the observation fill whatever they hold.
+        raise ItemError(
+            f"{len(obs.unusable)} catalogue item(s) of this acquisition over the chip (or of an unknown one) could not be used, "
+            "so its mosaic would be partial: " + "; ".join(obs.unusable)
+        )
+    if fill:
         return "fill", None, {}
     # The outputs use qa_pixel only at the plot (the CSV's qa; the mask comes from the
     # optical bands), so the QA window is never read: the mosaic's centre is the sum of

@@ -7,6 +7,8 @@ Numbers are the contract of ``shared/spec/timesync.md``. Arrays are band-first
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -68,18 +70,49 @@ def mask_of(optical: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
 
 
 def tasseled_cap(optical: npt.NDArray[np.int16]) -> FloatArray:
-    """Brightness, greenness, wetness as float64, each summed left to right over the six
-    bands (an explicit sum, not BLAS, so the last bit does not depend on the machine)."""
-    x = optical.astype(np.float64)
-    out = np.empty((3, *x.shape[1:]), dtype=np.float64)
-    term = np.empty(x.shape[1:], dtype=np.float64)
-    for k, coefficients in enumerate(TC_COEFFICIENTS):
-        acc = out[k]
-        np.multiply(x[0], coefficients[0], out=acc)
-        for c, band in zip(coefficients[1:], x[1:]):
-            np.multiply(band, c, out=term)  # acc + c * band, in place: the same roundings
-            acc += term
+    """Brightness, greenness, wetness as float64 ``(3, rows, cols)``: see :func:`tasseled_cap_channels`."""
+    out = np.empty((len(TC_COEFFICIENTS), *optical.shape[1:]), dtype=np.float64)
+    for k, channel in enumerate(tasseled_cap_channels(optical)):
+        out[k] = channel
     return out
+
+
+def tasseled_cap_channels(optical: npt.NDArray[np.int16]) -> Iterator[FloatArray]:
+    """Brightness, greenness and wetness in turn, each a fresh float64 ``(rows, cols)`` array,
+    computed with the very call the recipe makes: the six rescaled int16 bands stacked on the
+    last axis (a C-contiguous ``(rows, cols, 6)`` array) and ``np.tensordot(arr,
+    coefficients, axes=1)`` once per channel, the coefficients a Python list.
+
+    Why that call: it is a float64 matrix-vector product through numpy's BLAS, whose
+    summation order is not left to right, and at a stretch's truncation boundary the last bit
+    decides a uint8. Another order, layout or dtype can take another BLAS path and differ by
+    1 from the recipe's output on the same machine; the contract is the recipe's output.
+
+    The stacked array is handed to ``tensordot`` already converted to float64, in a buffer
+    kept per thread: numpy's ``dot`` of an int16 matrix and a float64 vector converts the
+    matrix to exactly that (a C-contiguous float64 copy, every int16 exact) before calling
+    ``cblas_dgemv``, so the BLAS call and its result are the same bits
+    (tests/test_recipe.py compares them with the int16 call). Converting once instead of
+    once per channel saves two 3 MB temporaries per chip, whose allocation (glibc maps and
+    unmaps blocks that size) tripled the CPU time of a whole chip."""
+    if optical.dtype != np.int16:
+        optical = optical.astype(np.int16)  # the recipe's bands are int16 after rescaling
+    arr = _stack_buffer((*optical.shape[1:], optical.shape[0]))
+    np.stack(list(optical), axis=2, out=arr)
+    for coefficients in TC_COEFFICIENTS:
+        yield np.tensordot(arr, list(coefficients), axes=1)
+
+
+_buffers = threading.local()
+
+
+def _stack_buffer(shape: tuple[int, ...]) -> FloatArray:
+    """A float64 array of ``shape`` reused by the calling thread (Dask runs chips on threads)."""
+    buffer: FloatArray | None = getattr(_buffers, "stack", None)
+    if buffer is None or buffer.shape != shape:
+        buffer = np.empty(shape, dtype=np.float64)
+        _buffers.stack = buffer
+    return buffer
 
 
 def composite(name: str, optical: npt.NDArray[np.int16]) -> FloatArray:
@@ -153,9 +186,12 @@ def process_optical(optical_dn: npt.NDArray[np.integer], qa_centre: int) -> Obse
     for name in COMPOSITES:
         image = np.empty((rows, cols, 3), dtype=np.uint8)  # written in place: no stack, no transpose copy
         if name == "tc":
-            for k, (channel, (lo, hi)) in enumerate(zip(tasseled_cap(optical), STRETCH[name])):
-                v = (255 / (hi - lo)) * (channel - lo)  # stretch(), one channel at a time
-                image[..., k] = np.clip(v, 0, 255).astype(np.uint8)
+            for k, (channel, (lo, hi)) in enumerate(zip(tasseled_cap_channels(optical), STRETCH[name])):
+                # stretch(), one channel at a time, in the channel's own array: the same operations
+                np.subtract(channel, lo, out=channel)
+                np.multiply(255 / (hi - lo), channel, out=channel)
+                np.clip(channel, 0, 255, out=channel)
+                image[..., k] = channel  # the unsafe cast astype(np.uint8) makes: truncation
         else:
             for k, band in enumerate(COMPOSITE_BANDS[name]):
                 np.take(_stretch_table(name, k), offset[band], out=image[..., k], mode="clip")  # indices are in range

@@ -14,7 +14,8 @@ directory or ``s3://``; every file atomically)::
 
 What it shows comes from the per-plot series CSV (or, for a plot that is not finished, the
 observation CSVs that exist), the catalogue's observation list, the fill record and the
-failure record; rasters and chips are never read. Every link is relative (e.g.
+failure record (failed observations and the catalogue items the run could not use);
+rasters and chips are never read. Every link is relative (e.g.
 ``../../prj_1001/b743/plot_001/plot_001_2002_172.png``), so the report works from the file
 system and from a downloaded or synced copy of an S3 project. Pages are self-contained:
 inline CSS and plain JavaScript, no external assets.
@@ -43,6 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.errors import PipelineError
+from pipeline.failures import UnusableItem, unique_items
 from pipeline.timesync import layout
 from pipeline.timesync.engine import Project
 from pipeline.timesync.plots import Plot
@@ -240,6 +242,11 @@ class PlotReport:
     failed: list[dict[str, Any]]  # the failure record's entries
     pending: list[str]  # neither written, fill nor failed (the run has not got there)
     series: bool  # the series CSV exists (rows come from it)
+    unusable: list[UnusableItem] = field(default_factory=list)  # catalogue items of its tiles the run could not use
+
+    @property
+    def problem(self) -> bool:
+        return self.status != "complete" or bool(self.failed) or bool(self.unusable)
 
     @property
     def plot_id(self) -> str:
@@ -292,7 +299,8 @@ def collect(project: Project, plot: Plot) -> PlotReport:
         ) from None
     keys = {o.key for o in status.observations}
     fill = sorted(project.fill_keys(plot) & keys)
-    failed = sorted(project.failures(plot), key=lambda f: str(f.get("key", "")))
+    record = project.failure_record(plot)
+    failed = sorted((f.to_json() for f in record.failed), key=lambda f: str(f.get("key", "")))
     failed_keys = {str(f.get("key")) for f in failed}
     if status.complete:
         rows = parse_rows(project.store.read_text(layout.series_csv(plot.project_id, plot.plot_id)))
@@ -311,7 +319,7 @@ def collect(project: Project, plot: Plot) -> PlotReport:
         state = "failed"
     else:
         state = "incomplete"
-    return PlotReport(plot, state, len(status.observations), rows, fill, failed, pending, status.complete)
+    return PlotReport(plot, state, len(status.observations), rows, fill, failed, pending, status.complete, record.unusable)
 
 
 # ---- writing ------------------------------------------------------------------------
@@ -414,6 +422,7 @@ class _Context:
             "snow": sum(r.snow for r in rs),
             "failed": sum(len(r.failed) for r in rs),
             "pending": sum(len(r.pending) for r in rs),
+            "unusable": len(unique_items(u for r in rs for u in r.unusable)),
             "first_year": min(years) if years else None,
             "last_year": max(years) if years else None,
             "generated": self.generated,
@@ -836,13 +845,14 @@ def index_html(reports: list[PlotReport], ctx: _Context) -> str:
         ("cloudy (qa 1)", s["cloudy"], "warn" if s["cloudy"] else ""),
         ("snow? (qa 0)", s["snow"], ""),
         ("failed", s["failed"], "bad" if s["failed"] else ""),
+        ("unusable catalogue items", s["unusable"], "bad" if s["unusable"] else ""),
         ("years", years, ""),
     ])  # fmt: skip
     rows = []
     for r in reports:
         href = rel_link(page, plot_page(pid, r.plot_id))
         drop = r.nbr_drop
-        problem = r.status != "complete" or bool(r.failed)
+        problem = r.problem
         search = f"{r.plot_id} {r.status} {r.hv}".lower()
         rows.append(
             f'<tr class="plot" data-plot="{_e(r.plot_id)}" data-href="{href}" data-search="{_e(search)}" data-problem="{int(problem)}">'
@@ -856,6 +866,7 @@ def index_html(reports: list[PlotReport], ctx: _Context) -> str:
             + _count_td("snow", r.snow)
             + _count_td("failed", len(r.failed), hot=True)
             + _count_td("pending", len(r.pending), hot=True)
+            + _count_td("unusable", len(r.unusable), hot=True)
             + f'<td data-col="first" data-v="{_opt(r.first_year)}">{_opt(r.first_year, "–")}</td>'
             f'<td data-col="last" data-v="{_opt(r.last_year)}">{_opt(r.last_year, "–")}</td>'
             + _drop_td(drop)
@@ -875,7 +886,7 @@ def index_html(reports: list[PlotReport], ctx: _Context) -> str:
     )
     body = f"""{cards}
 <div class="toolbar"><input type="search" id="filter" placeholder="filter: plot id, status, tile" aria-label="filter plots">
-<label><input type="checkbox" id="problems"> only plots with failures or missing observations</label>
+<label><input type="checkbox" id="problems"> only plots with failures, missing observations or unusable items</label>
 <span><b id="shown">{len(reports)}</b> of {len(reports)} plots shown</span>{legend}</div>
 <table class="grid" id="plots"><thead><tr>
 <th class="l sortable" data-type="text">plot</th><th class="l sortable" data-type="text">status</th><th class="l sortable" data-type="text">tile hv</th>
@@ -886,6 +897,7 @@ def index_html(reports: list[PlotReport], ctx: _Context) -> str:
 <th class="sortable" data-type="num" title="written with qa = 0 but snow-like: NDSI ≥ {SNOW_NDSI}, bright nir and green">snow?</th>
 <th class="sortable" data-type="num" title="failed in the last attempt">failed</th>
 <th class="sortable" data-type="num" title="not yet written, fill or failed">pending</th>
+<th class="sortable" data-type="num" title="catalogue items of the plot's tiles the run could not use">unusable</th>
 <th class="sortable" data-type="num">first</th><th class="sortable" data-type="num">last</th>
 <th class="sortable" data-type="num" title="largest NBR decrease between consecutive clear observations, and the year after it; bold from {DROP_MARK}">NBR drop</th>
 <th class="l">NBR over time</th></tr></thead>
@@ -943,6 +955,7 @@ def plot_page_html(rep: PlotReport, ctx: _Context, prev_id: str | None, next_id:
         ("snow? (qa 0)", rep.snow, ""),
         ("failed", len(rep.failed), "bad" if rep.failed else ""),
         ("pending", len(rep.pending), "warn" if rep.pending else ""),
+        ("unusable items", len(rep.unusable), "bad" if rep.unusable else ""),
     ])  # fmt: skip
     drop = rep.nbr_drop
     where = (
@@ -1002,6 +1015,13 @@ def plot_page_html(rep: PlotReport, ctx: _Context, prev_id: str | None, next_id:
         problems += (
             f'<h2>Failed observations ({len(rep.failed)})</h2><ul class="fail" id="failed">{items}</ul>'
             '<p class="note">Rerun the same pipeline command to retry only these.</p>'
+        )
+    if rep.unusable:
+        items = "".join(f"<li><b>{_e(u.id or '<no id>')}</b>: <code>{_e(u.describe())}</code></li>" for u in rep.unusable)
+        problems += (
+            f'<h2>Catalogue items that could not be used ({len(rep.unusable)})</h2><ul class="fail" id="unusable">{items}</ul>'
+            '<p class="note">Their acquisitions are missing from this plot. Fix the catalogue and rerun the pipeline command: '
+            "the searches are repeated and the items picked up.</p>"
         )
     if rep.pending:
         problems += f'<h2>Not yet written ({len(rep.pending)})</h2><p class="note" id="pending">{_e(", ".join(rep.pending))}</p>'
@@ -1063,7 +1083,7 @@ def top_index_html(project: Project, current: dict[str, Any]) -> str:
                 summary = None
         href = rel_link(top_index(), report_index(pid))
         if summary is None:
-            rows.append(f'<tr><td class="l">{_e(pid)}</td><td class="l note" colspan="8">report not written yet</td></tr>')
+            rows.append(f'<tr><td class="l">{_e(pid)}</td><td class="l note" colspan="9">report not written yet</td></tr>')
             continue
 
         def cell(k: str, summary: dict[str, Any] = summary) -> str:
@@ -1073,12 +1093,14 @@ def top_index_html(project: Project, current: dict[str, Any]) -> str:
         rows.append(
             f'<tr class="project" data-project="{_e(pid)}"><td class="l"><a href="{href}">{_e(pid)}</a></td>'
             + "".join(cell(k) for k in ("plots", "plots_complete", "plots_failed", "written", "fill", "cloudy", "failed"))
+            + cell("unusable")
             + f'<td class="l note">{_e(summary.get("generated", "now"))}</td></tr>'
         )
     header = f'<h1>TimeSync QA</h1><span class="meta">{_e(project.store.url)}</span>'
     body = (
         '<table class="grid" style="width:auto"><thead><tr><th class="l">project</th><th>plots</th><th>complete</th>'
-        "<th>with failures</th><th>written</th><th>fill</th><th>cloudy</th><th>failed</th><th class=\"l\">report generated</th></tr></thead>"
+        "<th>with failures</th><th>written</th><th>fill</th><th>cloudy</th><th>failed</th><th>unusable items</th>"
+        '<th class="l">report generated</th></tr></thead>'
         "<tbody>" + "".join(rows) + "</tbody></table>"
         '<p class="note">Figures are those of each project\'s last report; open a project for its plots.</p>'
     )

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
@@ -25,6 +27,8 @@ import luigi
 from pipeline.config import archive, output
 from pipeline import cluster  # noqa: F401  (registers the [dask] section for luigi.cfg and --dask-* flags)
 from pipeline.errors import InputError, PipelineError
+from pipeline.failures import FailuresRecorded, UnusableItem
+from pipeline.progress import Progress
 from pipeline.timesync.plots import check_id
 from pipeline.grid import Tile
 from pipeline.timesync import layout, report, summary
@@ -130,6 +134,18 @@ class _TimeSyncTask(luigi.Task):
     def shared(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
 
+    def __repr__(self) -> str:
+        """The family and the parameters that tell this task from the run's others (every task
+        of a run shares the plot file, project directory, catalogue...): log lines stay short.
+        The full parameters are in the task id and the scheduler."""
+        return short_repr(self, _TimeSyncTask.get_param_names())
+
+
+def short_repr(task: luigi.Task, shared: Iterable[str]) -> str:
+    common = set(shared)
+    params = [f"{name}={getattr(task, name)}" for name, p in task.get_params() if p.significant and name not in common]
+    return f"{task.get_task_family()}({', '.join(params)})"
+
 
 class TimeSyncSearch(_TimeSyncTask):
     """The catalogue search of one ARD tile, kept as a state file so reruns never search
@@ -147,15 +163,18 @@ class TimeSyncSearch(_TimeSyncTask):
 
     def complete(self) -> bool:
         # Every batch of the tile asks; a search state is never deleted during a run, so a
-        # True answer is kept (Luigi reuses task instances): one check per tile and run.
+        # True answer is kept (Luigi reuses task instances): one check per tile and run. A
+        # kept search with unusable items is repeated once per run (the catalogue may have
+        # been fixed since): see Project.search_is_current.
         if not getattr(self, "_known_complete", False):
-            self._known_complete = super().complete()
+            self._known_complete = self.project.search_is_current(self.tile)
         return bool(self._known_complete)
 
     def run(self) -> None:
         self.set_status_message(f"searching {self.catalog} for tile h{self.tile.hh}v{self.tile.vv}")
         doc = self.project.run_search(self.tile)
         self.output().write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+        self.project.forget_search(self.tile)
 
 
 class _PlotsTask(_TimeSyncTask):
@@ -168,36 +187,61 @@ class _PlotsTask(_TimeSyncTask):
         tiles = sorted({t for p in self.selected_plots() for t in self.project.tiles_of(p)})
         return [TimeSyncSearch(**self.shared(), tile_h=t.h, tile_v=t.v) for t in tiles]
 
+    # A plot's series is written even when an item of its tiles is unusable (the rest of
+    # the project completes); the run must still fail: by this task, or (for the batches of
+    # a project run) by TimeSyncProject once the ingest files and the report are written.
+    fail_on_unusable = True
+
     def complete(self) -> bool:
         # Outputs are not deleted during a run, so a True answer is kept for the task
         # instance (Luigi reuses instances): dependants ask again without new listings.
         if getattr(self, "_known_complete", False):
             return True
-        if not all(r.complete() for r in self.requires()):
-            return False
-        done = self.project.plots_complete(self.selected_plots())
+        done = all(r.complete() for r in self.requires()) and self.project.plots_complete(self.selected_plots())
         self._known_complete = done
+        if not done:
+            summary.note_pending_batch(self.task_id)
         return done
+
+    def progress_label(self) -> str:
+        return f"TimeSync {self!r}"
 
     def run(self) -> None:
         plots = self.selected_plots()
         self.set_status_message(f"planning {len(plots)} plots")
-        outcome = self.project.process(plots, jobs_per_task=timesync().observations_per_dask_task, progress=self.progress)
-        summary.record_batch(self.task_id, outcome)
+        started = time.time()
+        tracker = Progress(0, "observations", label=self.progress_label(), report=self.progress, logger=log)
+        per_task = timesync().observations_per_dask_task
+        outcome = self.project.process(plots, jobs_per_task=per_task, progress=lambda done, total, _: tracker.update(done, total))
+        summary.record_batch(self.task_id, outcome, started=started, plots=len(plots))
+        log.info("%s", summary.batch_line(self.progress_label(), outcome, plots=len(plots), seconds=tracker.elapsed))
         if outcome.written or outcome.fill or outcome.failed or outcome.plots_done:
             for project_id in {p.project_id for p in plots}:  # its view of the project is now stale
                 self.project.store.delete(report.report_index(project_id))
-        _raise_failures(outcome)
+        _raise_failures(outcome, unusable=outcome.unusable if self.fail_on_unusable else [])
 
 
-def _raise_failures(outcome: BatchOutcome) -> None:
+def _raise_failures(outcome: BatchOutcome, *, unusable: list[UnusableItem]) -> None:
+    """Fail the task when observations failed (or, when given, items were unusable); each
+    one is recorded and listed at the end of the run, the message names the first."""
     if outcome.failed:
         first = outcome.failed[0]
-        raise PipelineError(
+        raise FailuresRecorded(
             f"{len(outcome.failed)} observation(s) of {outcome.plots_failed} plot(s) failed; "
             f"first: prj {first.project_id} plot {first.plot_id} {first.key}: {first.error}. "
             "Everything else is written; rerun the same command to retry only what failed."
         )
+    if unusable:
+        raise_unusable(unusable)
+
+
+def raise_unusable(unusable: list[UnusableItem], consequence: str = "everything else is written") -> None:
+    """Fail the task: catalogue items could not be used (they are listed at the end of the run)."""
+    summary.record_unusable(unusable)
+    raise FailuresRecorded(
+        f"{len(unusable)} catalogue item(s) could not be used (listed at the end); {consequence}. "
+        "Fix the catalogue and rerun the same command: the searches are repeated and the items picked up."
+    )
 
 
 class TimeSyncPlotBatch(_PlotsTask):
@@ -211,8 +255,14 @@ class TimeSyncPlotBatch(_PlotsTask):
     # finds them settled while the other projects' reports ran.
     priority = 10
 
+    fail_on_unusable = False  # TimeSyncProject fails for them, after the ingest files and the report
+
     def selected_plots(self) -> list[Any]:
         return self.project.batches(self.project_id, self.plots_per_task)[self.batch]
+
+    def progress_label(self) -> str:
+        n = len(self.project.batches(self.project_id, self.plots_per_task))
+        return f"TimeSync prj {self.project_id} batch {self.batch + 1}/{n}"
 
 
 class TimeSyncPlot(_PlotsTask):
@@ -259,10 +309,7 @@ class TimeSyncObservation(_TimeSyncTask):
     def run(self) -> None:
         project = self.project
         plot = project.plot(self.project_id, self.plot_id)
-        from pipeline.timesync.extract import ObservationJob
-
-        job = ObservationJob(plot.project_id, plot.plot_id, plot.x, plot.y, self.chip_size, self.observation)
-        (result,) = project.execute([job], jobs_per_task=1)
+        (result,) = project.execute([project.job(plot, self.observation)], jobs_per_task=1)
         if result.status == "failed":
             raise PipelineError(f"observation {self.date} of plot {self.project_id}/{self.plot_id} failed: {result.error}")
         if result.status == "fill":
@@ -327,12 +374,14 @@ class TimeSyncReport(_TimeSyncTask):
 
     def run(self) -> None:
         self.set_status_message("writing the QA report")
-        report.write_report(self.project, self.project_id, progress=self.progress)
+        started = time.perf_counter()
+        files = report.write_report(self.project, self.project_id, progress=self.progress)
+        log.info("project %s: QA report written (%d files, %.1f s)", self.project_id, len(files), time.perf_counter() - started)
         # Last in the run, so that the plots' directories have mostly settled (a snapshot
         # trusts only directories unchanged for 2 s): the wait overlaps the report.
         self.set_status_message("recording the completeness snapshot")
         saved = self.project.record_completeness(self.project_id)
-        log.info("project %s: completeness snapshot of %d plot(s) recorded", self.project_id, saved)
+        log.debug("project %s: completeness snapshot of %d plot(s) recorded", self.project_id, saved)
 
 
 class TimeSyncDryRun(_TimeSyncTask):
@@ -368,6 +417,9 @@ class TimeSyncDryRun(_TimeSyncTask):
         ]
         text = format_estimates(estimates, model, project.store.url)
         summary.record_text("dry-run", text)
+        unusable = project.project_unusable()
+        if unusable:
+            raise_unusable(unusable, "the run would miss their acquisitions")
 
 
 class TimeSyncProject(luigi.WrapperTask):
@@ -388,8 +440,21 @@ class TimeSyncProject(luigi.WrapperTask):
     chip_size = _TimeSyncTask.chip_size
 
     def requires(self) -> list[TimeSyncReport]:
-        shared = {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
-        project = project_for(RunOptions(**shared))
+        project = project_for(RunOptions(**self.shared()))
         project.validate()  # fatal input errors stop the run here, before anything is written
         summary.record_project(project, plots_per_task=timesync().plots_per_task)
-        return [TimeSyncReport(**shared, project_id=p) for p in project.project_ids()]
+        return [TimeSyncReport(**self.shared(), project_id=p) for p in project.project_ids()]
+
+    def shared(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
+
+    def run(self) -> None:
+        """Runs only when a requirement was not complete when the run started: every project
+        is now written; the run still fails if an item of the catalogue could not be used
+        (each is named at the end; the next run searches those tiles again)."""
+        unusable = project_for(RunOptions(**self.shared())).project_unusable()
+        if unusable:
+            raise_unusable(unusable)
+
+    def __repr__(self) -> str:
+        return f"TimeSyncProject(plot_file={self.plot_file})"

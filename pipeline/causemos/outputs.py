@@ -1,0 +1,510 @@
+"""The objects a task owns: where its state lives, how its keys are listed, written and deleted, and
+the manifest that makes reruns write nothing twice and leave nothing stale.
+
+Why a manifest: a run writes hundreds of thousands of small objects under keys named by the data
+(regions, periods, tiles); when the input changes, keys of the earlier run that the new one does not
+make must go. Each task records the keys it owns and a digest of each object in a manifest under
+``_state/``. A task that reruns
+
+1. reads its manifest and lists its key prefixes (one paged listing per prefix, never a HEAD per key);
+2. rewrites the manifest as *in progress* before it writes anything, so a run killed from now on is
+   never mistaken for a finished one, and digests of an earlier run are no longer trusted after it;
+3. writes every object whose digest differs from the one trusted for its key (one PUT per object on
+   S3, many in flight; temporary name and rename locally), journalling what it wrote;
+4. deletes the keys the previous manifest had, and any key under its prefixes (a killed run's), that
+   the new set lacks, and the temporaries a killed writer left there;
+5. writes the manifest as finished: the completion record of the task.
+
+A task is complete when its finished manifest has the fingerprint of its current inputs and every key
+it names is listed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import posixpath
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any
+from urllib.parse import quote
+
+from pipeline.errors import StorageError
+from targets.s3config import S3Options
+from targets.store import TEMP_MARK, Store
+
+STATE_ROOT = "_state/causemos"
+JOURNAL_SAVE_S = 5.0  # an in-progress manifest is rewritten at most this often while pieces finish
+
+
+# ---------------------------------------------------------------- state keys
+
+
+def state_prefix(data_id: str, run_id: str) -> str:
+    return f"{STATE_ROOT}/{data_id}/{run_id}/"
+
+
+def prepare_info_key(data_id: str, run_id: str) -> str:
+    """The prepare stage's record: counts, features, points files, fingerprint."""
+    return f"{state_prefix(data_id, run_id)}prepare.json"
+
+
+def run_marker_key(data_id: str, run_id: str) -> str:
+    """Written after results.json: the run (with its cleanup of vanished features) finished."""
+    return f"{state_prefix(data_id, run_id)}run.json"
+
+
+def manifests_prefix(data_id: str, run_id: str) -> str:
+    return f"{state_prefix(data_id, run_id)}manifests/"
+
+
+def prepare_manifest_key(data_id: str, run_id: str) -> str:
+    return f"{manifests_prefix(data_id, run_id)}prepare.json.gz"
+
+
+def feature_state_name(feature: str) -> str:
+    """A feature as one path segment of a state key (features may hold ``/`` and anything else)."""
+    return quote(feature, safe="")
+
+
+def family_manifest_key(data_id: str, run_id: str, time_res: str, feature: str, family: str) -> str:
+    return f"{manifests_prefix(data_id, run_id)}{time_res}/{feature_state_name(feature)}/{family}.json.gz"
+
+
+def failure_record_key(data_id: str, run_id: str, time_res: str, feature: str, family: str) -> str:
+    return f"{state_prefix(data_id, run_id)}failures/{time_res}/{feature_state_name(feature)}/{family}.json"
+
+
+def points_prefix(data_id: str, run_id: str) -> str:
+    return f"{state_prefix(data_id, run_id)}points/"
+
+
+def points_key(data_id: str, run_id: str, fingerprint: str, time_res: str, index: int) -> str:
+    """The temporally aggregated points of the ``index``-th feature at ``time_res`` (parquet), under the
+    prepare stage's fingerprint: a killed prepare never overwrites the points a finished one recorded."""
+    return f"{points_prefix(data_id, run_id)}{fingerprint}/{time_res}/{index}.parquet"
+
+
+def same_object_key(key: str) -> str:
+    """The key as a filesystem or a filer-backed store (SeaweedFS) keeps it: repeated ``/`` collapse.
+
+    An empty qualifier value makes ``.../qualifiers/camp//Ethiopia.csv``: AWS keeps the empty segment,
+    a local directory and SeaweedFS do not. Keys are written as the reference names them; whether a key
+    is present, or is one of a task's, is decided on this form, so either backend agrees."""
+    return _REPEATED_SLASHES.sub("/", key)
+
+
+_REPEATED_SLASHES = re.compile(r"/{2,}")
+
+
+def object_digest(data: bytes) -> str:
+    """16 hex digits of BLAKE2b: tells an unchanged object from a changed one."""
+    return blake2b(data, digest_size=8).hexdigest()
+
+
+# ---------------------------------------------------------------- one Store per destination and process
+
+
+_stores: dict[tuple[str, S3Options], Store] = {}
+_stores_lock = threading.Lock()
+
+
+def shared_store(store: Store) -> Store:
+    """This process's :class:`Store` for the same root and S3 options.
+
+    Why: a Store builds its S3 client on first use (a new aiobotocore session: ~0.3 s before the first
+    request, measured on the local S3 server, against ~3 ms for a request on a warm client). Tasks and
+    Dask pieces (which receive Stores pickled, without their client) would otherwise pay it per call."""
+    key = (store.url, store.s3)
+    with _stores_lock:
+        if key not in _stores:
+            _stores[key] = store
+        return _stores[key]
+
+
+# ---------------------------------------------------------------- listing
+
+
+@dataclass
+class Listing:
+    """Keys under some prefixes (store-relative), and local temporaries found there."""
+
+    keys: set[str] = field(default_factory=set)
+    temporaries: list[str] = field(default_factory=list)
+
+
+def list_tree(store: Store, prefix: str) -> Listing:
+    """Every key under ``prefix`` (ending in ``/``): one paged ListObjectsV2 without delimiter on S3, one
+    directory walk locally. Temporaries (``.name.tmp-...``) are returned apart, never as keys."""
+    if not prefix.endswith("/"):
+        raise ValueError(f"a prefix ends with '/': {prefix!r}")
+    try:
+        if store.is_local:
+            return _list_local(store, prefix)
+        if store.is_s3:
+            return Listing(set(_list_s3(store, prefix)))
+        root = store.path(prefix).rstrip("/")
+        base = store.root.rstrip("/") + "/"
+        try:
+            found = store.fs.find(root)
+        except FileNotFoundError:
+            found = []
+        return Listing({p[len(base) :] for p in found if p.startswith(base)})
+    except StorageError:
+        raise
+    except Exception as e:
+        raise StorageError(f"cannot list {store.uri(prefix)}: {e}") from e
+
+
+def _list_local(store: Store, prefix: str) -> Listing:
+    top = store.path(prefix)
+    listing = Listing()
+    for dirpath, _dirs, files in os.walk(top):
+        rel_dir = os.path.relpath(dirpath, store.root).replace(os.sep, "/")
+        for name in files:
+            rel = f"{rel_dir}/{name}"
+            if name.startswith(".") and TEMP_MARK in name:
+                listing.temporaries.append(rel)
+            else:
+                listing.keys.add(rel)
+    return listing
+
+
+def _list_s3(store: Store, prefix: str) -> list[str]:
+    """Paged ListObjectsV2 of the prefix through s3fs's client (no HEAD, no delimiter)."""
+    fs = store.fs
+    bucket, _, key_prefix = store.path(prefix).partition("/")
+    root_key = store.root.partition("/")[2]
+    strip = len(root_key) + 1 if root_key else 0
+    keys: list[str] = []
+    token = ""
+    while True:
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": key_prefix if prefix else ""}
+        if token:
+            params["ContinuationToken"] = token
+        page = fs.call_s3("list_objects_v2", **params)
+        keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
+        if not page.get("IsTruncated"):
+            return keys
+        token = page["NextContinuationToken"]
+
+
+# ---------------------------------------------------------------- deleting
+
+
+def delete_keys(store: Store, keys: Iterable[str], *, prune_below: str = "") -> int:
+    """Delete ``keys`` (1000 per DeleteObjects request on S3); locally, directories left empty are removed
+    up to ``prune_below``. Returns how many keys were asked to go (absent ones count: they are gone)."""
+    keys = sorted(set(keys))
+    if not keys:
+        return 0
+    if store.is_local:
+        for key in keys:
+            try:
+                os.unlink(store.path(key))
+            except FileNotFoundError:
+                pass
+        _prune_empty_dirs(store, keys, prune_below)
+        return len(keys)
+    if store.is_s3:
+        fs = store.fs
+        bucket = store.path(keys[0]).partition("/")[0]
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": store.path(k).partition("/")[2]} for k in keys[start : start + 1000]]
+            response = fs.call_s3("delete_objects", Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StorageError(f"cannot delete s3://{bucket}/{first.get('Key')}: {first.get('Code')} {first.get('Message')}")
+        return len(keys)
+    for key in keys:
+        store.delete(key)
+    return len(keys)
+
+
+def _prune_empty_dirs(store: Store, keys: Iterable[str], prune_below: str) -> None:
+    stop = store.path(prune_below).rstrip(os.sep) if prune_below else store.root
+    candidates = sorted({os.path.dirname(store.path(k)) for k in keys}, key=len, reverse=True)
+    for directory in candidates:
+        while directory.startswith(stop) and len(directory) > len(stop):
+            try:
+                os.rmdir(directory)  # only when empty
+            except OSError:
+                break
+            directory = os.path.dirname(directory)
+
+
+# ---------------------------------------------------------------- writing
+
+
+_writer_filesystems: dict[S3Options, Any] = {}
+_writer_lock = threading.Lock()
+S3_CONNECTIONS = 64  # PUTs in flight per process (botocore's default pool is 10)
+BATCH_OBJECTS = 512
+BATCH_BYTES = 16 << 20
+LOCAL_WRITE_THREADS = 8
+
+
+def _s3_writer_fs(options: S3Options) -> Any:
+    """An s3fs filesystem whose connection pool lets many PUTs be in flight at once."""
+    import fsspec
+
+    with _writer_lock:
+        if options not in _writer_filesystems:
+            kwargs = dict(options.s3fs_kwargs())
+            config = dict(kwargs.pop("config_kwargs", {}) or {})  # type: ignore[call-overload]
+            config["max_pool_connections"] = S3_CONNECTIONS
+            _writer_filesystems[options] = fsspec.filesystem(
+                "s3", skip_instance_cache=True, config_kwargs=config, **kwargs
+            )
+        return _writer_filesystems[options]
+
+
+@dataclass
+class WriteStats:
+    written: int = 0
+    unchanged: int = 0
+    bytes_written: int = 0
+    bytes_total: int = 0
+    objects: dict[str, str] = field(default_factory=dict)  # key -> digest, everything produced
+
+
+class ObjectWriter:
+    """Writes many small objects concurrently, skipping those whose digest is the trusted one.
+
+    S3: batches of up to 512 objects (16 MiB) go out through ``pipe`` (one PUT per object, up to 64 in
+    flight), one batch being written while the next is made. Locally: a pool of threads, each write a
+    temporary file renamed into place. ``store=None`` writes nothing (the dry run counts).
+    """
+
+    def __init__(self, store: Store | None, trusted: Mapping[str, str] | None = None) -> None:
+        self.store = shared_store(store) if store is not None else None
+        self.trusted = trusted or {}
+        self.stats = WriteStats()
+        self._batch: dict[str, bytes] = {}
+        self._batch_bytes = 0
+        self._pending: list[Future[Any]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        if store is not None:
+            threads = 1 if store.is_s3 else LOCAL_WRITE_THREADS
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="causemos-write")
+
+    def put(self, key: str, data: bytes) -> None:
+        digest = object_digest(data)
+        self.stats.objects[key] = digest
+        self.stats.bytes_total += len(data)
+        if self.trusted.get(key) == digest:
+            self.stats.unchanged += 1
+            return
+        self.stats.written += 1
+        self.stats.bytes_written += len(data)
+        if self.store is None:
+            return
+        self._batch[key] = data
+        self._batch_bytes += len(data)
+        if len(self._batch) >= BATCH_OBJECTS or self._batch_bytes >= BATCH_BYTES:
+            self._flush()
+
+    def put_all(self, objects: Iterable[tuple[str, bytes]]) -> None:
+        for key, data in objects:
+            self.put(key, data)
+
+    def _flush(self) -> None:
+        if not self._batch or self.store is None or self._pool is None:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, {}, 0
+        store = self.store
+        if store.is_s3:
+            self._wait(keep=1)  # one batch in flight while the next is made
+            fs = _s3_writer_fs(store.s3)
+            paths = {store.path(k): v for k, v in batch.items()}
+            self._pending.append(self._pool.submit(_pipe, fs, paths))
+        else:
+            self._wait(keep=4 * LOCAL_WRITE_THREADS)
+            self._pending.extend(self._pool.submit(store.write_bytes, k, v) for k, v in batch.items())
+
+    def _wait(self, keep: int) -> None:
+        while len(self._pending) > keep:
+            self._pending.pop(0).result()
+
+    def close(self) -> WriteStats:
+        """Write what is left and wait for every write; raises the first write error."""
+        try:
+            self._flush()
+            self._wait(keep=0)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        return self.stats
+
+
+def _pipe(fs: Any, paths: dict[str, bytes]) -> None:
+    try:
+        fs.pipe(paths)
+    except Exception as e:
+        raise StorageError(f"cannot write {len(paths)} object(s) under s3://{next(iter(paths)).rsplit('/', 1)[0]}: {e}") from e
+
+
+# ---------------------------------------------------------------- manifests
+
+
+@dataclass
+class Manifest:
+    """What a task owns. ``complete``: ``objects`` are its outputs for ``fingerprint``. In progress:
+    ``objects`` are what an earlier run left (to delete if not made again; their digests are no longer
+    trusted) and ``journal`` what the run with ``fingerprint`` wrote so far."""
+
+    fingerprint: str
+    complete: bool
+    objects: dict[str, str]
+    journal: dict[str, str] = field(default_factory=dict)
+
+    def to_bytes(self, base: str) -> bytes:
+        doc = {
+            "fingerprint": self.fingerprint,
+            "complete": self.complete,
+            "objects": {_relative(k, base): v for k, v in sorted(self.objects.items())},
+            "journal": {_relative(k, base): v for k, v in sorted(self.journal.items())},
+        }
+        return gzip.compress(json.dumps(doc, separators=(",", ":")).encode("utf-8"), compresslevel=5, mtime=0)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, base: str) -> Manifest:
+        doc = json.loads(gzip.decompress(data))
+        return cls(
+            fingerprint=str(doc["fingerprint"]), complete=bool(doc["complete"]),
+            objects={base + k: str(v) for k, v in doc.get("objects", {}).items()},
+            journal={base + k: str(v) for k, v in doc.get("journal", {}).items()},
+        )  # fmt: skip
+
+
+def _relative(key: str, base: str) -> str:
+    if not key.startswith(base):
+        raise ValueError(f"{key!r} is not under {base!r}")
+    return key[len(base) :]
+
+
+def read_manifest(store: Store, rel: str, base: str) -> Manifest | None:
+    try:
+        return Manifest.from_bytes(store.read_bytes(rel), base)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError):  # a damaged manifest: as none, the task reruns
+        return None
+
+
+class OwnedOutputs:
+    """The manifest protocol of one task (see the module's docstring).
+
+    ``base``: the run's prefix (``{data_id}/{run_id}/``), keys are stored relative to it; ``prefixes``:
+    where the task's keys live (store-relative, ``/``-terminated); ``foreign``: keys under those prefixes
+    that belong to another task (a feature named ``a/b`` lives under feature ``a``'s directory).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        manifest_key: str,
+        base: str,
+        prefixes: Iterable[str],
+        fingerprint: str,
+        foreign: Callable[[str], bool] = lambda key: False,
+    ) -> None:
+        self.store = store
+        self.manifest_key = manifest_key
+        self.base = base
+        self.prefixes = list(prefixes)
+        self.fingerprint = fingerprint
+        self.foreign = foreign
+        self.previous: Manifest | None = None
+        self.listing = Listing()
+        self.leftover: dict[str, str] = {}
+        self.journal: dict[str, str] = {}
+        self._saved_at = 0.0
+
+    def list_owned(self) -> Listing:
+        """The keys under the task's prefixes that are not another task's (one listing per prefix)."""
+        listing = Listing()
+        for prefix in self.prefixes:
+            part = list_tree(self.store, prefix)
+            listing.keys |= {k for k in part.keys if not self.foreign(k)}
+            listing.temporaries += [t for t in part.temporaries if not self.foreign(t)]
+        return listing
+
+    def finished_manifest(self) -> Manifest | None:
+        """The manifest when it says the task finished with the current fingerprint."""
+        manifest = read_manifest(self.store, self.manifest_key, self.base)
+        if manifest is None or not manifest.complete or manifest.fingerprint != self.fingerprint:
+            return None
+        return manifest
+
+    def is_complete(self) -> bool:
+        manifest = self.finished_manifest()
+        if manifest is None:
+            return False
+        if not manifest.objects:
+            return True
+        listed = {same_object_key(k) for k in self.list_owned().keys}
+        return all(same_object_key(k) in listed for k in manifest.objects)
+
+    def begin(self) -> dict[str, str]:
+        """Steps 1-2: read and list; mark the manifest in progress. Returns the trusted digests: those of
+        a finished earlier run, or those the interrupted run with the same fingerprint journalled, for
+        keys that are listed."""
+        self.previous = read_manifest(self.store, self.manifest_key, self.base)
+        self.listing = self.list_owned()
+        present = {same_object_key(k) for k in self.listing.keys}
+        trusted: dict[str, str] = {}
+        self.leftover = {}
+        self.journal = {}
+        if self.previous is not None:
+            self.leftover = {**self.previous.objects, **self.previous.journal}
+            if self.previous.complete:
+                trusted = {k: v for k, v in self.previous.objects.items() if same_object_key(k) in present}
+            elif self.previous.fingerprint == self.fingerprint:
+                trusted = {k: v for k, v in self.previous.journal.items() if same_object_key(k) in present}
+                self.journal = dict(trusted)
+        self._save(force=True)
+        return trusted
+
+    def add(self, objects: Mapping[str, str]) -> None:
+        """Step 3: objects written (or found unchanged) by a finished piece of the work."""
+        self.journal.update(objects)
+        self._save(force=False)
+
+    def _save(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._saved_at < JOURNAL_SAVE_S:
+            return
+        manifest = Manifest(self.fingerprint, False, dict(self.leftover), dict(self.journal))
+        self.store.write_bytes(self.manifest_key, manifest.to_bytes(self.base))
+        self._saved_at = now
+
+    def interrupted(self) -> None:
+        """Some work failed: keep what was journalled, so the rerun trusts it."""
+        self._save(force=True)
+
+    def finish(self, objects: Mapping[str, str]) -> int:
+        """Steps 4-5: delete what the new set lacks, and debris; record the finished manifest. Returns the
+        number of stale keys deleted."""
+        made = {same_object_key(k) for k in objects}
+        stale = {k for k in set(self.leftover) | self.listing.keys if same_object_key(k) not in made}
+        deleted = delete_keys(self.store, stale, prune_below=self.base)
+        for temporary in self.listing.temporaries:
+            try:
+                os.unlink(self.store.path(temporary))
+            except FileNotFoundError:
+                pass
+        manifest = Manifest(self.fingerprint, True, dict(objects))
+        self.store.write_bytes(self.manifest_key, manifest.to_bytes(self.base))
+        return deleted
+
+
+def join_key(*parts: str) -> str:
+    return posixpath.join(*parts)

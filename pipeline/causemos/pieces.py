@@ -1,0 +1,167 @@
+"""The work of one output task cut into pieces for Dask: each piece computes and writes its objects on a
+worker and returns their digests.
+
+Why pieces: the object count, not the arithmetic, is the cost (a PUT is ~1 ms of a client's CPU and a
+round trip), so the objects of one output task are made and written by several workers at once. A
+piece takes a disjoint share of the output's keys, and makes them from the rows that decide them, in
+their original order, so its bytes are those of the whole computation:
+
+- tiles, grid stats and regional aggregates are per period: a piece takes a run of periods;
+- regional series are per region, and every region id of a row includes the value of the first present
+  region column: a piece takes the values hashed to it (unless a value holds ``__``, which could make
+  two rows of different values share an id; then one piece does all);
+- the global series (its qualifier columns are ordered over all periods) and the extrema (over all
+  regions and periods) are one piece.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.causemos import recipe
+from pipeline.causemos.outputs import ObjectWriter, shared_store
+from targets.store import Store
+
+SPLIT_BY = {
+    "compute_global_timeseries": "whole",
+    "compute_regional_stats": "whole",
+    "compute_regional_timeseries": "regions",
+    "compute_regional_aggregation": "periods",
+    "compute_tiles": "periods",
+}
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part ``part`` of ``parts`` of one output task (``family``) of one (feature, time resolution)."""
+
+    family: str
+    context: recipe.FeatureContext
+    split: str
+    part: int
+    parts: int
+
+    @property
+    def label(self) -> str:
+        return f"part {self.part + 1}/{self.parts}" if self.parts > 1 else "whole"
+
+
+def plan_pieces(
+    family: str,
+    context: recipe.FeatureContext,
+    *,
+    points_rows: int,
+    periods: int,
+    level0_regions: int,
+    separator_in_level0: bool,
+    points_per_piece: int,
+    max_parts: int,
+) -> list[Piece]:
+    """Pieces of about ``points_per_piece`` points each, at most ``max_parts`` and at most one per period
+    (or first-level region)."""
+    split = SPLIT_BY[family]
+    if split == "periods":
+        limit = periods
+    elif split == "regions" and context.present and not separator_in_level0:
+        limit = level0_regions
+    else:
+        limit = 1
+    parts = max(1, min(limit, max_parts, math.ceil(points_rows / max(points_per_piece, 1))))
+    return [Piece(family, context, split, part, parts) for part in range(parts)]
+
+
+def piece_points(points: pd.DataFrame, piece: Piece) -> pd.DataFrame:
+    """The rows of ``points`` that decide the piece's objects, in their order."""
+    if piece.parts == 1:
+        return points
+    if piece.split == "periods":
+        periods = np.unique(points["timestamp"].to_numpy())
+        mine = np.array_split(periods, piece.parts)[piece.part]
+        return points.loc[points["timestamp"].isin(mine).to_numpy()]
+    column = piece.context.present[0]
+    codes, values = pd.factorize(points[column], use_na_sentinel=False)
+    buckets = np.array([zlib.crc32(str(v).encode("utf-8")) % piece.parts for v in values], dtype=np.int64)
+    return points.loc[buckets[codes] == piece.part]
+
+
+@dataclass(frozen=True)
+class StatePoints:
+    """Points kept as parquet under ``_state`` (``digest`` of its bytes names the version, for the cache)."""
+
+    store: Store
+    key: str
+    digest: str
+
+
+_cache: OrderedDict[tuple[str, str, str], pd.DataFrame] = OrderedDict()
+_cache_lock = threading.Lock()
+CACHED_POINTS = 2  # a worker runs pieces of one (feature, time resolution) at a time, mostly
+
+
+def load_points(ref: StatePoints) -> pd.DataFrame:
+    """The points, read once per worker process and version (pieces of a task share them)."""
+    key = (ref.store.url, ref.key, ref.digest)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    points = pd.read_parquet(io.BytesIO(shared_store(ref.store).read_bytes(ref.key)))
+    with _cache_lock:
+        _cache[key] = points
+        while len(_cache) > CACHED_POINTS:
+            _cache.popitem(last=False)
+    return points
+
+
+@dataclass(frozen=True)
+class Trusted:
+    """Digests of objects known to be in place (sent once to each worker, not with every piece)."""
+
+    digests: dict[str, str]
+
+
+@dataclass
+class PieceResult:
+    label: str
+    objects: dict[str, str]
+    written: int
+    unchanged: int
+    bytes_written: int
+    bytes_total: int
+    seconds: float
+
+
+def run_piece(piece: Piece, points: StatePoints | pd.DataFrame, store: Store | None, trusted: Trusted | None) -> PieceResult:
+    """Compute the piece's objects and write those that changed (``store=None``: count them only)."""
+    started = time.perf_counter()
+    frame = load_points(points) if isinstance(points, StatePoints) else points
+    subset = piece_points(frame, piece)
+    writer = ObjectWriter(store, trusted.digests if trusted is not None else None)
+    try:
+        if len(subset.index) or piece.parts == 1:  # a share of the periods or regions may be empty
+            writer.put_all(recipe.FAMILY_OBJECTS[piece.family](subset, piece.context))
+    finally:
+        stats = writer.close()
+    return PieceResult(piece.label, stats.objects, stats.written, stats.unchanged, stats.bytes_written, stats.bytes_total,
+                       time.perf_counter() - started)
+
+
+def max_parts_for(client: Any, configured: int) -> int:
+    """Pieces per output task: as configured, else twice the cluster's threads."""
+    if configured > 0:
+        return configured
+    try:
+        threads = sum(client.nthreads().values())
+    except Exception:  # noqa: BLE001  (a cluster that cannot say: a sensible guess)
+        threads = 4
+    return max(2, 2 * threads)

@@ -1,0 +1,375 @@
+"""The prepare stage on Dask: read, validate and temporally aggregate the input, one file per Dask task.
+
+The reference concatenates every file into one Dask frame; here each file is read where it is worked
+on, and only small things travel: a first pass per file returns its columns, dtypes, row counts per
+feature and blank columns, from which the client decides how the files fit together
+(:class:`~pipeline.causemos.recipe.ConcatPlan`, the concatenated dtypes as a zero-row *template*, the
+columns blank in the whole input). A second pass per file fixes, validates and splits its rows by feature
+and sums them per point and period (:func:`~pipeline.causemos.recipe.temporal_partials`). A combine task
+per (feature, time resolution) adds the files' partial sums up, in file order, and writes the feature's
+points as a parquet file under ``_state`` (or keeps them in the cluster for the dry run). The client
+gathers the small results: counts, region and qualifier lists, the raw rows of small features.
+
+Every result equals :func:`~pipeline.causemos.recipe.run_in_memory`'s on the concatenated input (sums
+up to the order of adding the files' partial sums, as in the reference's own Dask ``groupby``).
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pipeline.causemos import layout, recipe
+from pipeline.causemos.outputs import object_digest, points_key, shared_store
+from pipeline.causemos.settings import RunSettings
+from pipeline.causemos.sources import Source, read_frame
+from pipeline.errors import InputError
+from targets.store import Store
+
+TIME_RESOLUTIONS_WITH_ALL = (*recipe.TIME_RESOLUTIONS, "all")
+
+
+# ---------------------------------------------------------------- pass 1: what each file holds
+
+
+@dataclass(frozen=True)
+class SourceScan:
+    """One file's shape: a zero-row frame with its columns and dtypes, rows, rows per feature key (in order
+    of appearance) and the columns blank (null or whitespace) in it."""
+
+    url: str
+    name: str
+    schema: pd.DataFrame
+    rows: int
+    feature_rows: dict[str, int]
+    blank: frozenset[str]
+
+
+def scan_source(source: Source) -> SourceScan:
+    frame = read_frame(source)
+    recipe.require_columns(source.url, frame)
+    counts = recipe.raw_rows_per_feature(frame)
+    blank = frozenset(c for c in frame.columns if recipe.is_blank_column(frame[c]))
+    return SourceScan(source.url, source.name, frame.iloc[:0].copy(), len(frame.index), counts, blank)
+
+
+def input_blank_columns(scans: Sequence[SourceScan], plan: recipe.ConcatPlan) -> frozenset[str]:
+    """Columns blank in the concatenated input: blank, or absent, in every file once fixed by the plan
+    (a qualifier column added as ``""`` is not blank, nor is a mismatched region column, whose nulls
+    become ``"None"``)."""
+    fixed_columns: list[set[str]] = []
+    fixed_blank: list[set[str]] = []
+    for scan in scans:
+        columns = set(scan.schema.columns)
+        blank = set(scan.blank)
+        if plan.several:
+            columns |= set(plan.extra_columns)
+            blank -= set(plan.mismatched)
+        fixed_columns.append(columns)
+        fixed_blank.append(blank)
+    every = dict.fromkeys(c for cols in fixed_columns for c in cols)
+    return frozenset(
+        c for c in every if all(c not in cols or c in blank for cols, blank in zip(fixed_columns, fixed_blank, strict=True))
+    )
+
+
+def input_template(scans: Sequence[SourceScan], plan: recipe.ConcatPlan) -> pd.DataFrame | None:
+    """The concatenated input's columns and dtypes as a zero-row frame (None for a single file: nothing
+    to fit). Each file, fixed, is concatenated to it, so its values take the dtypes the whole input has."""
+    if not plan.several:
+        return None
+    fixed = [recipe.apply_concat_plan(scan.schema, plan) for scan in scans]
+    return pd.concat(fixed, ignore_index=True, sort=False)
+
+
+# ---------------------------------------------------------------- pass 2: each file's part
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """What every file's second pass needs to know about the whole input."""
+
+    plan: recipe.ConcatPlan
+    template: pd.DataFrame | None
+    blank: frozenset[str]
+    weight_column: str
+    fill_timestamp: int
+    small_features: frozenset[str]
+    present: tuple[str, ...]
+    qualifiers: tuple[str, ...]
+    time_resolutions: tuple[str, ...]
+
+
+@dataclass
+class PartSmall:
+    """The small results of one file, gathered by the client."""
+
+    raw_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    num_missing_ts: int = 0
+    num_missing_val: int = 0
+    num_invalid_ts: int = 0
+    natives: list[Any] = field(default_factory=list)
+    feature_natives: dict[str, Any] = field(default_factory=dict)
+    region_lists: dict[str, dict[str, list[str]] | None] = field(default_factory=dict)
+    qualifier_values: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    first_level_separator: bool = False
+
+
+@dataclass
+class PartResult:
+    small: PartSmall
+    partials: dict[tuple[str, str], pd.DataFrame]
+
+
+def prepare_part(source: Source, job: PrepareJob) -> PartResult:
+    """One file: fixed as the plan says, given the input's dtypes, validated against the input's blank
+    columns, split by feature; per feature its lists and its partial sums per period."""
+    fixed = recipe.apply_concat_plan(read_frame(source), job.plan)
+    if job.template is not None:
+        raw = pd.concat([job.template, fixed], ignore_index=True, sort=False)
+    else:
+        raw = fixed.reset_index(drop=True)
+    small = PartSmall()
+    if job.small_features:
+        for key, rows in recipe.split_by_feature(raw).items():
+            if key in job.small_features:
+                small.raw_tables[key] = rows.drop(columns=["feature"])
+    checked = recipe.validate_and_fix(raw, job.weight_column, job.fill_timestamp, blank_columns=job.blank)
+    frame = checked.frame
+    small.num_missing_ts, small.num_missing_val, small.num_invalid_ts = (
+        checked.num_missing_ts, checked.num_missing_val, checked.num_invalid_ts,
+    )  # fmt: skip
+    small.natives = recipe.native_features(frame)
+    if job.present and len(frame.index):
+        small.first_level_separator = bool(frame[job.present[0]].str.contains(recipe.REGION_ID_SEPARATOR, regex=False).any())
+    partials: dict[tuple[str, str], pd.DataFrame] = {}
+    for key, rows in recipe.split_by_feature(frame).items():
+        small.feature_natives[key] = rows["feature"].iloc[0]
+        small.region_lists[key] = recipe.region_lists(rows, job.present)
+        small.qualifier_values[key] = recipe.qualifier_values(rows, job.qualifiers)
+        for time_res in job.time_resolutions:
+            partials[(key, time_res)] = recipe.temporal_partials(rows, time_res, checked.weight_column)
+    return PartResult(small, partials)
+
+
+def part_partials(part: PartResult, key: str, time_res: str) -> pd.DataFrame:
+    """One file's partial sums of one feature at one time resolution (runs where the file's part is)."""
+    return part.partials[(key, time_res)]
+
+
+# ---------------------------------------------------------------- combine per (feature, time resolution)
+
+
+@dataclass(frozen=True)
+class PointsWritten:
+    """A feature's points at one time resolution, written under ``_state``."""
+
+    key: str
+    rows: int
+    timestamps: int
+    size: int
+    digest: str
+
+
+def combine_points(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.DataFrame:
+    """The points of one feature at one time resolution, without the ``feature`` column (constant; pieces
+    never group by it). Kept in the cluster by the dry run."""
+    return recipe.combine_temporal(list(parts), weight_column).drop(columns=["feature"])
+
+
+def write_points(parts: Sequence[pd.DataFrame], weight_column: str, store: Store, key: str) -> PointsWritten:
+    """Combine and write the points as parquet to ``key`` (one PUT or rename)."""
+    points = combine_points(parts, weight_column)
+    buffer = io.BytesIO()
+    points.to_parquet(buffer, index=False)
+    data = buffer.getvalue()
+    shared_store(store).write_bytes(key, data)
+    return PointsWritten(key, len(points.index), int(points["timestamp"].nunique()), len(data), object_digest(data))
+
+
+def summarise_all(parts: Sequence[pd.DataFrame], weight_column: str) -> list[dict[str, Any]]:
+    """``output_agg_values`` of one feature from its ``all``-period partial sums."""
+    return recipe.output_summary(recipe.combine_temporal(list(parts), weight_column), weight_column)
+
+
+# ---------------------------------------------------------------- the whole stage, from the client
+
+
+@dataclass
+class FeatureInfo:
+    """One feature of the validated input (in order of first appearance)."""
+
+    key: str
+    native: Any
+    index: int
+    counts: dict[str, int]
+    level0_regions: int
+    points: dict[str, dict[str, Any]] = field(default_factory=dict)  # time_res -> {key, rows, timestamps, ...}
+
+
+@dataclass
+class Prepared:
+    """What the prepare stage found: ``info`` (JSON-able, kept as ``_state/.../prepare.json``), the raw and
+    info objects, and (dry run only) the points futures per (feature key, time_res)."""
+
+    info: dict[str, Any]
+    objects: dict[str, bytes]
+    points_futures: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+
+def _ordered_union(lists: Sequence[Sequence[Any]]) -> list[Any]:
+    return list(dict.fromkeys(v for values in lists for v in values))
+
+
+def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint: str) -> Prepared:
+    """Run the stage on the Dask ``client``; ``store=None`` keeps the points in the cluster (dry run)."""
+    numeric = [s for s in settings.sources if not recipe.is_string_values_file(s.name)]
+    if not settings.sources:
+        raise InputError("No parquet files provided")
+    if not numeric:
+        raise InputError("No numeric parquet files")
+    scans: list[SourceScan] = client.gather([client.submit(scan_source, s, pure=False) for s in numeric])
+    num_rows = sum(s.rows for s in scans)
+    if num_rows == 0:
+        raise InputError("DataFrame has no rows")
+    plan = recipe.concat_plan([s.schema for s in scans])
+    template = input_template(scans, plan)
+    blank = input_blank_columns(scans, plan)
+    columns = list(template.columns if template is not None else scans[0].schema.columns)
+    dropped = {c for c in blank if c not in recipe.NEVER_DROPPED}
+    validated_columns = pd.DataFrame(columns=[c for c in columns if c not in dropped])
+    weight = settings.weight_column if settings.weight_column and settings.weight_column in validated_columns.columns else ""
+    present = tuple(recipe.region_columns(validated_columns))
+    coordinates = recipe.has_coordinates(validated_columns)
+    qualifiers = tuple(recipe.qualifier_columns(validated_columns, weight))
+    rows_per_feature: dict[str, int] = {}
+    for scan in scans:
+        for key, count in scan.feature_rows.items():
+            rows_per_feature[key] = rows_per_feature.get(key, 0) + count
+    small_features = frozenset(k for k, n in rows_per_feature.items() if n <= settings.raw_count_threshold)
+    summarise = not settings.is_indicator
+    job = PrepareJob(
+        plan=plan, template=template, blank=blank, weight_column=settings.weight_column,
+        fill_timestamp=settings.fill_timestamp, small_features=small_features, present=present, qualifiers=qualifiers,
+        time_resolutions=TIME_RESOLUTIONS_WITH_ALL if summarise else recipe.TIME_RESOLUTIONS,
+    )  # fmt: skip
+    part_futures = [client.submit(prepare_part, s, job, pure=False) for s in numeric]
+    smalls: list[PartSmall] = client.gather([client.submit(operator.attrgetter("small"), f, pure=False) for f in part_futures])
+
+    d, r = settings.data_id, settings.run_id
+    objects: dict[str, bytes] = {}
+    keys = _ordered_union([list(s.feature_natives) for s in smalls])
+    features: list[FeatureInfo] = []
+    for index, key in enumerate(keys):
+        holding = [s for s in smalls if key in s.feature_natives]
+        native = holding[0].feature_natives[key]
+        lists = _combine_region_lists([s.region_lists[key] for s in holding])
+        values = {q: _ordered_union([s.qualifier_values[key][q] for s in holding]) for q in qualifiers}
+        objects.update(recipe.info_objects(d, r, key, lists, values, settings.thresholds))
+        level0 = len(lists[recipe.REGION_LEVELS[0]]) if lists else 0
+        features.append(FeatureInfo(key, _json_native(native), index, {q: len(v) for q, v in values.items()}, level0))
+    for key in rows_per_feature:
+        tables = [s.raw_tables[key] for s in smalls if key in s.raw_tables]
+        if key in small_features and tables:
+            objects[layout.raw_csv(d, r, key)] = recipe.csv_bytes(pd.concat(tables, ignore_index=True, sort=False))
+
+    def parts_of(key: str, time_res: str) -> list[Any]:
+        return [client.submit(part_partials, f, key, time_res, pure=False)
+                for f, s in zip(part_futures, smalls, strict=True) if key in s.feature_natives]
+
+    points_futures: dict[tuple[str, str], Any] = {}
+    summary_futures = []
+    for feature in features:
+        for time_res in recipe.TIME_RESOLUTIONS:
+            parts = parts_of(feature.key, time_res)
+            if store is None:
+                points_futures[(feature.key, time_res)] = client.submit(combine_points, parts, weight, pure=False)
+            else:
+                rel = points_key(d, r, fingerprint, time_res, feature.index)
+                points_futures[(feature.key, time_res)] = client.submit(write_points, parts, weight, store, rel, pure=False)
+        if summarise:
+            summary_futures.append(client.submit(summarise_all, parts_of(feature.key, "all"), weight, pure=False))
+    summaries: list[list[dict[str, Any]]] = client.gather(summary_futures)
+    if store is None:
+        sizes = client.gather({k: client.submit(_timestamps, f, pure=False) for k, f in points_futures.items()})
+        rows = client.gather({k: client.submit(len, f, pure=False) for k, f in points_futures.items()})
+        for feature in features:
+            for time_res in recipe.TIME_RESOLUTIONS:
+                feature.points[time_res] = {"rows": rows[(feature.key, time_res)], "timestamps": sizes[(feature.key, time_res)]}
+    else:
+        written: dict[tuple[str, str], PointsWritten] = client.gather(points_futures)
+        for feature in features:
+            for time_res in recipe.TIME_RESOLUTIONS:
+                w = written[(feature.key, time_res)]
+                feature.points[time_res] = {"key": w.key, "rows": w.rows, "timestamps": w.timestamps, "size": w.size,
+                                            "digest": w.digest}
+        points_futures = {}
+
+    info = {
+        "fingerprint": fingerprint,
+        "num_rows": num_rows,
+        "rows_per_feature": rows_per_feature,
+        "num_missing_ts": sum(s.num_missing_ts for s in smalls),
+        "num_invalid_ts": sum(s.num_invalid_ts for s in smalls),
+        "num_missing_val": sum(s.num_missing_val for s in smalls),
+        "present": list(present),
+        "coordinates": coordinates,
+        "weight_column": weight,
+        "qualifiers": list(qualifiers),
+        "natives": [_json_native(v) for v in _ordered_union([s.natives for s in smalls])],
+        "first_level_separator": any(s.first_level_separator for s in smalls),
+        "features": [feature.__dict__ for feature in features],
+        "output_agg_values": [entry for entries in summaries for entry in entries] if summarise else None,
+        "objects": len(objects),
+    }
+    return Prepared(info, objects, points_futures)
+
+
+def _timestamps(points: pd.DataFrame) -> int:
+    return int(points["timestamp"].nunique())
+
+
+def _combine_region_lists(parts: Sequence[Mapping[str, list[str]] | None]) -> dict[str, list[str]] | None:
+    if not parts or parts[0] is None:
+        return None
+    return {level: _ordered_union([p[level] for p in parts if p is not None]) for level in recipe.REGION_LEVELS}
+
+
+def _json_native(value: Any) -> Any:
+    """A feature value as JSON keeps it (numpy scalars as Python ones)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+def results_bytes(info: Mapping[str, Any], settings: RunSettings) -> bytes:
+    """results.json from the prepare stage's record and the run's options."""
+    has_tiles = bool(info["coordinates"]) and "compute_tiles" in settings.families
+    document = recipe.results_document(
+        num_rows=info["num_rows"],
+        rows_per_feature=info["rows_per_feature"],
+        num_missing_ts=info["num_missing_ts"],
+        num_invalid_ts=info["num_invalid_ts"],
+        num_missing_val=info["num_missing_val"],
+        present_regions=info["present"],
+        features=info["natives"],
+        raw_count_threshold=settings.raw_count_threshold,
+        has_tiles=has_tiles,
+        weight_column=info["weight_column"],
+        month_timeseries_size={f["key"]: f["points"]["month"]["timestamps"] for f in info["features"]},
+        year_timeseries_size={f["key"]: f["points"]["year"]["timestamps"] for f in info["features"]},
+        output_agg_values=None if settings.is_indicator else info["output_agg_values"],
+    )
+    return recipe.json_bytes(document)
+
+
+def feature_context(info: Mapping[str, Any], settings: RunSettings, feature: Mapping[str, Any], time_res: str) -> recipe.FeatureContext:
+    """The context of one (feature, time resolution) from the prepare record."""
+    counts = {f["key"]: f["counts"] for f in info["features"]}
+    return recipe.feature_context(
+        settings.parameters(), time_res, feature["key"], feature["native"], info["present"], info["weight_column"], counts,
+        bool(info["coordinates"]),
+    )

@@ -1,0 +1,452 @@
+"""The HLS workflow's work, between the thin Luigi tasks and the pure recipe: searching a
+tile-year, classifying its items, compositing a month block by block (on Dask workers),
+writing COGs, placing points and cutting sample chips.
+
+Memory: a month is composited one spatial block at a time, and a block's height shrinks
+as the month's scene count grows (``block_rows``), so a worker holds at most
+``BLOCK_BUDGET_BYTES`` of input pixels whatever the number of scenes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.catalog import Catalog, Item
+from pipeline.datetimes import Interval, parse_interval, parse_item_datetime
+from pipeline.errors import ItemError, PipelineError, RasterReadError
+from pipeline.failures import UnusableItem
+from pipeline.hls import layout, recipe
+from pipeline.mgrs_grid import TileGrid, grid_of_item, lonlat_bbox, nominal_grid
+from pipeline.raster import ArchiveAccess, RasterReader
+from targets.store import Store
+
+log = logging.getLogger("pipeline.hls")
+
+COLLECTIONS = (recipe.L30_COLLECTION, recipe.S30_COLLECTION)
+# HLS.L30.T10TET.2019183T185921.v2.0
+ITEM_ID = re.compile(r"^HLS\.(L30|S30)\.T(\d{1,2}[C-X][A-Z]{2})\.(\d{4})(\d{3})T(\d{6})\.v(\d+\.\d+)$")
+BLOCK = 512  # output COG block; compositing windows are whole blocks wide
+# Input pixels (int16 bands + uint8 Fmask) a compositing window may hold on a worker.
+BLOCK_BUDGET_BYTES = 96 * 1024 * 1024
+# Bytes of one input pixel of one scene in a window: 8 int16 bands + Fmask, plus the
+# recipe's float32 working copy of one band.
+_BYTES_PER_SCENE_PIXEL = 8 * 2 + 1 + 4
+# COG creation options: DEFLATE with the floating-point predictor, 512 x 512 blocks,
+# overviews (averaged, NaN-aware) down to one block.
+COG_OPTIONS = {
+    "COMPRESS": "DEFLATE",
+    "PREDICTOR": "YES",  # floating-point predictor (3) for float32
+    "BLOCKSIZE": str(BLOCK),
+    "OVERVIEWS": "AUTO",
+    "OVERVIEW_RESAMPLING": "AVERAGE",
+    "BIGTIFF": "IF_SAFER",
+    "NUM_THREADS": "1",  # one Dask thread per month already
+}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One usable HLS item of a tile-year: its 8 band hrefs in recipe.BANDS order and Fmask."""
+
+    id: str
+    collection: str
+    datetime: str
+    month: int
+    bands: tuple[str, ...]
+    fmask: str
+
+
+@dataclass
+class TileYearPlan:
+    tile: str
+    year: int
+    grid: TileGrid | None
+    scenes: list[Scene]
+    unusable: list[UnusableItem]
+
+    def months(self) -> dict[int, list[Scene]]:
+        by_month: dict[int, list[Scene]] = {}
+        for s in self.scenes:
+            by_month.setdefault(s.month, []).append(s)
+        return dict(sorted(by_month.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tile": self.tile,
+            "year": self.year,
+            "grid": self.grid.to_json() if self.grid else None,
+            "scenes": [asdict(s) for s in self.scenes],
+            "unusable": [u.to_json() for u in self.unusable],
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "TileYearPlan":
+        return cls(
+            doc["tile"], int(doc["year"]), TileGrid.from_json(doc["grid"]) if doc.get("grid") else None,
+            [Scene(**{**s, "bands": tuple(s["bands"])}) for s in doc["scenes"]],
+            [UnusableItem.from_json(u) for u in doc["unusable"]],
+        )  # fmt: skip
+
+
+def year_interval(year: int) -> Interval:
+    return parse_interval(f"{year:04d}-01-01T00:00:00Z/{year:04d}-12-31T23:59:59.999999Z")
+
+
+def search_tile_year(catalog: Catalog, tile: str, year: int) -> list[Item]:
+    """Every item of both HLS collections named for ``tile`` in the calendar year: an area
+    search over the tile's nominal extent narrowed to the tile's ids (neighbouring tiles
+    overlap by 9.8 km: a footprint alone would pick theirs too)."""
+    bbox = lonlat_bbox(nominal_grid(tile))
+    items: list[Item] = []
+    for collection in COLLECTIONS:
+        kind = "L30" if collection == recipe.L30_COLLECTION else "S30"
+        items += catalog.search_bbox(collection=collection, interval=year_interval(year), bbox=bbox, id_prefix=f"HLS.{kind}.T{tile}.")
+    return items
+
+
+def _trim(item: Item) -> Item:
+    """What the plan needs of an item (search states stay small)."""
+    keep = {"id", "collection", "properties", "assets", "_source"}
+    doc = {k: v for k, v in item.items() if k in keep}
+    doc["assets"] = {k: {"href": (a or {}).get("href")} for k, a in (item.get("assets") or {}).items() if isinstance(a, dict)}
+    return doc
+
+
+def search_doc(catalog: Catalog, tile: str, year: int) -> dict[str, Any]:
+    items = search_tile_year(catalog, tile, year)
+    return {"catalog": catalog.description, "tile": tile, "year": year, "items": [_trim(i) for i in items]}
+
+
+def plan_tile_year(tile: str, year: int, items: Sequence[Item]) -> TileYearPlan:
+    """Classify a search's items: usable scenes (sorted by datetime, then id) and unusable
+    ones with the reason. The tile's grid is the one its usable items state; an item whose
+    grid differs from the others' is unusable (the composite needs one grid)."""
+    scenes: list[tuple[Scene, TileGrid]] = []
+    unusable: list[UnusableItem] = []
+    for item in items:
+        collection = str(item.get("collection", ""))
+        item_id = str(item.get("id", ""))
+        try:
+            scenes.append(_scene_of(tile, year, collection, item))
+        except ItemError as e:
+            reason = f"field {e.field!r}: {str(e).split(': ', 1)[-1]}" if e.field else str(e)
+            unusable.append(UnusableItem(collection, item_id, reason, str(item.get("_source", ""))))
+        except _OtherTileYear:
+            continue
+    grids: dict[TileGrid, int] = {}
+    for _, g in scenes:
+        grids[g] = grids.get(g, 0) + 1
+    grid = max(grids, key=lambda g: grids[g]) if grids else None
+    usable = []
+    for scene, g in scenes:
+        if g != grid:
+            reason = f"field 'properties.proj:transform': grid {g.to_json()} differs from the tile's {grid and grid.to_json()}"
+            unusable.append(UnusableItem(scene.collection, scene.id, reason))
+        else:
+            usable.append(scene)
+    usable.sort(key=lambda s: (s.datetime, s.id))
+    unusable.sort(key=lambda u: u.id)
+    return TileYearPlan(tile, year, grid, usable, unusable)
+
+
+class _OtherTileYear(Exception):
+    """An item of another tile or year (a search that did not narrow): not ours, not an error."""
+
+
+def _scene_of(tile: str, year: int, collection: str, item: Item) -> tuple[Scene, TileGrid]:
+    item_id = str(item.get("id", ""))
+    where = f"item {item_id}"
+    m = ITEM_ID.match(item_id)
+    if not m:
+        raise ItemError("id is not HLS.{L30|S30}.T{tile}.{YYYYDDD}T{HHMMSS}.v{version}", source=where, field="id")
+    if m.group(2) != tile:
+        raise _OtherTileYear
+    if collection not in recipe.ASSET_KEYS:
+        raise ItemError(f"collection {collection!r} is not one of {', '.join(COLLECTIONS)}", source=where, field="collection")
+    props = item.get("properties") or {}
+    text = props.get("datetime")
+    try:
+        dt = parse_item_datetime(str(text))
+    except ValueError:
+        raise ItemError(f"unparsable datetime {text!r}", source=where, field="properties.datetime") from None
+    if dt.year != year:
+        raise _OtherTileYear
+    assets = item.get("assets") or {}
+    hrefs = []
+    for key in (*recipe.ASSET_KEYS[collection], recipe.FMASK_KEY):
+        href = (assets.get(key) or {}).get("href") if isinstance(assets.get(key), dict) else None
+        if not href or not isinstance(href, str):
+            raise ItemError("required asset missing (or without href)", source=where, field=f"assets.{key}")
+        hrefs.append(href)
+    grid = grid_of_item(item)
+    scene = Scene(item_id, collection, dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), dt.month, tuple(hrefs[:-1]), hrefs[-1])
+    return scene, grid
+
+
+# ---- compositing ---------------------------------------------------------------------
+
+
+def scenes_digest(scenes: Sequence[Scene]) -> str:
+    """What a month's composite was made from (its scenes' ids and hrefs), so a COG made
+    from an earlier state of the catalogue is recognised and rebuilt."""
+    h = hashlib.sha1()
+    for s in sorted(scenes, key=lambda s: s.id):
+        h.update(f"{s.id}|{'|'.join(s.bands)}|{s.fmask}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def block_rows(n_scenes: int, width: int = BLOCK, budget: int = BLOCK_BUDGET_BYTES) -> int:
+    """Rows of a compositing window ``width`` pixels wide, so that a month's scenes fit the
+    budget: a whole 512-row block for up to ~45 scenes, fewer rows beyond."""
+    rows = budget // max(1, n_scenes * width * _BYTES_PER_SCENE_PIXEL)
+    return int(max(8, min(BLOCK, rows)))
+
+
+def windows(grid: TileGrid, n_scenes: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(col, row, width, height)`` windows covering the grid, block by block, each block
+    cut into row strips of :func:`block_rows`."""
+    step = block_rows(n_scenes)
+    for r0 in range(0, grid.height, BLOCK):
+        for c0 in range(0, grid.width, BLOCK):
+            w = min(BLOCK, grid.width - c0)
+            for r in range(r0, min(r0 + BLOCK, grid.height), step):
+                yield (c0, r, w, min(step, r0 + BLOCK - r, grid.height - r))
+
+
+def composite_window(reader: RasterReader, scenes: Sequence[Scene], window: tuple[int, int, int, int]) -> npt.NDArray[np.float32]:
+    """The 9-band composite of one window: Fmask of every scene first; a scene with no
+    usable pixel there costs no band reads (it adds nothing to a median or the count)."""
+    col, row, w, h = window
+    fmasks = np.empty((len(scenes), h, w), dtype=np.uint8)
+    for i, s in enumerate(scenes):
+        fmasks[i] = reader.block(s.fmask, col, row, w, h)
+    usable = recipe.fmask_usable(fmasks).reshape(len(scenes), -1).any(axis=1)
+    keep = [i for i in range(len(scenes)) if usable[i]]
+    if not keep:
+        out = np.full((len(recipe.OUTPUT_BANDS), h, w), np.nan, dtype=np.float32)
+        out[recipe.VALID_COUNT_INDEX] = 0
+        return out
+    bands = np.empty((len(keep), len(recipe.BANDS), h, w), dtype=np.int16)
+    for j, i in enumerate(keep):
+        for b, href in enumerate(scenes[i].bands):
+            bands[j, b] = reader.block(href, col, row, w, h)
+    return recipe.composite_block(bands, fmasks[keep])
+
+
+@dataclass
+class MonthResult:
+    tile: str
+    year: int
+    month: int
+    status: str  # "written" or "failed"
+    error: str = ""
+    seconds: float = 0.0
+    reads: int = 0
+
+
+def composite_month(
+    tile: str, year: int, month: int, grid: TileGrid, scenes: Sequence[Scene], store: Store, access: ArchiveAccess
+) -> MonthResult:
+    """Composite one month into its COG target (runs on a Dask worker). The COG is built in
+    a local temporary directory and moved or uploaded whole."""
+    started = time.perf_counter()
+    rel = layout.composite_tif(tile, year, month)
+    tmpdir = tempfile.mkdtemp(prefix=f"hls-{tile}-{year}-{month:02d}-")
+    try:
+        with RasterReader(access) as reader:
+            stripes = _write_stripes(os.path.join(tmpdir, "blocks.tif"), grid, scenes, reader)
+            reads = reader.opened
+        cog = os.path.join(tmpdir, "cog.tif")
+        _to_cog(stripes, cog)
+        store.put_file(rel, cog)
+        return MonthResult(tile, year, month, "written", seconds=time.perf_counter() - started, reads=reads)
+    except (RasterReadError, PipelineError) as e:
+        return MonthResult(tile, year, month, "failed", error=str(e), seconds=time.perf_counter() - started)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _write_stripes(path: str, grid: TileGrid, scenes: Sequence[Scene], reader: RasterReader) -> str:
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+    from rasterio.windows import Window
+
+    profile = {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(recipe.OUTPUT_BANDS),
+        "dtype": "float32", "crs": CRS.from_epsg(grid.epsg), "transform": Affine(*grid.transform), "nodata": float("nan"),
+        "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "ZSTD", "zstd_level": 1, "bigtiff": "IF_SAFER",
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for i, name in enumerate(recipe.OUTPUT_BANDS, start=1):
+            dst.set_band_description(i, name)
+        dst.update_tags(HLS_SCENES_DIGEST=scenes_digest(scenes), HLS_SCENES=",".join(s.id for s in scenes))
+        for col, row, w, h in windows(grid, len(scenes)):
+            dst.write(composite_window(reader, scenes, (col, row, w, h)), window=Window(col, row, w, h))
+    return path
+
+
+def _to_cog(src: str, dst: str) -> None:
+    import rasterio
+    from rasterio.shutil import copy
+
+    with rasterio.Env(GDAL_NUM_THREADS="1"):
+        copy(src, dst, driver="COG", **COG_OPTIONS)
+
+
+def run_months(
+    jobs: Sequence[tuple[str, int, int, TileGrid, list[Scene]]], store: Store, access: ArchiveAccess, progress: Any = None
+) -> list[MonthResult]:
+    """Every (tile, year, month) job on the Dask cluster, one task each, results as they come."""
+    from distributed import as_completed
+
+    from pipeline.cluster import get_client
+
+    if not jobs:
+        return []
+    client = get_client()
+    futures = [
+        client.submit(composite_month, tile, year, month, grid, scenes, store, access, pure=False, key=f"hls-{tile}-{year}-{month:02d}-{os.getpid()}-{time.monotonic_ns()}")
+        for tile, year, month, grid, scenes in jobs
+    ]
+    results = []
+    for future in as_completed(futures):
+        result: MonthResult = future.result()
+        results.append(result)
+        if progress is not None:
+            progress(len(results), len(futures), result)
+    return sorted(results, key=lambda r: (r.tile, r.year, r.month))
+
+
+# ---- samples ---------------------------------------------------------------------------
+
+
+def points_fingerprint(points: Sequence[Any], chip_size: int) -> str:
+    h = hashlib.sha1(f"{chip_size}".encode())
+    for p in points:
+        h.update(f"\n{p.id},{p.lat!r},{p.lon!r},{p.year}".encode())
+    return h.hexdigest()[:12]
+
+
+def place_points(points: Sequence[Any], plans: dict[str, TileYearPlan], chip_size: int) -> dict[str, dict[str, Any]]:
+    """Per point id: ``{"tile": id or None, "col0", "row0", "reason"}``. Candidates are the
+    tiles with at least one usable scene (so composites) whose grid holds the whole chip;
+    the point's own MGRS tile wins, then the first by id."""
+    from pipeline.mgrs_grid import lonlat_to, tile_of
+
+    placed: dict[str, dict[str, Any]] = {}
+    for p in points:
+        own = tile_of(p.lat, p.lon)
+        positions: dict[str, recipe.TilePosition] = {}
+        for tile, plan in plans.items():
+            if plan.grid is None or not plan.scenes:
+                continue
+            x, y = lonlat_to(plan.grid.epsg, p.lon, p.lat)
+            col, row = plan.grid.fractional_pixel(x, y)
+            positions[tile] = (col, row, plan.grid.width, plan.grid.height)
+        chosen = recipe.choose_tile(own, positions, chip_size)
+        if chosen is None:
+            with_data = sorted(positions)
+            reason = (
+                f"the {chip_size}-pixel chip fits in no tile with composites in {p.year} (tried {', '.join(with_data)})"
+                if with_data
+                else f"no tile near the point has HLS scenes in {p.year} (own tile {own})"
+            )
+            placed[p.id] = {"tile": None, "reason": reason}
+        else:
+            col0, row0 = recipe.chip_origin(positions[chosen][0], positions[chosen][1], chip_size)
+            placed[p.id] = {"tile": chosen, "col0": col0, "row0": row0, "reason": ""}
+    return placed
+
+
+def open_output_raster(store: Store, rel: str) -> Any:
+    """A composite COG of the project, opened for windowed reads (local path, or the object
+    store through fsspec: only the ranges read are fetched)."""
+    import rasterio
+
+    if store.is_local:
+        return rasterio.open(store.path(rel))
+    return rasterio.open(store.fs.open(store.path(rel), "rb"))
+
+
+def sample_tile(
+    store: Store, tile: str, year: int, months: Sequence[int], points: Sequence[Any], placement: dict[str, dict[str, Any]], chip_size: int
+) -> None:
+    """Cut the chips of the points placed in ``tile`` from its composites and write the
+    Zarr store, then the centre table (the completion marker)."""
+    # The centre table marks the (tile, year) complete: gone first, so a run killed while the
+    # Zarr store is being replaced leaves it incomplete, never old-marker-over-new-chips.
+    store.delete(layout.samples_centre(year, tile))
+    n = len(points)
+    chips = recipe.empty_chips(n, chip_size)
+    centres = recipe.empty_centres(n)
+    for month in months:
+        with open_output_raster(store, layout.composite_tif(tile, year, month)) as ds:
+            from rasterio.windows import Window
+
+            for i, p in enumerate(points):
+                where = placement[p.id]
+                win = Window(where["col0"], where["row0"], chip_size, chip_size)
+                data = ds.read(window=win).astype(np.float32, copy=False)  # (9, chip, chip)
+                chips[i, month - 1] = recipe.cut_chip(data, 0, 0, chip_size)
+                medians, count = recipe.centre_values(data, 0, 0, chip_size)
+                centres[i, month - 1, : len(recipe.BANDS)] = medians
+                centres[i, month - 1, recipe.VALID_COUNT_INDEX] = count
+    _write_zarr(store, layout.samples_zarr(year, tile), chips, points)
+    table = recipe.centre_table([p.id for p in points], [p.lat for p in points], [p.lon for p in points], year, centres)
+    for name, _ in (points[0].extra if points else ()):
+        table[name] = np.repeat([dict(p.extra)[name] for p in points], 12)
+    import io
+
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    store.write_bytes(layout.samples_centre(year, tile), buf.getvalue())
+
+
+def _write_zarr(store: Store, rel: str, chips: npt.NDArray[np.float32], points: Sequence[Any]) -> None:
+    import zarr
+
+    tmp = tempfile.mkdtemp(prefix="hls-zarr-")
+    path = os.path.join(tmp, "store.zarr")
+    try:
+        root = zarr.open_group(path, mode="w", zarr_format=2)
+        arr = root.create_array("chips", shape=chips.shape, chunks=(max(1, min(len(points), 64)), 12, len(recipe.BANDS), chips.shape[3], chips.shape[4]), dtype="float32", fill_value=float("nan"))
+        arr[...] = chips
+        arr.attrs["_ARRAY_DIMENSIONS"] = ["point", "month", "band", "y", "x"]
+        arr.attrs["coordinates"] = "id lat lon"  # xarray: per-point coordinates of the chips
+        coords = {
+            "id": np.array([p.id for p in points], dtype=str),
+            "lat": np.array([p.lat for p in points], dtype=np.float64),
+            "lon": np.array([p.lon for p in points], dtype=np.float64),
+            "month": np.array(recipe.MONTHS, dtype=np.int32),
+            "band": np.array(recipe.BANDS, dtype=str),
+        }
+        dims = {"id": "point", "lat": "point", "lon": "point", "month": "month", "band": "band"}
+        for name, values in coords.items():
+            # No fill value: coordinates are all present, and one would make xarray decode them as floats.
+            a = root.create_array(name, shape=values.shape, dtype=values.dtype if values.dtype.kind != "U" else str, fill_value=None)
+            a[...] = values
+            a.attrs["_ARRAY_DIMENSIONS"] = [dims[name]]
+        zarr.consolidate_metadata(path)
+        store.put_tree(rel, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def jdump(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n"
+
+

@@ -1,0 +1,579 @@
+"""Causemos end to end: the luigi command line on generated parquet inputs (local files, served over
+HTTP, and from the S3 server), outputs to a local directory and to S3.
+
+Every output key and every byte is compared with :func:`pipeline.causemos.recipe.run_in_memory` (the
+oracle), tiles also decoded, and a few cells, tile bins and counts are computed here again by hand
+from the raw rows, so the check is not the same code twice. Then: a second run writes nothing; a
+rerun over changed input leaves no stale object (locally and on S3); a run killed with SIGKILL midway
+and rerun ends with exactly the clean run's files; bad options stop the run with one line naming the
+option and write nothing; the dry run counts what the run writes.
+
+Most runs use an external Dask cluster named by ``WM_DASK_SCHEDULER`` (the reference's variable);
+the killed run uses the embedded one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.causemos import pieces, recipe
+from pipeline.causemos.outputs import same_object_key
+from pipeline.causemos.tiles import decode_tile, tiles_equal
+from tests.helpers import LUIGI, luigi_env, run_luigi
+
+pytestmark = pytest.mark.slow
+
+MODULE = "pipeline.causemos"
+DATA_ID, RUN_ID = "model-1", "run-1"
+BASE = f"{DATA_ID}/{RUN_ID}/"
+MONTHS = [1640995200000, 1643673600000, 1646092800000, 1648771200000, 1672531200000, 1675209600000]  # 2022-01..04, 2023-01..02
+DAY = 86_400_000
+INVALID_TS = 10**13  # >= int64.max / 1e6 ms: counted and dropped
+QUALIFIER_MAP = {"F1": ["camp"], "F2": ["camp", "source"]}
+RAW_THRESHOLD = 150  # one feature has more rows: no raw.csv for it
+
+
+# ================================================================ inputs
+
+
+def _points(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """Places in Ethiopia and South Sudan: regions down to admin3, coordinates (some missing)."""
+    countries = np.array(["Ethiopia", "South//Sudan"])  # "//" is removed from region names
+    frame = pd.DataFrame({
+        "country": countries[rng.integers(0, 2, n)],
+        "admin1": np.array(["Afar", "Amhara", "Jonglei"])[rng.integers(0, 3, n)],
+        "admin2": np.array(["Zone 1", "Zone 2"])[rng.integers(0, 2, n)],
+        "admin3": np.array(["W1", "W2", "W3"])[rng.integers(0, 3, n)],
+        "lat": np.round(rng.uniform(3.0, 14.0, n), 3),
+        "lng": np.round(rng.uniform(28.0, 44.0, n), 3),
+    })  # fmt: skip
+    frame.loc[[3, 11], ["lat", "lng"]] = np.nan
+    return frame
+
+
+def _rows(rng: np.random.Generator, places: pd.DataFrame, n: int, features: list[str]) -> pd.DataFrame:
+    pick = rng.integers(0, len(places.index), n)
+    frame = places.iloc[pick].reset_index(drop=True)
+    frame.insert(0, "timestamp", np.array(MONTHS)[rng.integers(0, len(MONTHS), n)] + rng.integers(0, 25 * DAY, n))
+    frame["feature"] = np.array(features)[rng.integers(0, len(features), n)]
+    frame["value"] = rng.integers(-8, 40, n) / 4.0  # quarters: every sum is exact in any order
+    frame["w"] = rng.integers(1, 5, n) / 2.0
+    return frame
+
+
+def write_inputs(directory: Path, seed: int, *, changed: bool = False) -> list[Path]:
+    """Two numeric files with mismatched columns and dtypes, and a string-values file (skipped).
+
+    a: F1, F2; qualifier ``camp``; a whitespace-only column (dropped); null and missing values, +-inf.
+    b: F2, F3 (F3 only here); qualifier ``source``; ``admin3`` numeric (text in a: both become text);
+    a null timestamp, an invalid one. ``changed``: F3 gone, F1 without South Sudan, other values.
+    """
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    places = _points(rng, 24)
+    a = _rows(rng, places, 260, ["F1", "F1", "F2"])
+    a["camp"] = np.array(["north", "south", "Explosions/Remote violence"])[rng.integers(0, 3, len(a.index))]
+    a["notes"] = "  "
+    a.loc[5, "value"] = np.nan
+    a.loc[6, "value"] = np.inf
+    a.loc[7, "value"] = -np.inf
+    a.loc[8, "timestamp"] = INVALID_TS
+    b = _rows(rng, places, 140, ["F2", "F3"])
+    b["admin3"] = rng.integers(1, 4, len(b.index))
+    b["source"] = np.array(["radio", "survey"])[rng.integers(0, 2, len(b.index))]
+    b["timestamp"] = b["timestamp"].astype("float64")
+    b.loc[2, "timestamp"] = np.nan  # filled with --fill-timestamp
+    b.loc[4, "timestamp"] = INVALID_TS
+    if changed:
+        a = a[~((a["feature"] == "F1") & (a["country"] == "South//Sudan"))]
+        a.loc[a.index[:40], "value"] += 0.5
+        b = b[b["feature"] != "F3"]
+    paths = [directory / "a.parquet.gzip", directory / "b.parquet.gzip", directory / "b_str.parquet.gzip"]
+    a.to_parquet(paths[0], compression="gzip", index=False)
+    b.to_parquet(paths[1], compression="gzip", index=False)
+    b.head(5).assign(value="text").to_parquet(paths[2], compression="gzip", index=False)
+    return paths
+
+
+def read_frames(paths: list[Path]) -> list[tuple[str, pd.DataFrame]]:
+    return [(p.name, pd.read_parquet(p)) for p in paths]
+
+
+def expected(paths: list[Path], **params) -> dict[str, bytes]:
+    """The oracle's objects, keys as a directory (or SeaweedFS) keeps them (repeated ``/`` collapse)."""
+    out = recipe.run_in_memory(read_frames(paths), recipe.Parameters(DATA_ID, RUN_ID, **params))
+    return {same_object_key(k): v for k, v in out.items()}
+
+
+LOCAL_PARAMS = {"qualifier_map": QUALIFIER_MAP, "raw_count_threshold": RAW_THRESHOLD, "fill_timestamp": MONTHS[2] + 5}
+
+
+def cli_args(task: str, paths: list[str], dest: str, *extra: str) -> list[str]:
+    return [
+        task, "--data-id", DATA_ID, "--run-id", RUN_ID, "--data-paths", ",".join(paths), "--dest", dest,
+        "--qualifier-map", json.dumps(QUALIFIER_MAP), "--raw-count-threshold", str(RAW_THRESHOLD),
+        "--fill-timestamp", str(MONTHS[2] + 5), "--causemos-points-per-piece", "25", "--local-scheduler", *extra,
+    ]  # fmt: skip
+
+
+# ================================================================ fixtures
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> list[Path]:
+    return write_inputs(tmp_path_factory.mktemp("causemos-in"), seed=5)
+
+
+@pytest.fixture(scope="module")
+def dask_env(tmp_path_factory, s3_server):
+    """An external cluster; its workers read and write S3 themselves, so they get the credentials in their
+    environment, as a deployment's workers would."""
+    from tests.servers.dask_cluster import start_dask_cluster
+
+    saved = dict(os.environ)
+    os.environ.update(s3_server.env())
+    try:
+        cluster = start_dask_cluster(tmp_path_factory.mktemp("causemos-dask"), n_workers=2, nthreads=2)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    yield {"WM_DASK_SCHEDULER": cluster.address}
+    cluster.stop()
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_luigi(args, cwd=cwd, env=luigi_env(env), module=MODULE, timeout=300)
+
+
+def tree(root: Path, *, state: bool = False) -> dict[str, bytes]:
+    """Every file under ``root`` (dot-files too), ``_state`` only if asked."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+            if state or not rel.startswith("_state/"):
+                out[rel] = Path(dirpath, name).read_bytes()
+    return out
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    return {k: (os.stat(root / k).st_mtime_ns, hashlib.sha1(v).hexdigest()) for k, v in tree(root, state=True).items()}
+
+
+def assert_same_objects(got: dict[str, bytes], want: dict[str, bytes]) -> None:
+    """Same keys; every object the same bytes; tiles also the same after decoding."""
+    assert sorted(set(want) - set(got))[:5] == [] and sorted(set(got) - set(want))[:5] == []
+    differing = [k for k in want if got[k] != want[k]]
+    assert differing == [], (differing[:3], [(got[k][:200], want[k][:200]) for k in differing[:2]])
+    tiles = [k for k in want if k.endswith(".tile")]
+    assert tiles and all(tiles_equal(decode_tile(got[k]), decode_tile(want[k])) for k in tiles)
+
+
+@pytest.fixture(scope="module")
+def local_run(inputs, dask_env, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("causemos-local") / "bucket"
+    proc = run(cli_args("CausemosRun", [str(p) for p in inputs], str(dest)), dest.parent, dask_env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return dest, proc
+
+
+# ================================================================ local run: the oracle and the hand
+
+
+def test_local_run_equals_the_recipe(local_run, inputs):
+    dest, proc = local_run
+    want = expected(inputs, **LOCAL_PARAMS)
+    assert_same_objects(tree(dest), want)
+    assert len(want) > 1000
+    # the weight column "w" is a qualifier here: listed (as text), not broken down
+    assert sorted(json.loads(want[f"{BASE}raw/F1/info/qualifiers/w.json"])) == ["0.5", "1.0", "1.5", "2.0"]
+    assert "Causemos summary" in proc.stderr and f"objects written: {len(want):,}" in proc.stderr
+
+
+def _validated(paths: list[Path], fill: int) -> pd.DataFrame:
+    """The input as the contract validates it, computed here without the recipe."""
+    frames = [pd.read_parquet(p) for p in paths if not p.name.endswith("_str.parquet.gzip")]
+    rows = []
+    for frame in frames:
+        for record in frame.to_dict("records"):
+            ts = record["timestamp"]
+            ts = fill if ts is None or (isinstance(ts, float) and math.isnan(ts)) else ts
+            if ts >= INVALID_TS:
+                continue
+            value = record["value"]
+            record.update(
+                timestamp=int(ts), value=value if value is not None and math.isfinite(value) else math.nan,
+                country=str(record["country"]).replace("//", ""), admin3=str(record["admin3"]),
+                camp=record.get("camp", ""), source=record.get("source", ""),
+            )  # fmt: skip
+            rows.append(record)
+    return pd.DataFrame(rows)
+
+
+def _month(ts: int) -> int:
+    stamp = pd.Timestamp(ts, unit="ms")
+    return int(pd.Timestamp(year=stamp.year, month=stamp.month, day=1).value // 10**6)
+
+
+def _points_by_hand(rows: pd.DataFrame) -> dict[tuple, list[float]]:
+    """Values per point: (period, place, qualifiers) -> finite values (NaN as absent)."""
+    points: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows.itertuples():
+        lat, lng = (None if math.isnan(c) else c for c in (r.lat, r.lng))  # NaN != NaN: one key for "missing"
+        key = (_month(r.timestamp), r.country, r.admin1, r.admin2, r.admin3, lat, lng, r.camp, r.source, r.w)
+        points[key]  # a point whose values are all NaN still exists (t_sum 0, no count)
+        if not math.isnan(r.value):
+            points[key].append(r.value)
+    return points
+
+
+def test_cells_tiles_and_counts_by_hand(local_run, inputs):
+    dest, _ = local_run
+    fill = MONTHS[2] + 5
+    rows = _validated(inputs, fill)
+    f1 = rows[rows["feature"] == "F1"]
+    month = MONTHS[1]
+    points = {k: v for k, v in _points_by_hand(f1).items() if k[0] == month}
+    sums = [sum(v) for v in points.values()]
+    means = [sum(v) / len(v) for v in points.values() if v]
+    line = (dest / BASE / "month/F1/timeseries/global/global.csv").read_text().splitlines()
+    got = next(r.split(",") for r in line[1:] if r.startswith(str(month)))
+    assert float(got[1]) == sum(sums)  # s_sum_t_sum
+    assert float(got[2]) == pytest.approx(sum(sums) / len(points))  # s_mean_t_sum
+    assert float(got[3]) == pytest.approx(sum(means))  # s_sum_t_mean
+    assert int(got[5]) == len(means)  # s_count: points with a value
+
+    # the country aggregate of that month: every F1 value of Ethiopia that month
+    eth = f1[(f1["country"] == "Ethiopia") & (f1["timestamp"].map(_month) == month)]
+    table = (dest / BASE / f"month/F1/regional/country/aggs/{month}/default/default.csv").read_text().splitlines()
+    row = next(r.split(",") for r in table[1:] if r.startswith("Ethiopia,"))
+    assert float(row[1]) == eth["value"].sum()  # NaN skipped
+    assert {r.split(",")[0] for r in table[1:]} == set(f1[f1["timestamp"].map(_month) == month]["country"])
+
+    # the z0 tile of that month: per level-6 cell, the points' sums and counts (no coordinates: left out)
+    bins: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for key, values in points.items():
+        lat, lng = key[5], key[6]
+        if lat is None or lng is None:
+            continue
+        x = int((lng + 180) / 360 * 2**14)
+        y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**14)
+        b = (x >> 8) + (y >> 8) * 64
+        bins[b][0] += sum(values)
+        bins[b][1] += 1 if values else 0
+    tile = decode_tile((dest / BASE / f"month/F1/tiles/{month}-0-0-0.tile").read_bytes())
+    assert (tile.z, tile.x, tile.y, tile.total_bins) == (0, 0, 0, 4096)
+    assert {b: (s.s_sum_t_sum, s.weight) for b, s in tile.stats.items()} == {b: tuple(v) for b, v in bins.items()}
+
+    # results.json counts, from the raw files
+    frames = [pd.read_parquet(p) for p in inputs[:2]]
+    results = json.loads((dest / BASE / "results/results.json").read_text())["data_info"]
+    assert results["num_rows"] == sum(len(f.index) for f in frames)
+    assert results["num_missing_ts"] == sum(int(f["timestamp"].isna().sum()) for f in frames) == 1
+    assert results["num_invalid_ts"] == 2
+    assert results["num_missing_val"] == 1  # +-inf are not counted
+    assert sorted(results["features"]) == ["F1", "F2", "F3"]
+    assert results["month_timeseries_size"]["F3"] == rows[rows["feature"] == "F3"]["timestamp"].map(_month).nunique()
+    assert results["region_levels"] == ["country", "admin1", "admin2", "admin3", "grid data"]
+    assert "output_agg_values" in json.loads((dest / BASE / "results/results.json").read_text())
+
+    # raw.csv: every input row of the feature (before validation), only under the threshold
+    counts = pd.concat([f["feature"] for f in frames]).value_counts()
+    assert counts.min() <= RAW_THRESHOLD < counts.max()
+    for feature, count in counts.items():
+        raw = dest / BASE / f"raw/{feature}/raw/raw.csv"
+        assert raw.exists() == (count <= RAW_THRESHOLD)
+        if raw.exists():
+            assert len(raw.read_text().splitlines()) == count + 1
+    # qualifier values of F2: both files', "" where a file lacks the column
+    camps = json.loads((dest / BASE / "raw/F2/info/qualifiers/camp.json").read_text())
+    assert set(camps) == set(rows[rows["feature"] == "F2"]["camp"])
+    assert "" in camps
+    lists = json.loads((dest / BASE / "raw/F1/info/region_lists.json").read_text())
+    assert set(lists["country"]) == {"Ethiopia", "SouthSudan"}
+    # a qualifier value with "/" nests the key, as the reference's
+    assert (dest / BASE / "month/F1/regional/country/timeseries/qualifiers/camp/Explosions/Remote violence/Ethiopia.csv").exists()
+
+
+def test_second_run_writes_nothing(local_run, inputs, dask_env):
+    dest, _ = local_run
+    before = snapshot(dest)
+    proc = run(cli_args("CausemosRun", [str(p) for p in inputs], str(dest)), dest.parent, dask_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert snapshot(dest) == before
+    assert "nothing to do: the run is complete" in proc.stderr
+
+
+# ================================================================ HTTP inputs
+
+
+@pytest.fixture(scope="module")
+def http_root(inputs):
+    handler = partial(_QuietHandler, directory=str(inputs[0].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+def test_http_inputs_give_the_same_outputs(local_run, inputs, http_root, dask_env, tmp_path):
+    dest = tmp_path / "bucket"
+    urls = [f"{http_root}/{p.name}" for p in inputs]
+    proc = run(cli_args("CausemosRun", urls, str(dest)), tmp_path, dask_env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_same_objects(tree(dest), tree(local_run[0]))
+
+
+# ================================================================ S3 in and out, weights, indicator
+
+
+S3_PARAMS = {**LOCAL_PARAMS, "weight_column": "w", "is_indicator": True}
+
+
+def _s3_objects(s3_server, bucket: str, prefix: str) -> dict[str, bytes]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = s3_server.client(max_pool_connections=16)
+    keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])]
+    with ThreadPoolExecutor(16) as pool:
+        bodies = pool.map(lambda key: client.get_object(Bucket=bucket, Key=key)["Body"].read(), keys)
+        return {key[len(prefix) :]: body for key, body in zip(keys, bodies, strict=True)}
+
+
+def _upload(s3_server, bucket: str, paths: list[Path], prefix: str) -> list[str]:
+    client = s3_server.client()
+    for p in paths:
+        client.upload_file(str(p), bucket, f"{prefix}/{p.name}")
+    return [f"s3://{bucket}/{prefix}/{p.name}" for p in paths]
+
+
+def test_s3_inputs_and_outputs_rerun_and_change(inputs, s3_server, dask_env, tmp_path):
+    bucket = s3_server.create_bucket("causemos-e2e")
+    urls = _upload(s3_server, bucket, inputs, "in-1")
+    env = {**dask_env, **s3_server.env()}
+    dest = f"s3://{bucket}/out"
+    args = cli_args("CausemosRun", urls, dest, "--weight-column", "w", "--indicator")
+    proc = run(args, tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = {k: v for k, v in _s3_objects(s3_server, bucket, "out/").items() if not k.startswith("_state/")}
+    want = expected(inputs, **S3_PARAMS)
+    assert_same_objects(got, want)
+    document = json.loads(want[f"{BASE}results/results.json"])
+    assert document["data_info"]["has_weights"] is True and "output_agg_values" not in document
+    assert "s_wavg_t_wavg" in want[f"{BASE}month/F1/timeseries/global/global.csv"].decode()
+
+    s3_server.reset_counts()
+    proc = run(args, tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = s3_server.request_counts(bucket)
+    assert counts.get("PUT", 0) == counts.get("POST", 0) == counts.get("DELETE", 0) == 0, counts
+    assert counts.get("HEAD", 0) <= 3, counts  # the two inputs' identities and results.json: no HEAD per object
+
+    changed = write_inputs(tmp_path / "changed", seed=5, changed=True)
+    urls = _upload(s3_server, bucket, changed, "in-2")
+    proc = run(cli_args("CausemosRun", urls, dest, "--weight-column", "w", "--indicator"), tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = {k: v for k, v in _s3_objects(s3_server, bucket, "out/").items() if not k.startswith("_state/")}
+    assert_same_objects(got, expected(changed, **S3_PARAMS))
+    assert re.search(r"deleted as stale: [1-9]", proc.stderr)
+
+
+# ================================================================ changed input, locally
+
+
+def test_changed_input_leaves_no_stale_object(local_run, dask_env, tmp_path):
+    dest = tmp_path / "bucket"
+    shutil.copytree(local_run[0], dest)
+    changed = write_inputs(tmp_path / "in", seed=5, changed=True)
+    before = snapshot(dest)
+    proc = run(cli_args("CausemosRun", [str(p) for p in changed], str(dest)), tmp_path, dask_env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    want = expected(changed, **LOCAL_PARAMS)
+    assert_same_objects(tree(dest), want)
+    assert not any(k.startswith((f"{BASE}month/F3/", f"{BASE}raw/F3/")) for k in tree(dest))
+    assert not [d for d, dirs, files in os.walk(dest) if not dirs and not files]  # no empty directory left
+    # unchanged objects are not rewritten: F2's year tiles outside the changed rows keep their mtime
+    after = snapshot(dest)
+    kept = [k for k in after if k in before and after[k] == before[k] and not k.startswith("_state/")]
+    assert len(kept) > len(want) // 4
+    assert "features no longer in the input: 1" in proc.stderr
+
+
+# ================================================================ killed and rerun
+
+
+def test_killed_run_ends_like_a_clean_one(local_run, inputs, tmp_path):
+    """SIGKILL to the whole run (luigi and its embedded Dask workers) once a third of the objects exist,
+    then the same command: exactly the clean run's files, no temporary left."""
+    dest = tmp_path / "bucket"
+    clean = tree(local_run[0])
+    args = cli_args("CausemosRun", [str(p) for p in inputs], str(dest), "--dask-n-workers", "2")
+    env = luigi_env({"PIPELINE_DASK_SCHEDULER": ""})
+    proc = subprocess.Popen([LUIGI, "--module", MODULE, *args], cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = len(clean) // 3
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(len(files) for _, _, files in os.walk(dest / DATA_ID)) >= target:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert not (dest / BASE / "results/results.json").exists()
+    time.sleep(0.5)  # the killed workers' exits
+    rerun = run_luigi(args, cwd=tmp_path, env=env, module=MODULE, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert_same_objects(tree(dest), clean)
+    assert re.search(r"already there: [1-9]", rerun.stderr)  # work done before the kill was kept
+
+
+# ================================================================ options and the dry run
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--qualifier-map", '{"F1": ["camp"]', "field '--qualifier-map': not valid JSON"),
+        ("--qualifier-map", '["camp"]', "field '--qualifier-map': must be a JSON object"),
+        ("--selected-output-tasks", "compute_tiles,compute_everything", "unknown output task(s) compute_everything"),
+        ("--qualifier-thresholds", '{"max_count": "many"}', "field '--qualifier-thresholds': max_count must be"),
+        ("--data-paths", "/nonexistent/x.parquet.gzip", "field '--data-paths': /nonexistent/x.parquet.gzip: no such file"),
+    ],
+)
+def test_bad_options_stop_the_run_and_write_nothing(inputs, tmp_path, option, value, message):
+    dest = tmp_path / "bucket"
+    args = cli_args("CausemosRun", [str(p) for p in inputs], str(dest))
+    if option == "--data-paths":
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    proc = run(args, tmp_path, {})
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR: could not start:") and message in last, proc.stderr[-2000:]
+    assert not dest.exists()
+
+
+def test_dry_run_counts_what_the_run_writes(inputs, dask_env, tmp_path):
+    dest = tmp_path / "bucket"
+    proc = run(cli_args("CausemosDryRun", [str(p) for p in inputs], str(dest)), tmp_path, dask_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not dest.exists()
+    want = expected(inputs, **LOCAL_PARAMS)
+    families: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for key, data in want.items():
+        rest = key[len(BASE) :]
+        if rest.startswith("raw/"):
+            family = "raw" if rest.endswith("/raw/raw.csv") else "info"
+        elif rest.startswith("results/"):
+            family = "results.json"
+        elif "/timeseries/global/" in rest or "/timeseries/qualifiers/" in rest and "/regional/" not in rest:
+            family = "compute_global_timeseries"
+        elif "/stats/default/" in rest:
+            family = "compute_regional_stats"
+        elif "/regional/" in rest and "/timeseries/" in rest:
+            family = "compute_regional_timeseries"
+        elif "/aggs/" in rest:
+            family = "compute_regional_aggregation"
+        else:
+            family = "compute_tiles"
+        families[family][0] += 1
+        families[family][1] += len(data)
+    table = {}
+    for line in proc.stderr.splitlines():
+        match = re.match(r"^(\S+)(?: \(.*\))?\s{2,}([\d,]+)\s+([\d,]+)$", line)
+        if match:
+            table[match.group(1)] = [int(match.group(2).replace(",", "")), int(match.group(3).replace(",", ""))]
+    assert {k: v for k, v in table.items() if k != "total"} == {k: list(v) for k, v in families.items()}
+    assert table["total"] == [len(want), sum(len(v) for v in want.values())]
+    assert re.search(r"input: 2 file\(s\)|input: 3 file\(s\)", proc.stderr) and "3 feature(s)" in proc.stderr
+    assert "nothing was written" in proc.stderr
+
+
+# ================================================================ pieces, in process
+
+
+def test_pieces_split_the_objects_exactly(inputs):
+    """Every output task's pieces make disjoint key sets whose union, byte for byte, is the whole."""
+    frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "", 0).frame
+    rows = frame[frame["feature"] == "F1"]
+    points = recipe.temporal_aggregation(rows, "month", "").drop(columns=["feature"])
+    ctx = recipe.FeatureContext(DATA_ID, RUN_ID, "month", "F1", tuple(recipe.region_columns(frame)), "", ("camp",),
+                                ("camp",), 1, True)
+    for family in recipe.OUTPUT_TASKS:
+        whole = dict(recipe.FAMILY_OBJECTS[family](points, ctx))
+        plan = pieces.plan_pieces(family, ctx, points_rows=len(points.index), periods=points["timestamp"].nunique(),
+                                  level0_regions=2, separator_in_level0=False, points_per_piece=10, max_parts=3)
+        assert len(plan) == (1 if pieces.SPLIT_BY[family] == "whole" else 2 if pieces.SPLIT_BY[family] == "regions" else 3)
+        parts = [dict(recipe.FAMILY_OBJECTS[family](pieces.piece_points(points, p), ctx)) for p in plan]
+        assert sum(len(p) for p in parts) == len(whole)
+        assert {k: v for p in parts for k, v in p.items()} == whole
+
+
+def test_partial_sums_of_split_input_equal_the_whole(inputs):
+    frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "w", 0).frame
+    halves = [frame.iloc[:150], frame.iloc[150:]]
+    for time_res in ("month", "year", "all"):
+        whole = recipe.temporal_aggregation(frame, time_res, "w")
+        combined = recipe.combine_temporal([recipe.temporal_partials(h, time_res, "w") for h in halves], "w")
+        pd.testing.assert_frame_equal(combined.reset_index(drop=True), whole.reset_index(drop=True))
+
+
+def test_points_survive_parquet(inputs):
+    frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "w", 0).frame
+    points = recipe.temporal_aggregation(frame[frame["feature"] == "F2"], "month", "w").drop(columns=["feature"])
+    buffer = io.BytesIO()
+    points.to_parquet(buffer, index=False)
+    back = pd.read_parquet(io.BytesIO(buffer.getvalue()))
+    ctx = recipe.FeatureContext(DATA_ID, RUN_ID, "month", "F2", ("country", "admin1", "admin2", "admin3"), "w",
+                                ("camp", "source"), ("camp",), 1, True)
+    for family in recipe.OUTPUT_TASKS:
+        assert dict(recipe.FAMILY_OBJECTS[family](back, ctx)) == dict(recipe.FAMILY_OBJECTS[family](points, ctx)), family
+
+
+def test_group_sums_do_not_depend_on_row_layout():
+    """pandas 3.1 sums a group pairwise when its rows lie together without NaN, compensated otherwise;
+    the recipe always sums compensated in row order (the reference's pandas 2.1), so a piece of the rows
+    gives the whole's bits. Values whose pairwise and sequential sums differ in the last bit:"""
+    values = np.array([10 / 3, 10 / 7, 1e-3, 10 / 9] * 11 + [5 / 11] * 7)
+    sequential = 0.0
+    compensation = 0.0
+    for v in values:  # Kahan, by hand
+        y = v - compensation
+        t = sequential + y
+        compensation = (t - sequential) - y
+        sequential = t
+    assert sequential != float(np.sum(values))  # the two ways really differ here
+    alone = pd.DataFrame({"timestamp": 0, "place": "a", "t_sum": values, "t_mean": values})
+    mixed = pd.concat([alone, alone.assign(place="b").iloc[:3]]).iloc[np.r_[0, 51, 1:51, 52, 53]]
+    for frame in (alone, mixed):
+        table, _ = recipe.spatial_aggregation(frame, ["timestamp", "place"])
+        assert table.loc[table["place"] == "a", "s_sum_t_sum"].item() == sequential
