@@ -161,7 +161,7 @@ def max_parts_for(client: Any, configured: int) -> int:
     if configured > 0:
         return configured
     try:
-        threads = sum(client.nthreads().values())
+        threads = int(sum(client.nthreads().values()))
     except Exception:  # noqa: BLE001  (a cluster that cannot say: a sensible guess)
         threads = 4
     return max(2, 2 * threads)
