@@ -391,6 +391,7 @@ def test_s3_inputs_and_outputs_rerun_and_change(inputs, s3_server, dask_env, tmp
     proc = run(args, tmp_path, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = s3_server.request_counts(bucket)
+    print(f"second run, S3 requests: {counts}")
     assert counts.get("PUT", 0) == counts.get("POST", 0) == counts.get("DELETE", 0) == 0, counts
     assert counts.get("HEAD", 0) <= 3, counts  # the two inputs' identities and results.json: no HEAD per object
 

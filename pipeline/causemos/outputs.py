@@ -24,7 +24,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import posixpath
 import re
 import threading
 import time
@@ -505,6 +504,3 @@ class OwnedOutputs:
         self.store.write_bytes(self.manifest_key, manifest.to_bytes(self.base))
         return deleted
 
-
-def join_key(*parts: str) -> str:
-    return posixpath.join(*parts)
