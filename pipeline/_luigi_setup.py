@@ -54,7 +54,9 @@ _BOOKKEEPING = (
     "Sending email to",
     "Did not schedule %s, will load it dynamically",
 )
-_SCHEDULING_ERROR = "Will not run "  # "... or any dependencies due to error in complete()/deps() method:\n<traceback>"
+_SCHEDULING_ERROR = (
+    "Will not run "  # "... or any dependencies due to error in complete()/deps() method:\n<traceback>"
+)
 _UNCAUGHT = "Uncaught exception in luigi"
 _SUMMARY = "===== Luigi Execution Summary ====="
 _TASK_FAILED = "[pid %s] Worker %s failed    %s"
@@ -197,7 +199,9 @@ def install() -> None:
     # With several luigi workers each forked task process starts its own embedded Dask
     # cluster, whose scheduler serves its HTTP endpoints on 8787 or, when that is taken, on
     # another port: harmless, but distributed says so in a four-line warning each time.
-    warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning, module=r"distributed\.")
+    warnings.filterwarnings(
+        "ignore", message=r"Port \d+ is already in use", category=UserWarning, module=r"distributed\."
+    )
     # Luigi (re)configures its loggers when a run starts, dropping filters added now; a
     # record factory survives that, and sees each record once, as it is made.
     previous = logging.getLogRecordFactory()

@@ -17,20 +17,30 @@ from collections.abc import Sequence
 
 
 @functools.cache
+def _in_other_wheel(path: str, site_packages: str) -> bool:
+    """Whether a mapped library is a copy another wheel bundles (``site-packages/<pkg>.libs``)."""
+    parent = os.path.dirname(path)
+    return os.path.dirname(parent) == site_packages and not parent.endswith(os.sep + "rasterio.libs")
+
+
 def _libgdal() -> ctypes.CDLL | None:
     """The libgdal already mapped into this process by rasterio, or None if it cannot be
     found (callers fall back to a VRT read)."""
-    import rasterio._base  # noqa: F401  (maps libgdal into the process)
+    import rasterio._base
 
-    candidates: list[str] = []
-    try:
-        with open("/proc/self/maps") as maps:  # Linux: the exact file rasterio linked
-            candidates += sorted({line.split()[-1] for line in maps if "/libgdal" in line})
-    except OSError:
-        pass
+    # rasterio's own wheel copy first. Other wheels carry their own libgdal (pyogrio's, loaded
+    # by geopandas): it is mapped too, but it is another instance, without rasterio's
+    # configuration (credentials, endpoints) or cache, so it is never picked.
     here = os.path.dirname(os.path.dirname(rasterio._base.__file__))
+    candidates: list[str] = []
     for pattern in ("rasterio.libs/libgdal*", "rasterio/.dylibs/libgdal*"):  # wheels
         candidates += sorted(glob.glob(os.path.join(here, pattern)))
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: a system libgdal rasterio linked
+            mapped = sorted({line.split()[-1] for line in maps if "/libgdal" in line})
+        candidates += [path for path in mapped if not _in_other_wheel(path, here)]
+    except OSError:
+        pass
     for path in candidates:
         try:
             lib = ctypes.CDLL(path)  # already mapped: the same library instance, no new load

@@ -35,14 +35,19 @@ class Catalog(Protocol):
     by area (a bounding box, narrowed to ids that start with a prefix: an MGRS tile's
     items are named by it, and neighbouring tiles overlap, so an area alone is not enough)."""
 
-    description: str
+    @property
+    def description(self) -> str:
+        """What the catalogue is, for messages (its URL or file)."""
+        ...
 
     def search(self, *, collection: str, interval: Interval, equals: dict[str, str]) -> list[Item]:
         """Every item of ``collection`` whose datetime lies in ``interval`` and whose
         properties equal ``equals``, over all pages, sorted by (datetime, id)."""
         ...
 
-    def search_bbox(self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = "") -> list[Item]:
+    def search_bbox(
+        self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = ""
+    ) -> list[Item]:
         """Every item of ``collection`` whose datetime lies in ``interval``, whose footprint
         meets ``bbox`` (WGS84) and whose id starts with ``id_prefix``, over all pages,
         sorted by (datetime, id). Items without a usable datetime are kept (they sort last)
@@ -68,7 +73,12 @@ def _bbox_of(item: Item) -> BBox | None:
     walk((item.get("geometry") or {}).get("coordinates"))
     if not coords:
         return None
-    return (min(c[0] for c in coords), min(c[1] for c in coords), max(c[0] for c in coords), max(c[1] for c in coords))
+    return (
+        min(c[0] for c in coords),
+        min(c[1] for c in coords),
+        max(c[0] for c in coords),
+        max(c[1] for c in coords),
+    )
 
 
 def _meets(a: BBox, b: BBox) -> bool:
@@ -97,7 +107,7 @@ class LocalCatalog:
         return str(self.path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "LocalCatalog":
+    def load(cls, path: str | os.PathLike[str]) -> LocalCatalog:
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8-sig")
@@ -112,10 +122,14 @@ class LocalCatalog:
             doc = None  # newline-delimited JSON: one document per line
         if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
             if not isinstance(doc.get("features"), list):
-                raise InputError("FeatureCollection without a 'features' list", source=str(p), field="features")
+                raise InputError(
+                    "FeatureCollection without a 'features' list", source=str(p), field="features"
+                )
             for index, obj in enumerate(doc["features"]):
                 if not isinstance(obj, dict) or obj.get("type") != "Feature":
-                    raise InputError("not a STAC item (type is not 'Feature')", source=str(p), field=f"features[{index}]")
+                    raise InputError(
+                        "not a STAC item (type is not 'Feature')", source=str(p), field=f"features[{index}]"
+                    )
                 obj.setdefault("_source", f"{p}: features[{index}]")
                 items.append(obj)
             return cls(p, items)
@@ -132,7 +146,9 @@ class LocalCatalog:
             items.append(obj)
         return cls(p, items)
 
-    def search_bbox(self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = "") -> list[Item]:
+    def search_bbox(
+        self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = ""
+    ) -> list[Item]:
         found = []
         for item in self.items:
             if item.get("collection") != collection or not str(item.get("id", "")).startswith(id_prefix):
@@ -174,8 +190,9 @@ class LocalCatalog:
 
 @dataclass
 class StacApiCatalog:
-    """A STAC API searched with pystac-client: query extension required (checked in the
-    server's conformance), POST searches retried with backoff on 429/5xx, every page."""
+    """A STAC API searched with pystac-client: property filters in CQL2 where the server declares
+    the filter extension, else the query extension (required then; both checked in the server's
+    conformance), POST searches retried with backoff on 429/5xx, every page."""
 
     url: str
     page_size: int = 500
@@ -219,14 +236,19 @@ class StacApiCatalog:
                 f"STAC API {self.url} does not declare conformance to {needed.name} ({needed.valid_uri}); {why} needs it"
             )
 
-    def search_bbox(self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = "") -> list[Item]:
+    def search_bbox(
+        self, *, collection: str, interval: Interval, bbox: BBox, id_prefix: str = ""
+    ) -> list[Item]:
         from pystac_client.conformance import ConformanceClasses
 
         client = self._open()
         options: dict[str, Any] = {}
         if id_prefix and client.conforms_to(ConformanceClasses.FILTER):
             # CQL2: the server narrows to the tile's ids (fewer pages); else filtered here.
-            options = {"filter": {"op": "like", "args": [{"property": "id"}, f"{id_prefix}%"]}, "filter_lang": "cql2-json"}
+            options = {
+                "filter": {"op": "like", "args": [{"property": "id"}, f"{id_prefix}%"]},
+                "filter_lang": "cql2-json",
+            }
         try:
             search = client.search(
                 collections=[collection], bbox=list(bbox), datetime=interval.to_stac(), limit=self.page_size,
@@ -234,25 +256,34 @@ class StacApiCatalog:
             )  # fmt: skip
             items = [i for i in search.items_as_dicts() if str(i.get("id", "")).startswith(id_prefix)]
         except Exception as e:
-            raise CatalogError(f"search of {self.url} failed ({collection}, bbox {list(bbox)}, {interval.to_stac()}): {e}") from e
+            raise CatalogError(
+                f"search of {self.url} failed ({collection}, bbox {list(bbox)}, {interval.to_stac()}): {e}"
+            ) from e
         return sorted(items, key=_sort_key)
 
     def search(self, *, collection: str, interval: Interval, equals: dict[str, str]) -> list[Item]:
         from pystac_client.conformance import ConformanceClasses
 
         client = self._open()
-        self._require(client, ConformanceClasses.QUERY, "the grid filters (query extension)")
+        options: dict[str, Any]
+        if equals and client.conforms_to(ConformanceClasses.FILTER):
+            # CQL2 (the filter extension) where the API declares it; the query extension otherwise.
+            tests = [{"op": "=", "args": [{"property": k}, v]} for k, v in equals.items()]
+            cql2 = tests[0] if len(tests) == 1 else {"op": "and", "args": tests}
+            options = {"filter": cql2, "filter_lang": "cql2-json"}
+        else:
+            self._require(client, ConformanceClasses.QUERY, "the property filters (query extension)")
+            options = {"query": {k: {"eq": v} for k, v in equals.items()}}
         try:
             search = client.search(
-                collections=[collection],
-                datetime=interval.to_stac(),
-                query={k: {"eq": v} for k, v in equals.items()},
-                limit=self.page_size,
-                method="POST",
-            )
+                collections=[collection], datetime=interval.to_stac(), limit=self.page_size, method="POST",
+                **options,
+            )  # fmt: skip
             items = list(search.items_as_dicts())
         except Exception as e:
-            raise CatalogError(f"search of {self.url} failed ({collection}, {equals}, {interval.to_stac()}): {e}") from e
+            raise CatalogError(
+                f"search of {self.url} failed ({collection}, {equals}, {interval.to_stac()}): {e}"
+            ) from e
         return sorted(items, key=_sort_key)
 
 

@@ -1,5 +1,6 @@
 """A Dask client for the current task run: an existing scheduler when configured
-(``[dask] scheduler_address`` in luigi.cfg or ``PIPELINE_DASK_SCHEDULER``), otherwise an
+(``PIPELINE_DASK_SCHEDULER``, ``[dask] scheduler_address`` in luigi.cfg, or
+``WM_DASK_SCHEDULER``: the Causemos reference flow's variable, accepted as an alias), otherwise an
 embedded ``LocalCluster`` started on first use and kept for the life of the process (Luigi
 runs tasks in the scheduling process with one worker; with ``--workers N`` each task runs
 in a forked process, which gets its own)."""
@@ -7,6 +8,7 @@ in a forked process, which gets its own)."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 from typing import Any
@@ -15,14 +17,30 @@ import luigi
 
 log = logging.getLogger(__name__)
 
+# Where an existing scheduler is named, first found wins: our variable, then luigi.cfg, then the
+# variable of the Causemos reference flow (uncharted-causemos/slow-tortoise), so its deployments'
+# environment works unchanged.
+SCHEDULER_ENV = "PIPELINE_DASK_SCHEDULER"
+REFERENCE_SCHEDULER_ENV = "WM_DASK_SCHEDULER"
 
-class dask(luigi.Config):  # noqa: N801  (luigi config sections are lower-case classes)
+
+class dask(luigi.Config):
     """Section [dask] of luigi.cfg."""
 
-    scheduler_address = luigi.Parameter(default="", description="tcp://host:port of an existing Dask scheduler; empty = embedded LocalCluster")
-    n_workers = luigi.IntParameter(default=0, description="LocalCluster worker processes; 0 = number of cores")
-    threads_per_worker = luigi.IntParameter(default=2, description="threads per LocalCluster worker (reads release the GIL)")
-    processes = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="LocalCluster workers as processes (true) or threads of this process (false)")
+    scheduler_address = luigi.Parameter(
+        default="", description="tcp://host:port of an existing Dask scheduler; empty = embedded LocalCluster"
+    )
+    n_workers = luigi.IntParameter(
+        default=0, description="LocalCluster worker processes; 0 = number of cores"
+    )
+    threads_per_worker = luigi.IntParameter(
+        default=2, description="threads per LocalCluster worker (reads release the GIL)"
+    )
+    processes = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="LocalCluster workers as processes (true) or threads of this process (false)",
+    )
     memory_limit = luigi.Parameter(default="2GiB", description="LocalCluster memory limit per worker")
 
 
@@ -33,16 +51,23 @@ def _close() -> None:
     client, cluster = _state.get("client"), _state.get("cluster")
     for thing in (client, cluster):
         if thing is not None:
-            try:
+            with contextlib.suppress(Exception):  # shutting down: nothing useful to do with an error
                 thing.close()
-            except Exception:  # shutting down: nothing useful to do with an error
-                pass
     _state.update(client=None, cluster=None)
 
 
 def has_client() -> bool:
     """Whether this process has its Dask client already (asking for it then costs nothing)."""
     return _state["client"] is not None and _state["pid"] == os.getpid()
+
+
+def scheduler_address(config: dask) -> str:
+    """The existing scheduler to connect to; empty = start an embedded cluster."""
+    return (
+        os.environ.get(SCHEDULER_ENV)
+        or config.scheduler_address
+        or os.environ.get(REFERENCE_SCHEDULER_ENV, "")
+    )
 
 
 def get_client(config: dask | None = None) -> Any:
@@ -52,7 +77,7 @@ def get_client(config: dask | None = None) -> Any:
     if has_client():
         return _state["client"]
     cfg = config or dask()
-    address = os.environ.get("PIPELINE_DASK_SCHEDULER") or cfg.scheduler_address
+    address = scheduler_address(cfg)
     if address:
         log.info("connecting to the Dask scheduler at %s", address)
         client = Client(address, timeout="30s")
@@ -71,7 +96,11 @@ def get_client(config: dask | None = None) -> Any:
         # distributed's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then
         # maps and unmaps every array over 64 KB, and a 255 x 255 chip makes dozens per
         # observation; measured 30.4 -> 21.6 ms of CPU per observation without it.
-        environ = {k: v for k, v in dask_config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+        environ = {
+            k: v
+            for k, v in dask_config.get("distributed.nanny.pre-spawn-environ", {}).items()
+            if k != "MALLOC_TRIM_THRESHOLD_"
+        }
         dask_config.set({"distributed.nanny.pre-spawn-environ": environ})
         cluster = LocalCluster(
             n_workers=n_workers,
@@ -83,7 +112,12 @@ def get_client(config: dask | None = None) -> Any:
             **({"host": "127.0.0.1"} if processes else {}),
         )
         client = Client(cluster)
-        log.info("started an embedded Dask LocalCluster: %d workers x %d threads (%s)", n_workers, cfg.threads_per_worker, "processes" if processes else "threads")
+        log.info(
+            "started an embedded Dask LocalCluster: %d workers x %d threads (%s)",
+            n_workers,
+            cfg.threads_per_worker,
+            "processes" if processes else "threads",
+        )
     if _state["pid"] is None:
         atexit.register(_close)
     _state.update(pid=os.getpid(), client=client, cluster=cluster)

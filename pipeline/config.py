@@ -11,13 +11,21 @@ from pipeline.raster import DEFAULT_MERGE_GAP_BYTES, ArchiveAccess
 from targets.s3config import S3Options
 
 
-class archive(luigi.Config):  # noqa: N801  (section name)
+class archive(luigi.Config):
     """[archive]: where the Landsat archive's assets are read from."""
 
-    endpoint_url = luigi.Parameter(default="", description="S3 endpoint of the archive; empty = AWS (or AWS_ENDPOINT_URL_S3)")
+    endpoint_url = luigi.Parameter(
+        default="", description="S3 endpoint of the archive; empty = AWS (or AWS_ENDPOINT_URL_S3)"
+    )
     region = luigi.Parameter(default="us-west-2", description="AWS region of the archive bucket")
-    profile = luigi.Parameter(default="", description="AWS profile for archive reads; empty = environment/default chain")
-    requester_pays = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="send x-amz-request-payer: requester (usgs-landsat-ard needs it)")
+    profile = luigi.Parameter(
+        default="", description="AWS profile for archive reads; empty = environment/default chain"
+    )
+    requester_pays = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="send x-amz-request-payer: requester (usgs-landsat-ard needs it)",
+    )
     merge_gap_bytes = luigi.IntParameter(
         default=DEFAULT_MERGE_GAP_BYTES,
         description="fetch a window's block rows in one GET when at most this many bytes lie between them (0 = one GET per block row: fewer bytes, more requests)",
@@ -34,10 +42,12 @@ class archive(luigi.Config):  # noqa: N801  (section name)
         )  # fmt: skip
 
 
-class output(luigi.Config):  # noqa: N801
+class output(luigi.Config):
     """[output]: the S3 endpoint for s3:// project directories (MinIO, SeaweedFS, AWS)."""
 
-    endpoint_url = luigi.Parameter(default="", description="S3 endpoint for outputs; empty = AWS (or AWS_ENDPOINT_URL_S3)")
+    endpoint_url = luigi.Parameter(
+        default="", description="S3 endpoint for outputs; empty = AWS (or AWS_ENDPOINT_URL_S3)"
+    )
     region = luigi.Parameter(default="", description="region for outputs")
     profile = luigi.Parameter(default="", description="AWS profile for outputs")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dateutil.relativedelta import relativedelta
 
@@ -36,7 +36,7 @@ def parse_item_datetime(text: str) -> datetime:
         raise ValueError(f"unparsable datetime {text!r}")
     year, month, day, hour, minute, second, frac, tz = m.groups()
     micro = int((frac or "0")[:6].ljust(6, "0"))  # beyond microseconds: truncated, as Python must
-    dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=timezone.utc)
+    dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=UTC)
     if tz and tz not in ("Z", "z"):
         sign = 1 if tz[0] == "+" else -1
         digits = tz[1:].replace(":", "")
@@ -63,7 +63,7 @@ class Interval:
 def _iso(dt: datetime | None) -> str:
     if dt is None:
         return ".."
-    return dt.astimezone(timezone.utc).replace(tzinfo=None).isoformat("T") + "Z"
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat("T") + "Z"
 
 
 def _component(text: str) -> tuple[datetime | None, datetime | None]:
@@ -85,13 +85,13 @@ def _component(text: str) -> tuple[datetime | None, datetime | None]:
 def _period(m: re.Match[str]) -> tuple[datetime, datetime]:
     year = int(m.group("year"))
     if m.group("day"):
-        start = datetime(year, int(m.group("month")), int(m.group("day")), tzinfo=timezone.utc)
+        start = datetime(year, int(m.group("month")), int(m.group("day")), tzinfo=UTC)
         end = start + relativedelta(days=1, seconds=-1)
     elif m.group("month"):
-        start = datetime(year, int(m.group("month")), 1, tzinfo=timezone.utc)
+        start = datetime(year, int(m.group("month")), 1, tzinfo=UTC)
         end = start + relativedelta(months=1, seconds=-1)
     else:
-        start = datetime(year, 1, 1, tzinfo=timezone.utc)
+        start = datetime(year, 1, 1, tzinfo=UTC)
         end = start + relativedelta(years=1, seconds=-1)
     return start, end
 

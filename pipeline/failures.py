@@ -42,7 +42,9 @@ class UnusableItem:
 
     def describe(self) -> str:
         """One line naming the item and the reason: ``SOURCE (item ID), REASON``."""
-        where = f"{self.source} (item {self.id or '<no id>'})" if self.source else f"item {self.id or '<no id>'}"
+        where = (
+            f"{self.source} (item {self.id or '<no id>'})" if self.source else f"item {self.id or '<no id>'}"
+        )
         return f"{where}, {self.reason}" if self.reason.startswith("field ") else f"{where}: {self.reason}"
 
     def to_json(self) -> dict[str, str]:
@@ -50,7 +52,12 @@ class UnusableItem:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> UnusableItem:
-        return cls(str(doc.get("collection", "")), str(doc.get("id", "")), str(doc.get("reason", "")), str(doc.get("source", "")))
+        return cls(
+            str(doc.get("collection", "")),
+            str(doc.get("id", "")),
+            str(doc.get("reason", "")),
+            str(doc.get("source", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,12 @@ class Failure:
         return f"{self.what or self.key}: {self.error}"
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"key": self.key, "targets": list(self.targets), "error": self.error, "attempts": self.attempts}
+        doc: dict[str, Any] = {
+            "key": self.key,
+            "targets": list(self.targets),
+            "error": self.error,
+            "attempts": self.attempts,
+        }
         if self.what:
             doc["what"] = self.what
         return doc
@@ -95,7 +107,11 @@ class FailureRecord:
         return bool(self.failed or self.unusable)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.context, "failed": [f.to_json() for f in self.failed], "unusable": [u.to_json() for u in self.unusable]}
+        return {
+            **self.context,
+            "failed": [f.to_json() for f in self.failed],
+            "unusable": [u.to_json() for u in self.unusable],
+        }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> FailureRecord:

@@ -60,7 +60,9 @@ def get_region(code: str) -> Region:
     try:
         return REGIONS[code.upper()]
     except KeyError:
-        raise GridError(f"unknown region {code!r}; expected one of {', '.join(REGIONS)}", field="region") from None
+        raise GridError(
+            f"unknown region {code!r}; expected one of {', '.join(REGIONS)}", field="region"
+        ) from None
 
 
 @dataclass(frozen=True, order=True)

@@ -50,9 +50,11 @@ class TileGrid:
         return {"epsg": self.epsg, "transform": list(self.transform), "shape": [self.height, self.width]}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "TileGrid":
+    def from_json(cls, doc: dict[str, Any]) -> TileGrid:
         t = doc["transform"]
-        return cls(int(doc["epsg"]), (t[0], t[1], t[2], t[3], t[4], t[5]), int(doc["shape"][1]), int(doc["shape"][0]))
+        return cls(
+            int(doc["epsg"]), (t[0], t[1], t[2], t[3], t[4], t[5]), int(doc["shape"][1]), int(doc["shape"][0])
+        )
 
 
 def check_tile_id(text: str, *, source: str = "", line: int | None = None, field: str = "tile") -> str:
@@ -60,7 +62,9 @@ def check_tile_id(text: str, *, source: str = "", line: int | None = None, field
     tile = text.strip().upper().lstrip("0")
     m = TILE_ID.match(tile)
     if not m or not 1 <= int(m.group(1)) <= 60:
-        raise InputError(f"{text!r} is not an MGRS tile id such as 10TET", source=source, line=line, field=field)
+        raise InputError(
+            f"{text!r} is not an MGRS tile id such as 10TET", source=source, line=line, field=field
+        )
     return tile
 
 
@@ -74,7 +78,9 @@ def grid_of_item(item: dict[str, Any]) -> TileGrid:
         transform = props["proj:transform"]
         shape = props["proj:shape"]
     except KeyError as e:
-        raise ItemError("missing projection property", source=where, field=f"properties.{e.args[0]}") from None
+        raise ItemError(
+            "missing projection property", source=where, field=f"properties.{e.args[0]}"
+        ) from None
     if not isinstance(epsg, int) or isinstance(epsg, bool):
         raise ItemError(f"{epsg!r} is not an EPSG code", source=where, field="properties.proj:epsg")
     if (
@@ -82,9 +88,13 @@ def grid_of_item(item: dict[str, Any]) -> TileGrid:
         or len(transform) not in (6, 9)
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in transform)
     ):
-        raise ItemError(f"{transform!r} is not an affine transform", source=where, field="properties.proj:transform")
+        raise ItemError(
+            f"{transform!r} is not an affine transform", source=where, field="properties.proj:transform"
+        )
     if transform[1] != 0 or transform[3] != 0 or transform[0] <= 0 or transform[4] >= 0:
-        raise ItemError(f"{transform!r} is not a north-up grid", source=where, field="properties.proj:transform")
+        raise ItemError(
+            f"{transform!r} is not a north-up grid", source=where, field="properties.proj:transform"
+        )
     if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
         raise ItemError(f"{shape!r} is not [rows, cols]", source=where, field="properties.proj:shape")
     t = [float(v) for v in transform[:6]]
@@ -113,10 +123,10 @@ def utm_epsg(tile: str) -> int:
 def nominal_grid(tile: str, res: float = 30.0) -> TileGrid:
     """The tile's nominal HLS grid: the 100 km square's south-west corner, 109.8 km east
     and south-overlapping extent (real grids may be snapped by a pixel or so)."""
-    zone, hemisphere, easting, northing = _mgrs().MGRSToUTM(f"{tile}0000000000")
+    _zone, _hemisphere, easting, northing = _mgrs().MGRSToUTM(f"{tile}0000000000")
     x0 = math.floor(easting) - 20  # 10TET: 499980
     top = math.floor(northing) + SQUARE_SIZE + 40  # 10TET: 5300040
-    n = int(round(HLS_TILE_SIZE / res))
+    n = round(HLS_TILE_SIZE / res)
     return TileGrid(utm_epsg(tile), (res, 0.0, float(x0), 0.0, -res, float(top)), n, n)
 
 

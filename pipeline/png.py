@@ -47,4 +47,9 @@ def encode_rgb_png(rgb: npt.NDArray[np.uint8]) -> bytes:
     filtered[0, 1:] = raw[0]  # the row above the first row is zeros
     np.subtract(raw[1:], raw[:-1], out=filtered[1:, 1:])  # modulo 256, as the filter is defined
     header = struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0)  # 8 bit, truecolour, deflate, no interlace
-    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", _deflate(filtered.tobytes())) + _chunk(b"IEND", b"")
+    return (
+        _SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", _deflate(filtered.tobytes()))
+        + _chunk(b"IEND", b"")
+    )

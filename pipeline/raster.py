@@ -9,10 +9,12 @@ GDAL options are grouped by situation; each says why it is set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -83,6 +85,7 @@ GDAL_COALESCED = {
 # us-west-2 and $0.09/GB to the internet. See README "Requests and bytes".
 DEFAULT_MERGE_GAP_BYTES = 4 * 1024 * 1024
 
+
 # An S3-compatible server that is not AWS (MinIO, SeaweedFS): path-style URLs; plain HTTP
 # when the endpoint says http://.
 def _custom_endpoint_options(endpoint_url: str) -> dict[str, str]:
@@ -111,10 +114,12 @@ class ArchiveAccess:
     # Blob hrefs signed just before they are opened (Planetary Computer SAS tokens).
     signing: Signing = field(default_factory=Signing)
 
-    def resolved(self) -> "ArchiveAccess":
+    def resolved(self) -> ArchiveAccess:
         return ArchiveAccess(
             asset_href=self.asset_href,
-            endpoint_url=self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
+            endpoint_url=self.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL", ""),
             region=self.region or os.environ.get("AWS_REGION", "us-west-2"),
             profile=self.profile or os.environ.get("AWS_PROFILE", ""),
             requester_pays=self.requester_pays,
@@ -138,8 +143,16 @@ _BOTO3_LOCK = threading.Lock()
 
 
 # What boto3 resolves credentials from, besides the profile name: a change makes a new session.
-_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                   "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+_CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
 
 
 def _boto3_session(profile: str, region: str) -> Any:
@@ -185,7 +198,7 @@ class RasterReader:
         self._failed: dict[str, str] = {}
         self.opened = 0
 
-    def __enter__(self) -> "RasterReader":
+    def __enter__(self) -> RasterReader:
         import rasterio
         from rasterio.session import AWSSession
 
@@ -206,10 +219,8 @@ class RasterReader:
 
     def __exit__(self, *exc: object) -> None:
         for ds in self._datasets.values():
-            try:
+            with contextlib.suppress(Exception):  # closing must not mask the real error
                 ds.close()
-            except Exception:  # closing must not mask the real error
-                pass
         self._datasets.clear()
         if self._env is not None:
             self._env.__exit__(*exc)
@@ -223,7 +234,9 @@ class RasterReader:
             import rasterio
 
             if href in self._failed:
-                raise RasterReadError(f"cannot open {href}: {self._failed[href]} (failed earlier in this batch: not tried again)")
+                raise RasterReadError(
+                    f"cannot open {href}: {self._failed[href]} (failed earlier in this batch: not tried again)"
+                )
             try:
                 ds = rasterio.open(gdal_path(self.access.signing.sign(href)))
             except RasterReadError:
@@ -268,14 +281,59 @@ class RasterReader:
         try:
             return ds.read(1, window=Window(col_off, row_off, width, height))  # type: ignore[no-any-return]
         except Exception as e:
-            raise RasterReadError(f"cannot read {href} window rows {row_off}:{row_off + height} cols {col_off}:{col_off + width}: {e}") from e
+            raise RasterReadError(
+                f"cannot read {href} window rows {row_off}:{row_off + height} cols {col_off}:{col_off + width}: {e}"
+            ) from e
+
+    def warped(
+        self, href: str, epsg: int, transform: Sequence[float], width: int, height: int, *, fill: float
+    ) -> npt.NDArray[Any]:
+        """Band 1 resampled by nearest neighbour onto the grid ``(epsg, transform, width,
+        height)`` (rasterio ``Affine`` order), in the file's dtype, ``fill`` where the file has
+        no data (outside it, or its nodata value). Only the source pixels under the grid are
+        read, so a chip of a 10980 x 10980 scene costs a chip's worth of memory.
+
+        Nearest neighbour takes, for each output pixel centre, the source pixel containing it.
+        A source on the same CRS whose pixels are a whole multiple of the output's and whose
+        edges fall on output pixel edges (Sentinel-2's 10 m and 20 m bands on the 10 m grid)
+        is read as a window and its pixels repeated: the same values without a warp. Anything
+        else goes through GDAL's warper (a ``WarpedVRT``) with a linear-approximation error
+        bound of 1e-9 pixel (:data:`WARP_TOLERANCE`) instead of GDAL's default 1/8 pixel, which
+        is enough to pick a neighbouring source pixel near pixel edges."""
+        ds = self.dataset(href)
+        try:
+            aligned = _aligned_read(ds, epsg, transform, width, height)
+            if aligned is not None:
+                data = aligned
+            else:
+                from affine import Affine
+                from rasterio.crs import CRS
+                from rasterio.enums import Resampling
+                from rasterio.vrt import WarpedVRT
+
+                with WarpedVRT(
+                    ds, crs=CRS.from_epsg(epsg), transform=Affine(*transform[:6]), width=width, height=height,
+                    resampling=Resampling.nearest, nodata=fill, tolerance=WARP_TOLERANCE,
+                ) as vrt:  # fmt: skip
+                    return vrt.read(1)  # type: ignore[no-any-return]
+        except RasterReadError:
+            raise
+        except Exception as e:
+            raise RasterReadError(f"cannot read {href} onto EPSG:{epsg} {tuple(transform[:6])}: {e}") from e
+        nodata = ds.nodata
+        if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)) and nodata != fill:
+            data[data == nodata] = fill
+        return data
 
     def window(self, href: str, x: float, y: float, width: int, height: int) -> npt.NDArray[np.uint16]:
         """Band 1 over the ``width x height`` window centred on the pixel of (x, y),
         zero outside the raster (a boundless read, done as an in-bounds read + paste)."""
-        return self.windows([href], x, y, width, height)[0]
+        band: npt.NDArray[np.uint16] = self.windows([href], x, y, width, height)[0]
+        return band
 
-    def windows(self, hrefs: list[str], x: float, y: float, width: int, height: int) -> npt.NDArray[np.uint16]:
+    def windows(
+        self, hrefs: list[str], x: float, y: float, width: int, height: int
+    ) -> npt.NDArray[np.uint16]:
         """:meth:`window` of several files of one grid (an item's bands), stacked. When
         block rows are coalesced, every file's span is fetched by one prefetch first."""
         from rasterio.windows import Window
@@ -293,7 +351,9 @@ class RasterReader:
                 (ds.name, start, end)
                 for _, ds, _, _, r0, r1, c0, c1 in reads
                 if r0 < r1 and c0 < c1 and ds.name.startswith("/vsi")
-                for start, end in coalesce_ranges(_tile_ranges(ds, r0, r1, c0, c1), self.access.merge_gap_bytes)
+                for start, end in coalesce_ranges(
+                    _tile_ranges(ds, r0, r1, c0, c1), self.access.merge_gap_bytes
+                )
             ]
             if spans:
                 _prefetch(spans)
@@ -307,6 +367,47 @@ class RasterReader:
                 raise RasterReadError(f"cannot read {href} window rows {r0}:{r1} cols {c0}:{c1}: {e}") from e
             out[i, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data
         return out
+
+
+# The warper's linear-approximation error bound, in pixels: the exact transform in effect (the
+# approximation subdivides until it is met). 0 would mean "exact", but rasterio's WarpedVRT
+# then fails to create its transformer ("pfnTransformer is NULL", rasterio 1.4).
+WARP_TOLERANCE = 1e-9
+
+
+def _whole(value: float) -> int | None:
+    """``value`` as an int when it is one (to 1e-9: transforms carry float noise), else None."""
+    r = round(value)
+    return int(r) if abs(value - r) < 1e-9 else None
+
+
+def _aligned_read(
+    ds: Any, epsg: int, transform: Sequence[float], width: int, height: int
+) -> npt.NDArray[Any] | None:
+    """:meth:`RasterReader.warped` without a warp, when the source is on the output's CRS,
+    north-up, its pixel a whole multiple ``k`` of the output's, and the output's pixel edges
+    on the source's: output pixel ``i`` is then source pixel ``(q + i) // k`` (``q`` the
+    output origin's offset in output pixels), which is what nearest neighbour picks. None
+    when that does not hold or the window leaves the source (the warper decides then)."""
+    a, b, c, d, e, f = (float(v) for v in transform[:6])
+    st = ds.transform
+    if b or d or st.b or st.d or a <= 0 or e >= 0 or st.e >= 0 or ds.crs is None:
+        return None
+    k, k_rows = _whole(st.a / a), _whole(st.e / e)
+    q_cols, q_rows = _whole((c - st.c) / a), _whole((st.f - f) / -e)
+    if k is None or k < 1 or k != k_rows or q_cols is None or q_rows is None:
+        return None
+    c0, c1 = q_cols // k, (q_cols + width - 1) // k + 1
+    r0, r1 = q_rows // k, (q_rows + height - 1) // k + 1
+    if c0 < 0 or r0 < 0 or c1 > ds.width or r1 > ds.height or ds.crs.to_epsg() != epsg:
+        return None
+    from rasterio.windows import Window
+
+    data = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    if k > 1:
+        data = np.repeat(np.repeat(data, k, axis=0), k, axis=1)
+    i0, j0 = q_rows - r0 * k, q_cols - c0 * k
+    return np.ascontiguousarray(data[i0 : i0 + height, j0 : j0 + width])
 
 
 def _tile_ranges(ds: Any, r0: int, r1: int, c0: int, c1: int) -> list[tuple[int, int]]:
@@ -361,8 +462,9 @@ def _prefetch_through_vrt(spans: list[tuple[str, int, int]]) -> None:
     the bands of one raw-band VRT (opening a dataset costs ~1 ms of CPU, so one per
     window, not per file); all bands have the longest span's width, so a shorter span
     reads a little beyond its end."""
-    import rasterio
     from xml.sax.saxutils import escape
+
+    import rasterio
 
     width = max(end - start for _, start, end in spans)
     bands = "".join(

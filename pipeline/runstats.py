@@ -194,7 +194,9 @@ def _on_task_failure(task: Any, exception: BaseException) -> None:
 
 
 def _on_process_failure(task: Any, error: str) -> None:
-    record_failure(repr(task), str(error).strip().splitlines()[-1] if str(error).strip() else "worker process failed")
+    record_failure(
+        repr(task), str(error).strip().splitlines()[-1] if str(error).strip() else "worker process failed"
+    )
 
 
 # ---- rendering --------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def render(stats_dir: str) -> str | None:
         mine = {unquote(k[len(prefix) :]): d for k, d in docs.items() if k.startswith(prefix)}
         try:
             rendered = renderer(mine) if renderer else None
-        except Exception as e:  # noqa: BLE001  (the closing lines below must still be printed)
+        except Exception as e:
             lines += ["", f"({workflow} summary not available: {type(e).__name__}: {e})"]
             continue
         if rendered is None:
@@ -247,7 +249,11 @@ def _unusable_line(entry: UnusableEntry) -> str:
 
 
 def closing_lines(
-    failed: Sequence[str], unusable: Sequence[UnusableEntry], advice: Sequence[str], *, stop_reason: str | None
+    failed: Sequence[str],
+    unusable: Sequence[UnusableEntry],
+    advice: Sequence[str],
+    *,
+    stop_reason: str | None,
 ) -> list[str]:
     """The frame's last lines: advice, then what failed, then the unusable items, and when
     the run could not start, the reason as the very last line."""
@@ -289,7 +295,7 @@ def _print_at_exit(stats_dir: str, owner_pid: int) -> None:
         if text:
             sys.stderr.write(text)
             sys.stderr.flush()
-    except Exception as e:  # noqa: BLE001  (a summary must never hide the run's own exit status)
+    except Exception as e:
         sys.stderr.write(f"(closing summary not available: {type(e).__name__}: {e})\n")
     finally:
         shutil.rmtree(stats_dir, ignore_errors=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -28,10 +27,10 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -65,7 +64,9 @@ def bench_spec(plots: int, acquisitions: int, seed: int = 0, context_px: int = 0
     extra = {} if dense else {"sparse_fill": True}
     if dense:
         extra["sparse_fill"] = False
-    return ArchiveSpec(n_acquisitions=acquisitions, n_extra_plots=plots - specials, seed=seed, context_px=context_px, **extra)
+    return ArchiveSpec(
+        n_acquisitions=acquisitions, n_extra_plots=plots - specials, seed=seed, context_px=context_px, **extra
+    )
 
 
 def spec_key(spec: Any) -> str:
@@ -90,7 +91,9 @@ class ArchiveInfo:
     reused: bool
 
 
-def ensure_archive(cache_dir: Path, spec: Any, *, rebuild: bool = False, workers: int | None = None, log=print) -> ArchiveInfo:
+def ensure_archive(
+    cache_dir: Path, spec: Any, *, rebuild: bool = False, workers: int | None = None, log=print
+) -> ArchiveInfo:
     """The archive for ``spec`` under ``cache_dir/<key>``, built if missing. A build is
     complete when ``bench-complete.json`` exists (written last)."""
     from pipeline.demo.archive import build_archive
@@ -106,14 +109,30 @@ def ensure_archive(cache_dir: Path, spec: Any, *, rebuild: bool = False, workers
         built = build_archive(root, spec, workers=workers, overwrite=True)
         wall = time.perf_counter() - t0
         cpu = _tree_cpu_self() - cpu0
-        done.write_text(json.dumps({"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
-                                    "n_items": len(built.items), "n_files": built.n_files,
-                                    "total_bytes": built.total_bytes, "built": datetime.now().isoformat(timespec="seconds")}) + "\n")
+        done.write_text(
+            json.dumps(
+                {
+                    "wall_seconds": round(wall, 1),
+                    "cpu_seconds": round(cpu, 1),
+                    "n_items": len(built.items),
+                    "n_files": built.n_files,
+                    "total_bytes": built.total_bytes,
+                    "built": datetime.now().isoformat(timespec="seconds"),
+                }
+            )
+            + "\n"
+        )
     meta = json.loads(done.read_text())
     return ArchiveInfo(
-        root=root, bucket_dir=root / BUCKET, catalog_ndjson=root / "catalog" / "items.ndjson",
-        plot_file=root / "plots.csv", n_items=meta["n_items"], n_files=meta["n_files"],
-        total_bytes=meta["total_bytes"], build_seconds=meta["wall_seconds"], build_cpu_seconds=meta.get("cpu_seconds"),
+        root=root,
+        bucket_dir=root / BUCKET,
+        catalog_ndjson=root / "catalog" / "items.ndjson",
+        plot_file=root / "plots.csv",
+        n_items=meta["n_items"],
+        n_files=meta["n_files"],
+        total_bytes=meta["total_bytes"],
+        build_seconds=meta["wall_seconds"],
+        build_cpu_seconds=meta.get("cpu_seconds"),
         reused=reused,
     )
 
@@ -123,7 +142,9 @@ def _tree_cpu_self() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def upload_archive(server: Any, archive: ArchiveInfo, *, threads: int = 8, log=print) -> tuple[int, float, bool]:
+def upload_archive(
+    server: Any, archive: ArchiveInfo, *, threads: int = 8, log=print
+) -> tuple[int, float, bool]:
     """Upload the bucket content to ``usgs-landsat-ard`` through the server's *direct*
     (uncounted) endpoint, in parallel; skipped when the marker object of this archive is
     already there (a kept server data dir). Returns (files, seconds, skipped)."""
@@ -132,9 +153,14 @@ def upload_archive(server: Any, archive: ArchiveInfo, *, threads: int = 8, log=p
 
     key = archive.root.name
     client = boto3.client(
-        "s3", endpoint_url=server.direct_endpoint_url or server.endpoint_url,
-        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key, region_name=server.region,
-        config=Config(s3={"addressing_style": "path"}, max_pool_connections=threads * 2, retries={"max_attempts": 5}),
+        "s3",
+        endpoint_url=server.direct_endpoint_url or server.endpoint_url,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name=server.region,
+        config=Config(
+            s3={"addressing_style": "path"}, max_pool_connections=threads * 2, retries={"max_attempts": 5}
+        ),
     )
     for b in (BUCKET, "bench-meta"):
         try:
@@ -202,7 +228,9 @@ def parse_datetime(text: str) -> datetime:
     return datetime.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")
 
 
-def load_items(ndjson: Path, region: str = "CU", interval: str | None = None) -> dict[tuple[int, int], list[Item]]:
+def load_items(
+    ndjson: Path, region: str = "CU", interval: str | None = None
+) -> dict[tuple[int, int], list[Item]]:
     """The catalogue file searched per ARD tile: items by (h, v), in datetime order.
     ``interval``: "YYYY-MM-DD/YYYY-MM-DD" (both days included), as ``--datetime``."""
     lo = hi = None
@@ -252,7 +280,9 @@ def chip_tiles(x: int, y: int, chip: int, region: str = "CU") -> list[tuple[int,
     return [(h, v) for h in range(h0, h1 + 1) for v in range(v0, v1 + 1)]
 
 
-def observations(plot: PlotRow, by_tile: dict[tuple[int, int], list[Item]], chip: int) -> list[tuple[int, int, list[Item]]]:
+def observations(
+    plot: PlotRow, by_tile: dict[tuple[int, int], list[Item]], chip: int
+) -> list[tuple[int, int, list[Item]]]:
     """Spec, per plot 2: items of the chip's tiles (search order: h, then v) grouped by
     year and day of year; sorted by date."""
     groups: dict[tuple[int, int], list[Item]] = {}
@@ -263,19 +293,23 @@ def observations(plot: PlotRow, by_tile: dict[tuple[int, int], list[Item]], chip
 
 
 def gdal_path(href: str) -> str:
-    return "/vsis3/" + href[len("s3://"):] if href.startswith("s3://") else href
+    return "/vsis3/" + href[len("s3://") :] if href.startswith("s3://") else href
 
 
 # =============================================================================================
 # (a) the plain recipe, written the way the spec describes it
 # =============================================================================================
 
-TC = ((0.2043, 0.4158, 0.5524, 0.5741, 0.3124, 0.2303),
-      (-0.1603, -0.2819, -0.4934, 0.7940, -0.0002, -0.1446),
-      (0.0315, 0.2021, 0.3102, 0.1594, -0.6806, -0.6109))
-STRETCH = {"tc": ((604, 5592), (49, 3147), (-2245, 843)),
-           "b743": ((-904, 3696), (151, 4951), (-300, 2500)),
-           "b432": ((151, 4951), (-300, 2500), (50, 1150))}
+TC = (
+    (0.2043, 0.4158, 0.5524, 0.5741, 0.3124, 0.2303),
+    (-0.1603, -0.2819, -0.4934, 0.7940, -0.0002, -0.1446),
+    (0.0315, 0.2021, 0.3102, 0.1594, -0.6806, -0.6109),
+)
+STRETCH = {
+    "tc": ((604, 5592), (49, 3147), (-2245, 843)),
+    "b743": ((-904, 3696), (151, 4951), (-300, 2500)),
+    "b432": ((151, 4951), (-300, 2500), (50, 1150)),
+}
 COLUMNS = "sensor,project_id,plot_id,hv,year,doy,blue,green,red,nir,swir1,swir2,qa,date"
 
 
@@ -322,14 +356,23 @@ def recipe_plot(plot: PlotRow, by_tile: dict, chip: int, out_dir: str) -> dict[s
             for it in items:
                 with rasterio.open(gdal_path(it.hrefs[band])) as ds:
                     row, col = ds.index(plot.x, plot.y, op=math.floor)
-                    acc += ds.read(1, window=Window(col - half, row - half, chip, chip), boundless=True, fill_value=0)
+                    acc += ds.read(
+                        1, window=Window(col - half, row - half, chip, chip), boundless=True, fill_value=0
+                    )
             mos[band] = acc
         n["item_reads"] += len(items)
-        sr = np.stack([np.trunc((mos[b].astype(np.float64) * 0.0000275 - 0.2) * 10000).astype(np.int16) for b in OPTICAL])  # 3.3
+        sr = np.stack(
+            [
+                np.trunc((mos[b].astype(np.float64) * 0.0000275 - 0.2) * 10000).astype(np.int16)
+                for b in OPTICAL
+            ]
+        )  # 3.3
         mask = np.any(sr == -2000, axis=0)  # 3.4
         x = sr.astype(np.float64)
         comps = {
-            "tc": np.stack([sum((c * x[i] for i, c in enumerate(coef[1:], 1)), coef[0] * x[0]) for coef in TC]),
+            "tc": np.stack(
+                [sum((c * x[i] for i, c in enumerate(coef[1:], 1)), coef[0] * x[0]) for coef in TC]
+            ),
             "b743": x[[5, 3, 2]],
             "b432": x[[3, 2, 1]],
         }
@@ -345,15 +388,34 @@ def recipe_plot(plot: PlotRow, by_tile: dict, chip: int, out_dir: str) -> dict[s
         first = items[0]  # 3.8
         qa = int(mos[QA][half, half])
         qa_flag = 1 if qa & 1 else (0 if qa & (64 | 128) else 1)
-        row = [first.sensor, plot.project_id, plot.plot_id, first.hv, str(year), str(doy),
-               *(str(int(v)) for v in sr[:, half, half]), str(qa_flag), first.datetime]
+        row = [
+            first.sensor,
+            plot.project_id,
+            plot.plot_id,
+            first.hv,
+            str(year),
+            str(doy),
+            *(str(int(v)) for v in sr[:, half, half]),
+            str(qa_flag),
+            first.datetime,
+        ]
         base.mkdir(parents=True, exist_ok=True)
-        (base / f"{plot.plot_id}_spectral_files_set_{key}.csv").write_text(COLUMNS + "\n" + ",".join(row) + "\n")
+        (base / f"{plot.plot_id}_spectral_files_set_{key}.csv").write_text(
+            COLUMNS + "\n" + ",".join(row) + "\n"
+        )
         n["written"] += 1
     return n
 
 
-def _recipe_plot_task(plot: PlotRow, ndjson: str, chip: int, out_dir: str, endpoint_host: str, region: str, interval: str | None = None) -> dict[str, int]:
+def _recipe_plot_task(
+    plot: PlotRow,
+    ndjson: str,
+    chip: int,
+    out_dir: str,
+    endpoint_host: str,
+    region: str,
+    interval: str | None = None,
+) -> dict[str, int]:
     """What a user's Dask task looks like: one plot, its own rasterio.Env."""
     by_tile = _items_cached(ndjson, interval)
     with user_env(endpoint_host, region):
@@ -382,16 +444,35 @@ def run_a_single(work: dict, out_dir: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t0, **total}
 
 
-def run_a_dask(work: dict, out_dir: str, workers: int, threads: int, processes: bool = True) -> dict[str, Any]:
+def run_a_dask(
+    work: dict, out_dir: str, workers: int, threads: int, processes: bool = True
+) -> dict[str, Any]:
     from distributed import Client, LocalCluster
 
     plots = [PlotRow(**p) for p in work["plots"]]
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=processes, dashboard_address=None,
-                      **({"host": "127.0.0.1"} if processes else {})) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=processes,
+            dashboard_address=None,
+            **({"host": "127.0.0.1"} if processes else {}),
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         t_cluster = time.perf_counter() - t0
-        futures = client.map(_recipe_plot_task, plots, ndjson=work["catalog"], chip=work["chip"], out_dir=out_dir,
-                             endpoint_host=work["endpoint_host"], region=work["region"], interval=work.get("datetime"), pure=False)
+        futures = client.map(
+            _recipe_plot_task,
+            plots,
+            ndjson=work["catalog"],
+            chip=work["chip"],
+            out_dir=out_dir,
+            endpoint_host=work["endpoint_host"],
+            region=work["region"],
+            interval=work.get("datetime"),
+            pure=False,
+        )
         total: dict[str, int] = defaultdict(int)
         for r in client.gather(futures):
             for k, v in r.items():
@@ -427,7 +508,15 @@ def floor_units(work: dict) -> list[dict[str, Any]]:
     return [{"key": k, "jobs": v} for k, v in sorted(units.items())]
 
 
-def _floor_worker(units: list[dict], chip: int, endpoint_host: str, region: str, threads: int, gdal: dict[str, str], qa_mode: str = "centre") -> dict[str, int]:
+def _floor_worker(
+    units: list[dict],
+    chip: int,
+    endpoint_host: str,
+    region: str,
+    threads: int,
+    gdal: dict[str, str],
+    qa_mode: str = "centre",
+) -> dict[str, int]:
     import numpy as np
     import rasterio
     from rasterio.session import AWSSession
@@ -451,7 +540,7 @@ def _floor_worker(units: list[dict], chip: int, endpoint_host: str, region: str,
                     break
                 handles: dict[str, Any] = {}
 
-                def ds_of(href: str) -> Any:
+                def ds_of(href: str, handles: dict[str, Any] = handles) -> Any:
                     ds = handles.get(href)
                     if ds is None:
                         ds = handles[href] = rasterio.open(gdal_path(href))
@@ -462,7 +551,9 @@ def _floor_worker(units: list[dict], chip: int, endpoint_host: str, region: str,
                     ra, rb = max(ra, 0), min(rb, ds.height)
                     ca, cb = max(c0, 0), min(c0 + chip, ds.width)
                     if ra < rb and ca < cb:
-                        out[ra - r0:rb - r0, ca - c0:cb - c0] = ds.read(1, window=Window(ca, ra, cb - ca, rb - ra))
+                        out[ra - r0 : rb - r0, ca - c0 : cb - c0] = ds.read(
+                            1, window=Window(ca, ra, cb - ca, rb - ra)
+                        )
 
                 try:
                     for p, items in unit["jobs"]:
@@ -495,7 +586,7 @@ def _floor_worker(units: list[dict], chip: int, endpoint_host: str, region: str,
                         n["item_reads"] += len(items)
                         # qa_mode "centre": the outputs use qa_pixel only at the plot (the CSV's
                         # qa; the mask comes from the optical bands), which the fill test read
-                        for band in (OPTICAL if qa_mode == "centre" else BANDS):
+                        for band in OPTICAL if qa_mode == "centre" else BANDS:
                             for it in items:
                                 ds = ds_of(it.hrefs[band])
                                 row, col = ds.index(p.x, p.y, op=math.floor)
@@ -526,20 +617,30 @@ def _floor_proc(args: tuple) -> dict[str, int]:
     return _floor_worker(*args)
 
 
-def run_c(work: dict, procs: int, threads: int, gdal_extra: dict[str, str] | None = None, qa_mode: str = "centre") -> dict[str, Any]:
+def run_c(
+    work: dict, procs: int, threads: int, gdal_extra: dict[str, str] | None = None, qa_mode: str = "centre"
+) -> dict[str, Any]:
     import multiprocessing as mp
 
     gdal = dict(FLOOR_GDAL, **(gdal_extra or {}))
     units = floor_units(work)
     t0 = time.perf_counter()
     if procs <= 1:
-        total = _floor_worker(units, work["chip"], work["endpoint_host"], work["region"], threads, gdal, qa_mode)
+        total = _floor_worker(
+            units, work["chip"], work["endpoint_host"], work["region"], threads, gdal, qa_mode
+        )
     else:
         # units interleaved over processes (acquisitions stay whole)
         shares = [units[i::procs] for i in range(procs)]
         ctx = mp.get_context("spawn")
         with ctx.Pool(procs) as pool:
-            parts = pool.map(_floor_proc, [(s, work["chip"], work["endpoint_host"], work["region"], threads, gdal, qa_mode) for s in shares])
+            parts = pool.map(
+                _floor_proc,
+                [
+                    (s, work["chip"], work["endpoint_host"], work["region"], threads, gdal, qa_mode)
+                    for s in shares
+                ],
+            )
         total = defaultdict(int)
         for part in parts:
             for k, v in part.items():
@@ -569,7 +670,7 @@ class TreeSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "TreeSampler":
+    def start(self) -> TreeSampler:
         self._thread.start()
         return self
 
@@ -602,7 +703,9 @@ class TreeSampler:
 
     def report(self) -> list[tuple[str, int, float]]:
         """(label, peak RSS bytes, cpu seconds) per process, in first-seen order."""
-        return [(self.names.get(pid, str(pid)), rss, self.cpu.get(pid, 0.0)) for pid, rss in self.peak.items()]
+        return [
+            (self.names.get(pid, str(pid)), rss, self.cpu.get(pid, 0.0)) for pid, rss in self.peak.items()
+        ]
 
 
 def _label(p: Any) -> str:
@@ -611,12 +714,16 @@ def _label(p: Any) -> str:
     except Exception:
         cmd = []
     text = " ".join(cmd)
-    if "distributed" in text and ("nanny" in text.lower() or "spawn_main" in text or "multiprocessing" in text):
+    if "distributed" in text and (
+        "nanny" in text.lower() or "spawn_main" in text or "multiprocessing" in text
+    ):
         role = "dask-worker" if "spawn_main" in text or "multiprocessing" in text else "dask"
     elif "luigi" in text:
         role = "luigi"
     elif "bench_lib.py" in text:
-        role = "bench:" + (cmd[cmd.index(next(c for c in cmd if c.endswith("bench_lib.py"))) + 1] if len(cmd) > 2 else "?")
+        role = "bench:" + (
+            cmd[cmd.index(next(c for c in cmd if c.endswith("bench_lib.py"))) + 1] if len(cmd) > 2 else "?"
+        )
     elif "multiprocessing" in text or "spawn_main" in text:
         role = "child"
     else:
@@ -667,8 +774,18 @@ def machine_facts() -> dict[str, Any]:
     except Exception:
         versions["SeaweedFS"] = "?"
     try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         versions["eo-extract"] = rev + ("+dirty" if dirty else "")
     except Exception:
         pass
@@ -698,9 +815,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--procs", type=int, default=1)
     ap.add_argument("--gdal", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--qa", choices=["centre", "rows", "pixel"], default="centre",
-                    help="c: centre = 1-pixel QA read at the plot (fill test and the CSV's qa) and no QA window; "
-                         "rows = QA window, its rows in the plot's block row first (fill test); pixel = 1-pixel read, then the QA window")
+    ap.add_argument(
+        "--qa",
+        choices=["centre", "rows", "pixel"],
+        default="centre",
+        help="c: centre = 1-pixel QA read at the plot (fill test and the CSV's qa) and no QA window; "
+        "rows = QA window, its rows in the plot's block row first (fill test); pixel = 1-pixel read, then the QA window",
+    )
     args = ap.parse_args(argv)
     work = json.loads(args.work.read_text())
     if args.what == "a-single":

@@ -66,6 +66,7 @@ more meaningful than absolute figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile  # noqa: F401  (the profiled run uses ``python -m cProfile``)
 import json
 import math
@@ -146,8 +147,13 @@ def make_catalogue(path: Path, dates: list[date], tiles: list[tuple[int, int]]) 
                     b: {
                         "href": f"/nonexistent/usgs-landsat-ard/{key}/{item_id}_{b.upper()}.TIF",
                         "type": "image/vnd.stac.geotiff; cloud-optimized=true",
-                        "alternate": {"s3": {"storage:platform": "AWS", "storage:requester_pays": True,
-                                             "href": f"s3://usgs-landsat-ard/{key}/{item_id}_{b.upper()}.TIF"}},
+                        "alternate": {
+                            "s3": {
+                                "storage:platform": "AWS",
+                                "storage:requester_pays": True,
+                                "href": f"s3://usgs-landsat-ard/{key}/{item_id}_{b.upper()}.TIF",
+                            }
+                        },
                     }
                     for b in BANDS
                 }
@@ -174,7 +180,9 @@ def make_catalogue(path: Path, dates: list[date], tiles: list[tuple[int, int]]) 
     return n, dt_texts
 
 
-def make_plots(path: Path, n: int, tiles: list[tuple[int, int]], projects: int) -> list[tuple[str, str, int, int, str]]:
+def make_plots(
+    path: Path, n: int, tiles: list[tuple[int, int]], projects: int
+) -> list[tuple[str, str, int, int, str]]:
     """N plots on a lattice inside the tiles (chips at least 200 px from every tile edge),
     in ``projects`` contiguous project ids; returns (project_id, plot_id, x, y, hv)."""
     from pipeline.grid import PIXEL_SIZE, TILE_PIXELS, get_region
@@ -229,7 +237,9 @@ def _create_chunk(args: tuple) -> tuple[int, int]:
             if series_rows:
                 for n, (sensor, year, doy, dt) in enumerate(rows_meta):
                     b = 300 + (n * 37 + int(plot_id)) % 900
-                    lines.append(f"{sensor},{pid},{plot_id},{hv},{year},{doy},{b},{b + 150},{b + 80},{b + 2400},{b + 1200},{b + 500},1,{dt}\n")
+                    lines.append(
+                        f"{sensor},{pid},{plot_id},{hv},{year},{doy},{b},{b + 150},{b + 80},{b + 2400},{b + 1200},{b + 500},1,{dt}\n"
+                    )
             text = "".join(lines).encode()
             with open(os.path.join(prj, "series", f"plot_{plot_id}_series.csv"), "wb") as f:
                 f.write(text)
@@ -253,10 +263,16 @@ def check_space(sizes: list[tuple[int, int]], where: Path, *, keep: bool) -> tup
     per = [needed_inodes(n, m) for n, m in sizes]
     need_i = sum(per) if keep else max(per)
     # bytes: directory blocks (~64 B per entry), series + ingest rows (~90 B each, twice)
-    need_b = sum(64 * 4 * n * m + 2 * 90 * n * m for n, m in sizes) if keep else max(64 * 4 * n * m + 2 * 90 * n * m for n, m in sizes)
+    need_b = (
+        sum(64 * 4 * n * m + 2 * 90 * n * m for n, m in sizes)
+        if keep
+        else max(64 * 4 * n * m + 2 * 90 * n * m for n, m in sizes)
+    )
     ok = need_i * 1.10 < free_inodes and need_b * 1.5 < free_bytes
-    msg = (f"needs ~{need_i:,} inodes and ~{need_b / GIB:.1f} GiB; {where} has {free_inodes:,} inodes and "
-           f"{free_bytes / GIB:.0f} GiB free")
+    msg = (
+        f"needs ~{need_i:,} inodes and ~{need_b / GIB:.1f} GiB; {where} has {free_inodes:,} inodes and "
+        f"{free_bytes / GIB:.0f} GiB free"
+    )
     return ok, msg
 
 
@@ -277,8 +293,18 @@ class Synth:
         return {"n": self.n, "m": self.m, "tiles": self.tiles, "projects": self.projects}
 
     def luigi_args(self, project_dir: str | None = None) -> list[str]:
-        return ["TimeSyncProject", "--plot-file", str(self.plot_file), "--project-dir", project_dir or str(self.project_dir),
-                "--catalog", str(self.catalog), "--asset-href", "href", "--local-scheduler"]
+        return [
+            "TimeSyncProject",
+            "--plot-file",
+            str(self.plot_file),
+            "--project-dir",
+            project_dir or str(self.project_dir),
+            "--catalog",
+            str(self.catalog),
+            "--asset-href",
+            "href",
+            "--local-scheduler",
+        ]
 
     def build(self, *, procs: int, series_rows: bool = True, reuse: bool = False) -> dict[str, Any]:
         if reuse and self.marker.exists():
@@ -303,7 +329,12 @@ class Synth:
 
         # the catalogue searches, exactly as TimeSyncSearch.run writes them
         t0 = time.perf_counter()
-        opts = RunOptions(plot_file=str(self.plot_file), project_dir=str(self.project_dir), catalog=str(self.catalog), asset_href="href")
+        opts = RunOptions(
+            plot_file=str(self.plot_file),
+            project_dir=str(self.project_dir),
+            catalog=str(self.catalog),
+            asset_href="href",
+        )
         project = Project(opts, store=Store(str(self.project_dir)), access=None)  # type: ignore[arg-type]
         tiles = sorted({t for p in project.plots for t in project.tiles_of(p)})
         for tile in tiles:
@@ -318,17 +349,30 @@ class Synth:
             p = next(p for p in project.plots if project.tiles_of(p) == [tile])
             got = [o.key for o in project.observations(p)]
             if got != keys:
-                raise SystemExit(f"plot {p.plot_id}: the pipeline plans {len(got)} observations, expected {len(keys)}")
+                raise SystemExit(
+                    f"plot {p.plot_id}: the pipeline plans {len(got)} observations, expected {len(keys)}"
+                )
         info["search_s"] = time.perf_counter() - t0
 
         # the outputs
         for pid in sorted({p[0] for p in plots}):
             for sub in ("", "series", *KINDS):
                 (self.project_dir / f"prj_{pid}" / sub).mkdir(parents=True, exist_ok=True)
-        rows_meta = [(sensor_of(d), str(d.year), str(d.timetuple().tm_yday), dt) for d, dt in zip(dates, dt_texts)]
+        rows_meta = [
+            (sensor_of(d), str(d.year), str(d.timetuple().tm_yday), dt)
+            for d, dt in zip(dates, dt_texts, strict=True)
+        ]
         chunk = max(1, min(50, self.n // (procs * 8) or 1))
-        work = [(str(self.project_dir), [(p, q, hv) for p, q, _, _, hv in plots[i : i + chunk]], keys, rows_meta, series_rows)
-                for i in range(0, len(plots), chunk)]
+        work = [
+            (
+                str(self.project_dir),
+                [(p, q, hv) for p, q, _, _, hv in plots[i : i + chunk]],
+                keys,
+                rows_meta,
+                series_rows,
+            )
+            for i in range(0, len(plots), chunk)
+        ]
         t0 = time.perf_counter()
         files = nbytes = 0
         last = t0
@@ -338,7 +382,9 @@ class Synth:
                 nbytes += b
                 if time.perf_counter() - last > 15:
                     last = time.perf_counter()
-                    log(f"  created {files:,} files ({files / (last - t0):,.0f}/s), {done}/{len(work)} chunks")
+                    log(
+                        f"  created {files:,} files ({files / (last - t0):,.0f}/s), {done}/{len(work)} chunks"
+                    )
         info["create_s"] = time.perf_counter() - t0
         info["files"] = files
         info["series_bytes"] = nbytes
@@ -346,11 +392,21 @@ class Synth:
 
         # ingest files + manifest in a child process (its peak RSS is what the ingest task needs)
         t0 = time.perf_counter()
-        res = run_measured([sys.executable, __file__, "_ingest", "--base", str(self.base)], cwd=self.base, label="ingest", sample=False)
+        res = run_measured(
+            [sys.executable, __file__, "_ingest", "--base", str(self.base)],
+            cwd=self.base,
+            label="ingest",
+            sample=False,
+        )
         if res["rc"] != 0:
             raise SystemExit(f"write_ingest failed:\n{res['tail']}")
-        info["ingest"] = {"wall_s": res["wall"], "cpu_s": res["cpu"], "peak_rss": res["maxrss"],
-                          "rows": self.n * self.m if series_rows else 0, **json.loads(res["stdout"].strip().splitlines()[-1])}
+        info["ingest"] = {
+            "wall_s": res["wall"],
+            "cpu_s": res["cpu"],
+            "peak_rss": res["maxrss"],
+            "rows": self.n * self.m if series_rows else 0,
+            **json.loads(res["stdout"].strip().splitlines()[-1]),
+        }
         for pid in sorted({p[0] for p in plots}):
             marker = self.project_dir / "report" / f"prj_{pid}" / "index.html"
             marker.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +419,9 @@ class Synth:
         for p in project.plots[:: max(1, len(project.plots) // 5)]:
             st = project.plot_status(p)
             if not st.complete:
-                raise SystemExit(f"synthetic plot {p.project_id}/{p.plot_id} is not complete: {len(st.missing)} missing, series {st.series_exists}")
+                raise SystemExit(
+                    f"synthetic plot {p.project_id}/{p.plot_id} is not complete: {len(st.missing)} missing, series {st.series_exists}"
+                )
         for pid in project.project_ids():
             if not project.ingest_complete(pid):
                 raise SystemExit(f"synthetic project {pid}: ingest not complete")
@@ -373,13 +431,18 @@ class Synth:
         return info
 
 
-def measure_batches(synth: "Synth", plots_per_task: int = 25, reps: int = 3) -> dict[str, Any]:
+def measure_batches(synth: Synth, plots_per_task: int = 25, reps: int = 3) -> dict[str, Any]:
     """Unprofiled cost of one ``Project.batches`` call (it sorts all of a project's plots
     by tile, computing each plot's chip tiles) on the synthetic project, in this process."""
     from pipeline.timesync.engine import Project, RunOptions
     from targets.store import Store
 
-    opts = RunOptions(plot_file=str(synth.plot_file), project_dir=str(synth.project_dir), catalog=str(synth.catalog), asset_href="href")
+    opts = RunOptions(
+        plot_file=str(synth.plot_file),
+        project_dir=str(synth.project_dir),
+        catalog=str(synth.catalog),
+        asset_href="href",
+    )
     project = Project(opts, store=Store(opts.project_dir), access=None)  # type: ignore[arg-type]
     _ = project.plots
     pids = project.project_ids()
@@ -391,11 +454,13 @@ def measure_batches(synth: "Synth", plots_per_task: int = 25, reps: int = 3) -> 
             project.batches(pid, plots_per_task)
     one = (time.perf_counter() - t0) / reps / len(pids)
     per_project = math.ceil(synth.n / len(pids))
-    calls = len(pids) * (2 * math.ceil(per_project / plots_per_task) + 1)  # 2 per batch complete() + Ingest.requires
+    calls = len(pids) * (
+        2 * math.ceil(per_project / plots_per_task) + 1
+    )  # 2 per batch complete() + Ingest.requires
     return {"n": synth.n, "one_call_s": one, "calls": calls, "total_s": one * calls}
 
 
-def measure_alternatives(synth: "Synth") -> dict[str, Any]:
+def measure_alternatives(synth: Synth) -> dict[str, Any]:
     """In this process, on the synthetic project, three ways to answer "is every plot
     complete?" (no Luigi): the pipeline's own Project.plot_status; the same listings with
     os.listdir and C-level set checks against the expected names; and what a recorded
@@ -405,7 +470,12 @@ def measure_alternatives(synth: "Synth") -> dict[str, Any]:
     from pipeline.timesync.engine import Project, RunOptions
     from targets.store import Store
 
-    opts = RunOptions(plot_file=str(synth.plot_file), project_dir=str(synth.project_dir), catalog=str(synth.catalog), asset_href="href")
+    opts = RunOptions(
+        plot_file=str(synth.plot_file),
+        project_dir=str(synth.project_dir),
+        catalog=str(synth.catalog),
+        asset_href="href",
+    )
 
     def fresh() -> Any:
         pr = Project(opts, store=Store(opts.project_dir), access=None)  # type: ignore[arg-type]
@@ -456,7 +526,12 @@ def ingest_child(base: Path) -> int:
     from pipeline.timesync.engine import Project, RunOptions
     from targets.store import Store
 
-    opts = RunOptions(plot_file=str(base / "plots.csv"), project_dir=str(base / "project"), catalog=str(base / "catalog.ndjson"), asset_href="href")
+    opts = RunOptions(
+        plot_file=str(base / "plots.csv"),
+        project_dir=str(base / "project"),
+        catalog=str(base / "catalog.ndjson"),
+        asset_href="href",
+    )
     project = Project(opts, store=Store(opts.project_dir), access=None)  # type: ignore[arg-type]
     _ = project.plots
     with open("/proc/self/statm") as f:
@@ -510,7 +585,7 @@ class TreeSampler:
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "TreeSampler":
+    def start(self) -> TreeSampler:
         self._t.start()
         return self
 
@@ -589,8 +664,15 @@ with open(out, "w") as f:
 """
 
 
-def run_measured(cmd: list[str], *, cwd: Path, label: str, env: dict[str, str] | None = None, sample: bool = True,
-                 timeout: float = 7200) -> dict[str, Any]:
+def run_measured(
+    cmd: list[str],
+    *,
+    cwd: Path,
+    label: str,
+    env: dict[str, str] | None = None,
+    sample: bool = True,
+    timeout: float = 7200,
+) -> dict[str, Any]:
     cwd.mkdir(parents=True, exist_ok=True)
     out_path, err_path = cwd / f"{label}.stdout", cwd / f"{label}.stderr"
     load_before = loadavg()
@@ -598,7 +680,9 @@ def run_measured(cmd: list[str], *, cwd: Path, label: str, env: dict[str, str] |
     ru_path = cwd / f"{label}.rusage.json"
     ru_path.unlink(missing_ok=True)
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", TRAMPOLINE, str(ru_path), *cmd], cwd=cwd, env=env, stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", TRAMPOLINE, str(ru_path), *cmd], cwd=cwd, env=env, stdout=out, stderr=err
+        )
         sampler = TreeSampler(proc.pid).start() if sample else None
         try:
             proc.wait(timeout=timeout)
@@ -609,22 +693,39 @@ def run_measured(cmd: list[str], *, cwd: Path, label: str, env: dict[str, str] |
         wall = time.perf_counter() - t0
         if sampler:
             sampler.stop()
-    ru = json.loads(ru_path.read_text()) if ru_path.exists() else {"rc": proc.returncode, "maxrss": 0, "cpu": float("nan")}
+    ru = (
+        json.loads(ru_path.read_text())
+        if ru_path.exists()
+        else {"rc": proc.returncode, "maxrss": 0, "cpu": float("nan")}
+    )
     stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
     text = stdout + "\n" + stderr
     sched = re.search(r"Scheduled (\d+) tasks", text)
     return {
-        "cmd": cmd, "rc": ru["rc"], "wall": wall, "cpu": ru["cpu"], "maxrss": ru["maxrss"],
+        "cmd": cmd,
+        "rc": ru["rc"],
+        "wall": wall,
+        "cpu": ru["cpu"],
+        "maxrss": ru["maxrss"],
         "scheduled": int(sched.group(1)) if sched else None,
-        "nothing_to_do": next((ln.strip() for ln in text.splitlines() if ln.startswith("Nothing to do")), None),
-        "luigi_summary": _luigi_summary(text), "stdout": stdout, "tail": text[-3000:],
-        "tree": sampler.by_role() if sampler else {}, "tree_total": sampler.peak_total if sampler else 0,
-        "load_before": load_before, "load_after": loadavg(), "log": str(err_path),
+        "nothing_to_do": next(
+            (ln.strip() for ln in text.splitlines() if ln.startswith("Nothing to do")), None
+        ),
+        "luigi_summary": _luigi_summary(text),
+        "stdout": stdout,
+        "tail": text[-3000:],
+        "tree": sampler.by_role() if sampler else {},
+        "tree_total": sampler.peak_total if sampler else 0,
+        "load_before": load_before,
+        "load_after": loadavg(),
+        "log": str(err_path),
     }
 
 
 def _luigi_summary(text: str) -> str:
-    m = re.search(r"===== Luigi Execution Summary =====\n(.*?)\n===== Luigi Execution Summary =====", text, re.S)
+    m = re.search(
+        r"===== Luigi Execution Summary =====\n(.*?)\n===== Luigi Execution Summary =====", text, re.S
+    )
     return m.group(1).strip() if m else ""
 
 
@@ -645,9 +746,17 @@ WATCH = [
     ("Luigi Worker.add (complete() calls + scheduling)", "luigi/worker.py", "add"),
     ("Luigi scheduler.add_task (RPC into the local scheduler)", "luigi/scheduler.py", "add_task"),
     ("Luigi Worker.run (run loop)", "luigi/worker.py", "run"),
-    ("TimeSyncReport.complete (everything below: nested)", "pipeline/timesync/tasks.py", "complete@TimeSyncReport"),
+    (
+        "TimeSyncReport.complete (everything below: nested)",
+        "pipeline/timesync/tasks.py",
+        "complete@TimeSyncReport",
+    ),
     ("  TimeSyncIngest.complete", "pipeline/timesync/tasks.py", "complete@TimeSyncIngest"),
-    ("  TimeSyncPlotBatch.complete (_PlotsTask, all batches)", "pipeline/timesync/tasks.py", "complete@_PlotsTask"),
+    (
+        "  TimeSyncPlotBatch.complete (_PlotsTask, all batches)",
+        "pipeline/timesync/tasks.py",
+        "complete@_PlotsTask",
+    ),
     ("  tasks requires() (builds the task instances)", "pipeline/timesync/tasks.py", "requires"),
     ("  Project.plots (read + validate plot file)", "pipeline/timesync/plots.py", "read_plot_file"),
     ("  Project.batches (sorts all plots, per call)", "pipeline/timesync/engine.py", "batches"),
@@ -656,7 +765,11 @@ WATCH = [
     ("  Project.ingest_fingerprint", "pipeline/timesync/engine.py", "ingest_fingerprint"),
     ("  Project.ingest_complete (root listing + manifest)", "pipeline/timesync/engine.py", "ingest_complete"),
     ("  Project.plot_status (per plot)", "pipeline/timesync/engine.py", "plot_status"),
-    ("    Project.observations (plan: search state -> observations)", "pipeline/timesync/engine.py", "observations"),
+    (
+        "    Project.observations (plan: search state -> observations)",
+        "pipeline/timesync/engine.py",
+        "observations",
+    ),
     ("      Project.tile_items (read search state, item_ref)", "pipeline/timesync/engine.py", "tile_items"),
     ("    Project.existing_keys (listings + set ops)", "pipeline/timesync/engine.py", "existing_keys"),
     ("      Project._csv_index (scan of the flat prj_ dir)", "pipeline/timesync/engine.py", "_csv_index"),
@@ -665,7 +778,11 @@ WATCH = [
     ("      existing_keys set comprehensions (names -> keys)", "pipeline/timesync/engine.py", "<setcomp>"),
     ("    Store.exists (series, search state, markers)", "targets/store.py", "exists"),
     ("  Luigi Task instantiation (get_param_values, config lookups)", "luigi/task.py", "get_param_values"),
-    ("  os.scandir calls (opening; iteration is in the set comprehension)", "~", "<built-in method posix.scandir>"),
+    (
+        "  os.scandir calls (opening; iteration is in the set comprehension)",
+        "~",
+        "<built-in method posix.scandir>",
+    ),
     ("  DirEntry.is_file", "~", "<method 'is_file' of 'posix.DirEntry' objects>"),
 ]
 
@@ -697,7 +814,7 @@ def profile_summary(prof: Path, top: int = 25) -> dict[str, Any]:
     by_caller: dict[str, tuple[int, float]] = {}
     for (f, _l, fn), (_cc, _n, _t, _c, callers) in raw.items():
         if fn == "list_names" and f.endswith("targets/store.py"):
-            for (cf, _cl, cfn), cv in callers.items():
+            for (_cf, _cl, cfn), cv in callers.items():
                 n0, c0 = by_caller.get(cfn, (0, 0.0))
                 by_caller[cfn] = (n0 + cv[1], c0 + cv[3])
 
@@ -711,7 +828,28 @@ def profile_summary(prof: Path, top: int = 25) -> dict[str, Any]:
     packages: dict[str, float] = {}
     for (f, _l, fn), (_cc, _n, t, _c, _callers) in raw.items():
         if f == "~":
-            pkg = "builtins/C calls (" + ("I/O, scandir, sockets, select" if any(x in fn for x in ("scandir", "posix", "socket", "select", "read", "recv", "send", "io.open", "stat")) else "other") + ")"
+            pkg = (
+                "builtins/C calls ("
+                + (
+                    "I/O, scandir, sockets, select"
+                    if any(
+                        x in fn
+                        for x in (
+                            "scandir",
+                            "posix",
+                            "socket",
+                            "select",
+                            "read",
+                            "recv",
+                            "send",
+                            "io.open",
+                            "stat",
+                        )
+                    )
+                    else "other"
+                )
+                + ")"
+            )
         elif "site-packages/" in f:
             pkg = f.split("site-packages/", 1)[1].split("/", 1)[0]
         elif str(REPO) in f:
@@ -743,7 +881,18 @@ def profile_summary(prof: Path, top: int = 25) -> dict[str, Any]:
 PYSPY_WATCH = [
     ("botocore response parsing (XML)", ("botocore/parsers.py",)),
     ("  of which dateutil (LastModified of every key)", ("dateutil/",)),
-    ("botocore/aiobotocore request building + signing", ("botocore/auth.py", "botocore/signers.py", "botocore/endpoint.py", "aiobotocore/endpoint.py", "botocore/handlers.py", "botocore/hooks.py", "aiobotocore/hooks.py")),
+    (
+        "botocore/aiobotocore request building + signing",
+        (
+            "botocore/auth.py",
+            "botocore/signers.py",
+            "botocore/endpoint.py",
+            "aiobotocore/endpoint.py",
+            "botocore/handlers.py",
+            "botocore/hooks.py",
+            "aiobotocore/hooks.py",
+        ),
+    ),
     ("aiohttp / sockets", ("aiohttp/",)),
     ("s3fs listing (_lsdir, _iterdir)", ("_lsdir (s3fs", "_iterdir (s3fs")),
     ("s3fs exists/info (HEAD)", ("_info (s3fs", "_isfile", "_exists (s3fs")),
@@ -754,7 +903,9 @@ PYSPY_WATCH = [
 ]
 
 
-def listing_cpu(server: Any, bucket: str, prefix: str, plots: list[tuple[str, str]], *, raw_timestamps: bool) -> dict[str, Any]:
+def listing_cpu(
+    server: Any, bucket: str, prefix: str, plots: list[tuple[str, str]], *, raw_timestamps: bool
+) -> dict[str, Any]:
     """CPU of this process to list every plot's 4 prefixes with a plain boto3 client
     (ListObjectsV2, paged), with botocore's default timestamp parsing or with
     ``LastModified`` left as text (``timestamp_parser`` of the response parser factory)."""
@@ -764,20 +915,35 @@ def listing_cpu(server: Any, bucket: str, prefix: str, plots: list[tuple[str, st
 
     sess = botocore.session.get_session()
     if raw_timestamps:
-        sess.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda value: value)
+        sess.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=lambda value: value
+        )
     client = boto3.session.Session(botocore_session=sess).client(
-        "s3", endpoint_url=server.direct_endpoint_url or server.endpoint_url, aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key, region_name=server.region, config=Config(s3={"addressing_style": "path"}))
+        "s3",
+        endpoint_url=server.direct_endpoint_url or server.endpoint_url,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name=server.region,
+        config=Config(s3={"addressing_style": "path"}),
+    )
     client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/", MaxKeys=1)  # connection and endpoint set up
     keys = requests = 0
     c0, w0 = time.process_time(), time.perf_counter()
     pages = client.get_paginator("list_objects_v2")
     for pid, plot_id in plots:
-        for pre in (f"{prefix}/prj_{pid}/{plot_id}_spectral_files_set_", *(f"{prefix}/prj_{pid}/{k}/plot_{plot_id}/plot_{plot_id}_" for k in KINDS)):
+        for pre in (
+            f"{prefix}/prj_{pid}/{plot_id}_spectral_files_set_",
+            *(f"{prefix}/prj_{pid}/{k}/plot_{plot_id}/plot_{plot_id}_" for k in KINDS),
+        ):
             for page in pages.paginate(Bucket=bucket, Prefix=pre):
                 requests += 1
                 keys += len(page.get("Contents", ()))
-    return {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0, "keys": keys, "requests": requests}
+    return {
+        "cpu": time.process_time() - c0,
+        "wall": time.perf_counter() - w0,
+        "keys": keys,
+        "requests": requests,
+    }
 
 
 def listing_cpu_store(server: Any, bucket: str, prefix: str, plots: list[tuple[str, str]]) -> dict[str, Any]:
@@ -789,7 +955,10 @@ def listing_cpu_store(server: Any, bucket: str, prefix: str, plots: list[tuple[s
     env = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     os.environ.update({"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key})
     try:
-        store = Store(f"s3://{bucket}/{prefix}", S3Options(endpoint_url=server.direct_endpoint_url or server.endpoint_url, region=server.region))
+        store = Store(
+            f"s3://{bucket}/{prefix}",
+            S3Options(endpoint_url=server.direct_endpoint_url or server.endpoint_url, region=server.region),
+        )
         store.list_names("", "_state")  # connection and signer set up
         keys = 0
         c0, w0 = time.process_time(), time.perf_counter()
@@ -797,7 +966,12 @@ def listing_cpu_store(server: Any, bucket: str, prefix: str, plots: list[tuple[s
             keys += len(store.list_names(f"prj_{pid}", f"{plot_id}_spectral_files_set_"))
             for k in KINDS:
                 keys += len(store.list_names(f"prj_{pid}/{k}/plot_{plot_id}", f"plot_{plot_id}_"))
-        return {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0, "keys": keys, "requests": 4 * len(plots)}
+        return {
+            "cpu": time.process_time() - c0,
+            "wall": time.perf_counter() - w0,
+            "keys": keys,
+            "requests": 4 * len(plots),
+        }
     finally:
         for k, v in env.items():
             if v is None:
@@ -807,7 +981,12 @@ def listing_cpu_store(server: Any, bucket: str, prefix: str, plots: list[tuple[s
 
 
 def find_py_spy(explicit: str = "") -> str | None:
-    for cand in (explicit, shutil.which("py-spy") or "", str(Path(sys.executable).with_name("py-spy")), "/tmp/tools/bin/py-spy"):
+    for cand in (
+        explicit,
+        shutil.which("py-spy") or "",
+        str(Path(sys.executable).with_name("py-spy")),
+        "/tmp/tools/bin/py-spy",
+    ):
         if cand and os.access(cand, os.X_OK):
             return cand
     return None
@@ -858,15 +1037,21 @@ def pyspy_summary(raw: Path, top: int = 15) -> dict[str, Any]:
     }
 
 
-
 def upload_project(server: Any, src: Path, bucket: str, prefix: str, threads: int) -> dict[str, Any]:
     import boto3
     from botocore.config import Config
 
     client = boto3.client(
-        "s3", endpoint_url=server.direct_endpoint_url or server.endpoint_url, aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key, region_name=server.region,
-        config=Config(s3={"addressing_style": "path"}, max_pool_connections=threads * 2, retries={"max_attempts": 10, "mode": "standard"}),
+        "s3",
+        endpoint_url=server.direct_endpoint_url or server.endpoint_url,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name=server.region,
+        config=Config(
+            s3={"addressing_style": "path"},
+            max_pool_connections=threads * 2,
+            retries={"max_attempts": 10, "mode": "standard"},
+        ),
     )
     files = []
     for dirpath, _dirs, names in os.walk(src):
@@ -890,7 +1075,13 @@ def upload_project(server: Any, src: Path, bucket: str, prefix: str, threads: in
         for size in pool.map(put, files, chunksize=64):
             nbytes += size
     wall = time.perf_counter() - t0
-    return {"objects": len(files), "bytes": nbytes, "wall": wall, "rate": len(files) / wall, "threads": threads}
+    return {
+        "objects": len(files),
+        "bytes": nbytes,
+        "wall": wall,
+        "rate": len(files) / wall,
+        "threads": threads,
+    }
 
 
 def classify_requests(records: list[Any], bucket: str) -> dict[str, int]:
@@ -942,8 +1133,23 @@ def rss_archive(cache: Path, plots: int, acquisitions: int) -> tuple[Any, float,
     if manifest.exists():
         info = json.loads(manifest.read_text())
         return info, info["build_seconds"], True
-    r = run_measured([sys.executable, __file__, "_build_archive", "--root", str(root), "--plots", str(plots), "--acquisitions", str(acquisitions)],
-                     cwd=cache, label=f"build-p{plots}-a{acquisitions}", sample=False, timeout=7200)
+    r = run_measured(
+        [
+            sys.executable,
+            __file__,
+            "_build_archive",
+            "--root",
+            str(root),
+            "--plots",
+            str(plots),
+            "--acquisitions",
+            str(acquisitions),
+        ],
+        cwd=cache,
+        label=f"build-p{plots}-a{acquisitions}",
+        sample=False,
+        timeout=7200,
+    )
     if r["rc"] != 0 or not manifest.exists():
         raise RuntimeError(f"archive build failed:\n{r['tail']}")
     info = json.loads(manifest.read_text())
@@ -959,9 +1165,16 @@ def build_archive_child(root: Path, plots: int, acquisitions: int) -> int:
     t0 = time.perf_counter()
     built = build_archive(root, spec, overwrite=True)
     secs = time.perf_counter() - t0
-    info = {"plot_file": str(built.plot_file), "catalog": str(built.catalog_ndjson), "plots": len(built.plots),
-            "items": len(built.items), "files": built.n_files, "bytes": built.total_bytes, "build_seconds": secs,
-            "plot_observations": sum(len(p.get("observation_dates", [])) for p in built.plots)}
+    info = {
+        "plot_file": str(built.plot_file),
+        "catalog": str(built.catalog_ndjson),
+        "plots": len(built.plots),
+        "items": len(built.items),
+        "files": built.n_files,
+        "bytes": built.total_bytes,
+        "build_seconds": secs,
+        "plot_observations": sum(len(p.get("observation_dates", [])) for p in built.plots),
+    }
     (root / "built.json").write_text(json.dumps(info, indent=1) + "\n")
     return 0
 
@@ -973,8 +1186,14 @@ def build_archive_child(root: Path, plots: int, acquisitions: int) -> int:
 
 def git_rev() -> str:
     try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except Exception:
         return "?"
@@ -986,7 +1205,9 @@ def code_fingerprint() -> str:
     import hashlib
 
     h = hashlib.sha1()
-    for path in sorted([*(REPO / "pipeline").rglob("*.py"), *(REPO / "targets").rglob("*.py"), REPO / "luigi.cfg"]):
+    for path in sorted(
+        [*(REPO / "pipeline").rglob("*.py"), *(REPO / "targets").rglob("*.py"), REPO / "luigi.cfg"]
+    ):
         h.update(str(path.relative_to(REPO)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
@@ -994,15 +1215,24 @@ def code_fingerprint() -> str:
 
 def machine() -> dict[str, Any]:
     cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     mem = 0
-    try:
-        mem = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) * 1024
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration):
+        mem = (
+            int(
+                next(
+                    line.split()[1]
+                    for line in Path("/proc/meminfo").read_text().splitlines()
+                    if line.startswith("MemTotal")
+                )
+            )
+            * 1024
+        )
     versions = {"python": platform.python_version()}
     for mod in ("luigi", "s3fs", "botocore", "distributed"):
         try:
@@ -1012,19 +1242,28 @@ def machine() -> dict[str, Any]:
     versions["eo-extract"] = git_rev()
     versions["pipeline code sha1"] = code_fingerprint()
     fs = ""
-    try:
+    with contextlib.suppress(Exception):
         fs = subprocess.run(["stat", "-f", "-c", "%T", "/"], capture_output=True, text=True).stdout.strip()
-    except Exception:
-        pass
-    return {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "host": platform.node(), "nproc": os.cpu_count(),
-            "mem_gib": mem / GIB, "cpu": cpu, "kernel": platform.release(), "load": loadavg(), "versions": versions, "fs": fs}
+    return {
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "nproc": os.cpu_count(),
+        "mem_gib": mem / GIB,
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "load": loadavg(),
+        "versions": versions,
+        "fs": fs,
+    }
 
 
 def mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
-def fit_and_extrapolate(points: list[tuple[int, int, float]], base: tuple[int, int, float] | None, target: tuple[int, int]) -> dict[str, Any]:
+def fit_and_extrapolate(
+    points: list[tuple[int, int, float]], base: tuple[int, int, float] | None, target: tuple[int, int]
+) -> dict[str, Any]:
     """Extrapolations of the time of a complete run to ``target`` (N, M):
 
     - ``proportional``: the largest run's time minus the fixed cost (the baseline run of a
@@ -1045,7 +1284,12 @@ def fit_and_extrapolate(points: list[tuple[int, int, float]], base: tuple[int, i
         a = np.array([[p[0], p[0] * p[1]] for p in pts], dtype=float)
         b = np.array([p[2] - c0 for p in pts])
         (c1, c2), *_ = np.linalg.lstsq(a, b, rcond=None)
-        out["fit"] = {"c0_s": c0, "per_plot_ms": c1 * 1e3, "per_plot_obs_us": c2 * 1e6, "noisy": bool(c1 < 0 or c2 < 0)}
+        out["fit"] = {
+            "c0_s": c0,
+            "per_plot_ms": c1 * 1e3,
+            "per_plot_obs_us": c2 * 1e6,
+            "noisy": bool(c1 < 0 or c2 < 0),
+        }
         out["fit_prediction"] = c0 + c1 * target[0] + c2 * target[0] * target[1]
     return out
 
@@ -1056,42 +1300,64 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
     mf = res["machine"]
     w("# Planning / completeness benchmark (scripts/bench_planning.py)")
     w("")
-    w(f"date {mf['date']}   host {mf['host']}   {mf['nproc']} cores ({mf['cpu']}), {mf['mem_gib']:.1f} GiB RAM, "
-      f"kernel {mf['kernel']}, project fs {mf['fs']}")
-    w(f"load average (1/5/15 min) at start {mf['load']}, at end {res.get('load_end', '?')}   "
-      f"versions: {', '.join(f'{k} {v}' for k, v in mf['versions'].items())}")
-    w("Other jobs share this machine: wall times include waiting for a core; CPU seconds are given next to them.")
+    w(
+        f"date {mf['date']}   host {mf['host']}   {mf['nproc']} cores ({mf['cpu']}), {mf['mem_gib']:.1f} GiB RAM, "
+        f"kernel {mf['kernel']}, project fs {mf['fs']}"
+    )
+    w(
+        f"load average (1/5/15 min) at start {mf['load']}, at end {res.get('load_end', '?')}   "
+        f"versions: {', '.join(f'{k} {v}' for k, v in mf['versions'].items())}"
+    )
+    w(
+        "Other jobs share this machine: wall times include waiting for a core; CPU seconds are given next to them."
+    )
     if res.get("code_end") and res["code_end"] != mf["versions"].get("pipeline code sha1"):
-        w(f"WARNING: the pipeline code (pipeline/, targets/, luigi.cfg) changed during the run: sha1 {mf['versions'].get('pipeline code sha1')} "
-          f"at start, {res['code_end']} at the end (git {mf['versions'].get('eo-extract')} -> {res.get('rev_end')}).")
+        w(
+            f"WARNING: the pipeline code (pipeline/, targets/, luigi.cfg) changed during the run: sha1 {mf['versions'].get('pipeline code sha1')} "
+            f"at start, {res['code_end']} at the end (git {mf['versions'].get('eo-extract')} -> {res.get('rev_end')})."
+        )
     else:
-        w(f"pipeline code (pipeline/, targets/, luigi.cfg) unchanged during the run (git {mf['versions'].get('eo-extract')} at start, {res.get('rev_end')} at the end)")
+        w(
+            f"pipeline code (pipeline/, targets/, luigi.cfg) unchanged during the run (git {mf['versions'].get('eo-extract')} at start, {res.get('rev_end')} at the end)"
+        )
     w("")
 
     w("## 1. Synthetic finished projects (no rasters)")
     w("")
-    w("| plots x obs | tiles | files | catalogue items | create files | rate | series bytes | search state | write_ingest (child) | ingest peak RSS | rm -rf |")
+    w(
+        "| plots x obs | tiles | files | catalogue items | create files | rate | series bytes | search state | write_ingest (child) | ingest peak RSS | rm -rf |"
+    )
     w("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in res["local"]:
         i = s["synth"]
         ing = i.get("ingest", {})
         reused = " (reused)" if i.get("reused") else ""
-        w(f"| {s['n']:,} x {s['m']:,}{reused} | {len(s['tiles'])} | {i['files']:,} | {i['items']:,} | {i['create_s']:.1f} s "
-          f"| {i['create_rate']:,.0f} files/s | {mib(i['series_bytes'])} | {i['search_s']:.1f} s | {ing.get('wall_s', 0):.1f} s wall / "
-          f"{ing.get('cpu_s', 0):.1f} s CPU, {ing.get('rows', 0):,} rows | {mib(ing.get('peak_rss', 0))} "
-          f"(+{mib(ing.get('rss_peak', 0) - ing.get('rss_before', 0))} in write_ingest) | "
-          f"{s.get('rm_s', float('nan')):.1f} s |")
-    w(f"(files: 4 per plot-observation + 1 series per plot; created with os.mknod in {args.create_procs} processes)")
+        w(
+            f"| {s['n']:,} x {s['m']:,}{reused} | {len(s['tiles'])} | {i['files']:,} | {i['items']:,} | {i['create_s']:.1f} s "
+            f"| {i['create_rate']:,.0f} files/s | {mib(i['series_bytes'])} | {i['search_s']:.1f} s | {ing.get('wall_s', 0):.1f} s wall / "
+            f"{ing.get('cpu_s', 0):.1f} s CPU, {ing.get('rows', 0):,} rows | {mib(ing.get('peak_rss', 0))} "
+            f"(+{mib(ing.get('rss_peak', 0) - ing.get('rss_before', 0))} in write_ingest) | "
+            f"{s.get('rm_s', float('nan')):.1f} s |"
+        )
+    w(
+        f"(files: 4 per plot-observation + 1 series per plot; created with os.mknod in {args.create_procs} processes)"
+    )
     w("")
 
-    w("## 2. Complete run on local disk: `luigi --module pipeline.timesync TimeSyncProject ... --asset-href href --local-scheduler`")
+    w(
+        "## 2. Complete run on local disk: `luigi --module pipeline.timesync TimeSyncProject ... --asset-href href --local-scheduler`"
+    )
     w("")
-    w("| plots x obs | plot-obs | check | wall | CPU | peak RSS (exact) | tasks scheduled | exit | pipeline says | load before -> after |")
+    w(
+        "| plots x obs | plot-obs | check | wall | CPU | peak RSS (exact) | tasks scheduled | exit | pipeline says | load before -> after |"
+    )
     w("|---|---|---|---|---|---|---|---|---|---|")
     for s in res["local"]:
         for r in s["runs"]:
-            w(f"| {s['n']:,} x {s['m']:,} | {s['n'] * s['m']:,} | {r.get('check', '')} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {mib(r['maxrss'])} | "
-              f"{r['scheduled']} | {r['rc']} | {(r['nothing_to_do'] or 'NOT nothing to do')[:60]} | {r['load_before']} -> {r['load_after']} |")
+            w(
+                f"| {s['n']:,} x {s['m']:,} | {s['n'] * s['m']:,} | {r.get('check', '')} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {mib(r['maxrss'])} | "
+                f"{r['scheduled']} | {r['rc']} | {(r['nothing_to_do'] or 'NOT nothing to do')[:60]} | {r['load_before']} -> {r['load_after']} |"
+            )
     w("")
     if res["local"]:
         main = res["local"][-1]
@@ -1106,52 +1372,81 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
             w(f"### Scaling to {args.target_plots:,} plots x {args.target_obs:,} observations")
             pts = ", ".join(f"{n:,}x{m:,}: {t:.1f} s" for n, m, t in ex["points"])
             b = ex.get("baseline")
-            w(f"measured (best wall of each size, runs answered from the completeness snapshot): {pts}" + (f"; baseline {b[0]}x{b[1]} (fixed cost of a run): {b[2]:.2f} s" if b else ""))
+            w(
+                f"measured (best wall of each size, runs answered from the completeness snapshot): {pts}"
+                + (f"; baseline {b[0]}x{b[1]} (fixed cost of a run): {b[2]:.2f} s" if b else "")
+            )
             if "first_points" in ex:
                 fp = ", ".join(f"{n:,}x{m:,}: {t:.1f} s" for n, m, t in ex["first_points"])
-                w(f"first run of each size (listings; records the snapshot): {fp}; scaled by plot-observations to the target: "
-                  f"{ex['first_proportional']:.1f} s wall, {ex['first_proportional_cpu']:.1f} s CPU")
-            w("(the snapshot runs make a fixed number of stats per plot: scaling them by plot-observations, as below, overstates them)")
+                w(
+                    f"first run of each size (listings; records the snapshot): {fp}; scaled by plot-observations to the target: "
+                    f"{ex['first_proportional']:.1f} s wall, {ex['first_proportional_cpu']:.1f} s CPU"
+                )
+            w(
+                "(the snapshot runs make a fixed number of stats per plot: scaling them by plot-observations, as below, overstates them)"
+            )
             if ex.get("measured_full"):
                 w(f"MEASURED at full size: {ex['measured_full']:.1f} s wall (target < 30 s)")
             else:
                 w(f"NOT run at full size ({ex['why_not_full']}); extrapolated:")
-                w(f"- linear: fixed cost + (largest run - fixed cost) x plot-observations ratio: {ex['proportional']:.1f} s wall "
-                  f"(same on CPU seconds: {ex['proportional_cpu']:.1f} s)")
+                w(
+                    f"- linear: fixed cost + (largest run - fixed cost) x plot-observations ratio: {ex['proportional']:.1f} s wall "
+                    f"(same on CPU seconds: {ex['proportional_cpu']:.1f} s)"
+                )
                 if "fit_prediction" in ex:
                     f = ex["fit"]
-                    w(f"- fit t = c0 + c1*N + c2*N*M (c0 = baseline) over the sizes, wall: {f['per_plot_ms']:.3f} ms per plot, "
-                      f"{f['per_plot_obs_us']:.3f} us per plot-observation -> {ex['fit_prediction']:.1f} s"
-                      + ("  (a negative coefficient: the sizes are too close for the noise)" if f["noisy"] else ""))
+                    w(
+                        f"- fit t = c0 + c1*N + c2*N*M (c0 = baseline) over the sizes, wall: {f['per_plot_ms']:.3f} ms per plot, "
+                        f"{f['per_plot_obs_us']:.3f} us per plot-observation -> {ex['fit_prediction']:.1f} s"
+                        + (
+                            "  (a negative coefficient: the sizes are too close for the noise)"
+                            if f["noisy"]
+                            else ""
+                        )
+                    )
                 if "fit_prediction_cpu" in ex:
                     f = ex["fit_cpu"]
-                    w(f"- same fit on CPU seconds: {f['per_plot_ms']:.3f} ms per plot, "
-                      f"{f['per_plot_obs_us']:.3f} us per plot-observation -> {ex['fit_prediction_cpu']:.1f} s")
+                    w(
+                        f"- same fit on CPU seconds: {f['per_plot_ms']:.3f} ms per plot, "
+                        f"{f['per_plot_obs_us']:.3f} us per plot-observation -> {ex['fit_prediction_cpu']:.1f} s"
+                    )
                 if "batches_s" in ex:
-                    w(f"- the one superlinear term found in the profile, Project.batches (every batch task re-sorts all plots of the "
-                      f"project, twice per complete()): {ex['batches_s']:.2f} s (profiled) at the largest size, grows with N^2: "
-                      f"~{ex['batches_at_target_s']:.1f} s (profiled) at {args.target_plots:,} plots, of which the linear "
-                      f"extrapolation already holds ~{ex['batches_linear_share_s']:.1f} s")
+                    w(
+                        f"- the one superlinear term found in the profile, Project.batches (every batch task re-sorts all plots of the "
+                        f"project, twice per complete()): {ex['batches_s']:.2f} s (profiled) at the largest size, grows with N^2: "
+                        f"~{ex['batches_at_target_s']:.1f} s (profiled) at {args.target_plots:,} plots, of which the linear "
+                        f"extrapolation already holds ~{ex['batches_linear_share_s']:.1f} s"
+                    )
                 if "batches_unprof" in ex:
                     bt = ex["batches_unprof"]
-                    w(f"- measured without the profiler: one Project.batches call {bt['one_call_s'] * 1e3:.1f} ms at {bt['n']:,} plots, "
-                      f"{bt['calls']} calls per complete run = {bt['total_s']:.2f} s; at {args.target_plots:,} plots one call is "
-                      f"~{bt['one_call_s'] * 1e3 * args.target_plots / bt['n']:.0f} ms and a run makes "
-                      f"{2 * math.ceil(args.target_plots / args.projects / 25) * args.projects + args.projects} calls = "
-                      f"~{ex['batches_unprof_target_s']:.0f} s (N^2)")
-                    w(f"- linear extrapolation with that term taken as N^2 instead of N*M: **{ex['adjusted']:.0f} s wall**")
+                    w(
+                        f"- measured without the profiler: one Project.batches call {bt['one_call_s'] * 1e3:.1f} ms at {bt['n']:,} plots, "
+                        f"{bt['calls']} calls per complete run = {bt['total_s']:.2f} s; at {args.target_plots:,} plots one call is "
+                        f"~{bt['one_call_s'] * 1e3 * args.target_plots / bt['n']:.0f} ms and a run makes "
+                        f"{2 * math.ceil(args.target_plots / args.projects / 25) * args.projects + args.projects} calls = "
+                        f"~{ex['batches_unprof_target_s']:.0f} s (N^2)"
+                    )
+                    w(
+                        f"- linear extrapolation with that term taken as N^2 instead of N*M: **{ex['adjusted']:.0f} s wall**"
+                    )
                 if "rss_per_plot_obs" in ex:
-                    w(f"- peak RSS of the complete run grows ~{ex['rss_per_plot_obs']:.0f} B per plot-observation between the two largest "
-                      f"sizes (the per-plot CSV key index and listings): ~{mib(ex['rss_at_target'])} at {args.target_plots:,} x "
-                      f"{args.target_obs:,}, ~{mib(ex['rss_at_1000'])} at 1,000 x {args.target_obs:,}")
-                w(f"- ratio largest / smallest size: time x{ex['time_ratio']:.2f} for work x{ex['work_ratio']:.2f} plot-observations "
-                  f"(plots x{ex['plot_ratio']:.2f})")
+                    w(
+                        f"- peak RSS of the complete run grows ~{ex['rss_per_plot_obs']:.0f} B per plot-observation between the two largest "
+                        f"sizes (the per-plot CSV key index and listings): ~{mib(ex['rss_at_target'])} at {args.target_plots:,} x "
+                        f"{args.target_obs:,}, ~{mib(ex['rss_at_1000'])} at 1,000 x {args.target_obs:,}"
+                    )
+                w(
+                    f"- ratio largest / smallest size: time x{ex['time_ratio']:.2f} for work x{ex['work_ratio']:.2f} plot-observations "
+                    f"(plots x{ex['plot_ratio']:.2f})"
+                )
                 w("  (linear extrapolation from a smaller machine-state sample: a guide, not a measurement)")
         prof = res.get("profile")
         if prof:
             w("")
-            w(f"### Where the time goes (cProfile of the {main['n']:,} x {main['m']:,} run; profiled wall {prof['wall']:.1f} s, "
-              f"unprofiled {r0['wall']:.1f} s; luigi_run {prof['summary']['total']:.1f} s inside the profiler)")
+            w(
+                f"### Where the time goes (cProfile of the {main['n']:,} x {main['m']:,} run; profiled wall {prof['wall']:.1f} s, "
+                f"unprofiled {r0['wall']:.1f} s; luigi_run {prof['summary']['total']:.1f} s inside the profiler)"
+            )
             w("")
             w("| what | calls | self s | cumulative s | share of luigi_run |")
             w("|---|---|---|---|---|")
@@ -1162,9 +1457,18 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
             lb = prof["summary"]["list_names_by_caller"]
             if lb:
                 w("")
-                w("Store.list_names by caller: " + ", ".join(f"{k}: {n:,} calls {c:.2f} s" for k, (n, c) in sorted(lb.items(), key=lambda kv: -kv[1][1])))
+                w(
+                    "Store.list_names by caller: "
+                    + ", ".join(
+                        f"{k}: {n:,} calls {c:.2f} s"
+                        for k, (n, c) in sorted(lb.items(), key=lambda kv: -kv[1][1])
+                    )
+                )
             w("")
-            w("Own (self) time by package: " + ", ".join(f"{k} {v:.2f} s" for k, v in prof["summary"]["self_by_package"] if v >= 0.05))
+            w(
+                "Own (self) time by package: "
+                + ", ".join(f"{k} {v:.2f} s" for k, v in prof["summary"]["self_by_package"] if v >= 0.05)
+            )
             w("")
             w("Top entries by cumulative time:")
             w("```")
@@ -1185,34 +1489,56 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
         work = alt["n"] * alt["m"]
         scale = (args.target_plots * args.target_obs) / work
         w("")
-        w(f"### Completeness without Luigi, three ways, in one process, on the {alt['n']:,} x {alt['m']:,} project")
+        w(
+            f"### Completeness without Luigi, three ways, in one process, on the {alt['n']:,} x {alt['m']:,} project"
+        )
         w("")
-        w(f"| method | CPU s | wall s | per plot-observation (CPU) | {args.target_plots:,} x {args.target_obs:,} (CPU, linear) |")
+        w(
+            f"| method | CPU s | wall s | per plot-observation (CPU) | {args.target_plots:,} x {args.target_obs:,} (CPU, linear) |"
+        )
         w("|---|---|---|---|---|")
         for key, label, sc in (
-            ("current", "Project.plot_status for every plot (the pipeline's check: scandir listings, key sets)", scale),
+            (
+                "current",
+                "Project.plot_status for every plot (the pipeline's check: scandir listings, key sets)",
+                scale,
+            ),
             ("listdir", "same listings with os.listdir, compared as C-level sets of expected names", scale),
-            ("stat", "a recorded snapshot of directory mtimes: 3 chip-dir stats + series stat per plot, 1 flat-dir stat", args.target_plots / alt["n"]),
+            (
+                "stat",
+                "a recorded snapshot of directory mtimes: 3 chip-dir stats + series stat per plot, 1 flat-dir stat",
+                args.target_plots / alt["n"],
+            ),
         ):
             d = alt[key]
-            w(f"| {label} | {d['cpu']:.2f} | {d['wall']:.2f} | {1e6 * d['cpu'] / work:.2f} us | {d['cpu'] * sc:.1f} s |")
-        w("(the stat row scales with plots, not observations; the flat CSV directory still needs one listing whenever its mtime changed)")
+            w(
+                f"| {label} | {d['cpu']:.2f} | {d['wall']:.2f} | {1e6 * d['cpu'] / work:.2f} us | {d['cpu'] * sc:.1f} s |"
+            )
+        w(
+            "(the stat row scales with plots, not observations; the flat CSV directory still needs one listing whenever its mtime changed)"
+        )
         w("")
 
     s3 = res.get("s3")
     if s3:
-        w(f"## 3. Complete run on S3 (SeaweedFS {s3.get('weed_version', '')} on 127.0.0.1, counted at the proxy)")
+        w(
+            f"## 3. Complete run on S3 (SeaweedFS {s3.get('weed_version', '')} on 127.0.0.1, counted at the proxy)"
+        )
         w("")
         if s3.get("error"):
             w(f"FAILED: {s3['error']}")
         else:
             up = s3["upload"]
-            w(f"project {s3['n']:,} plots x {s3['m']:,} observations; synthesised locally in {s3['synth']['create_s']:.1f} s, "
-              f"uploaded {up['objects']:,} objects ({mib(up['bytes'])}) with {up['threads']} threads of boto3 put_object "
-              f"in {up['wall']:.1f} s = {up['rate']:,.0f} objects/s (straight to the S3 gateway)")
+            w(
+                f"project {s3['n']:,} plots x {s3['m']:,} observations; synthesised locally in {s3['synth']['create_s']:.1f} s, "
+                f"uploaded {up['objects']:,} objects ({mib(up['bytes'])}) with {up['threads']} threads of boto3 put_object "
+                f"in {up['wall']:.1f} s = {up['rate']:,.0f} objects/s (straight to the S3 gateway)"
+            )
             r = s3["run"]
-            w(f"complete run: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, peak RSS {mib(r['maxrss'])}, tasks scheduled {r['scheduled']}, "
-              f"exit {r['rc']}, pipeline says: {r['nothing_to_do'] or 'NOT nothing to do'}")
+            w(
+                f"complete run: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, peak RSS {mib(r['maxrss'])}, tasks scheduled {r['scheduled']}, "
+                f"exit {r['rc']}, pipeline says: {r['nothing_to_do'] or 'NOT nothing to do'}"
+            )
             c = s3["counts"]
             n = s3["n"]
             w("")
@@ -1235,25 +1561,34 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
             pages = math.ceil(Mt / 1000)
             t_heads = c.get("HEAD", 0)  # per run, not per plot: searches, report marker
             t_lists = 4 * T * pages + (c.get("LIST", 0) - 4 * n)
-            w(f"Per plot: {r['wall'] / n * 1e3:.0f} ms wall, {r['cpu'] / n * 1e3:.0f} ms CPU, whole run divided by plots (a batch's plots are checked by 16 threads); "
-              f"CPU {r['cpu'] / tot * 1e3:.1f} ms per request, {r['cpu'] / s3['keys_listed'] * 1e6:.0f} us per key listed "
-              f"({s3['keys_listed']:,} keys in all).")
-            w(f"At {T:,} x {Mt:,}: {t_lists:,} LIST + ~{t_heads:,} HEAD requests; at this run's rate ~{r['wall'] / tot * (t_lists + t_heads):,.0f} s "
-              f"(scaled by requests) to ~{r['cpu'] / s3['keys_listed'] * 4 * T * Mt:,.0f} s CPU (scaled by keys listed, {4 * T * Mt:,}) "
-              f"against a server on the same machine; a guide, not a measurement.")
+            w(
+                f"Per plot: {r['wall'] / n * 1e3:.0f} ms wall, {r['cpu'] / n * 1e3:.0f} ms CPU, whole run divided by plots (a batch's plots are checked by 16 threads); "
+                f"CPU {r['cpu'] / tot * 1e3:.1f} ms per request, {r['cpu'] / s3['keys_listed'] * 1e6:.0f} us per key listed "
+                f"({s3['keys_listed']:,} keys in all)."
+            )
+            w(
+                f"At {T:,} x {Mt:,}: {t_lists:,} LIST + ~{t_heads:,} HEAD requests; at this run's rate ~{r['wall'] / tot * (t_lists + t_heads):,.0f} s "
+                f"(scaled by requests) to ~{r['cpu'] / s3['keys_listed'] * 4 * T * Mt:,.0f} s CPU (scaled by keys listed, {4 * T * Mt:,}) "
+                f"against a server on the same machine; a guide, not a measurement."
+            )
             sp = s3.get("profile")
             if sp:
                 ps = sp["summary"]
                 tot_s = max(ps["samples"], 1)
                 w("")
-                w(f"py-spy of the same S3 run (all threads, {sp['rate']} samples/s, busy samples only: {ps['samples']:,}; run {sp['wall']:.1f} s):")
+                w(
+                    f"py-spy of the same S3 run (all threads, {sp['rate']} samples/s, busy samples only: {ps['samples']:,}; run {sp['wall']:.1f} s):"
+                )
                 w("")
                 w("| part (inclusive) | share of busy samples |")
                 w("|---|---|")
                 for label, k in ps["inclusive"].items():
                     w(f"| {label} | {100 * k / tot_s:.0f}% |")
                 w("")
-                w("own (leaf) samples by package: " + ", ".join(f"{k} {100 * v / tot_s:.0f}%" for k, v in ps["by_package"]))
+                w(
+                    "own (leaf) samples by package: "
+                    + ", ".join(f"{k} {100 * v / tot_s:.0f}%" for k, v in ps["by_package"])
+                )
                 w("```")
                 w("  share  leaf function (top by own samples)")
                 for name, k in ps["top_leaves"]:
@@ -1265,19 +1600,25 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
             if lc:
                 d, r_ = lc["default"], lc["raw_timestamps"]
                 w("")
-                w(f"The same {d['requests']:,} listings ({d['keys']:,} keys) with a plain boto3 client in the benchmark process: "
-                  f"{d['cpu']:.2f} s CPU ({1e6 * d['cpu'] / max(d['keys'], 1):.0f} us per key, {1e3 * d['cpu'] / max(d['requests'], 1):.1f} ms per request) "
-                  f"with botocore's default parsing; {r_['cpu']:.2f} s CPU ({1e6 * r_['cpu'] / max(r_['keys'], 1):.0f} us per key) with "
-                  f"LastModified left as text (timestamp_parser = identity): x{d['cpu'] / max(r_['cpu'], 1e-9):.1f}.")
+                w(
+                    f"The same {d['requests']:,} listings ({d['keys']:,} keys) with a plain boto3 client in the benchmark process: "
+                    f"{d['cpu']:.2f} s CPU ({1e6 * d['cpu'] / max(d['keys'], 1):.0f} us per key, {1e3 * d['cpu'] / max(d['requests'], 1):.1f} ms per request) "
+                    f"with botocore's default parsing; {r_['cpu']:.2f} s CPU ({1e6 * r_['cpu'] / max(r_['keys'], 1):.0f} us per key) with "
+                    f"LastModified left as text (timestamp_parser = identity): x{d['cpu'] / max(r_['cpu'], 1e-9):.1f}."
+                )
                 st = lc.get("store")
                 if st:
-                    w(f"Through the pipeline's Store.list_names (presigned ListObjectsV2 read with a key regex): {st['cpu']:.2f} s CPU "
-                      f"({1e6 * st['cpu'] / max(st['keys'], 1):.1f} us per key), {st['wall']:.1f} s wall for {st['keys']:,} keys: "
-                      f"x{d['cpu'] / max(st['cpu'], 1e-9):.1f} less CPU than botocore's default parsing.")
+                    w(
+                        f"Through the pipeline's Store.list_names (presigned ListObjectsV2 read with a key regex): {st['cpu']:.2f} s CPU "
+                        f"({1e6 * st['cpu'] / max(st['keys'], 1):.1f} us per key), {st['wall']:.1f} s wall for {st['keys']:,} keys: "
+                        f"x{d['cpu'] / max(st['cpu'], 1e-9):.1f} less CPU than botocore's default parsing."
+                    )
             w("")
-            w(f"Expected with one listing per plot prefix: 4 LIST per plot (CSV name prefix + 3 chip directories) while a prefix "
-              f"holds <= 1,000 keys; S3 pages ListObjectsV2 at 1,000 keys, so at {args.target_obs:,} observations each listing "
-              f"is ceil(M/1000) = {math.ceil(args.target_obs / 1000)} page(s) and 1,500 observations need 2.")
+            w(
+                f"Expected with one listing per plot prefix: 4 LIST per plot (CSV name prefix + 3 chip directories) while a prefix "
+                f"holds <= 1,000 keys; S3 pages ListObjectsV2 at 1,000 keys, so at {args.target_obs:,} observations each listing "
+                f"is ceil(M/1000) = {math.ceil(args.target_obs / 1000)} page(s) and 1,500 observations need 2."
+            )
         w("")
 
     rs = res.get("rss")
@@ -1288,15 +1629,21 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
             w(f"FAILED: {rs['error']}")
         else:
             a = rs["archive"]
-            w(f"archive: {a['plots']:,} plots, {a['items']:,} items, {a['files']:,} files, {mib(a['bytes'])}; built in "
-              f"{rs['build_s']:.0f} s{' (cached, from an earlier run)' if rs['cached'] else ''}")
+            w(
+                f"archive: {a['plots']:,} plots, {a['items']:,} items, {a['files']:,} files, {mib(a['bytes'])}; built in "
+                f"{rs['build_s']:.0f} s{' (cached, from an earlier run)' if rs['cached'] else ''}"
+            )
             r = rs["run"]
-            w(f"run: wall {r['wall']:.1f} s, CPU of the process tree {r['cpu']:.1f} s, exit {r['rc']}, tasks scheduled {r['scheduled']}, "
-              f"load {r['load_before']} -> {r['load_after']}")
+            w(
+                f"run: wall {r['wall']:.1f} s, CPU of the process tree {r['cpu']:.1f} s, exit {r['rc']}, tasks scheduled {r['scheduled']}, "
+                f"load {r['load_before']} -> {r['load_after']}"
+            )
             w("")
             w("| process role | processes | peak RSS of one process |")
             w("|---|---|---|")
-            w(f"| largest process of the whole tree (exact: wait4 through a small trampoline) | - | {mib(r['maxrss'])} |")
+            w(
+                f"| largest process of the whole tree (exact: wait4 through a small trampoline) | - | {mib(r['maxrss'])} |"
+            )
             for role, (k, mx) in sorted(r["tree"].items()):
                 w(f"| {role} (VmHWM, sampled every 0.2 s) | {k} | {mib(mx)} |")
             w(f"| sum of the tree's VmRSS at one instant (sampled) | | {mib(r['tree_total'])} |")
@@ -1307,8 +1654,10 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
             w("```")
             if rs.get("recheck"):
                 rr = rs["recheck"]
-                w(f"rerun of the finished {a['plots']:,}-plot project: wall {rr['wall']:.1f} s, peak RSS {mib(rr['maxrss'])}, "
-                  f"tasks scheduled {rr['scheduled']}, {rr['nothing_to_do'] or 'NOT nothing to do'}")
+                w(
+                    f"rerun of the finished {a['plots']:,}-plot project: wall {rr['wall']:.1f} s, peak RSS {mib(rr['maxrss'])}, "
+                    f"tasks scheduled {rr['scheduled']}, {rr['nothing_to_do'] or 'NOT nothing to do'}"
+                )
         w("")
 
     w("## Targets")
@@ -1325,34 +1674,82 @@ def render(res: dict[str, Any], args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--plots", type=int, default=2000, help="plots of the largest local project (default 2000)")
+    ap.add_argument(
+        "--plots", type=int, default=2000, help="plots of the largest local project (default 2000)"
+    )
     ap.add_argument("--observations", type=int, default=500, help="observations per plot (default 500)")
-    ap.add_argument("--tiles", type=int, default=4, help="ARD tiles the plots are spread over (1-8, default 4)")
-    ap.add_argument("--projects", type=int, default=1, help="project ids the plots are split into (default 1: one flat CSV directory)")
-    ap.add_argument("--full", action="store_true", help="also run 10,000 x 1,000 (40M files) when inodes and disk allow")
-    ap.add_argument("--no-scaling", action="store_true", help="only the largest local size (no N/4 x M/4 and N/4 x M points)")
-    ap.add_argument("--repeat", type=int, default=2, help="complete runs per local size (default 2; the best is used for scaling)")
+    ap.add_argument(
+        "--tiles", type=int, default=4, help="ARD tiles the plots are spread over (1-8, default 4)"
+    )
+    ap.add_argument(
+        "--projects",
+        type=int,
+        default=1,
+        help="project ids the plots are split into (default 1: one flat CSV directory)",
+    )
+    ap.add_argument(
+        "--full", action="store_true", help="also run 10,000 x 1,000 (40M files) when inodes and disk allow"
+    )
+    ap.add_argument(
+        "--no-scaling",
+        action="store_true",
+        help="only the largest local size (no N/4 x M/4 and N/4 x M points)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="complete runs per local size (default 2; the best is used for scaling)",
+    )
     ap.add_argument("--create-procs", type=int, default=2, help="processes creating files (default 2)")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--py-spy", default="", help="py-spy binary for the S3 profile (default: PATH, next to python, /tmp/tools/bin)")
+    ap.add_argument(
+        "--py-spy",
+        default="",
+        help="py-spy binary for the S3 profile (default: PATH, next to python, /tmp/tools/bin)",
+    )
     ap.add_argument("--s3-plots", type=int, default=200)
     ap.add_argument("--s3-observations", type=int, default=200)
     ap.add_argument("--upload-threads", type=int, default=16)
     ap.add_argument("--skip-s3", action="store_true")
     ap.add_argument("--skip-local", action="store_true", help="leave out parts 1-2 (local projects)")
-    ap.add_argument("--rss-plots", type=int, default=1000, help="plots of the real-run RSS measurement (default 1000)")
-    ap.add_argument("--rss-acquisitions", type=int, default=6, help="acquisitions of its archive (default 6, the minimum)")
+    ap.add_argument(
+        "--rss-plots", type=int, default=1000, help="plots of the real-run RSS measurement (default 1000)"
+    )
+    ap.add_argument(
+        "--rss-acquisitions", type=int, default=6, help="acquisitions of its archive (default 6, the minimum)"
+    )
     ap.add_argument("--skip-rss", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 200 x 100 local, 50 x 50 S3, no RSS run")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_planning"), help="scratch (default /tmp/bench_planning)")
-    ap.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench-planning", help="archive cache for the RSS run")
-    ap.add_argument("--keep", action="store_true", help="keep the synthetic projects (and reuse them next time)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: 200 x 100 local, 50 x 50 S3, no RSS run"
+    )
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp/bench_planning"),
+        help="scratch (default /tmp/bench_planning)",
+    )
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=REPO / ".cache" / "bench-planning",
+        help="archive cache for the RSS run",
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the synthetic projects (and reuse them next time)"
+    )
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     ap.add_argument("--target-plots", type=int, default=10000)
     ap.add_argument("--target-obs", type=int, default=1000)
     args = ap.parse_args(argv)
     if args.quick:
-        args.plots, args.observations, args.s3_plots, args.s3_observations, args.skip_rss = 200, 100, 50, 50, True
+        args.plots, args.observations, args.s3_plots, args.s3_observations, args.skip_rss = (
+            200,
+            100,
+            50,
+            50,
+            True,
+        )
     if not 1 <= args.tiles <= len(DEFAULT_TILES):
         ap.error(f"--tiles must be 1..{len(DEFAULT_TILES)}")
     return args
@@ -1378,7 +1775,13 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     tiles = list(DEFAULT_TILES[: args.tiles])
     N, M = args.plots, args.observations
-    sizes = [(N, M)] if args.no_scaling else sorted({(max(25, N // 4), max(10, M // 4)), (max(25, N // 4), M), (N, M)}, key=lambda s: s[0] * s[1])
+    sizes = (
+        [(N, M)]
+        if args.no_scaling
+        else sorted(
+            {(max(25, N // 4), max(10, M // 4)), (max(25, N // 4), M), (N, M)}, key=lambda s: s[0] * s[1]
+        )
+    )
     full = (args.target_plots, args.target_obs)
     why_not_full = "--full not given"
     if args.full and full not in sizes:
@@ -1401,15 +1804,31 @@ def main(argv: list[str] | None = None) -> int:
         synth = Synth(args.workdir / f"local-{n}x{m}", n, m, tiles, args.projects)
         log(f"synthesising {n:,} plots x {m:,} observations ({needed_inodes(n, m):,} inodes)")
         info = synth.build(procs=args.create_procs, reuse=args.keep)
-        log(f"  {info['files']:,} files in {info['create_s']:.1f} s ({info['create_rate']:,.0f}/s); ingest {info['ingest']['wall_s']:.1f} s, "
-            f"peak RSS {mib(info['ingest']['peak_rss'])}")
-        entry: dict[str, Any] = {"n": n, "m": m, "tiles": tiles, "synth": info, "runs": [], "baseline": (n, m) == baseline}
+        log(
+            f"  {info['files']:,} files in {info['create_s']:.1f} s ({info['create_rate']:,.0f}/s); ingest {info['ingest']['wall_s']:.1f} s, "
+            f"peak RSS {mib(info['ingest']['peak_rss'])}"
+        )
+        entry: dict[str, Any] = {
+            "n": n,
+            "m": m,
+            "tiles": tiles,
+            "synth": info,
+            "runs": [],
+            "baseline": (n, m) == baseline,
+        }
         shutil.rmtree(args.workdir / "snapshot-cache", ignore_errors=True)  # the first run lists
         for k in range(max(args.repeat, 3) if (n, m) == baseline else max(args.repeat, 2)):
-            r = run_measured([LUIGI, "--module", "pipeline.timesync", *synth.luigi_args()], cwd=synth.base / "runs", label=f"complete-{k}", env=env)
+            r = run_measured(
+                [LUIGI, "--module", "pipeline.timesync", *synth.luigi_args()],
+                cwd=synth.base / "runs",
+                label=f"complete-{k}",
+                env=env,
+            )
             r["check"] = "listings" if k == 0 else "snapshot"
-            log(f"  complete run {k + 1} ({r['check']}): {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {mib(r['maxrss'])}, scheduled {r['scheduled']}, rc {r['rc']}, "
-                f"{'nothing to do' if r['nothing_to_do'] else 'SOMETHING TO DO'}")
+            log(
+                f"  complete run {k + 1} ({r['check']}): {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {mib(r['maxrss'])}, scheduled {r['scheduled']}, rc {r['rc']}, "
+                f"{'nothing to do' if r['nothing_to_do'] else 'SOMETHING TO DO'}"
+            )
             if r["rc"] != 0 or not r["nothing_to_do"]:
                 log(r["tail"])
             r.pop("stdout")
@@ -1420,8 +1839,23 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  alternatives: {res['alternatives']}")
         if (n, m) == max(sizes, key=lambda s: s[0] * s[1]) and not args.no_profile:
             prof = synth.base / "runs" / "complete.prof"
-            r = run_measured([sys.executable, "-m", "cProfile", "-o", str(prof), LUIGI, "--module", "pipeline.timesync", *synth.luigi_args()],
-                             cwd=synth.base / "runs", label="profile", env=env, sample=False)
+            r = run_measured(
+                [
+                    sys.executable,
+                    "-m",
+                    "cProfile",
+                    "-o",
+                    str(prof),
+                    LUIGI,
+                    "--module",
+                    "pipeline.timesync",
+                    *synth.luigi_args(),
+                ],
+                cwd=synth.base / "runs",
+                label="profile",
+                env=env,
+                sample=False,
+            )
             log(f"  profiled run: {r['wall']:.1f} s, rc {r['rc']}")
             if prof.exists():
                 res["profile"] = {"wall": r["wall"], "summary": profile_summary(prof)}
@@ -1453,16 +1887,32 @@ def _runs(e: dict[str, Any], check: str) -> list[dict[str, Any]]:
     return [r for r in e["runs"] if r.get("check") == check] or e["runs"]
 
 
-def extrapolate(res: dict[str, Any], args: argparse.Namespace, full: tuple[int, int], why_not_full: str) -> dict[str, Any]:
+def extrapolate(
+    res: dict[str, Any], args: argparse.Namespace, full: tuple[int, int], why_not_full: str
+) -> dict[str, Any]:
     # the runs answered from the snapshot: what every rerun of a finished project costs
-    pts = [(e["n"], e["m"], min(r["wall"] for r in _runs(e, "snapshot"))) for e in res["local"] if not e.get("baseline")]
-    pts_cpu = [(e["n"], e["m"], min(r["cpu"] for r in _runs(e, "snapshot"))) for e in res["local"] if not e.get("baseline")]
-    base = next(((e["n"], e["m"], min(r["wall"] for r in e["runs"])) for e in res["local"] if e.get("baseline")), None)
-    base_cpu = next(((e["n"], e["m"], min(r["cpu"] for r in e["runs"])) for e in res["local"] if e.get("baseline")), None)
+    pts = [
+        (e["n"], e["m"], min(r["wall"] for r in _runs(e, "snapshot")))
+        for e in res["local"]
+        if not e.get("baseline")
+    ]
+    pts_cpu = [
+        (e["n"], e["m"], min(r["cpu"] for r in _runs(e, "snapshot")))
+        for e in res["local"]
+        if not e.get("baseline")
+    ]
+    base = next(
+        ((e["n"], e["m"], min(r["wall"] for r in e["runs"])) for e in res["local"] if e.get("baseline")), None
+    )
+    base_cpu = next(
+        ((e["n"], e["m"], min(r["cpu"] for r in e["runs"])) for e in res["local"] if e.get("baseline")), None
+    )
     ex: dict[str, Any] = {"points": pts, "baseline": base, "why_not_full": why_not_full}
     # the first run after the project was made (or copied): listings, records the snapshot
     first = [(e["n"], e["m"], _runs(e, "listings")[0]["wall"]) for e in res["local"] if not e.get("baseline")]
-    first_cpu = [(e["n"], e["m"], _runs(e, "listings")[0]["cpu"]) for e in res["local"] if not e.get("baseline")]
+    first_cpu = [
+        (e["n"], e["m"], _runs(e, "listings")[0]["cpu"]) for e in res["local"] if not e.get("baseline")
+    ]
     ex["first_points"] = first
     ex["first_proportional"] = fit_and_extrapolate(first, base, full)["proportional"]
     ex["first_proportional_cpu"] = fit_and_extrapolate(first_cpu, base_cpu, full)["proportional"]
@@ -1478,13 +1928,26 @@ def extrapolate(res: dict[str, Any], args: argparse.Namespace, full: tuple[int, 
     prof = res.get("profile")
     if prof:
         hi_n = max(pts, key=lambda p: p[0] * p[1])[0]
-        quad = next((ct for label, nc, tt, ct in prof["summary"]["watched"] if label.strip().startswith("Project.batches")), 0.0)
+        quad = next(
+            (
+                ct
+                for label, nc, tt, ct in prof["summary"]["watched"]
+                if label.strip().startswith("Project.batches")
+            ),
+            0.0,
+        )
         scale = prof["summary"]["total"] / max(prof["wall"], 1e-9)  # profiler overhead folded out roughly
         ex["batches_s"] = quad
         ex["batches_at_target_s"] = quad * (full[0] / hi_n) ** 2
-        ex["batches_linear_share_s"] = quad * (full[0] * full[1]) / max(1, max(pts, key=lambda p: p[0] * p[1])[0] * max(pts, key=lambda p: p[0] * p[1])[1])
+        ex["batches_linear_share_s"] = (
+            quad
+            * (full[0] * full[1])
+            / max(1, max(pts, key=lambda p: p[0] * p[1])[0] * max(pts, key=lambda p: p[0] * p[1])[1])
+        )
         ex["profile_overhead"] = scale
-    rss_pts = sorted(((e["n"] * e["m"], max(r["maxrss"] for r in e["runs"])) for e in res["local"] if not e.get("baseline")))
+    rss_pts = sorted(
+        (e["n"] * e["m"], max(r["maxrss"] for r in e["runs"])) for e in res["local"] if not e.get("baseline")
+    )
     if len(rss_pts) >= 2:
         (w0, r0), (w1, r1) = rss_pts[-2], rss_pts[-1]
         slope = (r1 - r0) / max(1, w1 - w0)
@@ -1498,7 +1961,9 @@ def extrapolate(res: dict[str, Any], args: argparse.Namespace, full: tuple[int, 
         ex["batches_unprof"] = bt
         ex["batches_unprof_target_s"] = bt["one_call_s"] * (full[0] / hi_n) * calls_target
         ex["batches_unprof_linear_share_s"] = bt["total_s"] * (full[0] * full[1]) / (hi_n * hi_m)
-        ex["adjusted"] = ex["proportional"] + ex["batches_unprof_target_s"] - ex["batches_unprof_linear_share_s"]
+        ex["adjusted"] = (
+            ex["proportional"] + ex["batches_unprof_target_s"] - ex["batches_unprof_linear_share_s"]
+        )
     lo, hi = min(pts, key=lambda p: p[0] * p[1]), max(pts, key=lambda p: p[0] * p[1])
     ex["time_ratio"] = hi[2] / lo[2]
     ex["work_ratio"] = (hi[0] * hi[1]) / (lo[0] * lo[1])
@@ -1512,40 +1977,54 @@ def finish(res: dict[str, Any], args: argparse.Namespace, ex: dict[str, Any], fu
     if ex:
         best = ex.get("measured_full") or ex.get("adjusted") or ex["proportional"]
         how = "measured" if ex.get("measured_full") else "extrapolated"
-        v.append(f"local completeness of {full[0]:,} x {full[1]:,} in < 30 s (a rerun of a finished project: from the completeness snapshot): "
-                 f"{how} {best:.0f} s wall -> {'MET' if best < 30 else 'NOT MET'}")
+        v.append(
+            f"local completeness of {full[0]:,} x {full[1]:,} in < 30 s (a rerun of a finished project: from the completeness snapshot): "
+            f"{how} {best:.0f} s wall -> {'MET' if best < 30 else 'NOT MET'}"
+        )
         if "first_proportional" in ex:
-            v.append(f"the first check after a project was made or copied (listings; records the snapshot): extrapolated "
-                     f"{ex['first_proportional']:.0f} s wall / {ex['first_proportional_cpu']:.0f} s CPU")
+            v.append(
+                f"the first check after a project was made or copied (listings; records the snapshot): extrapolated "
+                f"{ex['first_proportional']:.0f} s wall / {ex['first_proportional_cpu']:.0f} s CPU"
+            )
     if ex and "rss_at_target" in ex:
-        v.append(f"peak RSS of the completeness check (the luigi process): measured {mib(max(r['maxrss'] for r in res['local'][-1]['runs']))} at "
-                 f"{res['local'][-1]['n']:,} x {res['local'][-1]['m']:,}; extrapolated {mib(ex['rss_at_1000'])} at 1,000 x {full[1]:,} "
-                 f"({'< 1 GiB' if ex['rss_at_1000'] < GIB else '>= 1 GiB'}) and {mib(ex['rss_at_target'])} at {full[0]:,} x {full[1]:,} "
-                 f"({'< 1 GiB' if ex['rss_at_target'] < GIB else '>= 1 GiB'})")
+        v.append(
+            f"peak RSS of the completeness check (the luigi process): measured {mib(max(r['maxrss'] for r in res['local'][-1]['runs']))} at "
+            f"{res['local'][-1]['n']:,} x {res['local'][-1]['m']:,}; extrapolated {mib(ex['rss_at_1000'])} at 1,000 x {full[1]:,} "
+            f"({'< 1 GiB' if ex['rss_at_1000'] < GIB else '>= 1 GiB'}) and {mib(ex['rss_at_target'])} at {full[0]:,} x {full[1]:,} "
+            f"({'< 1 GiB' if ex['rss_at_target'] < GIB else '>= 1 GiB'})"
+        )
     all_nothing = all(r["nothing_to_do"] and r["rc"] == 0 for e in res["local"] for r in e["runs"])
     if res["local"]:
-        v.append(f"every local complete run said 'Nothing to do' and exited 0: {'yes' if all_nothing else 'NO'}; tasks scheduled: "
-             f"{sorted({r['scheduled'] for e in res['local'] for r in e['runs']})}")
+        v.append(
+            f"every local complete run said 'Nothing to do' and exited 0: {'yes' if all_nothing else 'NO'}; tasks scheduled: "
+            f"{sorted({r['scheduled'] for e in res['local'] for r in e['runs']})}"
+        )
     s3 = res.get("s3")
     if s3 and not s3.get("error"):
         lists = s3["counts"].get("LIST", 0)
         per_plot_list = lists / s3["n"]
-        v.append(f"S3: {per_plot_list:.2f} LIST per plot ({lists:,} for {s3['n']:,} plots; 4 per plot = one per prefix), "
-                 f"{sum(s3['counts'].values()) / s3['n']:.2f} requests per plot in all")
+        v.append(
+            f"S3: {per_plot_list:.2f} LIST per plot ({lists:,} for {s3['n']:,} plots; 4 per plot = one per prefix), "
+            f"{sum(s3['counts'].values()) / s3['n']:.2f} requests per plot in all"
+        )
     rs = res.get("rss")
     if rs and not rs.get("error"):
         peak = max([rs["run"]["maxrss"], *[mx for _k, mx in rs["run"]["tree"].values()]])
-        v.append(f"peak RSS of any process in the {rs['archive']['plots']:,}-plot real run: {mib(peak)} -> {'MET' if peak < GIB else 'NOT MET'} (< 1 GiB)")
+        v.append(
+            f"peak RSS of any process in the {rs['archive']['plots']:,}-plot real run: {mib(peak)} -> {'MET' if peak < GIB else 'NOT MET'} (< 1 GiB)"
+        )
     ing = [(e["n"], e["m"], e["synth"]["ingest"]) for e in res["local"]]
     if ing:
         n, m, d = max(ing, key=lambda t: t[0] * t[1])
         grow = d.get("rss_peak", d["peak_rss"]) - d.get("rss_before", 0)
         per_row = grow / max(1, n * m)
-        v.append(f"write_ingest (the work of the TimeSyncIngest task, in the luigi worker process) peaked at {mib(d['peak_rss'])} for "
-                 f"{n * m:,} series rows, +{mib(grow)} over the process before it (~{per_row:,.0f} B per row): "
-                 f"{full[0]:,} x {full[1]:,} would need ~{d.get('rss_before', 0) / GIB + per_row * full[0] * full[1] / GIB:.1f} GiB, "
-                 f"1,000 x {full[1]:,} ~{d.get('rss_before', 0) / GIB + per_row * 1000 * full[1] / GIB:.2f} GiB "
-                 f"-> {'MET' if d.get('rss_before', 0) + per_row * 1000 * full[1] < GIB else 'NOT MET'} for a 1,000-plot x {full[1]:,}-observation project")
+        v.append(
+            f"write_ingest (the work of the TimeSyncIngest task, in the luigi worker process) peaked at {mib(d['peak_rss'])} for "
+            f"{n * m:,} series rows, +{mib(grow)} over the process before it (~{per_row:,.0f} B per row): "
+            f"{full[0]:,} x {full[1]:,} would need ~{d.get('rss_before', 0) / GIB + per_row * full[0] * full[1] / GIB:.1f} GiB, "
+            f"1,000 x {full[1]:,} ~{d.get('rss_before', 0) / GIB + per_row * 1000 * full[1] / GIB:.2f} GiB "
+            f"-> {'MET' if d.get('rss_before', 0) + per_row * 1000 * full[1] < GIB else 'NOT MET'} for a 1,000-plot x {full[1]:,}-observation project"
+        )
     res["verdicts"] = v
     res["load_end"] = loadavg()
     res["rev_end"] = git_rev()
@@ -1564,7 +2043,13 @@ def run_s3(args: argparse.Namespace, tiles: list[tuple[int, int]], env: dict[str
     from tests.servers.s3 import find_weed, start_s3_server
 
     out: dict[str, Any] = {"n": args.s3_plots, "m": args.s3_observations}
-    synth = Synth(args.workdir / f"s3src-{args.s3_plots}x{args.s3_observations}", args.s3_plots, args.s3_observations, tiles, args.projects)
+    synth = Synth(
+        args.workdir / f"s3src-{args.s3_plots}x{args.s3_observations}",
+        args.s3_plots,
+        args.s3_observations,
+        tiles,
+        args.projects,
+    )
     log(f"S3: synthesising {args.s3_plots} x {args.s3_observations} locally")
     out["synth"] = synth.build(procs=args.create_procs, reuse=args.keep)
     server_dir = args.workdir / "s3server"
@@ -1573,20 +2058,45 @@ def run_s3(args: argparse.Namespace, tiles: list[tuple[int, int]], env: dict[str
     server = None
     try:
         try:
-            out["weed_version"] = subprocess.run([find_weed(), "version"], capture_output=True, text=True, timeout=20).stdout.split()[2]
+            out["weed_version"] = subprocess.run(
+                [find_weed(), "version"], capture_output=True, text=True, timeout=20
+            ).stdout.split()[2]
         except Exception:
             out["weed_version"] = ""
         server = start_s3_server(server_dir)
         server.create_bucket(S3_BUCKET)
         log(f"S3: server up in {server.startup_seconds:.1f} s; uploading")
         out["upload"] = upload_project(server, synth.project_dir, S3_BUCKET, "prj-run", args.upload_threads)
-        log(f"S3: uploaded {out['upload']['objects']:,} objects in {out['upload']['wall']:.1f} s ({out['upload']['rate']:,.0f}/s)")
+        log(
+            f"S3: uploaded {out['upload']['objects']:,} objects in {out['upload']['wall']:.1f} s ({out['upload']['rate']:,.0f}/s)"
+        )
         s3env = dict(env)
-        s3env.update({"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key, "AWS_EC2_METADATA_DISABLED": "true"})
-        for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_PROFILE"):
+        s3env.update(
+            {
+                "AWS_ACCESS_KEY_ID": server.access_key,
+                "AWS_SECRET_ACCESS_KEY": server.secret_key,
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        )
+        for k in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_S3_ENDPOINT",
+            "AWS_HTTPS",
+            "AWS_VIRTUAL_HOSTING",
+            "AWS_PROFILE",
+        ):
             s3env.pop(k, None)
-        cmd = [LUIGI, "--module", "pipeline.timesync", *synth.luigi_args(f"s3://{S3_BUCKET}/prj-run"),
-               "--output-endpoint-url", server.endpoint_url, "--output-region", server.region]
+        cmd = [
+            LUIGI,
+            "--module",
+            "pipeline.timesync",
+            *synth.luigi_args(f"s3://{S3_BUCKET}/prj-run"),
+            "--output-endpoint-url",
+            server.endpoint_url,
+            "--output-region",
+            server.region,
+        ]
         server.reset_counts()
         r = run_measured(cmd, cwd=synth.base / "runs", label="s3-complete", env=s3env)
         out["counts"] = server.request_counts(S3_BUCKET)
@@ -1601,14 +2111,23 @@ def run_s3(args: argparse.Namespace, tiles: list[tuple[int, int]], env: dict[str
         spy = find_py_spy(args.py_spy)
         if not args.no_profile and spy:
             raw = synth.base / "runs" / "s3.pyspy.txt"
-            rp = run_measured([spy, "record", "--format", "raw", "--rate", "200", "--output", str(raw), "--", *cmd],
-                              cwd=synth.base / "runs", label="s3-profile", env=s3env, sample=False)
+            rp = run_measured(
+                [spy, "record", "--format", "raw", "--rate", "200", "--output", str(raw), "--", *cmd],
+                cwd=synth.base / "runs",
+                label="s3-profile",
+                env=s3env,
+                sample=False,
+            )
             if raw.exists():
                 out["profile"] = {"wall": rp["wall"], "summary": pyspy_summary(raw), "rate": 200}
-                shutil.copy(raw, args.workdir / f"s3-complete-{args.s3_plots}x{args.s3_observations}.pyspy.txt")
+                shutil.copy(
+                    raw, args.workdir / f"s3-complete-{args.s3_plots}x{args.s3_observations}.pyspy.txt"
+                )
         elif not spy:
             out["profile_error"] = "py-spy not found (pip install py-spy, or --py-spy PATH)"
-        plots = [(r[0], r[1]) for r in (line.split(",") for line in synth.plot_file.read_text().splitlines()[1:])]
+        plots = [
+            (r[0], r[1]) for r in (line.split(",") for line in synth.plot_file.read_text().splitlines()[1:])
+        ]
         out["listing_cpu"] = {
             "default": listing_cpu(server, S3_BUCKET, "prj-run", plots, raw_timestamps=False),
             "raw_timestamps": listing_cpu(server, S3_BUCKET, "prj-run", plots, raw_timestamps=True),
@@ -1631,15 +2150,30 @@ def run_rss(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         args.cache_dir.mkdir(parents=True, exist_ok=True)
-        log(f"RSS: archive with {args.rss_plots} plots x {args.rss_acquisitions} acquisitions (cached under {args.cache_dir})")
+        log(
+            f"RSS: archive with {args.rss_plots} plots x {args.rss_acquisitions} acquisitions (cached under {args.cache_dir})"
+        )
         info, secs, cached = rss_archive(args.cache_dir, args.rss_plots, args.rss_acquisitions)
         out.update(archive=info, build_s=secs, cached=cached)
         log(f"RSS: archive ready ({'cached' if cached else f'built in {secs:.0f} s'})")
         proj = args.workdir / "rss-project"
         if proj.exists():
             remove_tree(proj)
-        cmd = [LUIGI, "--module", "pipeline.timesync", "TimeSyncProject", "--plot-file", info["plot_file"], "--project-dir", str(proj),
-               "--catalog", info["catalog"], "--asset-href", "href", "--local-scheduler"]
+        cmd = [
+            LUIGI,
+            "--module",
+            "pipeline.timesync",
+            "TimeSyncProject",
+            "--plot-file",
+            info["plot_file"],
+            "--project-dir",
+            str(proj),
+            "--catalog",
+            info["catalog"],
+            "--asset-href",
+            "href",
+            "--local-scheduler",
+        ]
         r = run_measured(cmd, cwd=args.workdir / "rss-runs", label="rss-run", env=env)
         log(f"RSS: run {r['wall']:.1f} s, rc {r['rc']}, luigi peak {mib(r['maxrss'])}, tree {r['tree']}")
         if r["rc"] != 0:

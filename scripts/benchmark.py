@@ -57,11 +57,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
 import sys
-import re
 import tempfile
 import threading
 import time
@@ -81,40 +81,91 @@ OUT_BUCKET = "timesync-bench-out"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--plots", type=int, default=40, help="plots in the archive and in the pipeline run (>= 10; default 40)")
-    ap.add_argument("--acquisitions", type=int, default=300, help="acquisition dates in the archive (default 300)")
+    ap.add_argument(
+        "--plots",
+        type=int,
+        default=40,
+        help="plots in the archive and in the pipeline run (>= 10; default 40)",
+    )
+    ap.add_argument(
+        "--acquisitions", type=int, default=300, help="acquisition dates in the archive (default 300)"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="smoke test: 12 plots x 24 acquisitions, a on 4 plots (< 3 min once cached)")
-    ap.add_argument("--datetime", default=None,
-                    help="acquisition interval every measurement uses, YYYY-MM-DD/YYYY-MM-DD (passed to b as --datetime); "
-                         "default: all for --quick, 1984-01-01/1999-12-31 otherwise (about a third of the dates, so that "
-                         "the default run fits in ~20 min); 'all' for everything")
-    ap.add_argument("--a-plots", type=int, default=4, help="plots the plain loop (a-single, a-dask) runs on (default 4)")
-    ap.add_argument("--workers", type=int, default=0, help="Dask worker processes for a-dask and b (default: luigi.cfg's 0 = number of cores)")
-    ap.add_argument("--threads", type=int, default=2, help="threads per Dask worker for a-dask and b (default 2, as luigi.cfg)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 12 plots x 24 acquisitions, a on 4 plots (< 3 min once cached)",
+    )
+    ap.add_argument(
+        "--datetime",
+        default=None,
+        help="acquisition interval every measurement uses, YYYY-MM-DD/YYYY-MM-DD (passed to b as --datetime); "
+        "default: all for --quick, 1984-01-01/1999-12-31 otherwise (about a third of the dates, so that "
+        "the default run fits in ~20 min); 'all' for everything",
+    )
+    ap.add_argument(
+        "--a-plots", type=int, default=4, help="plots the plain loop (a-single, a-dask) runs on (default 4)"
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Dask worker processes for a-dask and b (default: luigi.cfg's 0 = number of cores)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="threads per Dask worker for a-dask and b (default 2, as luigi.cfg)",
+    )
     ap.add_argument("--c-procs", type=int, default=1, help="floor: reader processes (default 1)")
     ap.add_argument("--c-threads", type=int, default=4, help="floor: reader threads per process (default 4)")
-    ap.add_argument("--c-qa", choices=["centre", "rows", "pixel"], default="centre",
-                    help="floor's qa_pixel reads: centre (default) = only the 1-pixel read at the plot, which is all the "
-                         "outputs use (fill test, the CSV's qa; the mask comes from the optical bands); rows = the QA "
-                         "window too, its rows in the plot's block row first (fill test from them); pixel = 1-pixel read, "
-                         "then the QA window (the pipeline's read plan today)")
-    ap.add_argument("--c-sweep", action="store_true", help="floor: also try procs x threads in {1,2} x {2,4,8} on the a-subset first and use the best")
-    ap.add_argument("--output", choices=["local", "s3"], default="local", help="where b writes (default local dir); s3 = a bucket on the same server")
+    ap.add_argument(
+        "--c-qa",
+        choices=["centre", "rows", "pixel"],
+        default="centre",
+        help="floor's qa_pixel reads: centre (default) = only the 1-pixel read at the plot, which is all the "
+        "outputs use (fill test, the CSV's qa; the mask comes from the optical bands); rows = the QA "
+        "window too, its rows in the plot's block row first (fill test from them); pixel = 1-pixel read, "
+        "then the QA window (the pipeline's read plan today)",
+    )
+    ap.add_argument(
+        "--c-sweep",
+        action="store_true",
+        help="floor: also try procs x threads in {1,2} x {2,4,8} on the a-subset first and use the best",
+    )
+    ap.add_argument(
+        "--output",
+        choices=["local", "s3"],
+        default="local",
+        help="where b writes (default local dir); s3 = a bucket on the same server",
+    )
     ap.add_argument("--skip-a", action="store_true", help="skip a-single and a-dask")
     ap.add_argument("--skip-a-single", action="store_true")
     ap.add_argument("--skip-a-dask", action="store_true")
     ap.add_argument("--skip-b", action="store_true")
     ap.add_argument("--skip-c", action="store_true")
     ap.add_argument("--no-check", action="store_true", help="skip comparing a's outputs with b's")
-    ap.add_argument("--profile", action="store_true", help="after the timed runs, run b again under py-spy (all processes) and print where time goes")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the timed runs, run b again under py-spy (all processes) and print where time goes",
+    )
     ap.add_argument("--py-spy", default="", help="py-spy binary (default: on PATH or /tmp/tools/bin/py-spy)")
-    ap.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench-archive", help="archive cache (default .cache/bench-archive)")
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=REPO / ".cache" / "bench-archive",
+        help="archive cache (default .cache/bench-archive)",
+    )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the archive even if cached")
-    ap.add_argument("--keep-archive", action="store_true",
-                    help="keep the server's copy of the archive (SeaweedFS data next to the cached build) so later runs "
-                         "skip the upload; without it, and unless an earlier run kept one, the copy is deleted at exit "
-                         "(the local build itself is always cached)")
+    ap.add_argument(
+        "--keep-archive",
+        action="store_true",
+        help="keep the server's copy of the archive (SeaweedFS data next to the cached build) so later runs "
+        "skip the upload; without it, and unless an earlier run kept one, the copy is deleted at exit "
+        "(the local build itself is always cached)",
+    )
     ap.add_argument("--workdir", type=Path, help="scratch directory (default: a temp dir, removed at exit)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep the scratch directory (outputs, logs)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -153,14 +204,16 @@ class Phase:
         self.name, self.server, self.env, self.logdir = name, server, env, logdir
         self.result: dict[str, Any] = {"name": name}
 
-    def run(self, cmd: list[str], *, cwd: Path, child_result: Path | None = None, timeout: float = 7200) -> dict[str, Any]:
+    def run(
+        self, cmd: list[str], *, cwd: Path, child_result: Path | None = None, timeout: float = 7200
+    ) -> dict[str, Any]:
         srv = self.server
         srv.reset_counts()
         weed_pid = srv.weed.pid if srv.weed else None
         weed0 = B.proc_cpu(weed_pid) if weed_pid else 0.0
         kids0, self0 = children_cpu(), self_cpu()
         load0 = os.getloadavg()
-        logf = open(self.logdir / f"{self.name}.log", "w")
+        logf = open(self.logdir / f"{self.name}.log", "w")  # noqa: SIM115  (the child writes it; closed after wait)
         log(f"{self.name}: {' '.join(cmd[:6])} ...")
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -186,7 +239,9 @@ class Phase:
         self.result["task_seconds"] = luigi_task_seconds(lines, wall)
         r = self.result
         r.update(
-            rc=rc, wall=wall, cmd=cmd,
+            rc=rc,
+            wall=wall,
+            cmd=cmd,
             cpu=children_cpu() - kids0,
             server_cpu=(B.proc_cpu(weed_pid) - weed0 if weed_pid else 0.0) + (self_cpu() - self0),
             weed_cpu=B.proc_cpu(weed_pid) - weed0 if weed_pid else 0.0,
@@ -266,7 +321,12 @@ def workload_stats(plots: list[B.PlotRow], by_tile: dict, chip: int) -> dict[str
     obs = [(p, o) for p in plots for o in B.observations(p, by_tile, chip)]
     n_items = sum(len(o[2]) for _p, o in obs)
     days = {(o[0], o[1]) for _p, o in obs}
-    return {"plots": len(plots), "plot_obs": len(obs), "items_per_plot_obs": n_items / max(len(obs), 1), "acquisitions": len(days)}
+    return {
+        "plots": len(plots),
+        "plot_obs": len(obs),
+        "items_per_plot_obs": n_items / max(len(obs), 1),
+        "acquisitions": len(days),
+    }
 
 
 def count_outputs(out: Path) -> dict[str, int]:
@@ -288,7 +348,12 @@ def compare_a_b(a_out: Path, b_out: Path, png_sample: int = 150) -> str:
     from PIL import Image
 
     a_csv = sorted(a_out.rglob("*_spectral_files_set_*.csv"))
-    bad = [p for p in a_csv if not (b_out / p.relative_to(a_out)).exists() or (b_out / p.relative_to(a_out)).read_bytes() != p.read_bytes()]
+    bad = [
+        p
+        for p in a_csv
+        if not (b_out / p.relative_to(a_out)).exists()
+        or (b_out / p.relative_to(a_out)).read_bytes() != p.read_bytes()
+    ]
     pngs = sorted(a_out.rglob("*.png"))
     step = max(1, len(pngs) // png_sample)
     sample = pngs[::step]
@@ -297,8 +362,10 @@ def compare_a_b(a_out: Path, b_out: Path, png_sample: int = 150) -> str:
         q = b_out / p.relative_to(a_out)
         if not q.exists() or not np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(q))):
             bad_png += 1
-    return (f"{len(a_csv) - len(bad)}/{len(a_csv)} CSVs byte-identical, "
-            f"{len(sample) - bad_png}/{len(sample)} sampled PNGs pixel-identical")
+    return (
+        f"{len(a_csv) - len(bad)}/{len(a_csv)} CSVs byte-identical, "
+        f"{len(sample) - bad_png}/{len(sample)} sampled PNGs pixel-identical"
+    )
 
 
 def fmt_int(n: float) -> str:
@@ -326,62 +393,139 @@ def main(argv: list[str] | None = None) -> int:
     s3_dir = kept_s3 if (args.keep_archive or kept_s3.exists()) else scratch / "s3"
     log(f"starting SeaweedFS in {s3_dir}")
     server = start_s3_server(s3_dir, timeout=60)
-    results: dict[str, Any] = {"facts": facts, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    results: dict[str, Any] = {
+        "facts": facts,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
     try:
         n_up, up_s, skipped = B.upload_archive(server, archive, log=log)
-        log(f"archive in s3://{B.BUCKET}: {n_up} files" + (" (already uploaded)" if skipped else f", uploaded in {up_s:.0f} s"))
+        log(
+            f"archive in s3://{B.BUCKET}: {n_up} files"
+            + (" (already uploaded)" if skipped else f", uploaded in {up_s:.0f} s")
+        )
         if args.output == "s3":
             server.create_bucket(OUT_BUCKET)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GDAL_", "CPL_", "VSI_", "PIPELINE_"))}
-        env.update(AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key,
-                   AWS_EC2_METADATA_DISABLED="true", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-                   LUIGI_CONFIG_PATH=str(REPO / "luigi.cfg"), PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'scripts'}")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "GDAL_", "CPL_", "VSI_", "PIPELINE_"))
+        }
+        env.update(
+            AWS_ACCESS_KEY_ID=server.access_key,
+            AWS_SECRET_ACCESS_KEY=server.secret_key,
+            AWS_EC2_METADATA_DISABLED="true",
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+            LUIGI_CONFIG_PATH=str(REPO / "luigi.cfg"),
+            PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'scripts'}",
+        )
 
         plots = B.read_plots(archive.plot_file)
         by_tile = B.load_items(archive.catalog_ndjson, interval=args.datetime or None)
         chip = spec.chip_size
         subset = pick_subset(plots, args.a_plots)
-        work_all = {"plots": [vars(p) for p in plots], "catalog": str(archive.catalog_ndjson), "chip": chip,
-                    "endpoint_host": server.host_port, "region": server.region, "datetime": args.datetime or None}
+        work_all = {
+            "plots": [vars(p) for p in plots],
+            "catalog": str(archive.catalog_ndjson),
+            "chip": chip,
+            "endpoint_host": server.host_port,
+            "region": server.region,
+            "datetime": args.datetime or None,
+        }
         work_sub = dict(work_all, plots=[vars(p) for p in subset])
         (scratch / "work_all.json").write_text(json.dumps(work_all))
         (scratch / "work_sub.json").write_text(json.dumps(work_sub))
         B.write_plots(scratch / "plots_sub.csv", subset)
         wl_all, wl_sub = workload_stats(plots, by_tile, chip), workload_stats(subset, by_tile, chip)
-        results["workload"] = {"all": wl_all, "subset": wl_sub, "subset_ids": [f"{p.project_id}/{p.plot_id}" for p in subset]}
-        results["archive"] = {"key": archive.root.name, "n_items": archive.n_items, "n_files": archive.n_files,
-                              "gb": archive.total_bytes / 1e9, "build_seconds": archive.build_seconds,
-                              "build_cpu_seconds": archive.build_cpu_seconds, "reused": archive.reused,
-                              "tiles": [f"h{h:02d}v{v:02d}" for h, v in spec.tiles], "upload_seconds": up_s,
-                              "upload_skipped": skipped}
+        results["workload"] = {
+            "all": wl_all,
+            "subset": wl_sub,
+            "subset_ids": [f"{p.project_id}/{p.plot_id}" for p in subset],
+        }
+        results["archive"] = {
+            "key": archive.root.name,
+            "n_items": archive.n_items,
+            "n_files": archive.n_files,
+            "gb": archive.total_bytes / 1e9,
+            "build_seconds": archive.build_seconds,
+            "build_cpu_seconds": archive.build_cpu_seconds,
+            "reused": archive.reused,
+            "tiles": [f"h{h:02d}v{v:02d}" for h, v in spec.tiles],
+            "upload_seconds": up_s,
+            "upload_skipped": skipped,
+        }
         phases: dict[str, dict[str, Any]] = {}
 
         if not args.skip_a_single:
             out = scratch / "a-single"
             res = scratch / "a-single.json"
             ph = Phase("a-single", server, env, logdir)
-            phases["a-single"] = ph.run([PY, str(REPO / "scripts" / "bench_lib.py"), "a-single", "--work", str(scratch / "work_sub.json"),
-                                         "--out", str(out), "--result", str(res)], cwd=scratch, child_result=res)
+            phases["a-single"] = ph.run(
+                [
+                    PY,
+                    str(REPO / "scripts" / "bench_lib.py"),
+                    "a-single",
+                    "--work",
+                    str(scratch / "work_sub.json"),
+                    "--out",
+                    str(out),
+                    "--result",
+                    str(res),
+                ],
+                cwd=scratch,
+                child_result=res,
+            )
             phases["a-single"]["plot_obs"] = wl_sub["plot_obs"]
         if not args.skip_a_dask:
             out = scratch / "a-dask"
             res = scratch / "a-dask.json"
             ph = Phase("a-dask", server, env, logdir)
-            phases["a-dask"] = ph.run([PY, str(REPO / "scripts" / "bench_lib.py"), "a-dask", "--work", str(scratch / "work_sub.json"),
-                                       "--out", str(out), "--result", str(res), "--workers", str(args.workers),
-                                       "--threads", str(args.threads)], cwd=scratch, child_result=res)
+            phases["a-dask"] = ph.run(
+                [
+                    PY,
+                    str(REPO / "scripts" / "bench_lib.py"),
+                    "a-dask",
+                    "--work",
+                    str(scratch / "work_sub.json"),
+                    "--out",
+                    str(out),
+                    "--result",
+                    str(res),
+                    "--workers",
+                    str(args.workers),
+                    "--threads",
+                    str(args.threads),
+                ],
+                cwd=scratch,
+                child_result=res,
+            )
             phases["a-dask"]["plot_obs"] = wl_sub["plot_obs"]
 
         b_out = scratch / "b-project"
         if not args.skip_b:
             project_dir = f"s3://{OUT_BUCKET}/b-project" if args.output == "s3" else str(b_out)
-            cmd = [LUIGI, "--module", "pipeline.timesync", "TimeSyncProject",
-                   "--plot-file", str(archive.plot_file), "--project-dir", project_dir,
-                   "--catalog", str(archive.catalog_ndjson),
-                   "--archive-endpoint-url", server.endpoint_url, "--archive-region", server.region,
-                   "--dask-n-workers", str(args.workers), "--dask-threads-per-worker", str(args.threads),
-                   "--local-scheduler"]
+            cmd = [
+                LUIGI,
+                "--module",
+                "pipeline.timesync",
+                "TimeSyncProject",
+                "--plot-file",
+                str(archive.plot_file),
+                "--project-dir",
+                project_dir,
+                "--catalog",
+                str(archive.catalog_ndjson),
+                "--archive-endpoint-url",
+                server.endpoint_url,
+                "--archive-region",
+                server.region,
+                "--dask-n-workers",
+                str(args.workers),
+                "--dask-threads-per-worker",
+                str(args.threads),
+                "--local-scheduler",
+            ]
             if args.datetime:
                 cmd += ["--datetime", args.datetime]
             if args.output == "s3":
@@ -395,7 +539,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 fs = server.fs()
                 keys = fs.find(f"{OUT_BUCKET}/b-project")
-                phases["b"]["outputs"] = {"csv": sum("_spectral_files_set_" in k for k in keys), "png": sum(k.endswith(".png") for k in keys)}
+                phases["b"]["outputs"] = {
+                    "csv": sum("_spectral_files_set_" in k for k in keys),
+                    "png": sum(k.endswith(".png") for k in keys),
+                }
 
         if not args.skip_c:
             c_procs, c_threads = args.c_procs, args.c_threads
@@ -406,8 +553,24 @@ def main(argv: list[str] | None = None) -> int:
                     for threads in (2, 4, 8):
                         res = scratch / f"c-sweep-{procs}x{threads}.json"
                         r = Phase(f"c-sweep-{procs}x{threads}", server, env, logdir).run(
-                            [PY, str(REPO / "scripts" / "bench_lib.py"), "c", "--work", str(scratch / "work_sub.json"),
-                             "--result", str(res), "--procs", str(procs), "--threads", str(threads), "--qa", args.c_qa], cwd=scratch, child_result=res)
+                            [
+                                PY,
+                                str(REPO / "scripts" / "bench_lib.py"),
+                                "c",
+                                "--work",
+                                str(scratch / "work_sub.json"),
+                                "--result",
+                                str(res),
+                                "--procs",
+                                str(procs),
+                                "--threads",
+                                str(threads),
+                                "--qa",
+                                args.c_qa,
+                            ],
+                            cwd=scratch,
+                            child_result=res,
+                        )
                         rate = wl_sub["plot_obs"] / r["wall"]
                         sweep.append((procs, threads, rate))
                         if best is None or rate > best[2]:
@@ -416,14 +579,35 @@ def main(argv: list[str] | None = None) -> int:
                 c_procs, c_threads = best[0], best[1]
             res = scratch / "c.json"
             ph = Phase("c", server, env, logdir)
-            phases["c"] = ph.run([PY, str(REPO / "scripts" / "bench_lib.py"), "c", "--work", str(scratch / "work_all.json"),
-                                  "--result", str(res), "--procs", str(c_procs), "--threads", str(c_threads), "--qa", args.c_qa], cwd=scratch, child_result=res)
+            phases["c"] = ph.run(
+                [
+                    PY,
+                    str(REPO / "scripts" / "bench_lib.py"),
+                    "c",
+                    "--work",
+                    str(scratch / "work_all.json"),
+                    "--result",
+                    str(res),
+                    "--procs",
+                    str(c_procs),
+                    "--threads",
+                    str(c_threads),
+                    "--qa",
+                    args.c_qa,
+                ],
+                cwd=scratch,
+                child_result=res,
+            )
             phases["c"]["plot_obs"] = wl_all["plot_obs"]
-            qa_text = {"centre": "qa_pixel read at the plot only (no QA window)",
-                       "rows": "QA window read, fill test from its rows in the plot's block row",
-                       "pixel": "1-pixel QA read, then the QA window"}[args.c_qa]
-            phases["c"]["config"] = (f"{c_procs} process{'es' if c_procs > 1 else ''} x {c_threads} threads, one handle per file per "
-                                     f"thread and acquisition, {qa_text}")
+            qa_text = {
+                "centre": "qa_pixel read at the plot only (no QA window)",
+                "rows": "QA window read, fill test from its rows in the plot's block row",
+                "pixel": "1-pixel QA read, then the QA window",
+            }[args.c_qa]
+            phases["c"]["config"] = (
+                f"{c_procs} process{'es' if c_procs > 1 else ''} x {c_threads} threads, one handle per file per "
+                f"thread and acquisition, {qa_text}"
+            )
 
         if not args.no_check and "a-single" in phases and "b" in phases and args.output == "local":
             results["check"] = compare_a_b(scratch / "a-single", b_out)
@@ -459,17 +643,51 @@ def find_py_spy(explicit: str) -> str | None:
     return None
 
 
-def profile_b(args: argparse.Namespace, server: Any, env: dict[str, str], logdir: Path, scratch: Path, archive: B.ArchiveInfo) -> dict[str, Any]:
+def profile_b(
+    args: argparse.Namespace,
+    server: Any,
+    env: dict[str, str],
+    logdir: Path,
+    scratch: Path,
+    archive: B.ArchiveInfo,
+) -> dict[str, Any]:
     spy = find_py_spy(args.py_spy)
     if not spy:
         return {"error": "py-spy not found (pip install py-spy, or --py-spy PATH)"}
     out = scratch / "b-profile"
     raw = scratch / "b-profile.txt"
-    cmd = [spy, "record", "--subprocesses", "--nonblocking", "--rate", "100", "--format", "raw", "--output", str(raw), "--",
-           LUIGI, "--module", "pipeline.timesync", "TimeSyncProject", "--plot-file", str(archive.plot_file),
-           "--project-dir", str(out), "--catalog", str(archive.catalog_ndjson),
-           "--archive-endpoint-url", server.endpoint_url, "--archive-region", server.region,
-           "--dask-n-workers", str(args.workers), "--dask-threads-per-worker", str(args.threads), "--local-scheduler"]
+    cmd = [
+        spy,
+        "record",
+        "--subprocesses",
+        "--nonblocking",
+        "--rate",
+        "100",
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+        "--",
+        LUIGI,
+        "--module",
+        "pipeline.timesync",
+        "TimeSyncProject",
+        "--plot-file",
+        str(archive.plot_file),
+        "--project-dir",
+        str(out),
+        "--catalog",
+        str(archive.catalog_ndjson),
+        "--archive-endpoint-url",
+        server.endpoint_url,
+        "--archive-region",
+        server.region,
+        "--dask-n-workers",
+        str(args.workers),
+        "--dask-threads-per-worker",
+        str(args.threads),
+        "--local-scheduler",
+    ]
     if args.datetime:
         cmd += ["--datetime", args.datetime]
     (scratch / "b-cwd2").mkdir(exist_ok=True)
@@ -484,16 +702,36 @@ def profile_b(args: argparse.Namespace, server: Any, env: dict[str, str], logdir
 PROFILE_BUCKETS = [
     ("waiting in the event loop (select/poll)", ("selectors.py", "select (", "poll (")),
     ("PNG encode", ("pipeline/png.py", "encode_rgb_png")),
-    ("dataset open / GDAL env", ("RasterReader.dataset (", "open (rasterio/__init__", "rasterio/env.py", "rasterio/session.py",
-                                 "RasterReader.__enter__", "RasterReader.__exit__")),
-    ("raster reads (GDAL: S3 round trips + decode)", ("RasterReader.window (", "RasterReader.pixel (", "read_rows", "qa_rows_first",
-                                                      "rasterio/windows.py")),
+    (
+        "dataset open / GDAL env",
+        (
+            "RasterReader.dataset (",
+            "open (rasterio/__init__",
+            "rasterio/env.py",
+            "rasterio/session.py",
+            "RasterReader.__enter__",
+            "RasterReader.__exit__",
+        ),
+    ),
+    (
+        "raster reads (GDAL: S3 round trips + decode)",
+        (
+            "RasterReader.window (",
+            "RasterReader.pixel (",
+            "read_rows",
+            "qa_rows_first",
+            "rasterio/windows.py",
+        ),
+    ),
     ("recipe numpy", ("recipe.py",)),
     ("output writes", ("targets/",)),
     ("extract glue", ("extract.py",)),
     ("Dask / distributed machinery", ("distributed/", "tornado/", "asyncio/", "msgpack", "pickle", "dask/")),
     ("imports", ("importlib", "<frozen")),
-    ("Luigi, planning, listings, report", ("luigi/", "engine.py", "plan.py", "catalog.py", "report.py", "summary.py", "layout.py", "plots.py")),
+    (
+        "Luigi, planning, listings, report",
+        ("luigi/", "engine.py", "plan.py", "catalog.py", "report.py", "summary.py", "layout.py", "plots.py"),
+    ),
 ]
 
 
@@ -556,26 +794,39 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     f, ar, wl, ph = results["facts"], results["archive"], results["workload"], results["phases"]
     v = f["versions"]
     L: list[str] = []
-    L.append("### TimeSync extraction benchmark (`scripts/benchmark.py" + (" --quick" if args.quick else "") + "`)")
+    L.append(
+        "### TimeSync extraction benchmark (`scripts/benchmark.py" + (" --quick" if args.quick else "") + "`)"
+    )
     L.append("")
-    L.append(f"- date: {f['date']}; machine: {f['nproc']} cores ({f['cpu_model']}), {f['ram_gib']} GiB RAM, Linux {f['kernel']}; "
-             f"load average at start {f['load_avg'][0]:.1f} / {f['load_avg'][1]:.1f} / {f['load_avg'][2]:.1f} (1/5/15 min)")
+    L.append(
+        f"- date: {f['date']}; machine: {f['nproc']} cores ({f['cpu_model']}), {f['ram_gib']} GiB RAM, Linux {f['kernel']}; "
+        f"load average at start {f['load_avg'][0]:.1f} / {f['load_avg'][1]:.1f} / {f['load_avg'][2]:.1f} (1/5/15 min)"
+    )
     L.append("- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
-    L.append(f"- archive: {args.plots} plots on {len(ar['tiles'])} ARD tiles ({', '.join(ar['tiles'])}), {args.acquisitions} acquisitions "
-             f"1984-2024, {fmt_int(ar['n_items'])} items, {fmt_int(ar['n_files'])} COGs, {ar['gb']:.1f} GB "
-             f"({'reused from cache' if ar['reused'] else 'built'}; build {ar['build_seconds']:.0f} s wall"
-             + (f", {ar['build_cpu_seconds']:.0f} s CPU" if ar.get("build_cpu_seconds") else "") + "), "
-             f"served from s3://{B.BUCKET} by SeaweedFS on 127.0.0.1 behind the counting proxy (same machine, same cores)")
+    L.append(
+        f"- archive: {args.plots} plots on {len(ar['tiles'])} ARD tiles ({', '.join(ar['tiles'])}), {args.acquisitions} acquisitions "
+        f"1984-2024, {fmt_int(ar['n_items'])} items, {fmt_int(ar['n_files'])} COGs, {ar['gb']:.1f} GB "
+        f"({'reused from cache' if ar['reused'] else 'built'}; build {ar['build_seconds']:.0f} s wall"
+        + (f", {ar['build_cpu_seconds']:.0f} s CPU" if ar.get("build_cpu_seconds") else "")
+        + "), "
+        f"served from s3://{B.BUCKET} by SeaweedFS on 127.0.0.1 behind the counting proxy (same machine, same cores)"
+    )
     a_, s_ = wl["all"], wl["subset"]
-    L.append(f"- workload: acquisitions {args.datetime.replace('/', ' to ') if args.datetime else 'all'} "
-             f"({a_['acquisitions']} dates); b and c: {fmt_int(a_['plot_obs'])} plot-observations ({a_['plots']} plots, "
-             f"{a_['items_per_plot_obs']:.2f} items each); a-single and a-dask: {fmt_int(s_['plot_obs'])} plot-observations "
-             f"({s_['plots']} plots spread over the plot file, {s_['items_per_plot_obs']:.2f} items each)")
-    L.append(f"- Dask (a-dask and b): LocalCluster, {args.workers} worker processes x {args.threads} threads; "
-             f"b writes to {'a local directory' if args.output == 'local' else 's3://' + OUT_BUCKET + ' on the same server'}; "
-             f"c: {ph.get('c', {}).get('config', '-')}")
+    L.append(
+        f"- workload: acquisitions {args.datetime.replace('/', ' to ') if args.datetime else 'all'} "
+        f"({a_['acquisitions']} dates); b and c: {fmt_int(a_['plot_obs'])} plot-observations ({a_['plots']} plots, "
+        f"{a_['items_per_plot_obs']:.2f} items each); a-single and a-dask: {fmt_int(s_['plot_obs'])} plot-observations "
+        f"({s_['plots']} plots spread over the plot file, {s_['items_per_plot_obs']:.2f} items each)"
+    )
+    L.append(
+        f"- Dask (a-dask and b): LocalCluster, {args.workers} worker processes x {args.threads} threads; "
+        f"b writes to {'a local directory' if args.output == 'local' else 's3://' + OUT_BUCKET + ' on the same server'}; "
+        f"c: {ph.get('c', {}).get('config', '-')}"
+    )
     L.append("")
-    L.append("| measurement | plot-obs (written + fill) | wall s | plot-obs/s | CPU ms/plot-obs | server CPU ms/plot-obs | CPU-bound ceiling plot-obs/s | GET | HEAD | LIST | other | requests/plot-obs | MB read/plot-obs |")
+    L.append(
+        "| measurement | plot-obs (written + fill) | wall s | plot-obs/s | CPU ms/plot-obs | server CPU ms/plot-obs | CPU-bound ceiling plot-obs/s | GET | HEAD | LIST | other | requests/plot-obs | MB read/plot-obs |"
+    )
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rates: dict[str, float] = {}
     nproc = f["nproc"] or 1
@@ -596,26 +847,45 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         flag = "" if p.get("rc") == 0 else f" (FAILED, exit {p.get('rc')})"
         cpu_ms, srv_ms = 1000 * p["cpu"] / n, 1000 * p["server_cpu"] / n
         ceiling = nproc * 1000 / (cpu_ms + srv_ms) if cpu_ms + srv_ms else 0.0
-        L.append(f"| {LABELS[name]}{flag} | {fmt_int(n)} ({split}) | {p['wall']:.1f} | **{rate:.1f}** | "
-                 f"{cpu_ms:.0f} | {srv_ms:.0f} | {ceiling:.0f} | {req['GET'] / n:.2f} | {req['HEAD'] / n:.2f} | "
-                 f"{req['LIST'] / n:.2f} | {other / n:.2f} | **{total / n:.2f}** | {p['archive_bytes'] / n / 1e6:.2f} |")
+        L.append(
+            f"| {LABELS[name]}{flag} | {fmt_int(n)} ({split}) | {p['wall']:.1f} | **{rate:.1f}** | "
+            f"{cpu_ms:.0f} | {srv_ms:.0f} | {ceiling:.0f} | {req['GET'] / n:.2f} | {req['HEAD'] / n:.2f} | "
+            f"{req['LIST'] / n:.2f} | {other / n:.2f} | **{total / n:.2f}** | {p['archive_bytes'] / n / 1e6:.2f} |"
+        )
     L.append("")
-    L.append("plot-obs/s is plot-observations (written + skipped as fill at the plot) per second of the command's wall time. "
-             "Requests are the archive bucket's, counted at the server (the proxy). CPU is the measured process tree's "
-             "(user + system); server CPU is SeaweedFS plus the counting proxy, on the same cores; the CPU-bound ceiling "
-             f"is {nproc} cores / (both CPUs per plot-observation): the rate if the cores did nothing else and nothing waited.")
+    L.append(
+        "plot-obs/s is plot-observations (written + skipped as fill at the plot) per second of the command's wall time. "
+        "Requests are the archive bucket's, counted at the server (the proxy). CPU is the measured process tree's "
+        "(user + system); server CPU is SeaweedFS plus the counting proxy, on the same cores; the CPU-bound ceiling "
+        f"is {nproc} cores / (both CPUs per plot-observation): the rate if the cores did nothing else and nothing waited."
+    )
     if "b" in ph and args.output == "s3":
         o = ph["b"]["out_requests"]
         n = ph["b"]["plot_obs"]
-        L.append("b's output bucket: " + ", ".join(f"{k} {val / n:.2f}" for k, val in o.items() if val) + " requests per plot-observation.")
+        L.append(
+            "b's output bucket: "
+            + ", ".join(f"{k} {val / n:.2f}" for k, val in o.items() if val)
+            + " requests per plot-observation."
+        )
     ts = ph.get("b", {}).get("task_seconds") or {}
     if ts:
-        order = ["startup", "TimeSyncSearch", "TimeSyncPlotBatch", "TimeSyncIngest", "TimeSyncReport", "teardown"]
-        parts = [f"{k} {ts[k]:.1f}" for k in order if k in ts] + [f"{k} {v:.1f}" for k, v in ts.items() if k not in order]
+        order = [
+            "startup",
+            "TimeSyncSearch",
+            "TimeSyncPlotBatch",
+            "TimeSyncIngest",
+            "TimeSyncReport",
+            "teardown",
+        ]
+        parts = [f"{k} {ts[k]:.1f}" for k in order if k in ts] + [
+            f"{k} {v:.1f}" for k, v in ts.items() if k not in order
+        ]
         L.append("b's wall time by Luigi task family (s): " + ", ".join(parts) + ".")
         if ts.get("TimeSyncPlotBatch"):
-            L.append(f"b counting only its TimeSyncPlotBatch tasks (the extraction proper): "
-                     f"{ph['b']['plot_obs'] / ts['TimeSyncPlotBatch']:.1f} plot-obs/s.")
+            L.append(
+                f"b counting only its TimeSyncPlotBatch tasks (the extraction proper): "
+                f"{ph['b']['plot_obs'] / ts['TimeSyncPlotBatch']:.1f} plot-obs/s."
+            )
     L.append("")
     ratio_lines = []
     b_batch = None
@@ -623,25 +893,45 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         b_batch = ph["b"]["plot_obs"] / ts["TimeSyncPlotBatch"]
     if "b" in rates:
         for ref in ("a-single", "a-dask", "c"):
-            if ref in rates and rates[ref]:
+            if rates.get(ref):
                 extra = f" ({b_batch / rates[ref]:.2f} counting b's extraction tasks only)" if b_batch else ""
                 ratio_lines.append(f"b / {ref} = **{rates['b'] / rates[ref]:.2f}**{extra}")
     if ratio_lines:
         L.append("Ratios of plot-observations per second (b: whole command): " + "; ".join(ratio_lines) + ".")
-    ceilings = {name: p["plot_obs"] / (p["cpu"] + p["server_cpu"]) for name, p in ph.items() if p.get("rc") == 0 and p["cpu"] + p["server_cpu"] > 0}
+    ceilings = {
+        name: p["plot_obs"] / (p["cpu"] + p["server_cpu"])
+        for name, p in ph.items()
+        if p.get("rc") == 0 and p["cpu"] + p["server_cpu"] > 0
+    }
     if "b" in ceilings:
-        parts = [f"b / {ref} = {ceilings['b'] / ceilings[ref]:.2f}" for ref in ("a-single", "a-dask", "c") if ref in ceilings]
+        parts = [
+            f"b / {ref} = {ceilings['b'] / ceilings[ref]:.2f}"
+            for ref in ("a-single", "a-dask", "c")
+            if ref in ceilings
+        ]
         if parts:
-            L.append("Ratios of CPU-bound ceilings (plot-observations per CPU second of the measured tree and the server; "
-                     "other jobs on the machine move them far less than the wall-clock ratios): " + "; ".join(parts) + ".")
-    loads = [f"{name} {p['load'][0][0]:.1f} -> {p['load'][1][0]:.1f}" for name, p in ph.items() if p.get("load")]
+            L.append(
+                "Ratios of CPU-bound ceilings (plot-observations per CPU second of the measured tree and the server; "
+                "other jobs on the machine move them far less than the wall-clock ratios): "
+                + "; ".join(parts)
+                + "."
+            )
+    loads = [
+        f"{name} {p['load'][0][0]:.1f} -> {p['load'][1][0]:.1f}" for name, p in ph.items() if p.get("load")
+    ]
     if loads:
-        L.append("1-minute load average at the start -> end of each measurement (each measurement's own processes count "
-                 f"too; on an idle machine it stays near {nproc}): " + ", ".join(loads) + ".")
-    split = [f"{name} {p['weed_cpu']:.1f} + {p['proxy_cpu']:.1f}" for name, p in ph.items() if "weed_cpu" in p]
+        L.append(
+            "1-minute load average at the start -> end of each measurement (each measurement's own processes count "
+            f"too; on an idle machine it stays near {nproc}): " + ", ".join(loads) + "."
+        )
+    split = [
+        f"{name} {p['weed_cpu']:.1f} + {p['proxy_cpu']:.1f}" for name, p in ph.items() if "weed_cpu" in p
+    ]
     if split:
-        L.append("Server CPU seconds, SeaweedFS + counting proxy (the proxy keeps one upstream connection per client "
-                 "connection; a new one per request cost SeaweedFS ~0.8 ms per GET): " + ", ".join(split) + ".")
+        L.append(
+            "Server CPU seconds, SeaweedFS + counting proxy (the proxy keeps one upstream connection per client "
+            "connection; a new one per request cost SeaweedFS ~0.8 ms per GET): " + ", ".join(split) + "."
+        )
     tgt = []
     if "b" in rates and "a-dask" in rates:
         r = rates["b"] / rates["a-dask"]
@@ -656,12 +946,18 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     if tgt:
         L.append("Targets: " + "; ".join(tgt) + ".")
         if args.quick:
-            L.append("(--quick is a smoke test: on 12 plots x 24 acquisitions the run's fixed costs (cluster start, "
-                     "report, a file header per handful of observations) dominate; the targets are read on the default run.)")
+            L.append(
+                "(--quick is a smoke test: on 12 plots x 24 acquisitions the run's fixed costs (cluster start, "
+                "report, a file header per handful of observations) dominate; the targets are read on the default run.)"
+            )
     if "check" in results:
         L.append(f"Same outputs: a-single vs b on a's plots: {results['check']}.")
     if results.get("c_sweep"):
-        L.append("Floor sweep on a's plots (plot-obs/s): " + ", ".join(f"{p}p x {t}t {r:.1f}" for p, t, r in results["c_sweep"]) + ".")
+        L.append(
+            "Floor sweep on a's plots (plot-obs/s): "
+            + ", ".join(f"{p}p x {t}t {r:.1f}" for p, t, r in results["c_sweep"])
+            + "."
+        )
     L.append("")
     L.append("Peak RSS per process (sampled every 0.2 s) and its CPU seconds:")
     L.append("")
@@ -681,8 +977,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         if "error" in prof:
             L.append(f"Profile of b: {prof['error']}")
         else:
-            L.append(f"Profile of b (py-spy --subprocesses, 100 Hz, active threads only; b run again under the profiler: "
-                     f"{prof['wall']:.0f} s); % of all samples (last rows: % of worker samples):")
+            L.append(
+                f"Profile of b (py-spy --subprocesses, 100 Hz, active threads only; b run again under the profiler: "
+                f"{prof['wall']:.0f} s); % of all samples (last rows: % of worker samples):"
+            )
             L.append("")
             L.append("| process | % | where |")
             L.append("|---|---:|---|")

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/crash_trials.py                      # 20 local + 4 S3 trials
     .venv/bin/python scripts/crash_trials.py --trials 40 --seed 7 --s3-trials 0
     .venv/bin/python scripts/crash_trials.py --modes ingest,mid-observation --trials 6
+    .venv/bin/python scripts/crash_trials.py --workflow hls --trials 12      # the HLS workflow
 
 Each trial starts ``luigi --module pipeline.timesync TimeSyncProject ...`` exactly as a
 user does (its own session and process group, so the Dask worker processes are in it),
@@ -37,6 +38,16 @@ Kill moments (``--modes``, picked at random per trial):
   and kills after k objects exist, so uploads are in flight at the kill; ``s3-ingest``
   delays every ingest-file PUT by 1 s and kills after the first one exists.
 
+HLS (``--workflow hls``): a run is ``HlsComposites`` then ``HlsSamples`` (one shell, one
+process group) on the small synthetic HLS archive (``small_hls_spec``); the clean run's
+composites are checked against the independent oracle (``tests/hls_oracle.py``) and every
+trial's final files against the clean run's, byte for byte. Kill moments: ``time``,
+``files`` (as above), ``mid-cog`` (composite renames slowed to 0.5 s, killed while a COG
+waits under its temporary name), ``mid-samples`` (the Zarr store's rename slowed, killed
+while a sample store waits under its temporary name). A Zarr store rewritten by the rerun
+because its completion marker (the ``_centre.parquet``) was missing is not a rewrite of
+finished work: the marker is what makes it finished.
+
 Exit status 0 when every trial passed; the figures are printed and, with ``--json``,
 written to a file. ``tests/test_crash_safety.py`` runs a few of these trials in CI.
 """
@@ -44,20 +55,23 @@ written to a file. ``tests/test_crash_safety.py`` runs a few of these trials in 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -67,6 +81,10 @@ from tests import oracle  # noqa: E402
 from tests.helpers import LUIGI, luigi_env, timesync_args  # noqa: E402
 
 LOCAL_MODES = ("time", "files", "mid-observation", "ingest")
+HLS_MODES = ("time", "files", "mid-cog", "mid-samples")
+HLS_COG_RE = r"/composites/[^/]+/\d{4}/[^/]+\.tif$"
+HLS_ZARR_RE = r"/samples/\d{4}/[^/]+\.zarr$"
+ZARR_METADATA = (".zmetadata", ".zarray", ".zattrs", ".zgroup")
 S3_MODES = ("upload", "s3-ingest")
 INGEST_SUFFIX = "_region_spectrals.csv"
 OBS_CSV_RE = r"_spectral_files_set_\d{4}_\d{3}\.csv$"
@@ -75,7 +93,7 @@ INGEST_RE = r"_region_spectrals\.csv$"
 # Loaded first by every Python process of the run (PYTHONPATH): makes os.replace slow for
 # chosen target names, like a slow disk, so a kill lands inside a chosen phase. The
 # pipeline's code is not touched; without CRASH_TRIALS_SLOW_REPLACE nothing changes.
-SITECUSTOMIZE = '''\
+SITECUSTOMIZE = """\
 import json as _json, os as _os, re as _re, time as _time
 _spec = _os.environ.get("CRASH_TRIALS_SLOW_REPLACE")
 if _spec:
@@ -88,7 +106,7 @@ if _spec:
                 break
         return _replace(src, dst, *args, **kwargs)
     _os.replace = _slow_replace
-'''
+"""
 
 
 # --------------------------------------------------------------------------- trees
@@ -107,12 +125,26 @@ def is_derived(rel: str) -> bool:
 
 
 def is_temporary(rel: str) -> bool:
-    """Targets never start with '.', so a dot-name is a temporary (or someone else's)."""
-    return rel.rsplit("/", 1)[-1].startswith(".")
+    """Targets never start with '.', so a dot-name is a temporary (or someone else's), and so
+    is every file inside a dot-directory (a Zarr store's temporary); Zarr's own metadata
+    names (``.zarray`` ...) are not."""
+    parts = rel.split("/")
+    return any(p.startswith(".") for p in parts[:-1]) or (
+        parts[-1].startswith(".") and parts[-1] not in ZARR_METADATA
+    )
 
 
+def temporary_root(rel: str) -> str:
+    """The path of the temporary that holds ``rel``: its first dot-named component (a
+    temporary directory) or ``rel`` itself."""
+    parts = rel.split("/")
+    for i, p in enumerate(parts[:-1]):
+        if p.startswith("."):
+            return "/".join(parts[: i + 1])
+    return rel
 
-def compare_with_clean(trial: "Trial", final: dict[str, "FileState"], clean: "Clean") -> dict[str, "FileState"]:
+
+def compare_with_clean(trial: Trial, final: dict[str, FileState], clean: Clean) -> dict[str, FileState]:
     """The rerun's final files under target names (temporaries left out); every one missing,
     unexpected or with other bytes than the clean run's is a problem of the trial."""
     final_targets = {k: v for k, v in final.items() if not is_temporary(k)}
@@ -165,7 +197,9 @@ def walk_s3(fs: Any, prefix: str) -> dict[str, FileState]:
         if is_derived(rel):
             continue
         data = fs.cat_file(key)
-        out[rel] = FileState((info.get("ETag"), str(info.get("LastModified"))), len(data), hashlib.sha1(data).hexdigest())
+        out[rel] = FileState(
+            (info.get("ETag"), str(info.get("LastModified"))), len(data), hashlib.sha1(data).hexdigest()
+        )
     return out
 
 
@@ -188,11 +222,17 @@ def session_members(sid: int) -> list[int]:
     return pids
 
 
-def start_run(args: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """The luigi CLI in its own session (pgid = sid = pid): every child is in the group."""
+def start_run(
+    args: list[str], *, cwd: Path, env: dict[str, str], log: Path, commands: list[list[str]] | None = None
+) -> subprocess.Popen:
+    """The luigi CLI in its own session (pgid = sid = pid): every child is in the group.
+    ``commands``: several command lines run one after another by one shell (``&&``) instead."""
+    cmd = [LUIGI, "--module", "pipeline.timesync", *args]
+    if commands:
+        cmd = ["/bin/sh", "-c", " && ".join(shlex.join(c) for c in commands)]
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [LUIGI, "--module", "pipeline.timesync", *args], cwd=cwd, env=env,
+            cmd, cwd=cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
@@ -200,20 +240,16 @@ def start_run(args: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> 
 def kill_tree(proc: subprocess.Popen) -> list[int]:
     """SIGKILL the run's whole process group; return the pids that outlived it (escaped
     the group: they are killed too, and reported)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and session_members(proc.pid):
         time.sleep(0.05)
     survivors = session_members(proc.pid)
     for pid in survivors:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return survivors
 
 
@@ -284,17 +320,25 @@ class Harness:
     def args(self, project: str) -> list[str]:
         return [*timesync_args(self.archive, project), *self.extra_args]
 
-    def env(self, slow: list[tuple[str, float]] | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def env(
+        self, slow: list[tuple[str, float]] | None = None, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         env = luigi_env(extra)
-        env["PYTHONPATH"] = os.pathsep.join([str(self.hook_dir), str(REPO), *filter(None, [env.get("PYTHONPATH", "")])])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(self.hook_dir), str(REPO), *filter(None, [env.get("PYTHONPATH", "")])]
+        )
         env.pop("CRASH_TRIALS_SLOW_REPLACE", None)
         if slow:
             env["CRASH_TRIALS_SLOW_REPLACE"] = json.dumps(slow)
         return env
 
+    def start(self, project: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+        """One run of the workflow on ``project`` in its own process group."""
+        return start_run(self.args(project), cwd=self.workdir, env=env, log=log)
+
     def run(self, project: str, env: dict[str, str], log: Path, timeout: float = 900) -> tuple[int, float]:
         t0 = time.monotonic()
-        proc = start_run(self.args(project), cwd=self.workdir, env=env, log=log)
+        proc = self.start(project, env, log)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -309,17 +353,62 @@ class Harness:
             shutil.rmtree(project, ignore_errors=True)
             rc, seconds = self.run(str(project), self.env(), self.workdir / "clean.log")
             if rc != 0:
-                raise RuntimeError(f"clean run failed ({rc}):\n{(self.workdir / 'clean.log').read_text()[-4000:]}")
+                raise RuntimeError(
+                    f"clean run failed ({rc}):\n{(self.workdir / 'clean.log').read_text()[-4000:]}"
+                )
             tree = walk_local(project)
             temps = [k for k in tree if is_temporary(k)]
             if temps:
                 raise RuntimeError(f"a clean run left temporaries: {temps}")
-            expected = oracle.expected_outputs(self.archive.catalog_ndjson, self.archive.plot_file, asset_href="href")
-            differences = oracle.compare_tree(project, expected)
+            expected = self.expected()
+            differences = self.oracle_differences(project, expected)
             if differences:
                 raise RuntimeError(f"the clean run differs from the oracle: {differences[:10]}")
             self._clean = Clean(tree, seconds, expected)
         return self._clean
+
+    def expected(self) -> Any:
+        """The independent oracle's outputs for the archive."""
+        return oracle.expected_outputs(self.archive.catalog_ndjson, self.archive.plot_file, asset_href="href")
+
+    def oracle_differences(self, project: Path, expected: Any) -> list[str]:
+        """How the project's outputs differ from the oracle's (leftover temporaries aside)."""
+        return [d for d in oracle.compare_tree(project, expected) if not _is_temp_difference(d)]
+
+    def kill_moment(
+        self, mode: str, project: Path, clean: Clean, trial: Trial, rng: random.Random
+    ) -> tuple[list[tuple[str, float]], Callable[[], bool], float]:
+        """For a local trial of ``mode``: renames to slow down, the kill condition, its timeout."""
+        n_clean = len(clean.tree)
+        n_png = sum(1 for k in clean.tree if k.endswith(".png"))
+        if mode == "time":
+            trial.parameter = round(rng.uniform(0.3, clean.duration), 2)
+            return [], lambda: False, float(trial.parameter)
+        if mode == "files":
+            trial.parameter = k = rng.randint(1, n_clean - 1)
+            return [], lambda: count_local(project) >= k, 600
+        if mode == "mid-observation":
+            trial.parameter = rng.randint(1, max(1, n_png // 3))
+
+            # ... and a CSV is being renamed (under its dot-temporary name) at that instant
+            def csv_waiting() -> bool:
+                pngs = count_local(project, lambda n: n.endswith(".png") and not n.startswith("."))
+                return pngs >= int(trial.parameter or 0) and (
+                    count_local(project, lambda n: n.startswith(".") and ".csv" in n) > 0
+                )
+
+            return [(OBS_CSV_RE, 0.5)], csv_waiting, 600
+        if mode == "ingest":
+
+            def ingest_written() -> bool:
+                return project.is_dir() and any(n.endswith(INGEST_SUFFIX) for n in os.listdir(project))
+
+            return [(INGEST_RE, 0.5)], ingest_written, 600
+        raise ValueError(f"unknown local mode {mode!r}")
+
+    def rewrite_allowed(self, rel: str, complete_before: dict[str, FileState]) -> bool:
+        """A file complete before the kill that the rerun may replace (none for TimeSync)."""
+        return False
 
     # ----------------------------------------------------------------- local trials
     def local_trial(self, index: int, mode: str, rng: random.Random) -> Trial:
@@ -327,39 +416,16 @@ class Harness:
         trial = Trial(index, mode)
         project = self.workdir / f"trial{index:03d}"
         shutil.rmtree(project, ignore_errors=True)
-        slow: list[tuple[str, float]] = []
-        n_clean = len(clean.tree)
-        n_png = sum(1 for k in clean.tree if k.endswith(".png"))
-        if mode == "time":
-            trial.parameter = round(rng.uniform(0.3, clean.duration), 2)
-            cond: Callable[[], bool] = lambda: False
-            timeout = float(trial.parameter)
-        elif mode == "files":
-            trial.parameter = rng.randint(1, n_clean - 1)
-            cond = lambda: count_local(project) >= trial.parameter
-            timeout = 600
-        elif mode == "mid-observation":
-            slow = [(OBS_CSV_RE, 0.5)]
-            trial.parameter = rng.randint(1, max(1, n_png // 3))
-            # ... and a CSV is being renamed (under its dot-temporary name) at that instant
-            cond = lambda: (
-                count_local(project, lambda n: n.endswith(".png") and not n.startswith(".")) >= trial.parameter
-                and count_local(project, lambda n: n.startswith(".") and ".csv" in n) > 0
-            )
-            timeout = 600
-        elif mode == "ingest":
-            slow = [(INGEST_RE, 0.5)]
-            cond = lambda: project.is_dir() and any(n.endswith(INGEST_SUFFIX) for n in os.listdir(project))
-            timeout = 600
-        else:
-            raise ValueError(f"unknown local mode {mode!r}")
+        slow, cond, timeout = self.kill_moment(mode, project, clean, trial, rng)
         t0 = time.monotonic()
-        proc = start_run(self.args(str(project)), cwd=self.workdir, env=self.env(slow), log=self.workdir / f"trial{index:03d}-killed.log")
+        proc = self.start(str(project), self.env(slow), self.workdir / f"trial{index:03d}-killed.log")
         hit = wait_until(proc, cond, timeout)
         trial.killed_after = time.monotonic() - t0
         trial.finished_before_kill = proc.poll() is not None
         if mode != "time" and not hit:
-            trial.problems.append(f"the kill condition ({mode} {trial.parameter}) never happened; run exit {proc.poll()}")
+            trial.problems.append(
+                f"the kill condition ({mode} {trial.parameter}) never happened; run exit {proc.poll()}"
+            )
         trial.survivors = kill_tree(proc)
         if trial.survivors:
             trial.problems.append(f"processes outlived SIGKILL of the process group: {trial.survivors}")
@@ -373,7 +439,7 @@ class Harness:
             trial.problems.append(f"rerun exit status {rc}: {log[-2000:]}")
         final = walk_local(project)
         self._check_after_rerun(trial, after, final, clean)
-        differences = [d for d in oracle.compare_tree(project, clean.expected) if not _is_temp_difference(d)]
+        differences = self.oracle_differences(project, clean.expected)
         if differences:
             trial.problems.append(f"oracle differences after the rerun: {differences[:5]}")
         self._check_listings(trial, project, final)
@@ -390,17 +456,30 @@ class Harness:
             if rel not in clean.tree:
                 trial.problems.append(f"after the kill: {rel} exists, but a clean run has no such file")
             elif state.sha1 != clean.tree[rel].sha1:
-                trial.problems.append(f"after the kill: {rel} is under a target name but differs from the clean run's (incomplete?)")
+                trial.problems.append(
+                    f"after the kill: {rel} is under a target name but differs from the clean run's (incomplete?)"
+                )
         trial.missing = len(set(clean.tree) - set(complete))
 
-    def _check_after_rerun(self, trial: Trial, after: dict[str, FileState], final: dict[str, FileState], clean: Clean) -> None:
+    def _check_after_rerun(
+        self, trial: Trial, after: dict[str, FileState], final: dict[str, FileState], clean: Clean
+    ) -> None:
         final_targets = compare_with_clean(trial, final, clean)
         new_temps = sorted(k for k in final if is_temporary(k) and k not in after)
         if new_temps:
             trial.problems.append(f"the (unkilled) rerun left temporaries: {new_temps[:5]}")
         complete_before = {k: v for k, v in after.items() if not is_temporary(k)}
-        trial.rewritten = sorted(k for k, v in complete_before.items() if k in final and final[k].ident != v.ident)
-        written = {k for k, v in final_targets.items() if k not in complete_before or v.ident != complete_before[k].ident}
+        trial.rewritten = sorted(
+            k
+            for k, v in complete_before.items()
+            if k in final and final[k].ident != v.ident and not self.rewrite_allowed(k, complete_before)
+        )
+        written = {
+            k
+            for k, v in final_targets.items()
+            if k not in complete_before
+            or (v.ident != complete_before[k].ident and not self.rewrite_allowed(k, complete_before))
+        }
         trial.written_by_rerun = len(written)
         if trial.rewritten:
             trial.problems.append(
@@ -409,20 +488,24 @@ class Harness:
             )
         missing = set(clean.tree) - set(complete_before)
         if len(written) > len(missing):
-            trial.problems.append(f"the rerun wrote {len(written)} files, but only {len(missing)} were missing")
+            trial.problems.append(
+                f"the rerun wrote {len(written)} files, but only {len(missing)} were missing"
+            )
 
     def _check_listings(self, trial: Trial, project: Path, final: dict[str, FileState]) -> None:
         """Leftover temporaries are never taken for targets by the pipeline's listings."""
         from targets.store import Store
 
         store = Store(str(project))
-        for rel in (k for k in final if is_temporary(k)):
+        for rel in {temporary_root(k) for k in final if is_temporary(k)}:
             directory, _, name = rel.rpartition("/")
             if name in store.list_names(directory):
-                trial.problems.append(f"the pipeline's listing of {directory or '.'} returns the temporary {name}")
+                trial.problems.append(
+                    f"the pipeline's listing of {directory or '.'} returns the temporary {name}"
+                )
 
     # ----------------------------------------------------------------- S3 trials
-    def s3_trial(self, index: int, mode: str, rng: random.Random, s3: "S3Context") -> Trial:
+    def s3_trial(self, index: int, mode: str, rng: random.Random, s3: S3Context) -> Trial:
         from tests.servers.fault_proxy import FaultProxy, FaultRule
 
         clean = self.clean
@@ -433,24 +516,39 @@ class Harness:
         if mode == "upload":
             rules = [FaultRule("delay", 0.15, match=lambda m, p: m == "PUT", delay=delay)]
             trial.parameter = rng.randint(1, max(1, len(clean.tree) - 20))
-            cond = lambda: len(s3.fs.find(prefix)) >= trial.parameter
+            k = trial.parameter
+
+            def cond() -> bool:
+                return len(s3.fs.find(prefix)) >= k
+
         elif mode == "s3-ingest":
-            rules = [FaultRule("delay", 1.0, match=lambda m, p: m == "PUT" and INGEST_SUFFIX in p, delay=delay)]
-            cond = lambda: any(k.endswith(INGEST_SUFFIX) for k in s3.fs.find(prefix))
+            rules = [
+                FaultRule("delay", 1.0, match=lambda m, p: m == "PUT" and INGEST_SUFFIX in p, delay=delay)
+            ]
+
+            def cond() -> bool:
+                return any(k.endswith(INGEST_SUFFIX) for k in s3.fs.find(prefix))
+
         else:
             raise ValueError(f"unknown S3 mode {mode!r}")
         proxy = FaultProxy("127.0.0.1", s3.server.proxy.port, rules=rules, seed=rng.randrange(1 << 30))
-        proxy._server.handle_error = lambda request, client_address: None  # a killed client's broken pipe is expected
+        proxy._server.handle_error = lambda request, client_address: (
+            None
+        )  # a killed client's broken pipe is expected
         try:
             env = strip_aws_env(self.env(extra=s3.credentials()))
             args = [*self.args(url), "--output-endpoint-url", proxy.url, "--output-region", s3.server.region]
             t0 = time.monotonic()
-            proc = start_run(args, cwd=self.workdir, env=env, log=self.workdir / f"trial{index:03d}-killed.log")
+            proc = start_run(
+                args, cwd=self.workdir, env=env, log=self.workdir / f"trial{index:03d}-killed.log"
+            )
             hit = wait_until(proc, cond, 600, poll=0.1)
             trial.killed_after = time.monotonic() - t0
             trial.finished_before_kill = proc.poll() is not None
             if not hit:
-                trial.problems.append(f"the kill condition ({mode} {trial.parameter}) never happened; run exit {proc.poll()}")
+                trial.problems.append(
+                    f"the kill condition ({mode} {trial.parameter}) never happened; run exit {proc.poll()}"
+                )
             trial.survivors = kill_tree(proc)
             if trial.survivors:
                 trial.problems.append(f"processes outlived SIGKILL of the process group: {trial.survivors}")
@@ -460,7 +558,13 @@ class Harness:
         after = walk_s3(s3.fs, prefix)
         self._check_after_kill(trial, after, clean)
         s3.server.reset_counts()
-        args = [*self.args(url), "--output-endpoint-url", s3.server.endpoint_url, "--output-region", s3.server.region]
+        args = [
+            *self.args(url),
+            "--output-endpoint-url",
+            s3.server.endpoint_url,
+            "--output-region",
+            s3.server.region,
+        ]
         t1 = time.monotonic()
         log = self.workdir / f"trial{index:03d}-rerun.log"
         proc = start_run(args, cwd=self.workdir, env=env, log=log)
@@ -469,7 +573,9 @@ class Harness:
         text = log.read_text(errors="replace")
         if rc != 0:
             trial.problems.append(f"rerun exit status {rc}: {text[-2000:]}")
-        if s3.server.secret_key in text or s3.server.secret_key in (self.workdir / f"trial{index:03d}-killed.log").read_text(errors="replace"):
+        if s3.server.secret_key in text or s3.server.secret_key in (
+            self.workdir / f"trial{index:03d}-killed.log"
+        ).read_text(errors="replace"):
             trial.problems.append("the AWS secret key appears in the run's output")
         sub = prefix[len(s3.bucket) + 1 :] + "/"
         puts = [
@@ -484,13 +590,110 @@ class Harness:
         trial.written_by_rerun = len(puts)
         missing = set(clean.tree) - complete_before
         if trial.rewritten:
-            trial.problems.append(f"the rerun PUT {len(trial.rewritten)} object(s) that were complete before the kill: {trial.rewritten[:6]}")
+            trial.problems.append(
+                f"the rerun PUT {len(trial.rewritten)} object(s) that were complete before the kill: {trial.rewritten[:6]}"
+            )
         if len(puts) > len(missing):
-            trial.problems.append(f"the rerun made {len(puts)} PUTs, but only {len(missing)} objects were missing")
+            trial.problems.append(
+                f"the rerun made {len(puts)} PUTs, but only {len(missing)} objects were missing"
+            )
         differences = oracle.compare_tree(url, clean.expected, storage_options=s3.storage_options())
         if differences:
             trial.problems.append(f"oracle differences after the rerun: {differences[:5]}")
         return trial
+
+
+class HlsHarness(Harness):
+    """The HLS workflow's trials: a run is ``HlsComposites`` then ``HlsSamples`` on the small
+    synthetic HLS archive; the oracle is ``tests/hls_oracle.py`` (every composite pixel)."""
+
+    def commands(self, project: str) -> list[list[str]]:
+        a = self.archive
+        common = [
+            "--catalog",
+            str(a.catalog),
+            "--project-dir",
+            project,
+            "--local-scheduler",
+            *self.extra_args,
+        ]
+        return [
+            [LUIGI, "--module", "pipeline.hls", "HlsComposites", "--tiles", str(a.tiles), *common],
+            [LUIGI, "--module", "pipeline.hls", "HlsSamples", "--points", str(a.points), *common],
+        ]
+
+    def start(self, project: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+        return start_run([], cwd=self.workdir, env=env, log=log, commands=self.commands(project))
+
+    def env(
+        self, slow: list[tuple[str, float]] | None = None, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        return super().env(slow, {"DASK_DISTRIBUTED__WORKER__DAEMON": "False", **(extra or {})})
+
+    def tile_years(self) -> list[tuple[str, int]]:
+        import csv
+
+        with open(self.archive.tiles, newline="", encoding="utf-8-sig") as f:
+            return [(r["tile"], int(r["year"])) for r in csv.DictReader(f)]
+
+    def expected(self) -> Any:
+        from tests import hls_oracle
+
+        return {(t, y): hls_oracle.composites(self.archive.items, t, y) for t, y in self.tile_years()}
+
+    def oracle_differences(self, project: Path, expected: Any) -> list[str]:
+        import numpy as np
+        import rasterio
+
+        from tests import hls_oracle
+
+        out: list[str] = []
+        for (tile, year), months in expected.items():
+            folder = project / "composites" / tile / str(year)
+            names = sorted(p.name for p in folder.glob("*.tif")) if folder.is_dir() else []
+            want = [f"{tile}_{year}-{m:02d}.tif" for m in sorted(months)]
+            if names != want:
+                out.append(f"{tile} {year}: composites {names}, expected {want}")
+                continue
+            for month, cube in months.items():
+                with rasterio.open(folder / f"{tile}_{year}-{month:02d}.tif") as ds:
+                    got = ds.read().astype(np.float32)
+                if not hls_oracle.nan_equal(got, cube):
+                    out.append(f"{tile} {year}-{month:02d}: pixels differ from the oracle")
+        return out
+
+    def kill_moment(
+        self, mode: str, project: Path, clean: Clean, trial: Trial, rng: random.Random
+    ) -> tuple[list[tuple[str, float]], Callable[[], bool], float]:
+        if mode in ("time", "files"):
+            return super().kill_moment(mode, project, clean, trial, rng)
+        if mode == "mid-cog":
+            n_cogs = sum(1 for k in clean.tree if k.endswith(".tif"))
+            trial.parameter = rng.randint(0, max(0, n_cogs - 1))
+
+            def cog_waiting() -> bool:
+                cogs = count_local(project, lambda n: n.endswith(".tif") and not n.startswith("."))
+                return cogs >= int(trial.parameter or 0) and (
+                    count_local(project, lambda n: n.startswith(".") and ".tif" in n) > 0
+                )
+
+            return [(HLS_COG_RE, 0.5)], cog_waiting, 600
+        if mode == "mid-samples":
+
+            def zarr_waiting() -> bool:
+                walk = os.walk(project / "samples")
+                return any(d.startswith(".") and ".zarr" in d for _, dirs, _ in walk for d in dirs)
+
+            return [(HLS_ZARR_RE, 1.0)], zarr_waiting, 600
+        raise ValueError(f"unknown HLS mode {mode!r}")
+
+    def rewrite_allowed(self, rel: str, complete_before: dict[str, FileState]) -> bool:
+        """A sample Zarr store whose centre table (its completion marker) was missing is
+        unfinished work: the rerun rebuilds it whole."""
+        if ".zarr/" not in rel:
+            return False
+        store = rel.split(".zarr/", 1)[0]
+        return f"{store}_centre.parquet" not in complete_before
 
 
 def _is_temp_difference(difference: str) -> bool:
@@ -526,37 +729,79 @@ class S3Context:
 
 
 def strip_aws_env(env: dict[str, str]) -> dict[str, str]:
-    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_PROFILE"):
+    for k in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_S3_ENDPOINT",
+        "AWS_HTTPS",
+        "AWS_VIRTUAL_HOSTING",
+        "AWS_PROFILE",
+    ):
         env.pop(k, None)
     return env
 
 
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--workflow",
+        choices=("timesync", "hls"),
+        default="timesync",
+        help="the workflow under trial (default timesync; hls: HlsComposites then HlsSamples, no S3 trials)",
+    )
     parser.add_argument("--trials", type=int, default=20, help="local trials (default 20)")
-    parser.add_argument("--s3-trials", type=int, default=4, help="S3 trials on a SeaweedFS server started here (default 4; 0 = none)")
+    parser.add_argument(
+        "--s3-trials",
+        type=int,
+        default=4,
+        help="S3 trials on a SeaweedFS server started here (default 4; 0 = none)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
-    parser.add_argument("--modes", default=",".join(LOCAL_MODES), help=f"local kill modes to draw from (default {','.join(LOCAL_MODES)})")
-    parser.add_argument("--workdir", type=Path, default=None, help="where archives, projects and logs go (default: a new temporary directory)")
+    parser.add_argument(
+        "--modes",
+        default="",
+        help=f"local kill modes to draw from (default {','.join(LOCAL_MODES)}; "
+        f"with --workflow hls {','.join(HLS_MODES)})",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where archives, projects and logs go (default: a new temporary directory)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", type=Path, default=None, help="write every trial's figures here")
     opts = parser.parse_args(argv)
 
     seed = opts.seed if opts.seed is not None else random.randrange(1 << 31)
     rng = random.Random(seed)
-    modes = [m.strip() for m in opts.modes.split(",") if m.strip()]
+    known = HLS_MODES if opts.workflow == "hls" else LOCAL_MODES
+    modes = [m.strip() for m in (opts.modes or ",".join(known)).split(",") if m.strip()]
     for m in modes:
-        if m not in LOCAL_MODES:
-            parser.error(f"unknown mode {m!r}; choose from {', '.join(LOCAL_MODES)}")
+        if m not in known:
+            parser.error(f"unknown mode {m!r}; choose from {', '.join(known)}")
+    if opts.workflow == "hls":
+        opts.s3_trials = 0
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="crash-trials-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"crash trials: seed {seed}, {opts.trials} local + {opts.s3_trials} S3 trials, work dir {workdir}", flush=True)
+    print(
+        f"crash trials ({opts.workflow}): seed {seed}, {opts.trials} local + {opts.s3_trials} S3 trials, "
+        f"work dir {workdir}",
+        flush=True,
+    )
 
-    from pipeline.demo.archive import build_archive, small_spec
+    harness: Harness
+    if opts.workflow == "hls":
+        from pipeline.demo.hls_archive import build_hls_archive, small_hls_spec
 
-    archive = build_archive(workdir / "archive", small_spec(seed=1))
-    harness = Harness(archive, workdir)
+        harness = HlsHarness(build_hls_archive(workdir / "archive", small_hls_spec(seed=1)), workdir)
+    else:
+        from pipeline.demo.archive import build_archive, small_spec
+
+        harness = Harness(build_archive(workdir / "archive", small_spec(seed=1)), workdir)
     clean = harness.clean
     print(f"clean run: {clean.duration:.1f} s, {len(clean.tree)} files (equal to the oracle)", flush=True)
 
@@ -597,9 +842,13 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if not bad:
-        print("all final outputs identical to the clean run and to the oracle; no rerun rewrote a complete file")
+        print(
+            "all final outputs identical to the clean run and to the oracle; no rerun rewrote a complete file"
+        )
     if opts.json:
-        opts.json.write_text(json.dumps({"seed": seed, "trials": [dataclasses.asdict(t) for t in trials]}, indent=1))
+        opts.json.write_text(
+            json.dumps({"seed": seed, "trials": [dataclasses.asdict(t) for t in trials]}, indent=1)
+        )
     if not opts.keep and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if bad else 0

@@ -59,7 +59,10 @@ def write_config(d: Path) -> Path:
         remove_delay = 0.0
     values["remove_delay"] = str(max(remove_delay, MIN_REMOVE_DELAY))
     values["state_path"] = str(d / "luigid-state.pickle")
-    lines = ["# written by scripts/luigid.py start (from the [scheduler] section of luigi.cfg)", "[scheduler]"]
+    lines = [
+        "# written by scripts/luigid.py start (from the [scheduler] section of luigi.cfg)",
+        "[scheduler]",
+    ]
     lines += [f"{k} = {v}" for k, v in values.items()]
     path = d / "luigid.cfg"
     path.write_text("\n".join(lines) + "\n")
@@ -121,7 +124,9 @@ def start(d: Path, host: str, port: int, timeout: float) -> int:
         print(f"luigid already running from {d} (pid {pid})", file=sys.stderr)
         return 0
     if pid:
-        print(f"a luigid from {d} (pid {pid}) is running but does not answer; run stop first", file=sys.stderr)
+        print(
+            f"a luigid from {d} (pid {pid}) is running but does not answer; run stop first", file=sys.stderr
+        )
         return 1
     (d / "luigid.pid").unlink(missing_ok=True)
     (d / "log").mkdir(exist_ok=True)
@@ -137,7 +142,9 @@ def start(d: Path, host: str, port: int, timeout: float) -> int:
         "--state-path", str(d / "luigid-state.pickle"), "--address", host, "--port", str(port),
     ]  # fmt: skip
     # --background daemonizes (python-daemon): this call returns once the daemon is detached.
-    proc = subprocess.run(cmd, cwd=d, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        cmd, cwd=d, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
     if proc.returncode != 0:
         print(proc.stdout + proc.stderr + log_tail(d), file=sys.stderr)
         return 1
@@ -146,7 +153,10 @@ def start(d: Path, host: str, port: int, timeout: float) -> int:
         if answers(url):
             (d / "luigid.url").write_text(url + "\n")
             print(url)
-            print(f"luigid pid {read_pid(d)}; web UI {url}/static/visualiser/index.html; logs in {d / 'log'}", file=sys.stderr)
+            print(
+                f"luigid pid {read_pid(d)}; web UI {url}/static/visualiser/index.html; logs in {d / 'log'}",
+                file=sys.stderr,
+            )
             return 0
         if time.monotonic() > started + 5 and not read_pid(d):
             break  # the daemon did not write its pidfile in 5 s, or it died (port taken?)
@@ -187,10 +197,14 @@ def status(d: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_start = sub.add_parser("start", help="start luigid in the background and print its URL")
-    p_start.add_argument("--dir", required=True, type=Path, help="state file, config, pidfile and logs go here")
+    p_start.add_argument(
+        "--dir", required=True, type=Path, help="state file, config, pidfile and logs go here"
+    )
     p_start.add_argument("--port", type=int, default=8082)
     p_start.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p_start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to answer")

@@ -57,7 +57,9 @@ def _is_ours(wp: WeedProcess) -> bool:
         cmdline = Path(f"/proc/{wp.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return bool(cmdline) and cmdline[0].endswith(b"weed") and f"-dir={wp.workdir / 'data'}".encode() in cmdline
+    return (
+        bool(cmdline) and cmdline[0].endswith(b"weed") and f"-dir={wp.workdir / 'data'}".encode() in cmdline
+    )
 
 
 def _server(wp: WeedProcess, region: str = DEFAULT_REGION) -> S3Server:
@@ -147,8 +149,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     # Ctrl-C and SIGTERM both stop cleanly (SIGINT may arrive ignored in background jobs).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    server = start_s3_server(a.dir.resolve(), port=a.port, timeout=a.timeout, access_key=a.access_key, secret_key=a.secret_key)
-    print(f"# S3 server ready in {server.startup_seconds:.2f} s (counting proxy {server.endpoint_url}); Ctrl-C stops", file=sys.stderr)
+    server = start_s3_server(
+        a.dir.resolve(), port=a.port, timeout=a.timeout, access_key=a.access_key, secret_key=a.secret_key
+    )
+    print(
+        f"# S3 server ready in {server.startup_seconds:.2f} s (counting proxy {server.endpoint_url}); Ctrl-C stops",
+        file=sys.stderr,
+    )
     _print_env(server)
     sys.stdout.flush()
     try:
@@ -166,12 +173,20 @@ def cmd_run(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name, fn in [("start", cmd_start), ("stop", cmd_stop), ("env", cmd_env), ("status", cmd_status), ("run", cmd_run)]:
+    for name, fn in [
+        ("start", cmd_start),
+        ("stop", cmd_stop),
+        ("env", cmd_env),
+        ("status", cmd_status),
+        ("run", cmd_run),
+    ]:
         sp = sub.add_parser(name)
         sp.set_defaults(fn=fn)
         sp.add_argument("--dir", type=Path, required=True, help="work dir: data, logs, config, state")
         if name in ("start", "run"):
-            sp.add_argument("--port", type=int, default=None, help="S3 port on 127.0.0.1 (default: a free one)")
+            sp.add_argument(
+                "--port", type=int, default=None, help="S3 port on 127.0.0.1 (default: a free one)"
+            )
             sp.add_argument("--timeout", type=float, default=60.0)
             sp.add_argument("--access-key", default=DEFAULT_ACCESS_KEY)
             sp.add_argument("--secret-key", default=DEFAULT_SECRET_KEY)

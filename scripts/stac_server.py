@@ -36,6 +36,7 @@ PATH, which may be a build without PostGIS).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -143,8 +144,14 @@ def log(msg: str) -> None:
 def run(cmd, *, check=True, capture=True, env=None, input=None, timeout=None) -> subprocess.CompletedProcess:
     cmd = [str(c) for c in cmd]
     proc = subprocess.run(
-        cmd, check=False, text=True, env=env, input=input, timeout=timeout,
-        stdout=subprocess.PIPE if capture else None, stderr=subprocess.STDOUT if capture else None,
+        cmd,
+        check=False,
+        text=True,
+        env=env,
+        input=input,
+        timeout=timeout,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.STDOUT if capture else None,
     )
     if check and proc.returncode != 0:
         out = (proc.stdout or "")[-4000:]
@@ -188,7 +195,10 @@ def setup_apt() -> None:
     missing = missing or APT_PACKAGES
     prefix: list[str] = []
     if not _is_root():
-        if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        if (
+            shutil.which("sudo")
+            and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+        ):
             prefix = ["sudo", "-n"]
         else:
             raise SystemExit(
@@ -197,15 +207,26 @@ def setup_apt() -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     log(f"apt-get install {' '.join(missing)}")
     # wait for a concurrent apt/dpkg instead of failing on its lock
-    install = [*prefix, "apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q",
-               "--no-install-recommends", *missing]
+    install = [
+        *prefix,
+        "apt-get",
+        "-o",
+        "DPkg::Lock::Timeout=600",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        *missing,
+    ]
     p = run(install, check=False, env=env, timeout=1800)
     if p.returncode != 0:
         # Fresh machine: package lists may be missing or stale.
         run([*prefix, "apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"], env=env, timeout=900)
         run(install, env=env, timeout=1800)
     if not _pg_ok():
-        raise SystemExit(f"after apt-get install, PostgreSQL/PostGIS still not found under {PG_BINDIR}, {PG_SHAREDIR}")
+        raise SystemExit(
+            f"after apt-get install, PostgreSQL/PostGIS still not found under {PG_BINDIR}, {PG_SHAREDIR}"
+        )
 
 
 def _pins_hash() -> str:
@@ -229,7 +250,9 @@ def setup_venv() -> None:
     reqs = STAC_VENV / "requirements.txt"
     reqs.write_text(STAC_PINS.strip() + "\n")
     log("pip install STAC server packages")
-    run([venv_python(), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", reqs], timeout=1800)
+    run(
+        [venv_python(), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", reqs], timeout=1800
+    )
     run([venv_python(), "-c", "import stac_fastapi.pgstac.app, pypgstac.load, uvicorn, psycopg"])
     marker.write_text(_pins_hash() + "\n")
 
@@ -265,7 +288,12 @@ def _pg_can_use(path: Path) -> bool:
     """Can the postgres OS user reach and write `path`? (pytest's /tmp/pytest-of-root is 0700.)"""
     if not _is_root():
         return True
-    return subprocess.run(_as_pg_user(["test", "-w", str(path), "-a", "-x", str(path)]), capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            _as_pg_user(["test", "-w", str(path), "-a", "-x", str(path)]), capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def pg_root(workdir: Path, create: bool) -> Path:
@@ -293,8 +321,22 @@ def pg_init(root: Path) -> None:
     if (data / "PG_VERSION").exists():
         return
     log("initdb")
-    run(_as_pg_user([PG_BINDIR / "initdb", "-D", data, "-U", "postgres", "--auth=trust",
-                     "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]))
+    run(
+        _as_pg_user(
+            [
+                PG_BINDIR / "initdb",
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        )
+    )
     conf = data / "postgresql.conf"
     with open(conf, "a") as f:
         f.write(PG_CONF)
@@ -309,14 +351,28 @@ def pg_start(root: Path, port: int, timeout: float) -> None:
     sockdir = str(sock) if len(str(sock)) < 80 else ""
     opts = f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{sockdir}'"
     log(f"pg_ctl start (port {port})")
-    p = run(_as_pg_user([PG_BINDIR / "pg_ctl", "-D", root / "data", "-l", root / "postgres.log",
-                         "-w", "-t", str(int(timeout)), "-o", opts, "start"]), check=False)
+    p = run(
+        _as_pg_user(
+            [
+                PG_BINDIR / "pg_ctl",
+                "-D",
+                root / "data",
+                "-l",
+                root / "postgres.log",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-o",
+                opts,
+                "start",
+            ]
+        ),
+        check=False,
+    )
     if p.returncode != 0:
         tail = ""
-        try:
+        with contextlib.suppress(OSError):
             tail = (root / "postgres.log").read_text()[-3000:]
-        except OSError:
-            pass
         raise SystemExit(f"PostgreSQL did not start:\n{p.stdout}\n{tail}")
 
 
@@ -328,8 +384,27 @@ def pg_stop(root: Path) -> None:
 
 
 def psql(port: int, sql: str, db: str = "postgres") -> str:
-    p = run([PG_BINDIR / "psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-             "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", db, "-c", sql])
+    p = run(
+        [
+            PG_BINDIR / "psql",
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]
+    )
     return p.stdout.strip()
 
 
@@ -343,8 +418,12 @@ def pg_prepare_db(port: int) -> None:
     log("pypgstac migrate")
     run([STAC_VENV / "bin" / "pypgstac", "migrate", "--dsn", dsn(port)], timeout=600)
     # numberMatched/context like LandsatLook's stac-server returns (exact counts; tiny data)
-    psql(port, "INSERT INTO pgstac.pgstac_settings (name, value) VALUES ('context', 'on') "
-               "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", db=DB_NAME)
+    psql(
+        port,
+        "INSERT INTO pgstac.pgstac_settings (name, value) VALUES ('context', 'on') "
+        "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        db=DB_NAME,
+    )
 
 
 # --------------------------------------------------------------------------- collection
@@ -366,11 +445,16 @@ def default_collection() -> dict:
         "id": COLLECTION_ID,
         "title": "Landsat Collection 2 ARD Surface Reflectance",
         "description": "Landsat Collection 2 U.S. Analysis Ready Data (ARD) Surface Reflectance "
-                       "Product (test copy served by pgstac)",
+        "Product (test copy served by pgstac)",
         "keywords": ["landsat", "ard", "surface reflectance", "usgs"],
         "license": "PDDL-1.0",
-        "providers": [{"name": "USGS", "roles": ["producer", "processor", "licensor"],
-                       "url": "https://landsat.usgs.gov/"}],
+        "providers": [
+            {
+                "name": "USGS",
+                "roles": ["producer", "processor", "licensor"],
+                "url": "https://landsat.usgs.gov/",
+            }
+        ],
         "extent": {
             "spatial": {"bbox": [[-180.0, 15.0, -60.0, 75.0]]},
             "temporal": {"interval": [["1982-08-22T00:00:00Z", None]]},
@@ -387,8 +471,10 @@ def default_collection() -> dict:
             "nir08": band("B5", "nir08", 0.86),
             "swir16": band("B6", "swir16", 1.6),
             "swir22": band("B7", "swir22", 2.2),
-            "qa_pixel": {"type": "image/vnd.stac.geotiff; cloud-optimized=true",
-                         "roles": ["cloud", "cloud-shadow", "snow-ice", "water-mask"]},
+            "qa_pixel": {
+                "type": "image/vnd.stac.geotiff; cloud-optimized=true",
+                "roles": ["cloud", "cloud-shadow", "snow-ice", "water-mask"],
+            },
         },
         "links": [
             {"rel": "license", "href": "https://www.usgs.gov/core-science-systems/hdds/data-policy"},
@@ -401,10 +487,10 @@ def default_collection() -> dict:
 
 def _load_in_venv(dsn_: str, collection_file: str, items_file: str | None, append: bool) -> None:
     """Runs inside STAC_VENV (needs pypgstac)."""
+    from datetime import datetime, timedelta
+
     from pypgstac.db import PgstacDB
     from pypgstac.load import Loader, Methods
-
-    from datetime import datetime, timedelta
 
     collection = json.loads(Path(collection_file).read_text())
     items: list[dict] = []
@@ -425,10 +511,8 @@ def _load_in_venv(dsn_: str, collection_file: str, items_file: str | None, appen
         props = item.get("properties") or {}
         for key in ("datetime", "start_datetime", "end_datetime"):
             if props.get(key):
-                try:
+                with contextlib.suppress(ValueError):  # let pgstac report it
                     stamps.append(datetime.fromisoformat(props[key].replace("z", "Z")))
-                except ValueError:
-                    pass  # let pgstac report it
 
     with PgstacDB(dsn=dsn_) as db:
         loader = Loader(db=db)
@@ -439,7 +523,10 @@ def _load_in_venv(dsn_: str, collection_file: str, items_file: str | None, appen
                 cur.execute("DELETE FROM pgstac.items WHERE collection = %s", (collection["id"],))
             conn.commit()
         if stamps:
-            lo, hi = (min(stamps) - timedelta(days=1)).isoformat(), (max(stamps) + timedelta(days=1)).isoformat()
+            lo, hi = (
+                (min(stamps) - timedelta(days=1)).isoformat(),
+                (max(stamps) + timedelta(days=1)).isoformat(),
+            )
             try:
                 with conn.cursor() as cur:
                     cur.execute(
@@ -460,10 +547,20 @@ def load(workdir: Path, items_file: Path | None, collection_file: Path | None, a
         collection_file = workdir / "collection.json"
         collection_file.write_text(json.dumps(default_collection(), indent=1))
     t = time.monotonic()
-    run([venv_python(), Path(__file__).resolve(), "_load", "--dsn", dsn(state["pg_port"]),
-         "--collection", Path(collection_file).resolve(),
-         *(["--items", Path(items_file).resolve()] if items_file else []),
-         *(["--append"] if append else [])], timeout=600)
+    run(
+        [
+            venv_python(),
+            Path(__file__).resolve(),
+            "_load",
+            "--dsn",
+            dsn(state["pg_port"]),
+            "--collection",
+            Path(collection_file).resolve(),
+            *(["--items", Path(items_file).resolve()] if items_file else []),
+            *(["--append"] if append else []),
+        ],
+        timeout=600,
+    )
     log(f"loaded {items_file or 'no items'} ({time.monotonic() - t:.1f}s)")
 
 
@@ -478,7 +575,7 @@ def read_state(workdir: Path) -> dict:
     try:
         return json.loads(state_file(workdir).read_text())
     except FileNotFoundError:
-        raise SystemExit(f"no STAC server state in {workdir} (not started?)")
+        raise SystemExit(f"no STAC server state in {workdir} (not started?)") from None
 
 
 def _alive(pid: int | None) -> bool:
@@ -509,40 +606,65 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 def api_start(workdir: Path, port: int, pg_port: int, timeout: float) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "VIRTUAL_ENV"))}
     env.update(
-        PGUSER="postgres", PGPASSWORD="trust-auth-unused", PGHOST="127.0.0.1", PGPORT=str(pg_port),
+        PGUSER="postgres",
+        PGPASSWORD="trust-auth-unused",
+        PGHOST="127.0.0.1",
+        PGPORT=str(pg_port),
         PGDATABASE=DB_NAME,
         STAC_FASTAPI_TITLE="eo-extract test STAC API (pgstac)",
         STAC_FASTAPI_LANDING_ID="eo-extract-test-pgstac",
         STAC_FASTAPI_DESCRIPTION="pgstac + stac-fastapi-pgstac started by the eo-extract tests",
         STAC_FASTAPI_VERSION="7.2.0",
-        DB_MIN_CONN_SIZE="1", DB_MAX_CONN_SIZE="5",
+        DB_MIN_CONN_SIZE="1",
+        DB_MAX_CONN_SIZE="5",
         ENABLE_TRANSACTIONS_EXTENSIONS="false",
         PYTHONUNBUFFERED="1",
     )
     url = f"http://127.0.0.1:{port}"
-    log_f = open(workdir / "api.log", "ab")
-    cmd = [STAC_VENV / "bin" / "uvicorn", "stac_fastapi.pgstac.app:create_app", "--factory",
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    log_f = open(workdir / "api.log", "ab")  # noqa: SIM115  (handed to the detached server process)
+    cmd = [
+        STAC_VENV / "bin" / "uvicorn",
+        "stac_fastapi.pgstac.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     log(f"uvicorn on {url}")
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=workdir, env=env, stdout=log_f, stderr=log_f,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=workdir,
+        env=env,
+        stdout=log_f,
+        stderr=log_f,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise SystemExit(f"uvicorn exited ({proc.returncode}):\n"
-                             + (workdir / "api.log").read_text(errors="replace")[-4000:])
+            raise SystemExit(
+                f"uvicorn exited ({proc.returncode}):\n"
+                + (workdir / "api.log").read_text(errors="replace")[-4000:]
+            )
         try:
             status, _ = http_get(url + "/_mgmt/ping", timeout=2)
             if status == 200:
-                status, body = http_get(url + "/", timeout=10)
+                status, _body = http_get(url + "/", timeout=10)
                 if status == 200:
                     break
         except (OSError, urllib.error.URLError):
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise SystemExit(f"STAC API did not answer on {url} within {timeout}s:\n"
-                             + (workdir / "api.log").read_text(errors="replace")[-4000:])
+            raise SystemExit(
+                f"STAC API did not answer on {url} within {timeout}s:\n"
+                + (workdir / "api.log").read_text(errors="replace")[-4000:]
+            )
         time.sleep(0.2)
     return proc.pid, url
 
@@ -558,17 +680,16 @@ def _kill(pid: int | None, timeout: float = 15) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def start(workdir: Path, items_file: Path | None, collection_file: Path | None,
-          port: int | None, timeout: float) -> str:
+def start(
+    workdir: Path, items_file: Path | None, collection_file: Path | None, port: int | None, timeout: float
+) -> str:
     t0 = time.monotonic()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,12 @@ class S3Options:
     profile: str = ""
     requester_pays: bool = False
 
-    def resolved(self) -> "S3Options":
+    def resolved(self) -> S3Options:
         """Fill empty fields from the standard AWS environment variables."""
         return S3Options(
-            endpoint_url=self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
+            endpoint_url=self.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL", ""),
             region=self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", ""),
             profile=self.profile or os.environ.get("AWS_PROFILE", ""),
             requester_pays=self.requester_pays,

@@ -8,6 +8,7 @@ under a target's name that is not finished.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import posixpath
@@ -16,7 +17,9 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
@@ -45,13 +48,41 @@ def _keep_timestamp_text(value: str) -> str:
     return value
 
 
+@dataclass
+class Listing:
+    """Every key under a prefix (root-relative) and, locally, the temporaries found there
+    (a killed writer's ``.name.tmp-...``), never counted as keys."""
+
+    keys: set[str] = field(default_factory=set)
+    temporaries: list[str] = field(default_factory=list)
+
+
+# Concurrent writes of many small objects (write_many): the object count, not the bytes,
+# is what costs when a workflow writes hundreds of thousands of tiles and CSVs.
+S3_PUT_THREADS = 32  # presigned PUTs in flight per process (blocking urllib3: the GIL is released)
+LOCAL_WRITE_THREADS = 8
+_write_pools: dict[str, ThreadPoolExecutor] = {}
+_write_pools_lock = threading.Lock()
+
+
+def _write_pool(kind: str, threads: int) -> ThreadPoolExecutor:
+    """One pool per process and kind, made on first use (a forked process makes its own)."""
+    key = f"{kind}-{os.getpid()}"
+    with _write_pools_lock:
+        if key not in _write_pools:
+            _write_pools[key] = ThreadPoolExecutor(threads, thread_name_prefix=f"store-{kind}")
+        return _write_pools[key]
+
+
 class _KeyLister:
     """ListObjectsV2 pages fetched through presigned URLs and read with a regular
-    expression. Completeness lists every output key of a project (40 million for 10,000
-    plots x 1,000 observations); botocore's XML parsing and s3fs's bookkeeping cost ~40 us
-    of CPU per key, a ``<Key>`` regex ~1 us, and blocking urllib3 requests let threads
-    overlap for real. Same request per page as s3fs: one GET ?list-type=2 with the
-    prefix and '/' as delimiter."""
+    expression; PUTs through presigned URLs too. Completeness lists every output key of a
+    project (40 million for 10,000 plots x 1,000 observations); botocore's XML parsing and
+    s3fs's bookkeeping cost ~40 us of CPU per key, a ``<Key>`` regex ~1 us, and blocking
+    urllib3 requests let threads overlap for real. Same request per page as s3fs: one GET
+    ?list-type=2 with the prefix and '/' as delimiter (or none, for a whole tree). A PUT
+    costs ~0.58 ms of client CPU this way against ~1.16 ms through s3fs (measured on the
+    local S3 server), which is what bounds a writer of many small objects."""
 
     _KEY = re.compile(r"<Key>([^<]*)</Key>")
     _TOKEN = re.compile(r"<NextContinuationToken>([^<]*)</NextContinuationToken>")
@@ -68,14 +99,32 @@ class _KeyLister:
             config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}),
         )  # fmt: skip
         self.requester_pays = o.requester_pays
-        retries = urllib3.Retry(total=4, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET"}))
-        self.http = urllib3.PoolManager(maxsize=32, retries=retries)
+        retries = urllib3.Retry(
+            total=4,
+            backoff_factor=0.5,
+            status_forcelist=(429, 500, 502, 503, 504),
+            allowed_methods=frozenset({"GET", "PUT"}),  # a PUT of the same bytes is idempotent
+        )
+        self.http = urllib3.PoolManager(maxsize=S3_PUT_THREADS, retries=retries)
 
-    def keys(self, bucket: str, prefix: str) -> list[str]:
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        """One PUT of ``data`` to ``key`` (the object appears whole or not at all)."""
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if self.requester_pays:
+            params["RequestPayer"] = "requester"
+        url = self.client.generate_presigned_url("put_object", Params=params, ExpiresIn=900)
+        response = self.http.request("PUT", url, body=data)
+        if response.status != 200:
+            body = response.data.decode("utf-8", "replace")
+            raise StorageError(f"cannot write s3://{bucket}/{key}: HTTP {response.status}: {body[:300]}")
+
+    def keys(self, bucket: str, prefix: str, delimiter: str = "/") -> list[str]:
         keys: list[str] = []
         token = ""
         while True:
-            params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "EncodingType": "url"}
+            params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "EncodingType": "url"}
+            if delimiter:
+                params["Delimiter"] = delimiter
             if token:
                 params["ContinuationToken"] = token
             if self.requester_pays:
@@ -90,7 +139,9 @@ class _KeyLister:
                 return keys
             match = self._TOKEN.search(body)
             if match is None:
-                raise StorageError(f"listing s3://{bucket}/{prefix}: truncated page without a continuation token")
+                raise StorageError(
+                    f"listing s3://{bucket}/{prefix}: truncated page without a continuation token"
+                )
             token = html.unescape(match.group(1))
 
 
@@ -162,7 +213,9 @@ class Store:
         kwargs = dict(self.s3.s3fs_kwargs())
         profile = kwargs.pop("profile", None)
         session = AioSession(profile=profile) if profile else AioSession()
-        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_keep_timestamp_text)
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_keep_timestamp_text
+        )
         kwargs["session"] = session
         return kwargs
 
@@ -222,10 +275,8 @@ class Store:
                     f.write(data)
                 os.replace(tmp, target)
             except BaseException:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                except OSError:
-                    pass
                 raise
         except StorageError:
             raise
@@ -249,10 +300,8 @@ class Store:
                 shutil.move(local_path, tmp)  # a rename when on the same filesystem
                 os.replace(tmp, target)
             except BaseException:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                except OSError:
-                    pass
                 raise
         except StorageError:
             raise
@@ -368,7 +417,9 @@ class Store:
             self.remove_stale_temps(rel_dir, dotted)
         return names
 
-    def remove_stale_temps(self, rel_dir: str, names: Iterable[str], *, max_age_s: float = STALE_TEMP_SECONDS) -> int:
+    def remove_stale_temps(
+        self, rel_dir: str, names: Iterable[str], *, max_age_s: float = STALE_TEMP_SECONDS
+    ) -> int:
         """Delete the temporaries among ``names`` (in local ``rel_dir``) left by a writer
         killed more than ``max_age_s`` ago; returns how many."""
         if not self.is_local:
@@ -399,12 +450,17 @@ class Store:
             base = base.rstrip("/")
             if self.is_az:  # adlfs: one paged List Blobs with the directory as prefix
                 try:
-                    keys = [k for k in self.fs.ls(base, detail=False) if k.rsplit("/", 1)[-1].startswith(prefix)]
+                    keys = [
+                        k for k in self.fs.ls(base, detail=False) if k.rsplit("/", 1)[-1].startswith(prefix)
+                    ]
                 except FileNotFoundError:
                     return set()
                 return {k.rsplit("/", 1)[-1] for k in keys if not k.rsplit("/", 1)[-1].startswith(".")}
             bucket, _, key_dir = base.partition("/")
-            keys = [f"{bucket}/{k}" for k in self.lister.keys(bucket, f"{key_dir}/{prefix}" if key_dir else prefix)]
+            keys = [
+                f"{bucket}/{k}"
+                for k in self.lister.keys(bucket, f"{key_dir}/{prefix}" if key_dir else prefix)
+            ]
         except Exception as e:
             raise StorageError(f"cannot list {self.uri(rel_dir)}: {e}") from e
         names = set()
@@ -414,3 +470,135 @@ class Store:
                 continue
             names.add(name)
         return names
+
+    # ---- many objects at once: whole trees listed, written and deleted -------------
+    def list_tree(self, prefix: str) -> Listing:
+        """Every key under ``prefix`` (root-relative, ending in ``/``; ``""`` = the whole
+        root): one paged ListObjectsV2 without delimiter on S3, one directory walk locally.
+        Temporaries are returned apart, never as keys."""
+        if prefix and not prefix.endswith("/"):
+            raise ValueError(f"a prefix ends with '/': {prefix!r}")
+        try:
+            if self.is_local:
+                return self._list_local_tree(prefix)
+            if self.is_s3:
+                bucket, _, root_key = self.root.partition("/")
+                key_prefix = f"{root_key}/{prefix}" if root_key else prefix
+                strip = len(root_key) + 1 if root_key else 0
+                return Listing({k[strip:] for k in self.lister.keys(bucket, key_prefix, delimiter="")})
+            base = self.root.rstrip("/") + "/"
+            try:
+                found = self.fs.find(self.path(prefix).rstrip("/"))
+            except FileNotFoundError:
+                found = []
+            return Listing({p[len(base) :] for p in found if p.startswith(base)})
+        except StorageError:
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot list {self.uri(prefix)}: {e}") from e
+
+    def _list_local_tree(self, prefix: str) -> Listing:
+        listing = Listing()
+        for dirpath, _dirs, files in os.walk(self.path(prefix)):
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            for name in files:
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if name.startswith(".") and TEMP_MARK in name:
+                    listing.temporaries.append(rel)
+                else:
+                    listing.keys.add(rel)
+        return listing
+
+    def write_many(self, objects: Mapping[str, bytes]) -> None:
+        """Write every ``{rel: data}`` atomically, many at once: on S3 one presigned PUT
+        per object, up to ``S3_PUT_THREADS`` in flight; locally a temporary file renamed
+        into place, on ``LOCAL_WRITE_THREADS`` threads. Returns when all are written;
+        raises the first error (objects already written stay: each is whole)."""
+        if not objects:
+            return
+        if self.is_s3:
+            bucket, _, root_key = self.root.partition("/")
+            lister = self.lister
+            prefix = f"{root_key}/" if root_key else ""
+
+            def put(item: tuple[str, bytes]) -> None:
+                rel, data = item
+                try:
+                    lister.put(bucket, prefix + rel.lstrip("/"), data)
+                except StorageError:
+                    raise
+                except Exception as e:  # connection refused, retries exhausted: say where
+                    raise StorageError(f"cannot write {self.uri(rel)}: {e}") from e
+
+            pool = _write_pool("s3", S3_PUT_THREADS)
+        else:
+
+            def put(item: tuple[str, bytes]) -> None:
+                self.write_bytes(*item)
+
+            pool = _write_pool("local", LOCAL_WRITE_THREADS)
+        for future in [pool.submit(put, item) for item in objects.items()]:
+            future.result()
+
+    def delete_many(self, keys: Iterable[str], *, prune_below: str = "") -> int:
+        """Delete ``keys`` (1000 per DeleteObjects request on S3); locally, directories
+        left empty are removed up to ``prune_below`` (root-relative; ``""`` = the root).
+        Returns how many keys were asked to go (absent ones count: they are gone)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return 0
+        if self.is_local:
+            for key in wanted:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path(key))
+            self._prune_empty_dirs(wanted, prune_below)
+        elif self.is_s3:
+            bucket = self.path(wanted[0]).partition("/")[0]
+            for start in range(0, len(wanted), 1000):
+                chunk = [{"Key": self.path(k).partition("/")[2]} for k in wanted[start : start + 1000]]
+                try:
+                    response = self.fs.call_s3(
+                        "delete_objects", Bucket=bucket, Delete={"Objects": chunk, "Quiet": True}
+                    )
+                except Exception as e:
+                    raise StorageError(f"cannot delete under s3://{bucket}/{chunk[0]['Key']}: {e}") from e
+                errors = response.get("Errors") or []
+                if errors:
+                    first = errors[0]
+                    raise StorageError(
+                        f"cannot delete s3://{bucket}/{first.get('Key')}: "
+                        f"{first.get('Code')} {first.get('Message')}"
+                    )
+        else:
+            for key in wanted:
+                self.delete(key)
+        return len(wanted)
+
+    def _prune_empty_dirs(self, keys: Iterable[str], prune_below: str) -> None:
+        stop = self.path(prune_below).rstrip(os.sep) if prune_below else self.root
+        candidates = sorted({os.path.dirname(self.path(k)) for k in keys}, key=len, reverse=True)
+        for directory in candidates:
+            while directory.startswith(stop) and len(directory) > len(stop):
+                try:
+                    os.rmdir(directory)  # only when empty
+                except OSError:
+                    break
+                directory = os.path.dirname(directory)
+
+
+_shared_stores: dict[tuple[str, S3Options], Store] = {}
+_shared_stores_lock = threading.Lock()
+
+
+def shared_store(store: Store) -> Store:
+    """This process's :class:`Store` for the same root and S3 options.
+
+    Why: a Store builds its S3 clients on first use (a new aiobotocore session: ~0.3 s
+    before the first request, measured on the local S3 server, against ~3 ms for a request
+    on a warm client). Tasks and Dask tasks (which receive Stores pickled, without their
+    clients) would otherwise pay it per call."""
+    key = (store.url, store.s3)
+    with _shared_stores_lock:
+        if key not in _shared_stores:
+            _shared_stores[key] = store
+        return _shared_stores[key]

@@ -44,10 +44,10 @@ def other_archive(tmp_path_factory: pytest.TempPathFactory):
 
 
 # The real servers, started once per session by the tests themselves.
-from tests.servers.s3 import s3_server  # noqa: E402,F401
-from tests.servers.stac import stac_server  # noqa: E402,F401
 from tests.servers.azurite import azurite  # noqa: E402,F401
+from tests.servers.s3 import s3_server  # noqa: E402,F401
 from tests.servers.sas_token import sas_token_service  # noqa: E402,F401
+from tests.servers.stac import stac_server  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,18 @@ def luigi_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_luigi(
-    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600, module: str = "pipeline.timesync"
+    args: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    module: str = "pipeline.timesync",
 ) -> subprocess.CompletedProcess[str]:
     """``luigi --module MODULE ARGS`` as a subprocess; output captured."""
     cmd = [LUIGI, "--module", module, *args]
-    return subprocess.run(cmd, cwd=cwd, env=env or luigi_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=cwd, env=env or luigi_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def timesync_args(archive, project_dir: Path | str, *extra: str, catalog: str | None = None) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import rasterio
@@ -28,7 +28,7 @@ def item_month(item: dict) -> tuple[int, int]:
     text = item["properties"]["datetime"]
     m = re.match(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})", text)
     assert m, text
-    dt = datetime(*map(int, m.groups()), tzinfo=timezone.utc)
+    dt = datetime(*map(int, m.groups()), tzinfo=UTC)
     return dt.year, dt.month
 
 
@@ -59,7 +59,7 @@ def composites(items: list[dict], tile: str, year: int) -> dict[int, np.ndarray]
         result = np.zeros((9, h, w), dtype=np.float32)
         for b in range(8):
             stack = []
-            for it, ok in zip(its, masks):
+            for it, ok in zip(its, masks, strict=True):
                 v = read(it["assets"][KEYS[it["collection"]][b]]["href"]).astype(np.float32)
                 good = ok & (v >= 0) & (v <= 10000)
                 stack.append(np.where(good, v, np.nan).astype(np.float32))
@@ -79,7 +79,9 @@ def tile_grid(items: list[dict], tile: str) -> tuple[int, list[float], int, int]
     raise KeyError(tile)
 
 
-def chip_place(lat: float, lon: float, grid: tuple[int, list[float], int, int], chip: int) -> tuple[int, int] | None:
+def chip_place(
+    lat: float, lon: float, grid: tuple[int, list[float], int, int], chip: int
+) -> tuple[int, int] | None:
     epsg, t, w, h = grid
     x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
     col, row = (x - t[2]) / t[0], (y - t[5]) / t[4]

@@ -30,8 +30,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -54,7 +55,7 @@ REGIONS: dict[str, tuple[int, int, int, int]] = {
 
 OPTICAL_BANDS = ["blue", "green", "red", "nir08", "swir16", "swir22"]
 QA_BAND = "qa_pixel"
-ALL_BANDS = OPTICAL_BANDS + [QA_BAND]
+ALL_BANDS = [*OPTICAL_BANDS, QA_BAND]
 
 FILL_VALUE_RESCALED = -2000
 
@@ -73,8 +74,20 @@ COMPOSITES: dict[str, list[tuple[str, tuple[int, int]]]] = {
 }
 
 CSV_HEADER = [
-    "sensor", "project_id", "plot_id", "hv", "year", "doy",
-    "blue", "green", "red", "nir", "swir1", "swir2", "qa", "date",
+    "sensor",
+    "project_id",
+    "plot_id",
+    "hv",
+    "year",
+    "doy",
+    "blue",
+    "green",
+    "red",
+    "nir",
+    "swir1",
+    "swir2",
+    "qa",
+    "date",
 ]
 
 
@@ -98,16 +111,16 @@ class Instant:
     """
 
     def __init__(self, when: dt.datetime, ticks: int = 0):
-        self.when = when.astimezone(dt.timezone.utc).replace(microsecond=0)
+        self.when = when.astimezone(dt.UTC).replace(microsecond=0)
         self.ticks = ticks
 
     def key(self) -> tuple[dt.datetime, int]:
         return (self.when, self.ticks)
 
-    def __lt__(self, other: "Instant") -> bool:
+    def __lt__(self, other: Instant) -> bool:
         return self.key() < other.key()
 
-    def __le__(self, other: "Instant") -> bool:
+    def __le__(self, other: Instant) -> bool:
         return self.key() <= other.key()
 
     def __eq__(self, other: object) -> bool:
@@ -135,7 +148,7 @@ def parse_datetime(text: str) -> Instant:
     ticks = int((fraction + "0000000")[:7])
     zone = m.group(8)
     if zone in ("Z", "z"):
-        tz = dt.timezone.utc
+        tz = dt.UTC
     else:
         sign = 1 if zone[0] == "+" else -1
         tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
@@ -160,7 +173,7 @@ def _parse_bound(value: Any, is_end: bool) -> Instant | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        when = value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+        when = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
         return Instant(when, (when.microsecond * 10))
     if isinstance(value, dt.date):
         value = value.isoformat()
@@ -175,14 +188,14 @@ def _parse_bound(value: Any, is_end: bool) -> Instant | None:
         day = int(m.group(3)) if m.group(3) else None
         if not is_end:
             start = dt.date(year, month or 1, day or 1)
-            return Instant(dt.datetime(start.year, start.month, start.day, tzinfo=dt.timezone.utc), 0)
+            return Instant(dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC), 0)
         if month is None:
             last = dt.date(year, 12, 31)
         elif day is None:
             last = dt.date(year, month, calendar.monthrange(year, month)[1])
         else:
             last = dt.date(year, month, day)
-        end = dt.datetime(last.year, last.month, last.day, 23, 59, 59, tzinfo=dt.timezone.utc)
+        end = dt.datetime(last.year, last.month, last.day, 23, 59, 59, tzinfo=dt.UTC)
         return Instant(end, 9999999)
 
     if _ITEM_DATETIME_RE.match(text):
@@ -206,6 +219,7 @@ def parse_range(datetime_range: Any) -> tuple[Instant | None, Instant | None]:
 # --------------------------------------------------------------------------------------
 # Grid
 # --------------------------------------------------------------------------------------
+
 
 def _region(region: str) -> tuple[int, int, int, int]:
     if region not in REGIONS:
@@ -248,6 +262,7 @@ def chip_tiles(x: float, y: float, region: str = "CU", chip: int = 255) -> list[
 # Catalogue
 # --------------------------------------------------------------------------------------
 
+
 def load_catalog(catalog_path: str | Path) -> list[dict]:
     """Items of a newline-delimited JSON file of STAC items, or of a GeoJSON
     FeatureCollection (or a single Feature).  Duplicate ids of one collection: first wins."""
@@ -285,9 +300,15 @@ def load_catalog(catalog_path: str | Path) -> list[dict]:
     return unique
 
 
-def search_tile(items: list[dict], h: int, v: int, *, region: str = "CU",
-                collection: str = "landsat-c2ard-sr",
-                datetime_range: Any = ("1984-01-01", None)) -> list[dict]:
+def search_tile(
+    items: list[dict],
+    h: int,
+    v: int,
+    *,
+    region: str = "CU",
+    collection: str = "landsat-c2ard-sr",
+    datetime_range: Any = ("1984-01-01", None),
+) -> list[dict]:
     """The items a per-tile STAC search returns, ordered by datetime then id."""
     start, end = parse_range(datetime_range)
     found = []
@@ -329,6 +350,7 @@ def group_observations(tile_results: list[list[dict]]) -> list[tuple[tuple[int, 
 # --------------------------------------------------------------------------------------
 # Raster reading
 # --------------------------------------------------------------------------------------
+
 
 def asset_location(item: dict, band: str, asset_href: str = "href") -> str:
     asset = item["assets"][band]
@@ -375,7 +397,7 @@ def read_window(dataset, row_off: int, col_off: int, height: int, width: int) ->
     if r0 >= r1 or c0 >= c1:
         return out
     data = dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
-    out[r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = data.astype(np.int64)
+    out[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data.astype(np.int64)
     return out
 
 
@@ -390,8 +412,9 @@ def is_fill_at(reader: Reader, item: dict, x: float, y: float, asset_href: str) 
     return (value & 1) == 1
 
 
-def read_mosaic(reader: Reader, items: list[dict], x: float, y: float, chip: int,
-                asset_href: str) -> dict[str, np.ndarray]:
+def read_mosaic(
+    reader: Reader, items: list[dict], x: float, y: float, chip: int, asset_href: str
+) -> dict[str, np.ndarray]:
     """Each band as a chip x chip int64 array: the sum over the group's items of the
     boundless, zero-filled window centred on the plot pixel."""
     bands = {}
@@ -409,6 +432,7 @@ def read_mosaic(reader: Reader, items: list[dict], x: float, y: float, chip: int
 # --------------------------------------------------------------------------------------
 # Arithmetic of the recipe
 # --------------------------------------------------------------------------------------
+
 
 def rescale(dn: np.ndarray | int) -> np.ndarray:
     """``int16(trunc((DN * 0.0000275 - 0.2) * 10000))`` in float64.
@@ -492,6 +516,7 @@ def csv_text(rows: list[list[Any]], header: bool = True) -> str:
 # Plots
 # --------------------------------------------------------------------------------------
 
+
 def _number(text: str) -> int | float:
     text = text.strip()
     try:
@@ -505,12 +530,14 @@ def read_plots(plot_file: str | Path) -> list[dict[str, Any]]:
     plots = []
     with open(plot_file, newline="", encoding="utf-8-sig") as handle:
         for row in csv.DictReader(handle):
-            plots.append({
-                "project_id": row["project_id"],
-                "plot_id": row["plot_id"],
-                "x": _number(row["x"]),
-                "y": _number(row["y"]),
-            })
+            plots.append(
+                {
+                    "project_id": row["project_id"],
+                    "plot_id": row["plot_id"],
+                    "x": _number(row["x"]),
+                    "y": _number(row["y"]),
+                }
+            )
     return plots
 
 
@@ -518,17 +545,26 @@ def yyyy_ddd(year: int, doy: int) -> str:
     return f"{year}_{doy:03d}"
 
 
-def plot_observations(plot: dict[str, Any], items: list[dict], reader: Reader, *,
-                      region: str, chip: int, datetime_range: Any, asset_href: str,
-                      collection: str) -> list[tuple[list[Any], dict[str, np.ndarray]]]:
+def plot_observations(
+    plot: dict[str, Any],
+    items: list[dict],
+    reader: Reader,
+    *,
+    region: str,
+    chip: int,
+    datetime_range: Any,
+    asset_href: str,
+    collection: str,
+) -> list[tuple[list[Any], dict[str, np.ndarray]]]:
     """Every non-skipped observation of one plot: (spectral row, {composite: rgb})."""
     x, y = plot["x"], plot["y"]
     check_in_grid(x, y, region)
 
     tile_results = []
     for h, v in chip_tiles(x, y, region, chip):
-        tile_results.append(search_tile(items, h, v, region=region, collection=collection,
-                                        datetime_range=datetime_range))
+        tile_results.append(
+            search_tile(items, h, v, region=region, collection=collection, datetime_range=datetime_range)
+        )
 
     observations = []
     for (year, doy), group in group_observations(tile_results):
@@ -573,12 +609,20 @@ def plot_observations(plot: dict[str, Any], items: list[dict], reader: Reader, *
 # Expected outputs
 # --------------------------------------------------------------------------------------
 
-def expected_outputs(catalog_path: str | Path, plot_file: str | Path, *, region: str = "CU",
-                     chip: int = 255,
-                     datetime_range: tuple[str | None, str | None] = ("1984-01-01", None),
-                     asset_href: str = "href", collection: str = "landsat-c2ard-sr",
-                     open_kwargs: dict | None = None, opener: Callable | None = None,
-                     empty_series: bool = True) -> dict[str, str | np.ndarray]:
+
+def expected_outputs(
+    catalog_path: str | Path,
+    plot_file: str | Path,
+    *,
+    region: str = "CU",
+    chip: int = 255,
+    datetime_range: tuple[str | None, str | None] = ("1984-01-01", None),
+    asset_href: str = "href",
+    collection: str = "landsat-c2ard-sr",
+    open_kwargs: dict | None = None,
+    opener: Callable | None = None,
+    empty_series: bool = True,
+) -> dict[str, str | np.ndarray]:
     """{relative posix path under the project directory: expected content}.
 
     CSV content is the exact text; PNG content is a uint8 array (chip, chip, 3).
@@ -623,8 +667,15 @@ def expected_outputs(catalog_path: str | Path, plot_file: str | Path, *, region:
             project_id, plot_id = plot["project_id"], plot["plot_id"]
             prj = f"prj_{project_id}"
             observations = plot_observations(
-                plot, items, reader, region=region, chip=chip, datetime_range=datetime_range,
-                asset_href=asset_href, collection=collection)
+                plot,
+                items,
+                reader,
+                region=region,
+                chip=chip,
+                datetime_range=datetime_range,
+                asset_href=asset_href,
+                collection=collection,
+            )
 
             rows = []
             for row, chips in observations:
@@ -649,7 +700,7 @@ def expected_outputs(catalog_path: str | Path, plot_file: str | Path, *, region:
     for project_id, years in by_project_year.items():
         for year, rows in years.items():
             ordered = sorted(rows, key=lambda r: (r[2], r[5]))  # plot_id (string), doy
-            ingest_rows = [[project_id] + row for row in ordered]
+            ingest_rows = [[project_id, *row] for row in ordered]
             outputs[f"{year}_prj_{project_id}_region_spectrals.csv"] = csv_text(ingest_rows, header=False)
 
     return outputs
@@ -658,6 +709,7 @@ def expected_outputs(catalog_path: str | Path, plot_file: str | Path, *, region:
 # --------------------------------------------------------------------------------------
 # Comparison helpers
 # --------------------------------------------------------------------------------------
+
 
 def decode_png(data_or_path: bytes | str | Path, *, strict: bool = True) -> np.ndarray:
     """Decode a PNG to a uint8 (h, w, 3) array.
@@ -676,8 +728,9 @@ def decode_png(data_or_path: bytes | str | Path, *, strict: bool = True) -> np.n
             raise ValueError("not a PNG")
         bit_depth, colour_type = data[24], data[25]
         if bit_depth != 8 or colour_type != 2:
-            raise ValueError(f"PNG bit depth {bit_depth}, colour type {colour_type}; "
-                             "expected 8-bit RGB (colour type 2)")
+            raise ValueError(
+                f"PNG bit depth {bit_depth}, colour type {colour_type}; expected 8-bit RGB (colour type 2)"
+            )
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         if strict:
@@ -695,12 +748,12 @@ def _ignored(relative: str) -> bool:
         return True
     if relative.endswith(".html"):
         return True
-    if "report" in parts[:-1]:
-        return True
-    return False
+    return "report" in parts[:-1]
 
 
-def _list_files(project_dir: str | Path, storage_options: dict | None) -> tuple[dict[str, Callable[[], bytes]], str]:
+def _list_files(
+    project_dir: str | Path, storage_options: dict | None
+) -> tuple[dict[str, Callable[[], bytes]], str]:
     """{relative posix path: function returning the bytes} for a local dir or an fsspec URL."""
     text = str(project_dir)
     files: dict[str, Callable[[], bytes]] = {}
@@ -711,17 +764,17 @@ def _list_files(project_dir: str | Path, storage_options: dict | None) -> tuple[
         root = root.rstrip("/")
         if fs.exists(root):
             for path in fs.find(root):
-                relative = path[len(root):].lstrip("/")
+                relative = path[len(root) :].lstrip("/")
                 if relative:
-                    files[relative] = (lambda p=path: fs.cat_file(p))
+                    files[relative] = lambda p=path: fs.cat_file(p)
         return files, text
-    root = Path(text[len("file://"):] if text.startswith("file://") else text)
+    root = Path(text[len("file://") :] if text.startswith("file://") else text)
     if root.is_dir():
         for dirpath, _dirnames, filenames in os.walk(root):
             for filename in filenames:
                 full = Path(dirpath) / filename
                 relative = full.relative_to(root).as_posix()
-                files[relative] = (lambda p=full: p.read_bytes())
+                files[relative] = lambda p=full: p.read_bytes()
     return files, str(root)
 
 
@@ -736,15 +789,16 @@ def _first_line_difference(actual: str, expected: str) -> str:
     return "texts differ"
 
 
-def compare_tree(project_dir: str | Path, expected: dict[str, str | np.ndarray], *,
-                 storage_options: dict | None = None) -> list[str]:
+def compare_tree(
+    project_dir: str | Path, expected: dict[str, str | np.ndarray], *, storage_options: dict | None = None
+) -> list[str]:
     """Human-readable differences between a project directory and ``expected``.
 
     ``project_dir`` is a local path or an fsspec URL (e.g. ``s3://bucket/prefix`` with
     ``storage_options`` for s3fs).  Ignored: anything under a top-level ``_state/``,
     files ending ``.html`` and anything in a ``report/`` directory.
     """
-    files, root = _list_files(project_dir, storage_options)
+    files, _root = _list_files(project_dir, storage_options)
     differences = []
 
     for relative in sorted(expected):
@@ -771,7 +825,7 @@ def compare_tree(project_dir: str | Path, expected: dict[str, str | np.ndarray],
             want = np.asarray(want)
             try:
                 got_pixels = decode_png(data)
-            except Exception as exc:  # noqa: BLE001 - any decode failure is a difference
+            except Exception as exc:
                 differences.append(f"PNG {relative}: cannot decode as 8-bit RGB PNG: {exc}")
                 continue
             if got_pixels.shape != want.shape:
@@ -786,5 +840,6 @@ def compare_tree(project_dir: str | Path, expected: dict[str, str | np.ndarray],
                 differences.append(
                     f"PNG {relative}: {count} of {differing.size} pixels differ "
                     f"(max channel difference {max_abs}; first at row {r}, col {c}: "
-                    f"expected {want[r, c].tolist()}, got {got_pixels[r, c].tolist()})")
+                    f"expected {want[r, c].tolist()}, got {got_pixels[r, c].tolist()})"
+                )
     return differences

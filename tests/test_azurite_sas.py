@@ -99,8 +99,10 @@ def test_container_sas_opens_blobs_and_only_its_own_container(azurite, hls_archi
     assert status == 403, "a token for another container does not open this one"
     status, _ = _get(f"{href}?{azurite.container_sas(CONTAINER, -120)}")
     assert status == 403, "an expired token is refused"
-    status, listing = _get(f"{azurite.container_url(CONTAINER)}?restype=container&comp=list&maxresults=5&"
-                           f"{azurite.container_sas(CONTAINER, 600)}")
+    status, listing = _get(
+        f"{azurite.container_url(CONTAINER)}?restype=container&comp=list&maxresults=5&"
+        f"{azurite.container_sas(CONTAINER, 600)}"
+    )
     assert status == 200 and b"<Blob>" in listing, "read + list: the token lists the container"
 
 
@@ -110,8 +112,10 @@ def test_rasterio_reads_a_cog_through_vsicurl_with_a_signed_url(azurite, hls_arc
     local = next(i for i in hls_archive.items if i["id"] == item["id"])
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="0"):
         for key in ("B8A", "Fmask"):
-            with rasterio.open("/vsicurl/" + item["assets"][key]["href"] + "?" + token) as remote, \
-                    rasterio.open(local["assets"][key]["href"]) as disk:
+            with (
+                rasterio.open("/vsicurl/" + item["assets"][key]["href"] + "?" + token) as remote,
+                rasterio.open(local["assets"][key]["href"]) as disk,
+            ):
                 assert remote.profile == disk.profile
                 assert remote.overviews(1) == disk.overviews(1)
                 assert np.array_equal(remote.read(1), disk.read(1))
@@ -125,9 +129,18 @@ def test_start_and_stop_kill_the_process_group(tmp_path):
     server = start_azurite(tmp_path / "az")
     try:
         assert server.alive()
-        assert server.command[1:] == ["--blobHost", "127.0.0.1", "--blobPort", str(server.port),
-                                      "--location", str(tmp_path / "az" / "data"), "--silent",
-                                      "--skipApiVersionCheck", "--loose", "--disableTelemetry"]
+        assert server.command[1:] == [
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(server.port),
+            "--location",
+            str(tmp_path / "az" / "data"),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+        ]
         server.create_container("own-container")
         assert [c.name for c in server.service_client().list_containers()] == ["own-container"]
     finally:
@@ -161,16 +174,21 @@ def test_token_service_issues_real_container_tokens(sas_token_service, azurite, 
     assert status == 200 and _get(f"{href}?{json.loads(body)['token']}")[0] == 200
     assert sas_token_service.count(ACCOUNT_NAME, CONTAINER) == 1
     assert sas_token_service.request_counts() == {
-        f"/api/sas/v1/token/{ACCOUNT_NAME}/{CONTAINER}": 1, "/api/sas/v1/token/hls2-s30": 1}
+        f"/api/sas/v1/token/{ACCOUNT_NAME}/{CONTAINER}": 1,
+        "/api/sas/v1/token/hls2-s30": 1,
+    }
 
 
-@pytest.mark.parametrize("path", [
-    f"/api/sas/v1/token/otheraccount/{CONTAINER}",
-    f"/api/sas/v1/token/{ACCOUNT_NAME}/no-such-container",
-    "/api/sas/v1/token/unknown-collection",
-    f"/api/sas/v1/token/{ACCOUNT_NAME}/{CONTAINER}/extra",
-    "/api/other",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/sas/v1/token/otheraccount/{CONTAINER}",
+        f"/api/sas/v1/token/{ACCOUNT_NAME}/no-such-container",
+        "/api/sas/v1/token/unknown-collection",
+        f"/api/sas/v1/token/{ACCOUNT_NAME}/{CONTAINER}/extra",
+        "/api/other",
+    ],
+)
 def test_token_service_404s_for_unknown_containers(sas_token_service, uploaded, path):  # noqa: F811
     status, body = _get(sas_token_service.url + path)
     assert status == 404

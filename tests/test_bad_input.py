@@ -55,12 +55,16 @@ PLOT_CASES = {
     "fractional.csv": fatal(r"{file}, line 4, field 'y': 2600790\.5 is not an integer"),
     "empty.csv": fatal(r"{file}, line 1: empty plot file"),
     "header_only.csv": fatal(r"{file}, line 2: no plots"),
-    "duplicate.csv": fatal(r"{file}, line 4, field 'plot_id': duplicate plot \(project_id '1001', plot_id '001'\), first on line 2"),
+    "duplicate.csv": fatal(
+        r"{file}, line 4, field 'plot_id': duplicate plot \(project_id '1001', plot_id '001'\), first on line 2"
+    ),
     "id_slash.csv": fatal(r"{file}, line 3, field 'plot_id': id 'a/b' " + ID_RULE),
     "id_dotdot.csv": fatal(r"{file}, line 3, field 'plot_id': id '\.\.' " + ID_RULE),
     "id_space.csv": fatal(r"{file}, line 3, field 'plot_id': id '0 3' " + ID_RULE),
     "id_empty.csv": fatal(r"{file}, line 3, field 'project_id': empty id"),
-    "outside_grid.csv": fatal(r"{file}, line 4, field 'x,y': point \(-9004570, 2600790\) is outside the CU ARD grid"),
+    "outside_grid.csv": fatal(
+        r"{file}, line 4, field 'x,y': point \(-9004570, 2600790\) is outside the CU ARD grid"
+    ),
     "short_row.csv": fatal(r"{file}, line 3: 3 fields, the header has 4"),
     "latin1.csv": fatal(r"{file}(, line 3)?: not UTF-8 text"),
 }
@@ -75,7 +79,9 @@ PARAM_CASES = {
     "asset_href_bad.args": fatal(r"(?i:asset.href)\W+'foo'"),
     "datetime_bad.args": fatal(r"field 'datetime': .*2020-13"),
     "plot_file_missing.args": fatal(r"plots/does_not_exist\.csv, field 'plot-file': plot file not found"),
-    "catalog_missing.args": fatal(r"catalog/does_not_exist\.ndjson, field 'catalog': catalogue file not found"),
+    "catalog_missing.args": fatal(
+        r"catalog/does_not_exist\.ndjson, field 'catalog': catalogue file not found"
+    ),
 }
 
 # Local catalogue problems: (what names the item in the message, the field).
@@ -94,7 +100,15 @@ AFFECTED = ("1001", "001", "1997_029")  # the one non-fill observation reading i
 
 
 # --------------------------------------------------------------------------- helpers
-def run_case(archive, project: Path, *, plot_file: Path = BASE_PLOTS, catalog: Path | None = None, extra: list[str] = (), env=None):
+def run_case(
+    archive,
+    project: Path,
+    *,
+    plot_file: Path = BASE_PLOTS,
+    catalog: Path | None = None,
+    extra: list[str] = (),
+    env=None,
+):
     args = timesync_args(archive, project, catalog=str(catalog) if catalog else None)
     args[args.index("--plot-file") + 1] = str(plot_file)
     # later occurrences of an option win in argparse: case arguments override the defaults
@@ -111,12 +125,20 @@ def assert_fatal(proc, project_dir: Path | None, case: Fatal, **names: str) -> N
         hits = [ln for ln in lines if re.search(pattern, ln)]
         assert hits, f"no message matching {pattern!r} in:\n{_tail(err)}"
         if i == 0:  # ONE message, not one per project or per task
-            assert len(hits) == 1, f"{len(hits)} lines repeat the error:\n" + "\n".join(h[-300:] for h in hits)
+            assert len(hits) == 1, f"{len(hits)} lines repeat the error:\n" + "\n".join(
+                h[-300:] for h in hits
+            )
     # the closing summary must not call a run that could not start a success
-    assert "Nothing to do" not in err and "already complete" not in err, f"the summary says all is done:\n{_tail(err)}"
-    assert not re.search(r": , field", err), f"a message starting with an empty source (': , field'):\n{_tail(err)}"
+    assert "Nothing to do" not in err and "already complete" not in err, (
+        f"the summary says all is done:\n{_tail(err)}"
+    )
+    assert not re.search(r": , field", err), (
+        f"a message starting with an empty source (': , field'):\n{_tail(err)}"
+    )
     if project_dir is not None:
-        assert not project_dir.exists() or not any(project_dir.iterdir()), f"files written despite a fatal error: {list(project_dir.rglob('*'))[:10]}"
+        assert not project_dir.exists() or not any(project_dir.iterdir()), (
+            f"files written despite a fatal error: {list(project_dir.rglob('*'))[:10]}"
+        )
 
 
 def _tail(err: str) -> str:
@@ -214,7 +236,11 @@ def test_bom_and_crlf_plot_files_work(name, small_archive, tmp_path):
 # --------------------------------------------------------------------------- parameters
 @pytest.mark.parametrize("name", sorted(PARAM_CASES))
 def test_bad_parameter_is_fatal_and_writes_nothing(name, small_archive, tmp_path):
-    extra = [line.replace("{data}", str(DATA)) for line in (DATA / "params" / name).read_text().splitlines() if line]
+    extra = [
+        line.replace("{data}", str(DATA))
+        for line in (DATA / "params" / name).read_text().splitlines()
+        if line
+    ]
     project = tmp_path / "project"
     proc = run_case(small_archive, project, extra=extra)
     assert_fatal(proc, project, PARAM_CASES[name])
@@ -255,7 +281,7 @@ def test_bad_item_is_reported_and_the_rest_completes(name, small_archive, tmp_pa
 @pytest.mark.parametrize("name", sorted(ASSET_CASES))
 def test_bad_asset_fails_only_its_observation(name, small_archive, tmp_path):
     spec = json.loads((DATA / "assets" / name).read_text())
-    catalog, item_id, _ = apply_case(small_archive, spec, tmp_path / "items.ndjson")
+    catalog, _item_id, _ = apply_case(small_archive, spec, tmp_path / "items.ndjson")
     project = tmp_path / "project"
     proc = run_case(small_archive, project, catalog=catalog)
     err = proc.stderr
@@ -271,7 +297,9 @@ def test_bad_asset_fails_only_its_observation(name, small_archive, tmp_path):
     expected = oracle.expected_outputs(small_archive.catalog_ndjson, BASE_PLOTS, asset_href="href")
     lost = {f"prj_{prj}/{k}/plot_{plot}/plot_{plot}_{key}.png" for k in ("tc", "b743", "b432")}
     lost |= {f"prj_{prj}/{plot}_spectral_files_set_{key}.csv", f"prj_{prj}/series/plot_{plot}_series.csv"}
-    lost |= {k for k in expected if k.endswith(f"_prj_{prj}_region_spectrals.csv")}  # the project is not whole
+    lost |= {
+        k for k in expected if k.endswith(f"_prj_{prj}_region_spectrals.csv")
+    }  # the project is not whole
     assert lost <= set(expected)
     rest = {k: v for k, v in expected.items() if k not in lost}
     assert oracle.compare_tree(project, rest) == []
@@ -279,7 +307,9 @@ def test_bad_asset_fails_only_its_observation(name, small_archive, tmp_path):
 
 # --------------------------------------------------------------------------- ids and paths
 def _outside(root: Path, project: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if project not in p.parents and p != project}
+    return {
+        p.relative_to(root).as_posix() for p in root.rglob("*") if project not in p.parents and p != project
+    }
 
 
 @pytest.mark.parametrize(
@@ -287,7 +317,10 @@ def _outside(root: Path, project: Path) -> set[str]:
     [
         ("TimeSyncPlot", ["--project-id", "1001", "--plot-id", "../../../escaped"]),
         ("TimeSyncPlot", ["--project-id", "../../escaped", "--plot-id", "001"]),
-        ("TimeSyncObservation", ["--project-id", "1001", "--plot-id", "001", "--date", "../../../../../escaped"]),
+        (
+            "TimeSyncObservation",
+            ["--project-id", "1001", "--plot-id", "001", "--date", "../../../../../escaped"],
+        ),
         ("TimeSyncIngest", ["--project-id", "/../../../escaped"]),
         ("TimeSyncIngest", ["--project-id", "../escaped"]),
         ("TimeSyncReport", ["--project-id", "/../../../escaped"]),
@@ -313,7 +346,9 @@ S3_CASES = {
     "output_wrong_endpoint.json": fatal(r"127\.0\.0\.1:9"),
     "output_missing_credentials.json": fatal(r"(?i)credentials"),
     "output_wrong_secret.json": fatal(r"(?i)(SignatureDoesNotMatch|signature|access denied|forbidden|403)"),
-    "output_missing_bucket.json": fatal(r"(?i)no-such-bucket-for-timesync.*(NoSuchBucket|does not exist|not found)|(NoSuchBucket|does not exist|not found).*no-such-bucket-for-timesync"),
+    "output_missing_bucket.json": fatal(
+        r"(?i)no-such-bucket-for-timesync.*(NoSuchBucket|does not exist|not found)|(NoSuchBucket|does not exist|not found).*no-such-bucket-for-timesync"
+    ),
 }
 S3_BUCKET = "bad-input-out"
 
@@ -324,13 +359,34 @@ def test_bad_s3_output_is_fatal_and_clear(name, s3_server, small_archive, tmp_pa
     s3_server.create_bucket(S3_BUCKET)
     spec = json.loads((DATA / "s3" / name).read_text())
     project_dir = spec["project_dir"].format(bucket=S3_BUCKET)
-    extra = [a.format(endpoint=s3_server.endpoint_url) for a in spec["args"]] + ["--output-region", s3_server.region]
-    env = luigi_env({"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")})
-    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+    extra = [a.format(endpoint=s3_server.endpoint_url) for a in spec["args"]] + [
+        "--output-region",
+        s3_server.region,
+    ]
+    env = luigi_env(
+        {
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        }
+    )
+    for k in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_S3_ENDPOINT",
+        "AWS_HTTPS",
+        "AWS_VIRTUAL_HOSTING",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ):
         env.pop(k, None)
     if spec["credentials"]:
         env["AWS_ACCESS_KEY_ID"] = s3_server.access_key
-        env["AWS_SECRET_ACCESS_KEY"] = s3_server.secret_key if spec["credentials"] is True else "wrong-" + s3_server.secret_key
+        env["AWS_SECRET_ACCESS_KEY"] = (
+            s3_server.secret_key if spec["credentials"] is True else "wrong-" + s3_server.secret_key
+        )
     args = timesync_args(small_archive, project_dir)
     args[args.index("--plot-file") + 1] = str(BASE_PLOTS)
     proc = run_luigi([*args, *extra], cwd=tmp_path, env=env, timeout=300)
@@ -343,7 +399,9 @@ def test_bad_s3_output_is_fatal_and_clear(name, s3_server, small_archive, tmp_pa
 
 
 @pytest.mark.slow
-def test_an_unusable_item_of_a_multi_tile_acquisition_fails_the_observation_instead_of_half_a_mosaic(small_archive, tmp_path):
+def test_an_unusable_item_of_a_multi_tile_acquisition_fails_the_observation_instead_of_half_a_mosaic(
+    small_archive, tmp_path
+):
     """A plot's chip spans two ARD tiles; one tile's item of an acquisition has no red asset.
     Writing the other tile's half as the observation would be a target that looks complete
     but is not: that plot-observation fails (reported, recorded, nothing written) and every
@@ -374,7 +432,9 @@ def test_an_unusable_item_of_a_multi_tile_acquisition_fails_the_observation_inst
     catalog = tmp_path / "items.ndjson"
     catalog.write_text("\n".join(lines) + "\n")
     plot_file = tmp_path / "plots.csv"
-    plot_file.write_text(f"project_id,plot_id,x,y\n{plot['project_id']},{plot['plot_id']},{plot['x']},{plot['y']}\n")
+    plot_file.write_text(
+        f"project_id,plot_id,x,y\n{plot['project_id']},{plot['plot_id']},{plot['x']},{plot['y']}\n"
+    )
     project = tmp_path / "project"
     proc = run_case(small_archive, project, plot_file=plot_file, catalog=catalog)
 
@@ -384,7 +444,10 @@ def test_an_unusable_item_of_a_multi_tile_acquisition_fails_the_observation_inst
     key = obs_key(dt.year, dt.timetuple().tm_yday)
     prj, pid = plot["project_id"], plot["plot_id"]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, _tail(proc.stderr)
-    assert re.search(rf"FAILED prj {prj} plot {pid} {key}: .*mosaic would be partial.*{re.escape(item['id'])}.*assets\.red", proc.stderr), _tail(proc.stderr)
+    assert re.search(
+        rf"FAILED prj {prj} plot {pid} {key}: .*mosaic would be partial.*{re.escape(item['id'])}.*assets\.red",
+        proc.stderr,
+    ), _tail(proc.stderr)
     record = json.loads((project / "_state" / f"prj_{prj}" / "failed" / f"plot_{pid}.json").read_text())
     assert [f["key"] for f in record["failed"]] == [key]
     for rel in obs_files(prj, pid, key):
@@ -392,6 +455,10 @@ def test_an_unusable_item_of_a_multi_tile_acquisition_fails_the_observation_inst
     # every other observation: exactly the recipe's output from the intact catalogue
     expected = oracle.expected_outputs(small_archive.catalog_ndjson, plot_file, asset_href="href")
     failed_files = set(obs_files(prj, pid, key))
-    kept = {k: v for k, v in expected.items() if k not in failed_files and "/series/" not in k and "_region_spectrals" not in k}
+    kept = {
+        k: v
+        for k, v in expected.items()
+        if k not in failed_files and "/series/" not in k and "_region_spectrals" not in k
+    }
     assert len(kept) > 4
     assert oracle.compare_tree(project, kept) == []  # and no series, no ingest file: the plot is not whole

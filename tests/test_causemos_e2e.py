@@ -44,7 +44,14 @@ pytestmark = pytest.mark.slow
 MODULE = "pipeline.causemos"
 DATA_ID, RUN_ID = "model-1", "run-1"
 BASE = f"{DATA_ID}/{RUN_ID}/"
-MONTHS = [1640995200000, 1643673600000, 1646092800000, 1648771200000, 1672531200000, 1675209600000]  # 2022-01..04, 2023-01..02
+MONTHS = [
+    1640995200000,
+    1643673600000,
+    1646092800000,
+    1648771200000,
+    1672531200000,
+    1675209600000,
+]  # 2022-01..04, 2023-01..02
 DAY = 86_400_000
 INVALID_TS = 10**13  # >= int64.max / 1e6 ms: counted and dropped
 QUALIFIER_MAP = {"F1": ["camp"], "F2": ["camp", "source"]}
@@ -72,7 +79,9 @@ def _points(rng: np.random.Generator, n: int) -> pd.DataFrame:
 def _rows(rng: np.random.Generator, places: pd.DataFrame, n: int, features: list[str]) -> pd.DataFrame:
     pick = rng.integers(0, len(places.index), n)
     frame = places.iloc[pick].reset_index(drop=True)
-    frame.insert(0, "timestamp", np.array(MONTHS)[rng.integers(0, len(MONTHS), n)] + rng.integers(0, 25 * DAY, n))
+    frame.insert(
+        0, "timestamp", np.array(MONTHS)[rng.integers(0, len(MONTHS), n)] + rng.integers(0, 25 * DAY, n)
+    )
     frame["feature"] = np.array(features)[rng.integers(0, len(features), n)]
     frame["value"] = rng.integers(-8, 40, n) / 4.0  # quarters: every sum is exact in any order
     frame["w"] = rng.integers(1, 5, n) / 2.0
@@ -123,7 +132,11 @@ def expected(paths: list[Path], **params) -> dict[str, bytes]:
     return {same_object_key(k): v for k, v in out.items()}
 
 
-LOCAL_PARAMS = {"qualifier_map": QUALIFIER_MAP, "raw_count_threshold": RAW_THRESHOLD, "fill_timestamp": MONTHS[2] + 5}
+LOCAL_PARAMS = {
+    "qualifier_map": QUALIFIER_MAP,
+    "raw_count_threshold": RAW_THRESHOLD,
+    "fill_timestamp": MONTHS[2] + 5,
+}
 
 
 def cli_args(task: str, paths: list[str], dest: str, *extra: str) -> list[str]:
@@ -175,7 +188,10 @@ def tree(root: Path, *, state: bool = False) -> dict[str, bytes]:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    return {k: (os.stat(root / k).st_mtime_ns, hashlib.sha1(v).hexdigest()) for k, v in tree(root, state=True).items()}
+    return {
+        k: (os.stat(root / k).st_mtime_ns, hashlib.sha1(v).hexdigest())
+        for k, v in tree(root, state=True).items()
+    }
 
 
 def assert_same_objects(got: dict[str, bytes], want: dict[str, bytes]) -> None:
@@ -263,7 +279,9 @@ def test_cells_tiles_and_counts_by_hand(local_run, inputs):
 
     # the country aggregate of that month: every F1 value of Ethiopia that month
     eth = f1[(f1["country"] == "Ethiopia") & (f1["timestamp"].map(_month) == month)]
-    table = (dest / BASE / f"month/F1/regional/country/aggs/{month}/default/default.csv").read_text().splitlines()
+    table = (
+        (dest / BASE / f"month/F1/regional/country/aggs/{month}/default/default.csv").read_text().splitlines()
+    )
     row = next(r.split(",") for r in table[1:] if r.startswith("Ethiopia,"))
     assert float(row[1]) == eth["value"].sum()  # NaN skipped
     assert {r.split(",")[0] for r in table[1:]} == set(f1[f1["timestamp"].map(_month) == month]["country"])
@@ -281,7 +299,9 @@ def test_cells_tiles_and_counts_by_hand(local_run, inputs):
         bins[b][1] += 1 if values else 0
     tile = decode_tile((dest / BASE / f"month/F1/tiles/{month}-0-0-0.tile").read_bytes())
     assert (tile.z, tile.x, tile.y, tile.total_bins) == (0, 0, 0, 4096)
-    assert {b: (s.s_sum_t_sum, s.weight) for b, s in tile.stats.items()} == {b: tuple(v) for b, v in bins.items()}
+    assert {b: (s.s_sum_t_sum, s.weight) for b, s in tile.stats.items()} == {
+        b: tuple(v) for b, v in bins.items()
+    }
 
     # results.json counts, from the raw files
     frames = [pd.read_parquet(p) for p in inputs[:2]]
@@ -291,7 +311,10 @@ def test_cells_tiles_and_counts_by_hand(local_run, inputs):
     assert results["num_invalid_ts"] == 2
     assert results["num_missing_val"] == 1  # +-inf are not counted
     assert sorted(results["features"]) == ["F1", "F2", "F3"]
-    assert results["month_timeseries_size"]["F3"] == rows[rows["feature"] == "F3"]["timestamp"].map(_month).nunique()
+    assert (
+        results["month_timeseries_size"]["F3"]
+        == rows[rows["feature"] == "F3"]["timestamp"].map(_month).nunique()
+    )
     assert results["region_levels"] == ["country", "admin1", "admin2", "admin3", "grid data"]
     assert "output_agg_values" in json.loads((dest / BASE / "results/results.json").read_text())
 
@@ -310,7 +333,11 @@ def test_cells_tiles_and_counts_by_hand(local_run, inputs):
     lists = json.loads((dest / BASE / "raw/F1/info/region_lists.json").read_text())
     assert set(lists["country"]) == {"Ethiopia", "SouthSudan"}
     # a qualifier value with "/" nests the key, as the reference's
-    assert (dest / BASE / "month/F1/regional/country/timeseries/qualifiers/camp/Explosions/Remote violence/Ethiopia.csv").exists()
+    assert (
+        dest
+        / BASE
+        / "month/F1/regional/country/timeseries/qualifiers/camp/Explosions/Remote violence/Ethiopia.csv"
+    ).exists()
 
 
 def test_second_run_writes_nothing(local_run, inputs, dask_env):
@@ -358,8 +385,11 @@ def _s3_objects(s3_server, bucket: str, prefix: str) -> dict[str, bytes]:
     from concurrent.futures import ThreadPoolExecutor
 
     client = s3_server.client(max_pool_connections=16)
-    keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for item in page.get("Contents", [])]
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
     with ThreadPoolExecutor(16) as pool:
         bodies = pool.map(lambda key: client.get_object(Bucket=bucket, Key=key)["Body"].read(), keys)
         return {key[len(prefix) :]: body for key, body in zip(keys, bodies, strict=True)}
@@ -393,7 +423,9 @@ def test_s3_inputs_and_outputs_rerun_and_change(inputs, s3_server, dask_env, tmp
     counts = s3_server.request_counts(bucket)
     print(f"second run, S3 requests: {counts}")
     assert counts.get("PUT", 0) == counts.get("POST", 0) == counts.get("DELETE", 0) == 0, counts
-    assert counts.get("HEAD", 0) <= 3, counts  # the two inputs' identities and results.json: no HEAD per object
+    assert counts.get("HEAD", 0) <= 3, (
+        counts
+    )  # the two inputs' identities and results.json: no HEAD per object
 
     changed = write_inputs(tmp_path / "changed", seed=5, changed=True)
     urls = _upload(s3_server, bucket, changed, "in-2")
@@ -435,8 +467,14 @@ def test_killed_run_ends_like_a_clean_one(local_run, inputs, tmp_path):
     clean = tree(local_run[0])
     args = cli_args("CausemosRun", [str(p) for p in inputs], str(dest), "--dask-n-workers", "2")
     env = luigi_env({"PIPELINE_DASK_SCHEDULER": ""})
-    proc = subprocess.Popen([LUIGI, "--module", MODULE, *args], cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [LUIGI, "--module", MODULE, *args],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     target = len(clean) // 3
     deadline = time.monotonic() + 120
     try:
@@ -464,9 +502,21 @@ def test_killed_run_ends_like_a_clean_one(local_run, inputs, tmp_path):
     [
         ("--qualifier-map", '{"F1": ["camp"]', "field '--qualifier-map': not valid JSON"),
         ("--qualifier-map", '["camp"]', "field '--qualifier-map': must be a JSON object"),
-        ("--selected-output-tasks", "compute_tiles,compute_everything", "unknown output task(s) compute_everything"),
-        ("--qualifier-thresholds", '{"max_count": "many"}', "field '--qualifier-thresholds': max_count must be"),
-        ("--data-paths", "/nonexistent/x.parquet.gzip", "field '--data-paths': /nonexistent/x.parquet.gzip: no such file"),
+        (
+            "--selected-output-tasks",
+            "compute_tiles,compute_everything",
+            "unknown output task(s) compute_everything",
+        ),
+        (
+            "--qualifier-thresholds",
+            '{"max_count": "many"}',
+            "field '--qualifier-thresholds': max_count must be",
+        ),
+        (
+            "--data-paths",
+            "/nonexistent/x.parquet.gzip",
+            "field '--data-paths': /nonexistent/x.parquet.gzip: no such file",
+        ),
     ],
 )
 def test_bad_options_stop_the_run_and_write_nothing(inputs, tmp_path, option, value, message):
@@ -496,7 +546,9 @@ def test_dry_run_counts_what_the_run_writes(inputs, dask_env, tmp_path):
             family = "raw" if rest.endswith("/raw/raw.csv") else "info"
         elif rest.startswith("results/"):
             family = "results.json"
-        elif "/timeseries/global/" in rest or "/timeseries/qualifiers/" in rest and "/regional/" not in rest:
+        elif "/timeseries/global/" in rest or (
+            "/timeseries/qualifiers/" in rest and "/regional/" not in rest
+        ):
             family = "compute_global_timeseries"
         elif "/stats/default/" in rest:
             family = "compute_regional_stats"
@@ -512,7 +564,10 @@ def test_dry_run_counts_what_the_run_writes(inputs, dask_env, tmp_path):
     for line in proc.stderr.splitlines():
         match = re.match(r"^(\S+)(?: \(.*\))?\s{2,}([\d,]+)\s+([\d,]+)$", line)
         if match:
-            table[match.group(1)] = [int(match.group(2).replace(",", "")), int(match.group(3).replace(",", ""))]
+            table[match.group(1)] = [
+                int(match.group(2).replace(",", "")),
+                int(match.group(3).replace(",", "")),
+            ]
     assert {k: v for k, v in table.items() if k != "total"} == {k: list(v) for k, v in families.items()}
     assert table["total"] == [len(want), sum(len(v) for v in want.values())]
     assert re.search(r"input: 2 file\(s\)|input: 3 file\(s\)", proc.stderr) and "3 feature(s)" in proc.stderr
@@ -527,13 +582,24 @@ def test_pieces_split_the_objects_exactly(inputs):
     frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "", 0).frame
     rows = frame[frame["feature"] == "F1"]
     points = recipe.temporal_aggregation(rows, "month", "").drop(columns=["feature"])
-    ctx = recipe.FeatureContext(DATA_ID, RUN_ID, "month", "F1", tuple(recipe.region_columns(frame)), "", ("camp",),
-                                ("camp",), 1, True)
+    ctx = recipe.FeatureContext(
+        DATA_ID, RUN_ID, "month", "F1", tuple(recipe.region_columns(frame)), "", ("camp",), ("camp",), 1, True
+    )
     for family in recipe.OUTPUT_TASKS:
         whole = dict(recipe.FAMILY_OBJECTS[family](points, ctx))
-        plan = pieces.plan_pieces(family, ctx, points_rows=len(points.index), periods=points["timestamp"].nunique(),
-                                  level0_regions=2, separator_in_level0=False, points_per_piece=10, max_parts=3)
-        assert len(plan) == (1 if pieces.SPLIT_BY[family] == "whole" else 2 if pieces.SPLIT_BY[family] == "regions" else 3)
+        plan = pieces.plan_pieces(
+            family,
+            ctx,
+            points_rows=len(points.index),
+            periods=points["timestamp"].nunique(),
+            level0_regions=2,
+            separator_in_level0=False,
+            points_per_piece=10,
+            max_parts=3,
+        )
+        assert len(plan) == (
+            1 if pieces.SPLIT_BY[family] == "whole" else 2 if pieces.SPLIT_BY[family] == "regions" else 3
+        )
         parts = [dict(recipe.FAMILY_OBJECTS[family](pieces.piece_points(points, p), ctx)) for p in plan]
         assert sum(len(p) for p in parts) == len(whole)
         assert {k: v for p in parts for k, v in p.items()} == whole
@@ -550,14 +616,28 @@ def test_partial_sums_of_split_input_equal_the_whole(inputs):
 
 def test_points_survive_parquet(inputs):
     frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "w", 0).frame
-    points = recipe.temporal_aggregation(frame[frame["feature"] == "F2"], "month", "w").drop(columns=["feature"])
+    points = recipe.temporal_aggregation(frame[frame["feature"] == "F2"], "month", "w").drop(
+        columns=["feature"]
+    )
     buffer = io.BytesIO()
     points.to_parquet(buffer, index=False)
     back = pd.read_parquet(io.BytesIO(buffer.getvalue()))
-    ctx = recipe.FeatureContext(DATA_ID, RUN_ID, "month", "F2", ("country", "admin1", "admin2", "admin3"), "w",
-                                ("camp", "source"), ("camp",), 1, True)
+    ctx = recipe.FeatureContext(
+        DATA_ID,
+        RUN_ID,
+        "month",
+        "F2",
+        ("country", "admin1", "admin2", "admin3"),
+        "w",
+        ("camp", "source"),
+        ("camp",),
+        1,
+        True,
+    )
     for family in recipe.OUTPUT_TASKS:
-        assert dict(recipe.FAMILY_OBJECTS[family](back, ctx)) == dict(recipe.FAMILY_OBJECTS[family](points, ctx)), family
+        assert dict(recipe.FAMILY_OBJECTS[family](back, ctx)) == dict(
+            recipe.FAMILY_OBJECTS[family](points, ctx)
+        ), family
 
 
 def test_group_sums_do_not_depend_on_row_layout():
@@ -578,3 +658,46 @@ def test_group_sums_do_not_depend_on_row_layout():
     for frame in (alone, mixed):
         table, _ = recipe.spatial_aggregation(frame, ["timestamp", "place"])
         assert table.loc[table["place"] == "a", "s_sum_t_sum"].item() == sequential
+
+
+# ================================================================ the QA view
+
+
+def test_qa_report_shows_each_feature_from_the_outputs_alone(local_run, tmp_path):
+    from pipeline.causemos import layout
+    from pipeline.causemos.report import build_report, main, report_key
+    from pipeline.errors import InputError
+    from targets.store import Store
+
+    dest = tmp_path / "copy"
+    shutil.copytree(local_run[0], dest)  # the page must not add a key to the module's shared run
+    shutil.rmtree(dest / "_state")  # readable from the dashboard's objects alone
+    store = Store(str(dest))
+    results = json.loads((dest / BASE / "results/results.json").read_text())
+    features = [str(f) for f in results["data_info"]["features"]]
+    page = build_report(store, DATA_ID, RUN_ID)
+    for feature in features:
+        assert f'<h2 id="{feature}">' in page
+        series = pd.read_csv(dest / layout.global_timeseries_csv(DATA_ID, RUN_ID, "month", feature))
+        # one plotted point per month with a value
+        plotted = re.search(
+            rf'aria-label="global monthly series of {re.escape(feature)}">.*?points="([^"]*)"', page, re.S
+        )
+        assert plotted is not None
+        assert len(plotted.group(1).split()) == int(series["s_sum_t_sum"].notna().sum())
+        # the newest month's regional aggregates: the largest region first
+        newest = int(series["timestamp"].max())
+        level = results["data_info"]["region_levels"][min(1, len(results["data_info"]["region_levels"]) - 1)]
+        aggs = pd.read_csv(
+            dest / layout.regional_aggregate_csv(DATA_ID, RUN_ID, "month", feature, level, newest)
+        )
+        top = aggs.sort_values("s_sum_t_sum", ascending=False).iloc[0]["id"]
+        assert f'<td class="l">{top}</td>' in page
+    assert page.count("data:image/png;base64,") == sum(
+        any((dest / layout.feature_prefix(DATA_ID, RUN_ID, "month", f) / "tiles").glob("*-4-*.tile"))
+        for f in features
+    )
+    main(["--dest", str(dest), "--data-id", DATA_ID, "--run-id", RUN_ID])
+    assert (dest / report_key(DATA_ID, RUN_ID)).read_text().startswith("<!DOCTYPE html>")
+    with pytest.raises(InputError, match=r"no results\.json"):
+        build_report(store, DATA_ID, "other-run")

@@ -57,25 +57,38 @@ def test_reading_fails_like_the_reference():
 
 
 def test_several_files_with_mismatched_columns_and_dtypes():
-    first = pd.DataFrame({
-        "timestamp": [1, 2],
-        "country": ["C", None],
-        "admin1": [np.nan, np.nan],  # float in this file ...
-        "feature": [1, 2],
-        "value": [1.0, 2.0],
-        "qual1": ["a", None],
-    })
-    second = pd.DataFrame({
-        "timestamp": [3],
-        "country": ["D"],
-        "admin1": pd.Series(["A1"], dtype=object),  # ... text in this one: both become text, nulls "None"
-        "feature": ["x"],
-        "value": [3.0],
-        "qual2": ["q"],
-        "lat": [1.5],
-    })
+    first = pd.DataFrame(
+        {
+            "timestamp": [1, 2],
+            "country": ["C", None],
+            "admin1": [np.nan, np.nan],  # float in this file ...
+            "feature": [1, 2],
+            "value": [1.0, 2.0],
+            "qual1": ["a", None],
+        }
+    )
+    second = pd.DataFrame(
+        {
+            "timestamp": [3],
+            "country": ["D"],
+            "admin1": pd.Series(["A1"], dtype=object),  # ... text in this one: both become text, nulls "None"
+            "feature": ["x"],
+            "value": [3.0],
+            "qual2": ["q"],
+            "lat": [1.5],
+        }
+    )
     combined = recipe.concat_input_frames([("a.parquet.gzip", first), ("b.parquet.gzip", second)])
-    assert list(combined.columns) == ["timestamp", "country", "admin1", "feature", "value", "qual1", "qual2", "lat"]
+    assert list(combined.columns) == [
+        "timestamp",
+        "country",
+        "admin1",
+        "feature",
+        "value",
+        "qual1",
+        "qual2",
+        "lat",
+    ]
     assert combined["feature"].tolist() == ["1", "2", "x"]  # cast to text
     assert combined["qual2"].tolist()[:2] == ["", ""]  # added as "" where missing
     assert combined["qual1"].tolist()[2] == ""
@@ -96,22 +109,25 @@ def test_single_file_keeps_feature_type():
 
 
 def test_raw_rows_and_raw_csv():
-    raw = pd.DataFrame({
-        "timestamp": [JAN, JAN + 1, JAN + 2, JAN + 3],
-        "country": ["Ethiopia", None, "A, B", "Sudan"],
-        "feature": ["f1", "f1", "f2", None],
-        "value": [0.5, np.nan, 1e-05, 2.0],
-        "camp": ['say "hi"', "x", "y", "z"],
-    })
+    raw = pd.DataFrame(
+        {
+            "timestamp": [JAN, JAN + 1, JAN + 2, JAN + 3],
+            "country": ["Ethiopia", None, "A, B", "Sudan"],
+            "feature": ["f1", "f1", "f2", None],
+            "value": [0.5, np.nan, 1e-05, 2.0],
+            "camp": ['say "hi"', "x", "y", "z"],
+        }
+    )
     assert recipe.raw_rows_per_feature(raw) == {"f1": 2, "f2": 1}  # the null feature is not counted
     parts = recipe.split_by_feature(raw)
     assert list(parts) == ["f1", "f2"]
     assert _csv(recipe.raw_table(parts["f1"], 2)) == (
-        "timestamp,country,value,camp\n"
-        "1640995200000,Ethiopia,0.5,\"say \"\"hi\"\"\"\n"
-        "1640995200001,,,x\n"
+        'timestamp,country,value,camp\n1640995200000,Ethiopia,0.5,"say ""hi"""\n1640995200001,,,x\n'
     )
-    assert _csv(recipe.raw_table(parts["f2"], 1)) == 'timestamp,country,value,camp\n1640995200002,"A, B",1e-05,y\n'
+    assert (
+        _csv(recipe.raw_table(parts["f2"], 1))
+        == 'timestamp,country,value,camp\n1640995200002,"A, B",1e-05,y\n'
+    )
     assert recipe.raw_table(parts["f1"], 1) is None  # 2 rows > threshold 1
 
 
@@ -119,19 +135,21 @@ def test_raw_rows_and_raw_csv():
 
 
 def _dirty_input() -> pd.DataFrame:
-    return pd.DataFrame({
-        "timestamp": [JAN, None, JAN + 5, 10**13],  # 1e13 ms >= int64.max / 1e6 = 9223372036854.775807
-        "country": ["Eth//iopia", None, "a///b", "X"],
-        "admin1": [None, None, None, None],  # all null: dropped
-        "lat": ["1.5", "abc", None, 2],  # unparseable -> NaN
-        "lng": [1.0, 2.0, 3.0, 4.0],
-        "feature": ["F", "F", "F", "F"],
-        "value": [np.inf, None, -np.inf, 4.0],
-        "notes": ["  ", "\t", None, " \n"],  # whitespace only: dropped
-        "empty": ["", "", "", ""],  # "" is not whitespace: kept
-        "qual": [1.0, None, 2.5, 3.0],
-        "w": ["2", None, "x", 0.5],
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": [JAN, None, JAN + 5, 10**13],  # 1e13 ms >= int64.max / 1e6 = 9223372036854.775807
+            "country": ["Eth//iopia", None, "a///b", "X"],
+            "admin1": [None, None, None, None],  # all null: dropped
+            "lat": ["1.5", "abc", None, 2],  # unparseable -> NaN
+            "lng": [1.0, 2.0, 3.0, 4.0],
+            "feature": ["F", "F", "F", "F"],
+            "value": [np.inf, None, -np.inf, 4.0],
+            "notes": ["  ", "\t", None, " \n"],  # whitespace only: dropped
+            "empty": ["", "", "", ""],  # "" is not whitespace: kept
+            "qual": [1.0, None, 2.5, 3.0],
+            "w": ["2", None, "x", 0.5],
+        }
+    )
 
 
 def test_validate_and_fix_counts_and_fixes():
@@ -142,7 +160,17 @@ def test_validate_and_fix_counts_and_fixes():
     assert checked.num_missing_val == 1  # None only: +-inf are not counted as missing
     assert checked.num_invalid_ts == 1
     assert checked.weight_column == "w"
-    assert list(frame.columns) == ["timestamp", "country", "lat", "lng", "feature", "value", "empty", "qual", "w"]
+    assert list(frame.columns) == [
+        "timestamp",
+        "country",
+        "lat",
+        "lng",
+        "feature",
+        "value",
+        "empty",
+        "qual",
+        "w",
+    ]
     assert frame["timestamp"].tolist() == [JAN, 7, JAN + 5]
     assert frame["country"].tolist() == ["Ethiopia", "None", "a/b"]  # "//" removed left to right
     assert frame["lat"].tolist()[0] == 1.5 and frame["lat"].isna().tolist() == [False, True, True]
@@ -175,12 +203,14 @@ def test_unparseable_values_fail():
 
 
 def test_region_ids_and_lists():
-    rows = pd.DataFrame({
-        "country": ["E", "E", "S"],
-        "admin1": ["A", "B", "A"],
-        "admin2": ["x y", "z", "w"],
-        "admin3": ["1", "2", "3"],
-    })
+    rows = pd.DataFrame(
+        {
+            "country": ["E", "E", "S"],
+            "admin1": ["A", "B", "A"],
+            "admin2": ["x y", "z", "w"],
+            "admin3": ["1", "2", "3"],
+        }
+    )
     present = recipe.region_columns(rows)
     assert recipe.region_ids(rows, present, 2).tolist() == ["E__A__x y", "E__B__z", "S__A__w"]
     assert recipe.region_lists(rows, present) == {
@@ -197,26 +227,45 @@ def test_region_levels_with_a_gap_follow_the_reference():
     assert present == ["country", "admin2"]
     # the second present column is listed as "admin1", joined with a missing admin1
     assert recipe.region_lists(rows, present) == {
-        "country": ["E"], "admin1": ["E__None"], "admin2": [], "admin3": []
+        "country": ["E"],
+        "admin1": ["E__None"],
+        "admin2": [],
+        "admin3": [],
     }
     assert recipe.region_ids(rows, ["admin1"], 0).tolist() == ["None", "None"]  # no country column
     assert recipe.region_lists(pd.DataFrame({"feature": ["F"]}), []) is None
 
 
 def test_qualifier_columns_values_counts_and_limits():
-    frame = pd.DataFrame({
-        "timestamp": [1, 2, 3], "country": ["C"] * 3, "lat": [1.0] * 3, "lng": [1.0] * 3,
-        "feature": ["F"] * 3, "value": [1.0] * 3, "camp": ["b", "a", "b"], "w": [1.0] * 3, "kind": ["k"] * 3,
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": [1, 2, 3],
+            "country": ["C"] * 3,
+            "lat": [1.0] * 3,
+            "lng": [1.0] * 3,
+            "feature": ["F"] * 3,
+            "value": [1.0] * 3,
+            "camp": ["b", "a", "b"],
+            "w": [1.0] * 3,
+            "kind": ["k"] * 3,
+        }
+    )
     assert recipe.qualifier_columns(frame, "w") == ["camp", "kind"]
     values = recipe.qualifier_values(frame, ["camp", "kind"])
     assert values == {"camp": ["b", "a"], "kind": ["k"]}
     thresholds = {"max_count": 1, "regional_timeseries_count": 1, "regional_timeseries_max_level": 0}
-    assert recipe.qualifier_counts_document(values, thresholds) == {"thresholds": thresholds, "counts": {"camp": 2, "kind": 1}}
+    assert recipe.qualifier_counts_document(values, thresholds) == {
+        "thresholds": thresholds,
+        "counts": {"camp": 2, "kind": 1},
+    }
     counts = {"f1": {"q1": 10, "q2": 8, "q3": 10}, "f2": {"q1": 15}, "f3": {"q1": 5}}
     qualifier_map = {"f1": ["q1", "q2", "q3", "nope"], "f2": ["q1"], "f3": ["q1"], "unknown": ["q1"]}
     assert recipe.limit_qualifier_map(qualifier_map, counts, 9) == {"f1": ["q2"], "f2": [], "f3": ["q1"]}
-    assert recipe.limit_qualifier_map(qualifier_map, counts, 10) == {"f1": ["q1", "q2", "q3"], "f2": [], "f3": ["q1"]}
+    assert recipe.limit_qualifier_map(qualifier_map, counts, 10) == {
+        "f1": ["q1", "q2", "q3"],
+        "f2": [],
+        "f3": ["q1"],
+    }
 
 
 def test_plan_outputs():
@@ -225,7 +274,10 @@ def test_plan_outputs():
     no_coords = recipe.plan_outputs(None, False)
     assert no_coords["compute_tiles"] is False and no_coords["record_results"] is True
     some = recipe.plan_outputs(["compute_global_timeseries", "compute_regional_aggregation", "bogus"], True)
-    assert [t for t in recipe.OUTPUT_TASKS if some[t]] == ["compute_global_timeseries", "compute_regional_aggregation"]
+    assert [t for t in recipe.OUTPUT_TASKS if some[t]] == [
+        "compute_global_timeseries",
+        "compute_regional_aggregation",
+    ]
     assert some["record_results"] is False
     empty = recipe.plan_outputs([], True)  # the reference runs everything, but writes no results.json
     assert all(empty[t] for t in recipe.OUTPUT_TASKS) and empty["record_results"] is False
@@ -238,7 +290,10 @@ def test_plan_outputs():
 def test_period_starts_by_hand():
     stamps = np.array([JAN, JAN + 15 * DAY + 123, FEB - 1, FEB, -1, -1e14, 0.5])
     assert recipe.period_start_ms(stamps, "month").tolist() == [
-        JAN, JAN, JAN, FEB,
+        JAN,
+        JAN,
+        JAN,
+        FEB,
         -31 * DAY,  # 1969-12-31T23:59:59.999 -> 1969-12-01
         0,  # 1653: not representable in pandas nanoseconds -> missing -> 0, as in the reference
         0,
@@ -249,15 +304,18 @@ def test_period_starts_by_hand():
 
 
 def test_temporal_aggregation_month_year_all():
-    frame = _frame([
-        [JAN + 1, "A", 1.1, 1.0, "F1", 1.0, "a"],
-        [JAN + 14 * DAY, "A", 1.1, 1.0, "F1", 3.0, "a"],
-        [FEB + 1, "A", 1.1, 1.0, "F1", 1.5, "a"],
-        [JAN + 2, "B", 2.1, 2.0, "F1", np.nan, "a"],
-        [JAN + 3, "B", 2.1, 2.0, "F1", np.nan, "a"],
-        [JAN + 4, "A", 1.1, 1.0, "F1", 5.0, "b"],
-        [Y2023, "A", 1.1, 1.0, "F1", 2.0, "a"],
-    ], ["timestamp", "country", "lat", "lng", "feature", "value", "q"])
+    frame = _frame(
+        [
+            [JAN + 1, "A", 1.1, 1.0, "F1", 1.0, "a"],
+            [JAN + 14 * DAY, "A", 1.1, 1.0, "F1", 3.0, "a"],
+            [FEB + 1, "A", 1.1, 1.0, "F1", 1.5, "a"],
+            [JAN + 2, "B", 2.1, 2.0, "F1", np.nan, "a"],
+            [JAN + 3, "B", 2.1, 2.0, "F1", np.nan, "a"],
+            [JAN + 4, "A", 1.1, 1.0, "F1", 5.0, "b"],
+            [Y2023, "A", 1.1, 1.0, "F1", 2.0, "a"],
+        ],
+        ["timestamp", "country", "lat", "lng", "feature", "value", "q"],
+    )
     month = recipe.temporal_aggregation(frame, "month", "")
     assert list(month.columns) == ["timestamp", "country", "lat", "lng", "feature", "q", "t_sum", "t_mean"]
     got = month[["timestamp", "country", "q", "t_sum", "t_mean"]].values.tolist()
@@ -269,48 +327,69 @@ def test_temporal_aggregation_month_year_all():
     assert got[4] == [Y2023, "A", "a", 2.0, 2.0]
     year = recipe.temporal_aggregation(frame, "year", "")
     assert year[["timestamp", "country", "q", "t_sum"]].values.tolist() == [
-        [JAN, "A", "a", 5.5], [JAN, "B", "a", 0.0], [JAN, "A", "b", 5.0], [Y2023, "A", "a", 2.0]
+        [JAN, "A", "a", 5.5],
+        [JAN, "B", "a", 0.0],
+        [JAN, "A", "b", 5.0],
+        [Y2023, "A", "a", 2.0],
     ]
     everything = recipe.temporal_aggregation(frame, "all", "")
     # A/a over all time: 1 + 3 + 1.5 + 2 = 7.5 over 4 rows = 1.875
-    assert everything[["timestamp", "country", "q", "t_sum", "t_mean"]].values.tolist()[0] == [0, "A", "a", 7.5, 1.875]
+    assert everything[["timestamp", "country", "q", "t_sum", "t_mean"]].values.tolist()[0] == [
+        0,
+        "A",
+        "a",
+        7.5,
+        1.875,
+    ]
 
 
 def test_temporal_keeps_rows_without_coordinates_and_drops_null_features():
-    frame = _frame([
-        [JAN, np.nan, np.nan, "F", 1.0],
-        [JAN + 1, np.nan, np.nan, "F", 2.0],
-        [JAN, 1.0, np.nan, "F", 4.0],
-        [JAN, 1.0, 1.0, None, 8.0],
-    ], ["timestamp", "lat", "lng", "feature", "value"])
+    frame = _frame(
+        [
+            [JAN, np.nan, np.nan, "F", 1.0],
+            [JAN + 1, np.nan, np.nan, "F", 2.0],
+            [JAN, 1.0, np.nan, "F", 4.0],
+            [JAN, 1.0, 1.0, None, 8.0],
+        ],
+        ["timestamp", "lat", "lng", "feature", "value"],
+    )
     points = recipe.temporal_aggregation(frame, "month", "")
     assert points["t_sum"].tolist() == [3.0, 4.0]  # the reference would have lost both (NaN group keys)
     assert points["lat"].isna().tolist() == [True, False]
 
 
 def test_temporal_weighted_average_by_hand():
-    frame = _frame([
-        [JAN, "F", 1.0, 1.0],
-        [JAN + 1, "F", 3.0, 3.0],
-        [FEB, "F", np.nan, 2.0],
-        [FEB + 1, "F", 4.0, 2.0],
-    ], ["timestamp", "feature", "value", "w"])
+    frame = _frame(
+        [
+            [JAN, "F", 1.0, 1.0],
+            [JAN + 1, "F", 3.0, 3.0],
+            [FEB, "F", np.nan, 2.0],
+            [FEB + 1, "F", 4.0, 2.0],
+        ],
+        ["timestamp", "feature", "value", "w"],
+    )
     points = recipe.temporal_aggregation(frame, "month", "w")
     assert list(points.columns) == ["timestamp", "feature", "t_sum", "t_mean", "w", "t_wavg"]
     # Jan: t_wavg (1*1 + 3*3) / (1 + 3) = 2.5, weight mean 2; Feb: (4*2) / (2 + 2) = 2.0 (NaN value's weight counts)
-    assert points[["t_sum", "t_mean", "w", "t_wavg"]].values.tolist() == [[4.0, 2.0, 2.0, 2.5], [4.0, 4.0, 2.0, 2.0]]
+    assert points[["t_sum", "t_mean", "w", "t_wavg"]].values.tolist() == [
+        [4.0, 2.0, 2.0, 2.5],
+        [4.0, 4.0, 2.0, 2.0],
+    ]
 
 
 # ================================================================ 5. spatial aggregation
 
 
 def test_spatial_sum_mean_count_by_hand():
-    points = _frame([
-        [JAN, "x", 4.0, 2.0, 1.0, 1.0],
-        [JAN, "y", 10.0, 5.0, 2.0, 3.0],
-        [JAN, "z", 8.0, np.nan, 1.0, np.nan],
-        [FEB, "x", 6.0, 3.0, 4.0, 2.0],
-    ], ["timestamp", "place", "t_sum", "t_mean", "w", "t_wavg"])
+    points = _frame(
+        [
+            [JAN, "x", 4.0, 2.0, 1.0, 1.0],
+            [JAN, "y", 10.0, 5.0, 2.0, 3.0],
+            [JAN, "z", 8.0, np.nan, 1.0, np.nan],
+            [FEB, "x", 6.0, 3.0, 4.0, 2.0],
+        ],
+        ["timestamp", "place", "t_sum", "t_mean", "w", "t_wavg"],
+    )
     table, columns = recipe.spatial_aggregation(points, ["timestamp"])
     assert columns == ["s_sum_t_sum", "s_mean_t_sum", "s_sum_t_mean", "s_mean_t_mean", "s_count"]
     # Jan: sum 22, mean 22/3; t_mean sum 7 (NaN skipped), mean 7/2; count of non-NaN t_mean 2
@@ -327,19 +406,27 @@ def test_spatial_sum_mean_count_by_hand():
 
     summary, columns = recipe.spatial_aggregation(points, ["timestamp"], recipe.SUMMARY_AGGS)
     assert columns[:4] == ["s_min_t_sum", "s_max_t_sum", "s_sum_t_sum", "s_mean_t_sum"]
-    assert summary.iloc[0][["s_min_t_sum", "s_max_t_sum", "s_min_t_mean", "s_max_t_mean"]].tolist() == [4.0, 10.0, 2.0, 5.0]
+    assert summary.iloc[0][["s_min_t_sum", "s_max_t_sum", "s_min_t_mean", "s_max_t_mean"]].tolist() == [
+        4.0,
+        10.0,
+        2.0,
+        5.0,
+    ]
 
 
 # ================================================================ 6-8. global and regional outputs
 
 
 def test_global_timeseries_csv_exactly():
-    points = _frame([
-        [FEB, "Ethiopia", 6.0, 3.0],
-        [JAN, "Ethiopia", 4.0, 2.0],
-        [JAN, "South Sudan", 60.0, 30.0],
-        [FEB, "South Sudan", 80.0, 0.8],
-    ], ["timestamp", "country", "t_sum", "t_mean"])
+    points = _frame(
+        [
+            [FEB, "Ethiopia", 6.0, 3.0],
+            [JAN, "Ethiopia", 4.0, 2.0],
+            [JAN, "South Sudan", 60.0, 30.0],
+            [FEB, "South Sudan", 80.0, 0.8],
+        ],
+        ["timestamp", "country", "t_sum", "t_mean"],
+    )
     assert _csv(recipe.global_timeseries(points, "")) == (
         "timestamp,s_sum_t_sum,s_mean_t_sum,s_sum_t_mean,s_mean_t_mean,s_count\n"
         "1640995200000,64.0,32.0,32.0,16.0,2\n"
@@ -349,43 +436,53 @@ def test_global_timeseries_csv_exactly():
 
 def test_qualifier_timeseries_column_order_and_empty_cells():
     # Input order: (Feb, b) first, then Jan z, Jan a, Feb a. Columns: Jan's values in input order (z, a), then b.
-    points = _frame([
-        [FEB, "b", 1.0, 1.0],
-        [JAN, "z", 2.0, 2.0],
-        [JAN, "a", 4.0, 4.0],
-        [JAN, "a", 6.0, np.nan],
-        [FEB, "a", 8.0, 8.0],
-    ], ["timestamp", "q", "t_sum", "t_mean"])
+    points = _frame(
+        [
+            [FEB, "b", 1.0, 1.0],
+            [JAN, "z", 2.0, 2.0],
+            [JAN, "a", 4.0, 4.0],
+            [JAN, "a", 6.0, np.nan],
+            [FEB, "a", 8.0, 8.0],
+        ],
+        ["timestamp", "q", "t_sum", "t_mean"],
+    )
     tables = recipe.qualifier_timeseries(points, "q", "")
     assert list(tables) == ["s_sum_t_sum", "s_mean_t_sum", "s_sum_t_mean", "s_mean_t_mean", "s_count"]
     assert _csv(tables["s_sum_t_sum"]) == "timestamp,z,a,b\n1640995200000,2.0,10.0,\n1643673600000,,8.0,1.0\n"
     # a has a count in both periods: integers; z and b miss one: floats, as the reference's frame of dicts
     assert _csv(tables["s_count"]) == "timestamp,z,a,b\n1640995200000,1.0,1,\n1643673600000,,1,1.0\n"
-    assert _csv(tables["s_mean_t_mean"]) == "timestamp,z,a,b\n1640995200000,2.0,4.0,\n1643673600000,,8.0,1.0\n"
+    assert (
+        _csv(tables["s_mean_t_mean"]) == "timestamp,z,a,b\n1640995200000,2.0,4.0,\n1643673600000,,8.0,1.0\n"
+    )
 
 
 def _regional_points() -> pd.DataFrame:
     # The reference's own regional test input at t=0 and t=1 (t_sum, t_mean per point)
-    return _frame([
-        [0, "A", "AA", "AAA", "AAAA", 4.0, 2.0],
-        [0, "A", "AA", "AAA", "AAAA", 10.0, 5.0],
-        [0, "A", "AA", "AAB", "AABD", 8.0, 4.0],
-        [0, "A", "AA", "AAB", "AABE", 3.0, 1.0],
-        [0, "B", "BA", "BAB", "BABB", 60.0, 30.0],
-        [0, "B", "BB", "BBB", "BBBB", 10.0, 2.0],
-        [1, "A", "AA", "AAA", "AAAA", 2.0, 1.0],
-        [1, "A", "AA", "AAA", "AAAA", 4.0, 1.0],
-        [1, "A", "AA", "AAB", "AABD", 8.0, 2.0],
-        [1, "A", "AA", "AAB", "AABE", 10.0, 2.0],
-        [1, "B", "BA", "BAB", "BABB", 90.0, 30.0],
-        [1, "B", "BB", "BBB", "BBBB", 80.0, 20.0],
-    ], ["timestamp", "country", "admin1", "admin2", "admin3", "t_sum", "t_mean"])
+    return _frame(
+        [
+            [0, "A", "AA", "AAA", "AAAA", 4.0, 2.0],
+            [0, "A", "AA", "AAA", "AAAA", 10.0, 5.0],
+            [0, "A", "AA", "AAB", "AABD", 8.0, 4.0],
+            [0, "A", "AA", "AAB", "AABE", 3.0, 1.0],
+            [0, "B", "BA", "BAB", "BABB", 60.0, 30.0],
+            [0, "B", "BB", "BBB", "BBBB", 10.0, 2.0],
+            [1, "A", "AA", "AAA", "AAAA", 2.0, 1.0],
+            [1, "A", "AA", "AAA", "AAAA", 4.0, 1.0],
+            [1, "A", "AA", "AAB", "AABD", 8.0, 2.0],
+            [1, "A", "AA", "AAB", "AABE", 10.0, 2.0],
+            [1, "B", "BA", "BAB", "BABB", 90.0, 30.0],
+            [1, "B", "BB", "BBB", "BBBB", 80.0, 20.0],
+        ],
+        ["timestamp", "country", "admin1", "admin2", "admin3", "t_sum", "t_mean"],
+    )
 
 
 def test_regional_aggregates_by_hand():
     points = _regional_points()
-    aggregates = {(a.level, a.timestamp, a.qualifier): a.table for a in recipe.regional_aggregates(
-        points, list(recipe.REGION_LEVELS), [], "")}
+    aggregates = {
+        (a.level, a.timestamp, a.qualifier): a.table
+        for a in recipe.regional_aggregates(points, list(recipe.REGION_LEVELS), [], "")
+    }
     assert len(aggregates) == 8  # 4 levels x 2 periods
     # A__AA at t=1: t_sum 2+4+8+10 = 24, mean 6; t_mean 1+1+2+2 = 6, mean 1.5; 4 points (the spec's row)
     assert _csv(aggregates[("admin1", 1, None)]) == (
@@ -399,13 +496,19 @@ def test_regional_aggregates_by_hand():
 
 
 def test_regional_qualifier_aggregates_by_hand():
-    points = _frame([
-        [0, "A", "AA", "qa", "q1", 4.0, 2.0],
-        [0, "A", "AB", "qa", "q1", 10.0, 5.0],
-        [0, "A", "AA", "qa", "q2", 4.0, 2.0],
-        [0, "A", "AB", "qb", "q2", 10.0, 5.0],
-    ], ["timestamp", "country", "admin1", "qual1", "qual2", "t_sum", "t_mean"])
-    got = {(a.level, a.qualifier): a.table for a in recipe.regional_aggregates(points, ["country", "admin1"], ["qual2"], "")}
+    points = _frame(
+        [
+            [0, "A", "AA", "qa", "q1", 4.0, 2.0],
+            [0, "A", "AB", "qa", "q1", 10.0, 5.0],
+            [0, "A", "AA", "qa", "q2", 4.0, 2.0],
+            [0, "A", "AB", "qb", "q2", 10.0, 5.0],
+        ],
+        ["timestamp", "country", "admin1", "qual1", "qual2", "t_sum", "t_mean"],
+    )
+    got = {
+        (a.level, a.qualifier): a.table
+        for a in recipe.regional_aggregates(points, ["country", "admin1"], ["qual2"], "")
+    }
     assert set(got) == {("country", None), ("country", "qual2"), ("admin1", None), ("admin1", "qual2")}
     assert _csv(got[("country", "qual2")]) == (
         "id,qualifier,s_sum_t_sum,s_mean_t_sum,s_sum_t_mean,s_mean_t_mean,s_count\n"
@@ -426,7 +529,11 @@ def test_regional_extrema_newest_first_and_capped():
         {"region_id": "B", "timestamp": 3, "value": 10.0},
         {"region_id": "A", "timestamp": 2, "value": 10.0},
     ]
-    assert [(r["region_id"], r["timestamp"]) for r in result["max"]["s_sum_t_sum"]] == [("B", 2), ("A", 1), ("B", 1)]
+    assert [(r["region_id"], r["timestamp"]) for r in result["max"]["s_sum_t_sum"]] == [
+        ("B", 2),
+        ("A", 1),
+        ("B", 1),
+    ]
     assert result["min"]["s_mean_t_mean"] == [] and result["max"]["s_mean_t_mean"] == []
     many = _frame([[t, "A", 1.0] for t in range(1, 23)], ["timestamp", "region_id", "s_sum_t_sum"])
     capped = recipe.regional_extrema(many, ["s_sum_t_sum"])["max"]["s_sum_t_sum"]
@@ -444,17 +551,23 @@ def test_regional_extrema_by_level_leaves_out_count():
 
 
 def test_regional_series_thresholds():
-    points = _frame([
-        [0, "A", "AA", "qa", "q1", 4.0, 2.0],
-        [0, "A", "AB", "qa", "q1", 10.0, 5.0],
-        [1, "A", "AA", "qa", "q2", 16.0, 4.0],
-        [1, "A", "AB", "qa", "q2", 30.0, 15.0],
-    ], ["timestamp", "country", "admin1", "qual1", "qual2", "t_sum", "t_mean"])
+    points = _frame(
+        [
+            [0, "A", "AA", "qa", "q1", 4.0, 2.0],
+            [0, "A", "AB", "qa", "q1", 10.0, 5.0],
+            [1, "A", "AA", "qa", "q2", 16.0, 4.0],
+            [1, "A", "AB", "qa", "q2", 30.0, 15.0],
+        ],
+        ["timestamp", "country", "admin1", "qual1", "qual2", "t_sum", "t_mean"],
+    )
     items = list(recipe.regional_timeseries(points, ["country", "admin1"], ["qual2"], 0, ""))
     names = sorted((i.level, i.region_id, i.qualifier or "", i.qualifier_value or "") for i in items)
     assert names == [
-        ("admin1", "A__AA", "", ""), ("admin1", "A__AB", "", ""),  # level 1 > max level 0: no qualifier series
-        ("country", "A", "", ""), ("country", "A", "qual2", "q1"), ("country", "A", "qual2", "q2"),
+        ("admin1", "A__AA", "", ""),
+        ("admin1", "A__AB", "", ""),  # level 1 > max level 0: no qualifier series
+        ("country", "A", "", ""),
+        ("country", "A", "qual2", "q1"),
+        ("country", "A", "qual2", "q2"),
     ]
     by_name = {(i.level, i.region_id, i.qualifier_value): i.table for i in items}
     assert _csv(by_name[("country", "A", None)]) == (
@@ -465,9 +578,9 @@ def test_regional_series_thresholds():
     )
     # with a gap, a series level is named after its column and its ids join up to that column's level
     gap = _frame([[0, "E", "Z", 1.0, 1.0]], ["timestamp", "country", "admin2", "t_sum", "t_mean"])
-    assert [(i.level, i.region_id) for i in recipe.regional_timeseries(gap, ["country", "admin2"], [], 1, "")] == [
-        ("country", "E"), ("admin2", "E__None__Z")
-    ]
+    assert [
+        (i.level, i.region_id) for i in recipe.regional_timeseries(gap, ["country", "admin2"], [], 1, "")
+    ] == [("country", "E"), ("admin2", "E__None__Z")]
 
 
 # ================================================================ 9-10. tiles and grid stats
@@ -488,11 +601,14 @@ def test_cells_at_known_points_by_hand():
 
 
 def _cells() -> pd.DataFrame:
-    return _frame([
-        [0, 10041, 7726, 96.0, 48.0, 3],
-        [0, 9632, 7755, 120.0, 60.0, 2],
-        [0, 10040, 7726, 10.0, 1.0, 1],  # same level-13 parent as (10041, 7726)
-    ], ["timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count"])
+    return _frame(
+        [
+            [0, 10041, 7726, 96.0, 48.0, 3],
+            [0, 9632, 7755, 120.0, 60.0, 2],
+            [0, 10040, 7726, 10.0, 1.0, 1],  # same level-13 parent as (10041, 7726)
+        ],
+        ["timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count"],
+    )
 
 
 def test_tile_bins_by_hand():
@@ -502,14 +618,14 @@ def test_tile_bins_by_hand():
     assert len(tiles) == 13
     # z8 (level 14): (10041>>6, 7726>>6) = (156, 120); bin (10041 - 9984) + (7726 - 7680) * 64 = 57 + 2944 = 3001
     z8 = tiles[(0, 8, 156, 120)]
-    assert dict(zip(z8.bins.tolist(), z8.s_sum_t_sum.tolist())) == {3001: 96.0, 3000: 10.0}
+    assert dict(zip(z8.bins.tolist(), z8.s_sum_t_sum.tolist(), strict=True)) == {3001: 96.0, 3000: 10.0}
     # z7 (level 13): parents (5020, 3863) from both 10041 and 10040; tile (78, 60); bin 28 + 23 * 64 = 1500
     z7 = tiles[(0, 7, 78, 60)]
     assert z7.bins.tolist() == [1500]
     assert (z7.s_sum_t_sum.tolist(), z7.s_sum_t_mean.tolist(), z7.weight.tolist()) == ([106.0], [49.0], [4.0])
     # z0 (level 6): parents (10041>>8, 7726>>8) = (39, 30) -> bin 39 + 30*64 = 1959; (9632>>8, 7755>>8) = (37, 30) -> 1957
     z0 = tiles[(0, 0, 0, 0)]
-    assert dict(zip(z0.bins.tolist(), z0.weight.tolist())) == {1957: 2.0, 1959: 4.0}
+    assert dict(zip(z0.bins.tolist(), z0.weight.tolist(), strict=True)) == {1957: 2.0, 1959: 4.0}
     decoded = decode_tile(z0.encode())
     assert (decoded.z, decoded.x, decoded.y, decoded.total_bins) == (0, 0, 0, 4096)
     assert decoded.stats == {
@@ -519,16 +635,20 @@ def test_tile_bins_by_hand():
 
 
 def test_tiles_skip_negative_rows_but_grid_stats_keep_them():
-    cells = _frame([[5, 8647, -4171, 1.0, 1.0, 1]],
-                   ["timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count"])
+    cells = _frame(
+        [[5, 8647, -4171, 1.0, 1.0, 1]],
+        ["timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count"],
+    )
     assert list(recipe.tiles_from_cells(cells)) == []
     assert list(recipe.grid_stats(cells)) == [5]
 
 
 def test_bins_add_sequentially_in_cell_order():
     # 1e16 + 1 + 1 in that order is 1e16 (each +1 is lost); a compensated sum would give 1e16 + 2
-    cells = _frame([[0, 0, 0, 1e16, 0.0, 1], [0, 1, 0, 1.0, 0.0, 1], [0, 0, 1, 1.0, 0.0, 1]],
-                   ["timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count"])
+    cells = _frame(
+        [[0, 0, 0, 1e16, 0.0, 1], [0, 1, 0, 1.0, 0.0, 1], [0, 0, 1, 1.0, 0.0, 1]],
+        ["timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count"],
+    )
     top = [t for t in recipe.tiles_from_cells(cells) if t.z == 7]
     assert [t.s_sum_t_sum.tolist() for t in top] == [[1e16]]
 
@@ -547,12 +667,15 @@ def test_grid_stats_by_hand():
 
 
 def test_tile_cells_leave_out_points_without_coordinates():
-    points = _frame([
-        [0, 10.168, 40.646, 4.0, 2.0],
-        [0, 10.1681, 40.6461, 8.0, np.nan],  # same z14 cell
-        [0, np.nan, 40.0, 100.0, 100.0],
-        [0, 10.0, np.nan, 100.0, 100.0],
-    ], ["timestamp", "lat", "lng", "t_sum", "t_mean"])
+    points = _frame(
+        [
+            [0, 10.168, 40.646, 4.0, 2.0],
+            [0, 10.1681, 40.6461, 8.0, np.nan],  # same z14 cell
+            [0, np.nan, 40.0, 100.0, 100.0],
+            [0, 10.0, np.nan, 100.0, 100.0],
+        ],
+        ["timestamp", "lat", "lng", "t_sum", "t_mean"],
+    )
     cells = recipe.tile_cells(points)
     assert cells.values.tolist() == [[0, 10041, 7726, 12.0, 2.0, 1]]
     assert recipe.tile_cells(points.drop(columns=["lat"])).empty
@@ -562,23 +685,42 @@ def test_tile_cells_leave_out_points_without_coordinates():
 
 
 def test_output_summary_rounds_like_the_reference():
-    points = _frame([
-        [0, "F", 1.0, 1.0 / 3.0], [0, "F", 2.0, 0.5], [0, "F", 0.0, np.nan],
-    ], ["timestamp", "feature", "t_sum", "t_mean"])
+    points = _frame(
+        [
+            [0, "F", 1.0, 1.0 / 3.0],
+            [0, "F", 2.0, 0.5],
+            [0, "F", 0.0, np.nan],
+        ],
+        ["timestamp", "feature", "t_sum", "t_mean"],
+    )
     (summary,) = recipe.output_summary(points, "")
     assert summary == {
         "name": "F",
-        "s_min_t_sum": 0.0, "s_max_t_sum": 2.0, "s_sum_t_sum": 3.0, "s_mean_t_sum": 1.0,
+        "s_min_t_sum": 0.0,
+        "s_max_t_sum": 2.0,
+        "s_sum_t_sum": 3.0,
+        "s_mean_t_sum": 1.0,
         "s_min_t_mean": 0.3333333333,  # 10 decimals
-        "s_max_t_mean": 0.5, "s_sum_t_mean": 0.8333333333, "s_mean_t_mean": 0.4166666667,
+        "s_max_t_mean": 0.5,
+        "s_sum_t_mean": 0.8333333333,
+        "s_mean_t_mean": 0.4166666667,
     }
 
 
 def test_results_document_and_json_bytes():
     document = recipe.results_document(
-        num_rows=120, rows_per_feature={"f1": 60, "f2": 60}, num_missing_ts=5, num_invalid_ts=10, num_missing_val=1,
-        present_regions=["country", "admin1"], features=["f1", "f2"], raw_count_threshold=30, has_tiles=True,
-        weight_column="", month_timeseries_size={"f1": 20, "f2": 30}, year_timeseries_size={"f1": 10, "f2": 10},
+        num_rows=120,
+        rows_per_feature={"f1": 60, "f2": 60},
+        num_missing_ts=5,
+        num_invalid_ts=10,
+        num_missing_val=1,
+        present_regions=["country", "admin1"],
+        features=["f1", "f2"],
+        raw_count_threshold=30,
+        has_tiles=True,
+        weight_column="",
+        month_timeseries_size={"f1": 20, "f2": 30},
+        year_timeseries_size={"f1": 10, "f2": 10},
         output_agg_values=None,
     )
     assert recipe.json_bytes(document).decode() == (
@@ -595,18 +737,22 @@ def test_results_document_and_json_bytes():
 
 
 def _run_input() -> pd.DataFrame:
-    return pd.DataFrame({
-        "timestamp": [JAN + 1, JAN + 2, JAN + 3],
-        "country": ["E", "E", "E"],
-        "lat": [0.0, 0.0, np.nan],
-        "lng": [0.0, 0.0, np.nan],
-        "feature": ["F", "F", "F"],
-        "value": [1.0, 2.0, 4.0],
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": [JAN + 1, JAN + 2, JAN + 3],
+            "country": ["E", "E", "E"],
+            "lat": [0.0, 0.0, np.nan],
+            "lng": [0.0, 0.0, np.nan],
+            "feature": ["F", "F", "F"],
+            "value": [1.0, 2.0, 4.0],
+        }
+    )
 
 
 def test_whole_run_keys_and_the_point_without_coordinates():
-    out = recipe.run_in_memory([("in.parquet.gzip", _run_input())], recipe.Parameters("d", "r", is_indicator=True))
+    out = recipe.run_in_memory(
+        [("in.parquet.gzip", _run_input())], recipe.Parameters("d", "r", is_indicator=True)
+    )
     per_period = [
         "timeseries/global/global.csv",
         "regional/country/stats/default/extrema.json",
@@ -617,33 +763,47 @@ def test_whole_run_keys_and_the_point_without_coordinates():
         *[f"tiles/{JAN}-{z}-{2**z // 2}-{2**z // 2}.tile" for z in range(9)],
     ]
     expected = {
-        "d/r/raw/F/raw/raw.csv", "d/r/raw/F/info/region_lists.json", "d/r/raw/F/info/qualifier_counts.json",
+        "d/r/raw/F/raw/raw.csv",
+        "d/r/raw/F/info/region_lists.json",
+        "d/r/raw/F/info/qualifier_counts.json",
         "d/r/results/results.json",
         *(f"d/r/{res}/F/{name}" for res in ("month", "year") for name in per_period),
     }
     assert set(out) == expected
     # points: (0, 0) with t_sum 1 + 2 = 3, t_mean 1.5; the one without coordinates t_sum 4, t_mean 4.
     # It counts in the series (7, 7/2, 5.5, 5.5/2, 2 points) but not in the grid (3, 1.5, one point)
-    assert out["d/r/month/F/timeseries/global/global.csv"].decode().splitlines()[1] == f"{JAN},7.0,3.5,5.5,2.75,2"
-    assert out[f"d/r/month/F/stats/grid/{JAN}.csv"].decode().splitlines()[1] == "6,3.0,3.0,1.5,1.5,3.0,3.0,1.5,1.5"
+    assert (
+        out["d/r/month/F/timeseries/global/global.csv"].decode().splitlines()[1]
+        == f"{JAN},7.0,3.5,5.5,2.75,2"
+    )
+    assert (
+        out[f"d/r/month/F/stats/grid/{JAN}.csv"].decode().splitlines()[1]
+        == "6,3.0,3.0,1.5,1.5,3.0,3.0,1.5,1.5"
+    )
     results = json.loads(out["d/r/results/results.json"])
     assert results["data_info"]["region_levels"] == ["country", "grid data"]
     assert results["data_info"]["month_timeseries_size"] == {"F": 1}
     assert "output_agg_values" not in results  # indicator
     assert json.loads(out["d/r/raw/F/info/qualifier_counts.json"]) == {
-        "thresholds": recipe.DEFAULT_QUALIFIER_THRESHOLDS, "counts": {}}
+        "thresholds": recipe.DEFAULT_QUALIFIER_THRESHOLDS,
+        "counts": {},
+    }
 
 
 def test_whole_run_without_coordinates_or_regions_with_qualifiers():
-    frame = pd.DataFrame({
-        "timestamp": [JAN, JAN, FEB],
-        "feature": ["F", "F", "F"],
-        "value": [1.0, 2.0, 3.0],
-        "camp": ["a", "b", "a"],
-        "big": ["1", "2", "3"],
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": [JAN, JAN, FEB],
+            "feature": ["F", "F", "F"],
+            "value": [1.0, 2.0, 3.0],
+            "camp": ["a", "b", "a"],
+            "big": ["1", "2", "3"],
+        }
+    )
     thresholds = {"max_count": 2, "regional_timeseries_count": 1, "regional_timeseries_max_level": 1}
-    params = recipe.Parameters("d", "r", qualifier_map={"F": ["camp", "big"]}, qualifier_thresholds=thresholds)
+    params = recipe.Parameters(
+        "d", "r", qualifier_map={"F": ["camp", "big"]}, qualifier_thresholds=thresholds
+    )
     out = recipe.run_in_memory([("in.parquet", frame)], params)
     assert not any("/tiles/" in k or "/stats/grid/" in k or "/regional/" in k for k in out)
     assert "d/r/raw/F/info/region_lists.json" not in out
@@ -669,15 +829,17 @@ def test_encoded_tiles_are_the_tiles():
 
 
 def test_whole_run_with_weights_by_hand():
-    frame = pd.DataFrame({
-        "timestamp": [JAN, JAN + 1, JAN],
-        "country": ["E", "E", "E"],
-        "lat": [0.0, 0.0, 10.0],
-        "lng": [0.0, 0.0, 10.0],
-        "feature": ["F", "F", "F"],
-        "value": [2.0, 4.0, 6.0],
-        "w": [1.0, 3.0, 2.0],
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": [JAN, JAN + 1, JAN],
+            "country": ["E", "E", "E"],
+            "lat": [0.0, 0.0, 10.0],
+            "lng": [0.0, 0.0, 10.0],
+            "feature": ["F", "F", "F"],
+            "value": [2.0, 4.0, 6.0],
+            "w": [1.0, 3.0, 2.0],
+        }
+    )
     out = recipe.run_in_memory([("in.parquet", frame)], recipe.Parameters("d", "r", weight_column="w"))
     # points: A (0,0) t_sum 6, t_mean 3, weight (1+3)/2 = 2, t_wavg (2*1 + 4*3)/4 = 3.5; B t_sum 6, t_mean 6, w 2, t_wavg 6
     # s_wavg_t_sum (6*2 + 6*2)/4 = 6; s_wavg_t_mean (3*2 + 6*2)/4 = 4.5; s_wavg_t_wavg (3.5*2 + 6*2)/4 = 4.75
@@ -693,13 +855,26 @@ def test_whole_run_with_weights_by_hand():
     assert extrema["max"]["s_wavg_t_wavg"] == [{"region_id": "E", "timestamp": JAN, "value": 4.75}]
     results = json.loads(out["d/r/results/results.json"])
     assert results["data_info"]["has_weights"] is True
-    assert results["output_agg_values"] == [{
-        "name": "F",
-        "s_min_t_sum": 6.0, "s_max_t_sum": 6.0, "s_sum_t_sum": 12.0, "s_mean_t_sum": 6.0,
-        "s_min_t_mean": 3.0, "s_max_t_mean": 6.0, "s_sum_t_mean": 9.0, "s_mean_t_mean": 4.5,
-        "s_min_t_wavg": 3.5, "s_max_t_wavg": 6.0, "s_sum_t_wavg": 9.5, "s_mean_t_wavg": 4.75,
-        "s_wavg_t_sum": 6.0, "s_wavg_t_mean": 4.5, "s_wavg_t_wavg": 4.75,
-    }]
+    assert results["output_agg_values"] == [
+        {
+            "name": "F",
+            "s_min_t_sum": 6.0,
+            "s_max_t_sum": 6.0,
+            "s_sum_t_sum": 12.0,
+            "s_mean_t_sum": 6.0,
+            "s_min_t_mean": 3.0,
+            "s_max_t_mean": 6.0,
+            "s_sum_t_mean": 9.0,
+            "s_mean_t_mean": 4.5,
+            "s_min_t_wavg": 3.5,
+            "s_max_t_wavg": 6.0,
+            "s_sum_t_wavg": 9.5,
+            "s_mean_t_wavg": 4.75,
+            "s_wavg_t_sum": 6.0,
+            "s_wavg_t_mean": 4.5,
+            "s_wavg_t_wavg": 4.75,
+        }
+    ]
     # tiles carry counts, not weights: the (0,0) point's bin at z8 has weight 1 (one point)
     tile = decode_tile(out[f"d/r/month/F/tiles/{JAN}-8-128-128.tile"])
     assert [(s.s_sum_t_sum, s.s_sum_t_mean, s.weight) for s in tile.stats.values()] == [(6.0, 3.0, 1.0)]
@@ -710,8 +885,12 @@ def test_feature_qualifiers_follow_the_reference_lookup():
     assert recipe.feature_qualifiers(limited, "F") == ["camp", "kind"]
     assert recipe.feature_qualifiers(limited, "G") == []
     assert recipe.feature_qualifiers(limited, 7) == []  # numeric feature value: the reference's lookup misses
-    frame = pd.DataFrame({"timestamp": [JAN, JAN], "feature": [7, 7], "value": [1.0, 2.0], "camp": ["a", "b"]})
-    out = recipe.run_in_memory([("one.parquet", frame)], recipe.Parameters("d", "r", qualifier_map={"7": ["camp"]}))
+    frame = pd.DataFrame(
+        {"timestamp": [JAN, JAN], "feature": [7, 7], "value": [1.0, 2.0], "camp": ["a", "b"]}
+    )
+    out = recipe.run_in_memory(
+        [("one.parquet", frame)], recipe.Parameters("d", "r", qualifier_map={"7": ["camp"]})
+    )
     assert "d/r/raw/7/info/qualifiers/camp.json" in out
     assert not any("/qualifiers/" in k for k in out if "/month/" in k or "/year/" in k)
     assert json.loads(out["d/r/results/results.json"])["data_info"]["features"] == [7]

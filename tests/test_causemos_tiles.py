@@ -29,18 +29,18 @@ def test_varints_by_hand():
 #   bins body: 0a 20 <entry>  10 8020 (totalBins 4096)                                             -> 37 bytes
 #   tile: 0a 07 <coord>  12 25 <bins>
 ONE_BIN_TILE = bytes.fromhex(
-    "0a07" "089c01" "1078" "1808"
-    "1225"
-    "0a20" "08b917" "121b"
-    "21" "0000000000005840"
-    "29" "0000000000004840"
-    "31" "0000000000000840"
-    "108020"
+    "0a07089c011078180812250a2008b917121b210000000000005840290000000000004840310000000000000840108020"
 )
 
 
 def test_one_bin_tile_bytes_by_hand():
-    tile = Tile(z=8, x=156, y=120, total_bins=4096, stats={3001: TileStats(s_sum_t_sum=96.0, s_sum_t_mean=48.0, weight=3.0)})
+    tile = Tile(
+        z=8,
+        x=156,
+        y=120,
+        total_bins=4096,
+        stats={3001: TileStats(s_sum_t_sum=96.0, s_sum_t_mean=48.0, weight=3.0)},
+    )
     assert tiles.encode_tile(tile) == ONE_BIN_TILE
     assert len(ONE_BIN_TILE) == 48
     fast = tiles.encode_tile_arrays(8, 156, 120, [3001], [96.0], [48.0], [3], 4096)
@@ -51,7 +51,7 @@ def test_one_bin_tile_bytes_by_hand():
 def test_zero_coordinates_and_zero_key_are_still_written():
     # tile 0-0-0: coord present but empty (0a 00); bin 0 with an all-zero value: entry 08 00 12 00
     tile = Tile(z=0, x=0, y=0, total_bins=4096, stats={0: TileStats()})
-    assert tiles.encode_tile(tile) == bytes.fromhex("0a00" "1209" "0a04" "0800" "1200" "108020")
+    assert tiles.encode_tile(tile) == bytes.fromhex("0a0012090a0408001200108020")
     assert tiles.decode_tile(tiles.encode_tile(tile)) == tile
 
 
@@ -81,19 +81,32 @@ def test_arrays_and_objects_encode_alike():
     means = np.array([48.0, 60.0, 0.0])
     weights = np.array([3.0, 2.0, 0.0])
     fast = tiles.encode_tile_arrays(0, 0, 0, bins, sums, means, weights, 4096)
-    slow = tiles.encode_tile(Tile(total_bins=4096, stats={
-        1959: TileStats(s_sum_t_sum=96.0, s_sum_t_mean=48.0, weight=3.0),
-        1957: TileStats(s_sum_t_sum=120.0, s_sum_t_mean=60.0, weight=2.0),
-        3: TileStats(),
-    }))
+    slow = tiles.encode_tile(
+        Tile(
+            total_bins=4096,
+            stats={
+                1959: TileStats(s_sum_t_sum=96.0, s_sum_t_mean=48.0, weight=3.0),
+                1957: TileStats(s_sum_t_sum=120.0, s_sum_t_mean=60.0, weight=2.0),
+                3: TileStats(),
+            },
+        )
+    )
     assert fast == slow
 
 
 def test_decoder_skips_unknown_fields_and_merges_like_protobuf():
-    unknown = bytes.fromhex("3805" "4d01020304" "520161")  # varint field 7, fixed32 field 9, bytes field 10
-    entry_a = bytes.fromhex("0805" "1209" "31" "000000000000f03f")  # bin 5, weight 1.0
-    entry_b = bytes.fromhex("0802" "1209" "21" "0000000000000040")  # bin 2, s_sum_t_sum 2.0
-    bins = b"\x0a" + bytes([len(entry_a)]) + entry_a + b"\x0a" + bytes([len(entry_b)]) + entry_b + b"\x10\x80\x20"
+    unknown = bytes.fromhex("38054d01020304520161")  # varint field 7, fixed32 field 9, bytes field 10
+    entry_a = bytes.fromhex("0805120931000000000000f03f")  # bin 5, weight 1.0
+    entry_b = bytes.fromhex("08021209210000000000000040")  # bin 2, s_sum_t_sum 2.0
+    bins = (
+        b"\x0a"
+        + bytes([len(entry_a)])
+        + entry_a
+        + b"\x0a"
+        + bytes([len(entry_b)])
+        + entry_b
+        + b"\x10\x80\x20"
+    )
     data = unknown + b"\x12" + bytes([len(bins)]) + bins + b"\x0a\x02\x18\x07" + b"\x0a\x02\x08\x09"
     tile = tiles.decode_tile(data)
     assert (tile.z, tile.x, tile.y, tile.total_bins) == (7, 9, 0, 4096)  # two coord fields merge
@@ -120,15 +133,30 @@ def test_tiles_equal_treats_nan_bins_as_equal():
 def test_batch_encoding_matches_by_hand_and_per_tile_bytes():
     # three tiles of zoom 8 in one pass: the by-hand tile, one with no bins, one with keys below and above 128
     blobs = tiles.encode_tiles(
-        8, [156, 3, 4], [120, 0, 1], [0, 1, 1],
-        [3001, 5, 200], [96.0, 0.0, 1.5], [48.0, 0.0, -0.0], [3.0, 0.0, 2.0], 4096,
+        8,
+        [156, 3, 4],
+        [120, 0, 1],
+        [0, 1, 1],
+        [3001, 5, 200],
+        [96.0, 0.0, 1.5],
+        [48.0, 0.0, -0.0],
+        [3.0, 0.0, 2.0],
+        4096,
     )
     assert blobs[0] == ONE_BIN_TILE
-    assert blobs[1] == bytes.fromhex("0a04" "0803" "1808" "1203" "108020")  # x=3 (field 1), y=0 omitted, z=8
-    assert blobs[2] == tiles.encode_tile(Tile(z=8, x=4, y=1, total_bins=4096, stats={
-        5: TileStats(),  # all zero: entry 0a 04 08 05 12 00
-        200: TileStats(s_sum_t_sum=1.5, s_sum_t_mean=-0.0, weight=2.0),
-    }))
+    assert blobs[1] == bytes.fromhex("0a04080318081203108020")  # x=3 (field 1), y=0 omitted, z=8
+    assert blobs[2] == tiles.encode_tile(
+        Tile(
+            z=8,
+            x=4,
+            y=1,
+            total_bins=4096,
+            stats={
+                5: TileStats(),  # all zero: entry 0a 04 08 05 12 00
+                200: TileStats(s_sum_t_sum=1.5, s_sum_t_mean=-0.0, weight=2.0),
+            },
+        )
+    )
     assert tiles.decode_tile(blobs[2]).stats[5] == TileStats()
     with pytest.raises(ValueError):
         tiles.encode_tiles(0, [0], [0], [0], [1 << 14], [1.0], [1.0], [1.0], 4096)

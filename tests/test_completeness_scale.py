@@ -26,7 +26,14 @@ from pipeline.timesync import layout
 from pipeline.timesync.engine import Project, RunOptions, parse_csv_rows
 from pipeline.timesync.extract import ObservationResult
 from pipeline.timesync.recipe import SPECTRAL_COLUMNS
-from scripts.bench_planning import DEFAULT_TILES, _create_chunk, acquisition_dates, make_catalogue, make_plots, sensor_of
+from scripts.bench_planning import (
+    DEFAULT_TILES,
+    _create_chunk,
+    acquisition_dates,
+    make_catalogue,
+    make_plots,
+    sensor_of,
+)
 from targets.s3config import S3Options
 from targets.store import TEMP_MARK, Store
 from tests.helpers import luigi_env, run_luigi
@@ -64,11 +71,16 @@ def make_finished(base: Path, n: int, m: int, *, tiles: int = 2, projects: int =
     fin = Finished(base, plots, keys, base / "project")
     project = fin.project()
     for tile in sorted({t for p in project.plots for t in project.tiles_of(p)}):
-        project.store.write_text(project.search_rel(tile), json.dumps(project.run_search(tile), separators=(",", ":")) + "\n")
+        project.store.write_text(
+            project.search_rel(tile), json.dumps(project.run_search(tile), separators=(",", ":")) + "\n"
+        )
     for pid in sorted({p[0] for p in plots}):
         for sub in ("", "series", "tc", "b743", "b432"):
             (fin.project_dir / f"prj_{pid}" / sub).mkdir(parents=True, exist_ok=True)
-    rows_meta = [(sensor_of(d), str(d.year), str(d.timetuple().tm_yday), dt) for d, dt in zip(dates, dt_texts)]
+    rows_meta = [
+        (sensor_of(d), str(d.year), str(d.timetuple().tm_yday), dt)
+        for d, dt in zip(dates, dt_texts, strict=True)
+    ]
     _create_chunk((str(fin.project_dir), [(p, q, hv) for p, q, _, _, hv in plots], keys, rows_meta, True))
     for pid in project.project_ids():
         project.write_ingest(pid)
@@ -91,7 +103,9 @@ class ListingCounter:
         for name in ("names_in", "list_names", "iter_names"):
             original = getattr(Store, name)
 
-            def counted(store: Store, rel_dir: str, *args: Any, _name: str = name, _original: Any = original) -> Any:
+            def counted(
+                store: Store, rel_dir: str, *args: Any, _name: str = name, _original: Any = original
+            ) -> Any:
                 self.calls[rel_dir] += 1
                 return _original(store, rel_dir, *args)
 
@@ -235,7 +249,9 @@ def test_a_changed_plan_or_fill_record_voids_the_snapshot(copy_of, monkeypatch):
     rerun = fin.project()
     counter = ListingCounter(monkeypatch)
     assert rerun.plots_complete(plots)
-    assert {d for d in counter.calls if d.endswith(f"plot_{plot.plot_id}")} == {layout.chip_dir(k, "1001", plot.plot_id) for k in layout.COMPOSITE_DIRS}
+    assert {d for d in counter.calls if d.endswith(f"plot_{plot.plot_id}")} == {
+        layout.chip_dir(k, "1001", plot.plot_id) for k in layout.COMPOSITE_DIRS
+    }
 
     counter.calls.clear()
     other = fin.project()
@@ -289,7 +305,9 @@ def test_completeness_of_many_plots_costs_stats_not_listings(tmp_path, monkeypat
     assert rerun.plots_complete(plots)
     from_snapshot = time.process_time() - t0
     assert counter.total == 0
-    assert stats["stat"] == 5 * len(plots) + 2  # per plot 3 chip dirs, series, fill; the CSV dir and the snapshot file once
+    assert (
+        stats["stat"] == 5 * len(plots) + 2
+    )  # per plot 3 chip dirs, series, fill; the CSV dir and the snapshot file once
     assert from_snapshot < listed / 5, (from_snapshot, listed)
 
 
@@ -336,7 +354,11 @@ def test_fill_of_a_plot_with_a_failed_observation_is_recorded(copy_of, monkeypat
             if status == "written":
                 for rel in layout.obs_files(j.project_id, j.plot_id, j.obs.key):
                     (fin.project_dir / rel).touch()
-            results.append(ObservationResult(j.project_id, j.plot_id, j.obs.key, status, None, "boom" if status == "failed" else ""))
+            results.append(
+                ObservationResult(
+                    j.project_id, j.plot_id, j.obs.key, status, None, "boom" if status == "failed" else ""
+                )
+            )
         return results
 
     monkeypatch.setattr(p, "execute", fake_execute)
@@ -413,7 +435,16 @@ def finished_on_s3(s3_server, tmp_path_factory):
                           aws_secret_access_key=s3_server.secret_key, region_name=s3_server.region, config=Config(s3={"addressing_style": "path"}))  # fmt: skip
     files = [f for f in fin.project_dir.rglob("*") if f.is_file()]
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda f: client.put_object(Bucket=S3_BUCKET, Key=f"prj/{f.relative_to(fin.project_dir).as_posix()}", Body=f.read_bytes()), files))
+        list(
+            pool.map(
+                lambda f: client.put_object(
+                    Bucket=S3_BUCKET,
+                    Key=f"prj/{f.relative_to(fin.project_dir).as_posix()}",
+                    Body=f.read_bytes(),
+                ),
+                files,
+            )
+        )
     return fin, s3_server
 
 
@@ -455,7 +486,13 @@ def test_s3_luigi_rerun_of_a_finished_project_counts(finished_on_s3, tmp_path):
     """The command line on the finished S3 project: 4 LIST per plot, HEADs and GETs a
     handful per run (searches, manifest, report marker), none per plot."""
     fin, server = finished_on_s3
-    env = luigi_env({"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key, "AWS_EC2_METADATA_DISABLED": "true"})
+    env = luigi_env(
+        {
+            "AWS_ACCESS_KEY_ID": server.access_key,
+            "AWS_SECRET_ACCESS_KEY": server.secret_key,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     args = ["TimeSyncProject", "--plot-file", str(fin.base / "plots.csv"), "--project-dir", f"s3://{S3_BUCKET}/prj",
             "--catalog", str(fin.base / "catalog.ndjson"), "--asset-href", "href", "--local-scheduler",
             "--output-endpoint-url", server.endpoint_url, "--output-region", server.region]  # fmt: skip
@@ -480,11 +517,17 @@ def test_s3_listing_pages_like_s3fs(s3_server, monkeypatch):
         monkeypatch.setenv(k, v)
     s3_server.create_bucket(S3_BUCKET)
     client = s3_server.client()
-    names = [f"plot_a_{i:05d}.png" for i in range(1050)] + ["plot_b_00001.png", ".plot_a_1.png.tmp-1-2", "plot_a_x&y.png"]
+    names = [f"plot_a_{i:05d}.png" for i in range(1050)] + [
+        "plot_b_00001.png",
+        ".plot_a_1.png.tmp-1-2",
+        "plot_a_x&y.png",
+    ]
     keys = [f"paged/dir/{n}" for n in names] + ["paged/dir/plot_a_sub/deeper.png"]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: client.put_object(Bucket=S3_BUCKET, Key=k, Body=b""), keys))
-    store = Store(f"s3://{S3_BUCKET}/paged", S3Options(endpoint_url=s3_server.endpoint_url, region=s3_server.region))
+    store = Store(
+        f"s3://{S3_BUCKET}/paged", S3Options(endpoint_url=s3_server.endpoint_url, region=s3_server.region)
+    )
     s3_server.reset_counts()
     got = store.list_names("dir", "plot_a_")
     assert s3_server.request_counts(S3_BUCKET).get("LIST") == 2  # 1,051 keys: two pages

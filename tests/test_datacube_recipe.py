@@ -52,7 +52,9 @@ def s2_item(
     }
 
 
-def s1_item(item_id: str, when: str, box: tuple[float, float, float, float], orbit: str = "descending") -> dict:
+def s1_item(
+    item_id: str, when: str, box: tuple[float, float, float, float], orbit: str = "descending"
+) -> dict:
     return {
         "type": "Feature",
         "id": item_id,
@@ -242,8 +244,12 @@ def test_s1_union_short_of_coverage_takes_everything_of_the_orbit():
 
 
 def test_s1_orbit_state_of_the_largest_overlap_decides():
-    near_asc = s1_item("near-asc", "2020-06-15 10:30:00+00:00", (0.0, 0.0, 0.7, 1.0), "ascending")  # overlap 0.7
-    big_desc = s1_item("big-desc", "2020-06-17 05:00:00+00:00", (0.0, 0.0, 0.8, 1.0), "descending")  # overlap 0.8
+    near_asc = s1_item(
+        "near-asc", "2020-06-15 10:30:00+00:00", (0.0, 0.0, 0.7, 1.0), "ascending"
+    )  # overlap 0.7
+    big_desc = s1_item(
+        "big-desc", "2020-06-17 05:00:00+00:00", (0.0, 0.0, 0.8, 1.0), "descending"
+    )  # overlap 0.8
     rest_desc = s1_item("rest-desc", "2020-06-13 05:00:00+00:00", (0.6, 0.0, 1.0, 1.0), "descending")
     rest_asc = s1_item("rest-asc", "2020-06-15 11:00:00+00:00", (0.6, 0.0, 1.0, 1.0), "ascending")
     got = recipe.s1_match(S2, [near_asc, big_desc, rest_desc, rest_asc])
@@ -348,14 +354,16 @@ def test_s2_grid_sources_proj_code_bbox_only_and_20m_asset():
     b02["proj:bbox"] = [399960.0, 8990220.0, 509760.0, 9100020.0]  # 47XML, as in the real item
     assert recipe.s2_grid(item) == (32647, (10.0, 0.0, 399960.0, 0.0, -10.0, 9100020.0), 10980, 10980)
     # only a 20 m asset with transform + shape: same bounds, still a 10 m grid
-    item["assets"] = {"SCL": {"proj:shape": [5490, 5490], "proj:transform": [20.0, 0.0, 399960.0, 0.0, -20.0, 9100020.0]}}
+    item["assets"] = {
+        "SCL": {"proj:shape": [5490, 5490], "proj:transform": [20.0, 0.0, 399960.0, 0.0, -20.0, 9100020.0]}
+    }
     assert recipe.s2_grid(item) == (32647, (10.0, 0.0, 399960.0, 0.0, -10.0, 9100020.0), 10980, 10980)
 
 
 def test_s2_grid_errors_name_the_item_and_field():
     no_epsg = s2_item("no-epsg")
     del no_epsg["properties"]["proj:epsg"]
-    with pytest.raises(ItemError, match="no-epsg.*proj:epsg"):
+    with pytest.raises(ItemError, match=r"no-epsg.*proj:epsg"):
         recipe.s2_grid(no_epsg)
     no_bounds = s2_item("no-bounds")
     no_bounds["assets"] = {"B02": {"href": "b02.tif"}}
@@ -418,7 +426,14 @@ def test_chip_transform_is_exact_whole_pixel_offset():
     _, _, c, _, _, f = t
     assert (c, f) == (grid[2] + 512 * grid[0], grid[5] + 1024 * grid[4])
     # a 9-element transform (as proj:transform may be) is accepted
-    assert recipe.chip_transform([*grid, 0.0, 0.0, 1.0], 512, 0) == (10.0, 0.0, 405080.0, 0.0, -10.0, 9100020.0)
+    assert recipe.chip_transform([*grid, 0.0, 0.0, 1.0], 512, 0) == (
+        10.0,
+        0.0,
+        405080.0,
+        0.0,
+        -10.0,
+        9100020.0,
+    )
 
 
 # --- the chip filter -------------------------------------------------------------------------------
@@ -515,7 +530,7 @@ def test_stack_order_and_assets():
         "vv",
         "dem",
     )
-    assert recipe.S2_READ_ASSETS == (*recipe.stack_order()[:10], "SCL")
+    assert (*recipe.stack_order()[:10], "SCL") == recipe.S2_READ_ASSETS
     assert recipe.S1_BANDS == ("vh", "vv") and recipe.DEM_ASSET == "data"
 
 
@@ -523,11 +538,20 @@ def test_chip_names_and_layout():
     day = date(2020, 6, 5)
     assert recipe.chip_name("59GML", day, "02", 7) == "claytile_59GML_20200605_v02_0007.tif"
     assert recipe.chip_name("59GML", day, "02", 12345) == "claytile_59GML_20200605_v02_12345.tif"
-    assert layout.chip_path("02", "59GML", day, 441) == "02/59GML/2020-06-05/claytile_59GML_20200605_v02_0441.tif"
+    assert (
+        layout.chip_path("02", "59GML", day, 441)
+        == "02/59GML/2020-06-05/claytile_59GML_20200605_v02_0441.tif"
+    )
     assert layout.selection_state("f00d", 17, "59GML") == "_state/datacube/selection/f00d/000017_59GML.json"
     assert layout.scope_name(512) == "c512"
     assert layout.scope_name(512, (0, 512, 1024, 1024)) == "c512_0-512-1024-1024"
-    assert layout.chip_manifest("02", "59GML", day, "c512") == "_state/datacube/manifests/v02/59GML/2020-06-05/c512.json"
-    assert layout.failure_record("02", "59GML", day, "c512") == "_state/datacube/failed/v02/59GML/2020-06-05/c512.json"
+    assert (
+        layout.chip_manifest("02", "59GML", day, "c512")
+        == "_state/datacube/manifests/v02/59GML/2020-06-05/c512.json"
+    )
+    assert (
+        layout.failure_record("02", "59GML", day, "c512")
+        == "_state/datacube/failed/v02/59GML/2020-06-05/c512.json"
+    )
     with pytest.raises(ValueError):
         layout.chip_name("59GML", day, "02", 0)

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pystac_client.item_search import ItemSearch
@@ -22,7 +22,7 @@ def test_item_datetimes(text, micro):
 
 
 def test_offset_converted_to_utc():
-    assert parse_item_datetime("2022-12-31T23:30:00-02:00") == datetime(2023, 1, 1, 1, 30, tzinfo=timezone.utc)
+    assert parse_item_datetime("2022-12-31T23:30:00-02:00") == datetime(2023, 1, 1, 1, 30, tzinfo=UTC)
 
 
 def test_unparsable():
@@ -30,7 +30,9 @@ def test_unparsable():
         parse_item_datetime("yesterday")
 
 
-@pytest.mark.parametrize("text", ["1984-01/2022-12-31", "1984-01-01/..", "2020", "../2000-06", "2001-02-03T04:05:06Z/2001-02-04"])
+@pytest.mark.parametrize(
+    "text", ["1984-01/2022-12-31", "1984-01-01/..", "2020", "../2000-06", "2001-02-03T04:05:06Z/2001-02-04"]
+)
 def test_intervals_match_pystac_client(text):
     """The local catalogue must answer exactly what the STAC API is asked."""
     expected = ItemSearch(url="http://unused", datetime=text).get_parameters()["datetime"]

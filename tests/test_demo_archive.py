@@ -45,8 +45,8 @@ S3_RE = re.compile(
 )
 FOLDER = {"LT05": "tm", "LE07": "etm", "LC08": "oli-tirs", "LC09": "oli-tirs"}
 FILES = {
-    "tm": dict(zip(BANDS, ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"))),
-    "oli": dict(zip(BANDS, ("SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"))),
+    "tm": dict(zip(BANDS, ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"), strict=True)),
+    "oli": dict(zip(BANDS, ("SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"), strict=True)),
 }
 
 
@@ -103,7 +103,9 @@ def read_chip(item: dict, x: int, y: int, asset: str) -> np.ndarray:
     with rasterio.open(item["assets"][asset]["href"]) as ds:
         row, col = pixel_of(tuple(ds.transform)[:6], x, y)
         fill = ds.nodata
-        return ds.read(1, window=Window(col - CHIP // 2, row - CHIP // 2, CHIP, CHIP), boundless=True, fill_value=fill)
+        return ds.read(
+            1, window=Window(col - CHIP // 2, row - CHIP // 2, CHIP, CHIP), boundless=True, fill_value=fill
+        )
 
 
 def far_pixel(arc: BuiltArchive, transform) -> tuple[int, int]:
@@ -189,7 +191,12 @@ def test_datetimes_sensors_and_tiles_per_acquisition(arc: BuiltArchive) -> None:
     assert max(sizes) == 4 and min(sizes) < 4  # usually several tiles, not always all
     for g in groups.values():
         assert len({i["id"][:4] for i in g}) == 1  # one acquisition, one sensor
-        assert len({(i["properties"]["landsat:grid_horizontal"], i["properties"]["landsat:grid_vertical"]) for i in g}) == len(g)
+        assert len(
+            {
+                (i["properties"]["landsat:grid_horizontal"], i["properties"]["landsat:grid_vertical"])
+                for i in g
+            }
+        ) == len(g)
     # Items of one acquisition differ by seconds between tile rows (as on the real server).
     assert any(len({i["properties"]["datetime"][:19] for i in g}) > 1 for g in groups.values())
 
@@ -209,8 +216,10 @@ def test_assets_are_local_files_at_their_bucket_keys(arc: BuiltArchive) -> None:
             folder, year, hhh, vvv, product_id, suffix = m.groups()
             assert folder == FOLDER[sensor]
             assert year == it["properties"]["datetime"][:4]
-            assert (hhh, vvv) == (f"{int(it['properties']['landsat:grid_horizontal']):03d}",
-                                  f"{int(it['properties']['landsat:grid_vertical']):03d}")
+            assert (hhh, vvv) == (
+                f"{int(it['properties']['landsat:grid_horizontal']):03d}",
+                f"{int(it['properties']['landsat:grid_vertical']):03d}",
+            )
             assert it["id"] == product_id + "_SR"
             assert suffix == ("QA_PIXEL" if asset == "qa_pixel" else FILES[family][asset])
             assert href == arc.bucket_dir / s3.removeprefix(f"s3://{BUCKET}/") == arc.local_path(s3)
@@ -219,7 +228,8 @@ def test_assets_are_local_files_at_their_bucket_keys(arc: BuiltArchive) -> None:
             n_files += 1
     # Nothing else in the bucket: uploading it reproduces exactly the catalogued keys.
     assert sorted(p for p in arc.bucket_dir.rglob("*") if p.is_file()) == sorted(
-        Path(it["assets"][a]["href"]) for it in arc.items for a in ASSETS)
+        Path(it["assets"][a]["href"]) for it in arc.items for a in ASSETS
+    )
     assert n_files == arc.n_files == 7 * len(arc.items)
 
 
@@ -259,9 +269,9 @@ def test_overviews_are_nearest_neighbour_decimations(arc: BuiltArchive) -> None:
             with rasterio.open(href, overview_level=level) as ov:
                 o = ov.read(1)
                 assert ov.block_shapes == [(256, 256)] and o.shape == (-(-5000 // f),) * 2
-            dec = full[f // 2::f, f // 2::f]
+            dec = full[f // 2 :: f, f // 2 :: f]
             assert np.array_equal(o[: dec.shape[0], : dec.shape[1]], dec)
-            assert (o[dec.shape[0]:] == ov.nodata).all() and (o[:, dec.shape[1]:] == ov.nodata).all()
+            assert (o[dec.shape[0] :] == ov.nodata).all() and (o[:, dec.shape[1] :] == ov.nodata).all()
             assert (o != ov.nodata).any()
 
 
@@ -329,7 +339,9 @@ def test_sr_values_qa_consistency_and_tricky_pixels(arc: BuiltArchive) -> None:
                 saw_one_zero += int(((sr == 0).sum(axis=0) == 1).sum())
     assert saw_negative > 100 and saw_one_zero > 10
     # Pinned centre values (truncation toward zero and single-band-zero masking cases).
-    pinned = {(p["plot_id"], p["project_id"]): d["pinned"] for p in arc.plots for d in p["dates"] if "pinned" in d}
+    pinned = {
+        (p["plot_id"], p["project_id"]): d["pinned"] for p in arc.plots for d in p["dates"] if "pinned" in d
+    }
     assert {"blue": 1, "red": 7272, "swir22": 7001} in pinned.values()
     assert {"swir22": 0} in pinned.values()
 
@@ -357,7 +369,8 @@ def test_plot_file(arc: BuiltArchive) -> None:
     assert rows[0] == ["project_id", "plot_id", "x", "y"]
     body = rows[1:]
     assert [(r[0], r[1], int(r[2]), int(r[3])) for r in body] == [
-        (p["project_id"], p["plot_id"], p["x"], p["y"]) for p in arc.plots]
+        (p["project_id"], p["plot_id"], p["x"], p["y"]) for p in arc.plots
+    ]
     assert all(re.fullmatch(r"-?\d+", r[2]) and re.fullmatch(r"-?\d+", r[3]) for r in body)
     projects = {r[0] for r in body}
     assert len(projects) == 2 and "0042" in projects  # ids are strings: leading zeros kept
@@ -419,13 +432,17 @@ def test_equal_seeds_give_identical_archives(arc: BuiltArchive, tmp_path: Path) 
     assert sorted(by_id) == sorted(ip.item_id for ip in again.items)
     for ip in again.items:
         assert _stac_item(again, ip, arc.bucket_dir) == by_id[ip.item_id]
-    biggest = sorted(again.items, key=lambda ip: -Path(by_id[ip.item_id]["assets"]["blue"]["href"]).stat().st_size)
+    biggest = sorted(
+        again.items, key=lambda ip: -Path(by_id[ip.item_id]["assets"]["blue"]["href"]).stat().st_size
+    )
     for ip in biggest[:2] + again.items[-1:]:
         _write_item_rasters(again, ip, tmp_path)
         for asset in ASSETS:
             built = Path(by_id[ip.item_id]["assets"][asset]["href"])
             rewritten = tmp_path / built.relative_to(arc.bucket_dir)
-            assert hashlib.sha256(rewritten.read_bytes()).digest() == hashlib.sha256(built.read_bytes()).digest()
+            assert (
+                hashlib.sha256(rewritten.read_bytes()).digest() == hashlib.sha256(built.read_bytes()).digest()
+            )
     other = plan_archive(small_spec(seed=1))
     assert sorted(i.item_id for i in other.items) != sorted(by_id)
 

@@ -76,7 +76,13 @@ def digest(log: str) -> str:
 
 def start_worker(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen([LUIGI, "--module", "pipeline.timesync", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [LUIGI, "--module", "pipeline.timesync", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[int]:
@@ -92,7 +98,9 @@ def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[int]:
     return codes
 
 
-def test_two_luigi_workers_and_an_external_dask_cluster(request, small_archive, dask_cluster, single_process_run, tmp_path):
+def test_two_luigi_workers_and_an_external_dask_cluster(
+    request, small_archive, dask_cluster, single_process_run, tmp_path
+):
     expected = small_expected(request, small_archive)
     before = executed_per_dask_worker(dask_cluster)
     server = start_luigid(tmp_path / "luigid")
@@ -111,12 +119,17 @@ def test_two_luigi_workers_and_an_external_dask_cluster(request, small_archive, 
         procs = [start_worker(args, env, log, tmp_path) for log in logs]
         codes = wait_all(procs, timeout=300)
         texts = [log.read_text() for log in logs]
-        report = "\n".join(f"--- luigi worker {i} (pid {p.pid}) exit {c}\n{digest(t)}" for i, (p, c, t) in enumerate(zip(procs, codes, texts)))
+        report = "\n".join(
+            f"--- luigi worker {i} (pid {p.pid}) exit {c}\n{digest(t)}"
+            for i, (p, c, t) in enumerate(zip(procs, codes, texts, strict=True))
+        )
         assert set(codes) <= SHARED_WORK_CODES, report
 
         # Everything DONE in the scheduler, and each luigi process ran some of it.
         tasks = tasks_of(server, project)
-        assert {t["status"] for t in tasks.values()} == {"DONE"}, {t["display_name"]: t["status"] for t in tasks.values()}
+        assert {t["status"] for t in tasks.values()} == {"DONE"}, {
+            t["display_name"]: t["status"] for t in tasks.values()
+        }
         plots = oracle.read_plots(small_archive.plot_file)
         per_project = {}
         for p in plots:
@@ -129,7 +142,7 @@ def test_two_luigi_workers_and_an_external_dask_cluster(request, small_archive, 
             assert m, t
             ran_by.setdefault(int(m[1]), []).append(t["name"])
         assert set(ran_by) == {p.pid for p in procs}, ran_by  # both workers ran tasks
-        for p, text in zip(procs, texts):
+        for text in texts:
             # each process's console shows the batches it ran (Luigi's per-task lines are DEBUG now)
             assert re.search(r"TimeSync prj \S+ batch \d+/\d+: \d+ plots", text), text[-3000:]
 
@@ -137,8 +150,15 @@ def test_two_luigi_workers_and_an_external_dask_cluster(request, small_archive, 
         # Each batch sends its observations as one or more Dask tasks, so there were at
         # least as many as batches holding a plot with an observation to write.
         after = executed_per_dask_worker(dask_cluster)
-        plots_with_obs = {k.split("/")[0] + "/" + k.split("/")[1].split("_spectral_files_set_")[0] for k in expected if "_spectral_files_set_" in k}
-        assert sum(after.values()) - sum(before.values()) >= -(-len(plots_with_obs) // PLOTS_PER_TASK), (before, after)
+        plots_with_obs = {
+            k.split("/")[0] + "/" + k.split("/")[1].split("_spectral_files_set_")[0]
+            for k in expected
+            if "_spectral_files_set_" in k
+        }
+        assert sum(after.values()) - sum(before.values()) >= -(-len(plots_with_obs) // PLOTS_PER_TASK), (
+            before,
+            after,
+        )
         assert dask_cluster.alive(), dask_cluster.log_tail()
 
         # Outputs: the recipe, and the single-process run's files exactly.
@@ -146,7 +166,11 @@ def test_two_luigi_workers_and_an_external_dask_cluster(request, small_archive, 
         assert oracle.compare_tree(project, tree_contents(single_process_run)) == []
 
         # A last run of the same command confirms completion (exit 0, nothing to do).
-        check = run_luigi(central(small_archive, project, server, "--timesync-plots-per-task", str(PLOTS_PER_TASK)), cwd=tmp_path, env=env)
+        check = run_luigi(
+            central(small_archive, project, server, "--timesync-plots-per-task", str(PLOTS_PER_TASK)),
+            cwd=tmp_path,
+            env=env,
+        )
         assert check.returncode == 0, check.stderr[-3000:]
         assert "Nothing to do" in check.stderr
     finally:
@@ -161,7 +185,9 @@ def test_worker_processes_see_outputs_written_by_other_processes(small_archive, 
     sibling processes finished. Two luigi workers on a central scheduler meet the same
     situation whenever one checks a batch the other is about to run."""
     project = tmp_path / "project"
-    tiles = sorted({t for p in oracle.read_plots(small_archive.plot_file) for t in oracle.chip_tiles(p["x"], p["y"])})
+    tiles = sorted(
+        {t for p in oracle.read_plots(small_archive.plot_file) for t in oracle.chip_tiles(p["x"], p["y"])}
+    )
     for h, v in tiles:
         args = timesync_args(small_archive, project)
         args[0] = "TimeSyncSearch"
@@ -174,7 +200,9 @@ def test_worker_processes_see_outputs_written_by_other_processes(small_archive, 
         assert "Unfulfilled dependenc" not in proc.stderr, digest(proc.stderr)
         assert proc.returncode == 0, digest(proc.stderr)
         tasks = tasks_of(server, project)
-        assert {t["status"] for t in tasks.values()} == {"DONE"}, {t["display_name"]: t["status"] for t in tasks.values()}
+        assert {t["status"] for t in tasks.values()} == {"DONE"}, {
+            t["display_name"]: t["status"] for t in tasks.values()
+        }
     finally:
         server.stop()
 
@@ -187,5 +215,9 @@ def test_embedded_cluster_workers_do_not_trim_malloc_on_every_free():
 
     client = get_client()
     assert os.getpid() not in client.run(os.getpid).values()  # worker processes, started by the nanny
-    environ = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
-    assert environ and all(e == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"} for e in environ.values()), environ
+    environ = client.run(
+        lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+    )
+    assert environ and all(
+        e == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"} for e in environ.values()
+    ), environ

@@ -7,11 +7,23 @@ from pipeline.timesync.plan import ItemRef, Observation
 
 ULX, ULY = -2115585.0, 2714805.0
 T = (30.0, 0.0, ULX, 0.0, -30.0, ULY)
-HREFS = tuple(f"s3://b/{band}.TIF" for band in ("blue", "green", "red", "nir08", "swir16", "swir22", "qa_pixel"))
+HREFS = tuple(
+    f"s3://b/{band}.TIF" for band in ("blue", "green", "red", "nir08", "swir16", "swir22", "qa_pixel")
+)
 
 
 def item(fill=None, transform=T):
-    return ItemRef("LC08_CU_003004_20200101_20200102_02_SR", "2020-01-01T00:00:00Z", 2020, 1, "0304", HREFS, transform, (5000, 5000), fill)
+    return ItemRef(
+        "LC08_CU_003004_20200101_20200102_02_SR",
+        "2020-01-01T00:00:00Z",
+        2020,
+        1,
+        "0304",
+        HREFS,
+        transform,
+        (5000, 5000),
+        fill,
+    )
 
 
 def at(row, col):

@@ -18,6 +18,7 @@ in a copy of the catalogue) so no other test module's upload can interfere.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -86,7 +87,9 @@ class RecordingProxy:
     def __init__(self, upstream_url: str, rules: list[FaultRule], seed: int = 0) -> None:
         up = urlparse(upstream_url)
         self.proxy = FaultProxy(up.hostname, up.port, rules=rules, seed=seed)
-        self.proxy._server.handle_error = lambda request, client_address: None  # clients drop delayed/reset requests
+        self.proxy._server.handle_error = lambda request, client_address: (
+            None
+        )  # clients drop delayed/reset requests
         self.log: list[tuple[float, str, str, str | None]] = []
         self._lock = threading.Lock()
         choose = self.proxy._choose
@@ -109,7 +112,7 @@ class RecordingProxy:
 
     def faults(self, pred=lambda method, path: True) -> dict[str, int]:
         out: dict[str, int] = {}
-        for _t, m, p, kind in self.requests(pred):
+        for _t, _m, _p, kind in self.requests(pred):
             if kind:
                 out[kind] = out.get(kind, 0) + 1
         return out
@@ -120,12 +123,30 @@ class RecordingProxy:
 
 def ten_percent(delay: float = 1.0) -> list[FaultRule]:
     """About 10 % of all requests: 2.5 % each of 503 SlowDown, 500, reset, delay."""
-    return [FaultRule("503", 0.025), FaultRule("500", 0.025), FaultRule("reset", 0.025), FaultRule("delay", 0.025, delay=delay)]
+    return [
+        FaultRule("503", 0.025),
+        FaultRule("500", 0.025),
+        FaultRule("reset", 0.025),
+        FaultRule("delay", 0.025, delay=delay),
+    ]
 
 
 def credentials_env(server) -> dict[str, str]:
-    env = luigi_env({"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key, "AWS_EC2_METADATA_DISABLED": "true"})
-    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_PROFILE"):
+    env = luigi_env(
+        {
+            "AWS_ACCESS_KEY_ID": server.access_key,
+            "AWS_SECRET_ACCESS_KEY": server.secret_key,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    for k in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_S3_ENDPOINT",
+        "AWS_HTTPS",
+        "AWS_VIRTUAL_HOSTING",
+        "AWS_PROFILE",
+    ):
         env.pop(k, None)
     return env
 
@@ -171,13 +192,18 @@ def assert_no_secret(server, texts: dict[str, str | bytes]) -> None:
 
 # --------------------------------------------------------------------------- tests
 @pytest.mark.stac
-def test_ten_percent_faults_everywhere_still_give_the_recipe(s3_server, stac_server, small_archive, archive_on_s3, expected, tmp_path):
+def test_ten_percent_faults_everywhere_still_give_the_recipe(
+    s3_server, stac_server, small_archive, archive_on_s3, expected, tmp_path
+):
     stac_server.load_items(archive_on_s3)
+
     # Each kind of fault at least once on each kind of request, each on a different
     # request (one fault per request, so no request exceeds its retry budget by design),
     # then about 10 % of all requests at random.
     def once(kind: str, method: str, *parts: str, delay: float = 1.0) -> FaultRule:
-        return FaultRule(kind, match=lambda m, p: m == method and all(x in p for x in parts), limit=1, delay=delay)
+        return FaultRule(
+            kind, match=lambda m, p: m == method and all(x in p for x in parts), limit=1, delay=delay
+        )
 
     s3_rules = [
         once("503", "GET", f"/{ARCHIVE_BUCKET}/", "LE07_CU_004004_20150901_20210411_02_QA_PIXEL.TIF"),
@@ -191,7 +217,10 @@ def test_ten_percent_faults_everywhere_still_give_the_recipe(s3_server, stac_ser
         once("503", "GET", f"/{OUT_BUCKET}", "list-type"),
         *ten_percent(),
     ]
-    stac_rules = [FaultRule("503", match=lambda m, p: m == "POST" and "/search" in p, limit=2), *ten_percent()]
+    stac_rules = [
+        FaultRule("503", match=lambda m, p: m == "POST" and "/search" in p, limit=2),
+        *ten_percent(),
+    ]
     s3 = RecordingProxy(s3_server.endpoint_url, s3_rules, seed=10)
     stac = RecordingProxy(stac_server.url, stac_rules, seed=11)
     prefix = f"{OUT_BUCKET}/ten-percent-{uuid.uuid4().hex[:8]}"
@@ -222,7 +251,14 @@ def test_ten_percent_faults_everywhere_still_give_the_recipe(s3_server, stac_ser
     assert stac_faults.get("503", 0) >= 2
     assert len(s3.faults()) and sum(s3.faults().values()) >= 0.05 * len(s3.log)
     objects = all_objects(s3_server, prefix)
-    assert_no_secret(s3_server, {"stderr": proc.stderr, "stdout": proc.stdout, **{f"s3://{prefix}/{k}": v for k, v in objects.items()}})
+    assert_no_secret(
+        s3_server,
+        {
+            "stderr": proc.stderr,
+            "stdout": proc.stdout,
+            **{f"s3://{prefix}/{k}": v for k, v in objects.items()},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +269,14 @@ def persistent_faults(s3_server, small_archive, archive_on_s3, tmp_path_factory)
     failing_put = f"/{OUT_BUCKET}/"
     rules = [
         FaultRule("503", match=lambda m, p: FAILING_ASSET in p),
-        FaultRule("503", match=lambda m, p: m == "PUT" and p.startswith(failing_put) and p.endswith(f"/prj_{prj}/{plot}_spectral_files_set_{key}.csv")),
+        FaultRule(
+            "503",
+            match=lambda m, p: (
+                m == "PUT"
+                and p.startswith(failing_put)
+                and p.endswith(f"/prj_{prj}/{plot}_spectral_files_set_{key}.csv")
+            ),
+        ),
         FaultRule("503", match=lambda m, p: m == "PUT" and p.endswith("/" + FLAKY_PUT_KEY), limit=2),
     ]
     proxy = RecordingProxy(s3_server.endpoint_url, rules)
@@ -242,13 +285,23 @@ def persistent_faults(s3_server, small_archive, archive_on_s3, tmp_path_factory)
     env = credentials_env(s3_server)
     try:
         t0 = time.monotonic()
-        first = run_luigi(s3_run_args(small_archive, str(archive_on_s3), f"s3://{prefix}", proxy.url, s3_server.region), cwd=cwd, env=env)
+        first = run_luigi(
+            s3_run_args(small_archive, str(archive_on_s3), f"s3://{prefix}", proxy.url, s3_server.region),
+            cwd=cwd,
+            env=env,
+        )
         first_seconds = time.monotonic() - t0
     finally:
         proxy.stop()
     after_first = all_objects(s3_server, prefix)
     s3_server.reset_counts()
-    rerun = run_luigi(s3_run_args(small_archive, str(archive_on_s3), f"s3://{prefix}", s3_server.endpoint_url, s3_server.region), cwd=cwd, env=env)
+    rerun = run_luigi(
+        s3_run_args(
+            small_archive, str(archive_on_s3), f"s3://{prefix}", s3_server.endpoint_url, s3_server.region
+        ),
+        cwd=cwd,
+        env=env,
+    )
     rerun_requests = [r for r in s3_server.requests() if r.bucket == OUT_BUCKET]
     return {
         "prefix": prefix, "first": first, "first_seconds": first_seconds, "proxy": proxy,
@@ -268,16 +321,25 @@ def test_a_failing_asset_fails_only_its_observation(persistent_faults, expected)
     # ingest files (written once every plot of the project is whole).
     missing = set(obs_files(*FAILING_OBS)) | {obs_files(*FAILING_PUT)[-1]}
     missing |= {f"prj_{p}/series/plot_{q}_series.csv" for p, q in failed_plots}
-    missing |= {k for k in expected if any(k.endswith(f"_prj_{p}_region_spectrals.csv") for p in failed_projects)}
+    missing |= {
+        k for k in expected if any(k.endswith(f"_prj_{p}_region_spectrals.csv") for p in failed_projects)
+    }
     outputs = {k for k in objects if not k.startswith("_state/") and not k.startswith("report/")}
     assert set(expected) - outputs == missing
     assert outputs - set(expected) == set()
 
 
 def test_failure_records_name_targets_error_and_attempts(persistent_faults, s3_server):
-    prefix, objects, first = persistent_faults["prefix"], persistent_faults["after_first"], persistent_faults["first"]
+    prefix, objects, first = (
+        persistent_faults["prefix"],
+        persistent_faults["after_first"],
+        persistent_faults["first"],
+    )
     records = {k: json.loads(v) for k, v in objects.items() if k.startswith("_state/") and "/failed/" in k}
-    assert set(records) == {f"_state/prj_{FAILING_OBS[0]}/failed/plot_{FAILING_OBS[1]}.json", f"_state/prj_{FAILING_PUT[0]}/failed/plot_{FAILING_PUT[1]}.json"}
+    assert set(records) == {
+        f"_state/prj_{FAILING_OBS[0]}/failed/plot_{FAILING_OBS[1]}.json",
+        f"_state/prj_{FAILING_PUT[0]}/failed/plot_{FAILING_PUT[1]}.json",
+    }
     for (prj, plot, key), error_names in ((FAILING_OBS, FAILING_ASSET), (FAILING_PUT, plot_csv(FAILING_PUT))):
         doc = records[f"_state/prj_{prj}/failed/plot_{plot}.json"]
         assert doc["project_id"] == prj and doc["plot_id"] == plot
@@ -302,13 +364,15 @@ def test_gdal_retries_a_503_asset_a_bounded_number_of_times_with_backoff(persist
     attempts = proxy.requests(lambda m, p: m == "GET" and p.split("?")[0].endswith("/" + FAILING_ASSET))
     listings = proxy.requests(lambda m, p: "?" in p and FAILING_ASSET in p)
     times = [t for t, *_ in attempts]
-    gaps = [round(b - a, 2) for a, b in zip(times, times[1:])]
-    print(f"GETs of the failing asset: {len(attempts)}, gaps {gaps} s (total {sum(gaps):.0f} s); then {len(listings)} LIST(s)")
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(times)]
+    print(
+        f"GETs of the failing asset: {len(attempts)}, gaps {gaps} s (total {sum(gaps):.0f} s); then {len(listings)} LIST(s)"
+    )
     # GDAL_HTTP_MAX_RETRY=5: 1 try + 5 retries per open; the observation is tried once per run
     assert len(attempts) == 6, attempts
     # GDAL_HTTP_RETRY_DELAY=1, growing about x2 each time (GDAL adds jitter): 1, 2, 4, 8, 16 s and more
     assert gaps[0] >= 0.8
-    assert all(b >= 1.5 * a for a, b in zip(gaps, gaps[1:])), gaps
+    assert all(b >= 1.5 * a for a, b in itertools.pairwise(gaps)), gaps
     assert sum(gaps) < 120, "retries must be bounded in time too"
 
 
@@ -323,15 +387,25 @@ def test_s3_writes_are_retried_and_bounded(persistent_faults):
     print(f"PUTs of an always-failing output: {len(always)} over {times[-1] - times[0]:.1f} s")
     # One retry layer of ~5 attempts is bounded; s3fs retrying botocore's retries is not
     # (5 x 5 = 25 PUTs over ~40 s for one object).
-    assert 2 <= len(always) <= 10, f"{len(always)} attempts to PUT {csv} in {times[-1] - times[0]:.0f} s: nested retries"
+    assert 2 <= len(always) <= 10, (
+        f"{len(always)} attempts to PUT {csv} in {times[-1] - times[0]:.0f} s: nested retries"
+    )
 
 
 def test_rerun_without_faults_writes_exactly_the_failed_targets(persistent_faults, expected, s3_server):
     rerun, prefix = persistent_faults["rerun"], persistent_faults["prefix"]
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     sub = prefix[len(OUT_BUCKET) + 1 :] + "/"
-    puts = sorted(r.key[len(sub) :] for r in persistent_faults["rerun_requests"] if r.method == "PUT" and r.key.startswith(sub))
-    deletes = sorted(r.key[len(sub) :] for r in persistent_faults["rerun_requests"] if r.method == "DELETE" and r.key.startswith(sub))
+    puts = sorted(
+        r.key[len(sub) :]
+        for r in persistent_faults["rerun_requests"]
+        if r.method == "PUT" and r.key.startswith(sub)
+    )
+    deletes = sorted(
+        r.key[len(sub) :]
+        for r in persistent_faults["rerun_requests"]
+        if r.method == "DELETE" and r.key.startswith(sub)
+    )
     failed_plots = {(FAILING_OBS[0], FAILING_OBS[1]), (FAILING_PUT[0], FAILING_PUT[1])}
     # the records' targets, less what the first run did write: the failing-PUT observation's
     # three PNGs went through, only its CSV failed, and a rerun keeps what is written
@@ -351,16 +425,22 @@ def test_rerun_without_faults_writes_exactly_the_failed_targets(persistent_fault
 
 
 @pytest.mark.stac
-def test_a_stac_api_that_always_fails_ends_the_run_clearly_and_in_bounded_time(stac_server, small_archive, tmp_path):
+def test_a_stac_api_that_always_fails_ends_the_run_clearly_and_in_bounded_time(
+    stac_server, small_archive, tmp_path
+):
     """Every search POST answers 503: pystac-client retries a bounded number of times with
     backoff, then the run exits non-zero naming the API, without a traceback, and writes
     no output (one plot on one tile: one search)."""
     stac_server.load_items(small_archive.catalog_ndjson)
-    stac = RecordingProxy(stac_server.url, [FaultRule("503", match=lambda m, p: m == "POST" and "/search" in p)])
+    stac = RecordingProxy(
+        stac_server.url, [FaultRule("503", match=lambda m, p: m == "POST" and "/search" in p)]
+    )
     project = tmp_path / "project"
     try:
         args = timesync_args(small_archive, project, catalog=stac.url)
-        args[args.index("--plot-file") + 1] = str(Path(__file__).parent / "data" / "bad_inputs" / "one_plot.csv")
+        args[args.index("--plot-file") + 1] = str(
+            Path(__file__).parent / "data" / "bad_inputs" / "one_plot.csv"
+        )
         t0 = time.monotonic()
         proc = run_luigi(args, cwd=tmp_path)
         seconds = time.monotonic() - t0
@@ -368,11 +448,15 @@ def test_a_stac_api_that_always_fails_ends_the_run_clearly_and_in_bounded_time(s
         stac.stop()
     posts = stac.requests(lambda m, p: m == "POST")
     times = [t for t, *_ in posts]
-    gaps = [round(b - a, 2) for a, b in zip(times, times[1:])]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(times)]
     print(f"always-503 STAC: {len(posts)} POSTs, gaps {gaps} s, run {seconds:.0f} s, exit {proc.returncode}")
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert f"search of {stac.url} failed" in proc.stderr
     assert 2 <= len(posts) <= 6 + 1, posts  # urllib3 Retry(total=5): 1 + 5
-    assert all(b >= a for a, b in zip(gaps, gaps[1:])), gaps  # backed off
-    assert not [p for p in project.rglob("*") if p.is_file() and not p.relative_to(project).as_posix().startswith("_state/")]
+    assert all(b >= a for a, b in itertools.pairwise(gaps)), gaps  # backed off
+    assert not [
+        p
+        for p in project.rglob("*")
+        if p.is_file() and not p.relative_to(project).as_posix().startswith("_state/")
+    ]

@@ -29,14 +29,18 @@ from pipeline.mgrs_grid import (
 from pipeline.signing import Signing
 from targets.store import Store
 
-
 # ---- MGRS -------------------------------------------------------------------------------
 
 
 def test_nominal_grids_of_real_tiles():
     # 10TET: transform [30, 0, 499980, 0, -30, 5300040] (an HLS / Sentinel-2 fact)
     g = nominal_grid("10TET")
-    assert (g.epsg, g.transform, g.width, g.height) == (32610, (30.0, 0.0, 499980.0, 0.0, -30.0, 5300040.0), 3660, 3660)
+    assert (g.epsg, g.transform, g.width, g.height) == (
+        32610,
+        (30.0, 0.0, 499980.0, 0.0, -30.0, 5300040.0),
+        3660,
+        3660,
+    )
     assert nominal_grid("10TFT").transform[2] == 599980.0  # the real 10TFT is snapped to 600000
     assert nominal_grid("55HBU").epsg == 32755  # southern hemisphere
 
@@ -60,7 +64,17 @@ def test_tiles_in_bbox_and_lonlat_bbox():
     assert set(tiles_in_bbox((-121.9, 47.3, -121.3, 47.4))) == {"10TET", "10TFT"}
 
 
-@pytest.mark.parametrize("text, ok", [("10TET", "10TET"), ("010tet", "10TET"), ("61TET", None), ("10IET", None), ("XXTET", None), ("10TE", None)])
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ("10TET", "10TET"),
+        ("010tet", "10TET"),
+        ("61TET", None),
+        ("10IET", None),
+        ("XXTET", None),
+        ("10TE", None),
+    ],
+)
 def test_check_tile_id(text, ok):
     if ok:
         assert check_tile_id(text) == ok
@@ -70,7 +84,11 @@ def test_check_tile_id(text, ok):
 
 
 def _item(**props):
-    base = {"proj:epsg": 32610, "proj:transform": [30, 0, 499980, 0, -30, 5300040], "proj:shape": [3660, 3660]}
+    base = {
+        "proj:epsg": 32610,
+        "proj:transform": [30, 0, 499980, 0, -30, 5300040],
+        "proj:shape": [3660, 3660],
+    }
     base.update(props)
     return {"id": "x", "properties": {k: v for k, v in base.items() if v is not None}}
 
@@ -96,21 +114,46 @@ def test_grid_of_item():
 
 def test_local_search_bbox_narrows_by_id_and_keeps_unparsable_datetimes(tmp_path):
     def feature(iid, dt, box):
-        return {"type": "Feature", "id": iid, "collection": "hls2-l30", "bbox": box, "geometry": None, "properties": {"datetime": dt}, "assets": {}}
+        return {
+            "type": "Feature",
+            "id": iid,
+            "collection": "hls2-l30",
+            "bbox": box,
+            "geometry": None,
+            "properties": {"datetime": dt},
+            "assets": {},
+        }
 
     items = [
         feature("HLS.L30.T10TET.2019183T185921.v2.0", "2019-07-02T18:59:21Z", [-123, 46.8, -121.5, 47.8]),
-        feature("HLS.L30.T10TFT.2019183T185921.v2.0", "2019-07-02T18:59:21Z", [-121.7, 46.8, -120.2, 47.8]),  # neighbour
-        feature("HLS.L30.T10TET.2020001T185921.v2.0", "2020-01-01T18:59:21Z", [-123, 46.8, -121.5, 47.8]),  # other year
+        feature(
+            "HLS.L30.T10TFT.2019183T185921.v2.0", "2019-07-02T18:59:21Z", [-121.7, 46.8, -120.2, 47.8]
+        ),  # neighbour
+        feature(
+            "HLS.L30.T10TET.2020001T185921.v2.0", "2020-01-01T18:59:21Z", [-123, 46.8, -121.5, 47.8]
+        ),  # other year
         feature("HLS.L30.T10TET.2019200T185921.v2.0", "not-a-date", [-123, 46.8, -121.5, 47.8]),
-        feature("HLS.L30.T10TET.2019001T185921.v2.0", "2019-01-01T00:00:00Z", [-100, 30, -99, 31]),  # elsewhere
+        feature(
+            "HLS.L30.T10TET.2019001T185921.v2.0", "2019-01-01T00:00:00Z", [-100, 30, -99, 31]
+        ),  # elsewhere
     ]
     path = tmp_path / "items.ndjson"
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
     cat = LocalCatalog.load(path)
-    found = cat.search_bbox(collection="hls2-l30", interval=parse_interval("2019-01-01/2019-12-31"), bbox=(-122.5, 47.0, -121.6, 47.5), id_prefix="HLS.L30.T10TET.")
-    assert [i["id"] for i in found] == ["HLS.L30.T10TET.2019183T185921.v2.0", "HLS.L30.T10TET.2019200T185921.v2.0"]
-    assert cat.search_bbox(collection="hls2-s30", interval=parse_interval("2019"), bbox=(-180, -80, 180, 84)) == []
+    found = cat.search_bbox(
+        collection="hls2-l30",
+        interval=parse_interval("2019-01-01/2019-12-31"),
+        bbox=(-122.5, 47.0, -121.6, 47.5),
+        id_prefix="HLS.L30.T10TET.",
+    )
+    assert [i["id"] for i in found] == [
+        "HLS.L30.T10TET.2019183T185921.v2.0",
+        "HLS.L30.T10TET.2019200T185921.v2.0",
+    ]
+    assert (
+        cat.search_bbox(collection="hls2-s30", interval=parse_interval("2019"), bbox=(-180, -80, 180, 84))
+        == []
+    )
 
 
 # ---- signing ----------------------------------------------------------------------------
@@ -124,10 +167,15 @@ class _TokenService:
         service = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 service.requests.append(self.path)
                 account, container = self.path.rstrip("/").split("/")[-2:]
-                body = json.dumps({"msft:expiry": "2099-01-01T00:00:00Z", "token": f"sv=2024&sp=rl&sig={account}-{container}"}).encode()
+                body = json.dumps(
+                    {
+                        "msft:expiry": "2099-01-01T00:00:00Z",
+                        "token": f"sv=2024&sp=rl&sig={account}-{container}",
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -164,11 +212,22 @@ def test_signing_blob_urls_through_the_sdk_with_a_cached_token(token_service):
     assert s.sign(href.replace("B01", "B02")).endswith("sig=hls2euwest-hls2")
     emulator = "http://127.0.0.1:10000/devstoreaccount1/hls2/L30/x.tif"
     assert s.sign(emulator) == emulator + "?sv=2024&sp=rl&sig=devstoreaccount1-hls2"
-    assert token_service.requests == ["/api/sas/v1/token/hls2euwest/hls2", "/api/sas/v1/token/devstoreaccount1/hls2"]
+    assert token_service.requests == [
+        "/api/sas/v1/token/hls2euwest/hls2",
+        "/api/sas/v1/token/devstoreaccount1/hls2",
+    ]
     # not blob storage, signed already, local files, signing off: unchanged, no request
-    for href in ["https://example.com/a.tif", emulator + "?se=1&sig=x", "/data/a.tif", "http://127.0.0.1:9999/acc/c/a.tif"]:
+    for href in [
+        "https://example.com/a.tif",
+        emulator + "?se=1&sig=x",
+        "/data/a.tif",
+        "http://127.0.0.1:9999/acc/c/a.tif",
+    ]:
         assert s.sign(href) == href
-    assert Signing("none").sign("https://a.blob.core.windows.net/c/x.tif") == "https://a.blob.core.windows.net/c/x.tif"
+    assert (
+        Signing("none").sign("https://a.blob.core.windows.net/c/x.tif")
+        == "https://a.blob.core.windows.net/c/x.tif"
+    )
     assert len(token_service.requests) == 2
 
 
@@ -189,7 +248,7 @@ def test_put_file_and_tree_are_whole_or_absent(tmp_path):
     assert sorted(os.listdir(tmp_path / "out" / "samples" / "2019" / "10TET.zarr")) == [".zmetadata", "chips"]
     tree2 = tmp_path / "z2"
     tree2.mkdir()
-    (tree2 / ".zmetadata").write_text("{\"new\": 1}")
+    (tree2 / ".zmetadata").write_text('{"new": 1}')
     store.put_tree("samples/2019/10TET.zarr", str(tree2))  # a rebuilt store replaces the old one
     assert os.listdir(tmp_path / "out" / "samples" / "2019" / "10TET.zarr") == [".zmetadata"]
     assert not [n for n in os.listdir(tmp_path / "out" / "samples" / "2019") if n.startswith(".")]

@@ -53,7 +53,12 @@ def test_chip_bbox_and_tiles():
     assert chip_tiles(CU, edge_x + 75000, inside_v, 255, 255) == [Tile(4, 4)]
     # near a corner: four tiles, ascending h then v
     corner_y = 3314805 - 5 * 150000
-    assert chip_tiles(CU, edge_x - 100, corner_y + 100, 255, 255) == [Tile(3, 4), Tile(3, 5), Tile(4, 4), Tile(4, 5)]
+    assert chip_tiles(CU, edge_x - 100, corner_y + 100, 255, 255) == [
+        Tile(3, 4),
+        Tile(3, 5),
+        Tile(4, 4),
+        Tile(4, 5),
+    ]
 
 
 def test_chip_tiles_clip_at_grid_edge():
@@ -63,7 +68,10 @@ def test_chip_tiles_clip_at_grid_edge():
 
 def test_pixel_and_window_placement():
     transform = (30.0, 0.0, -1965585.0, 0.0, -30.0, 2714805.0)
-    assert pixel_of(transform, -1965585 + 60, 2714805 - 60) == (2, 2)  # on a pixel corner: the pixel right/below
+    assert pixel_of(transform, -1965585 + 60, 2714805 - 60) == (
+        2,
+        2,
+    )  # on a pixel corner: the pixel right/below
     assert pixel_of(transform, -1965585 + 59, 2714805 - 1) == (0, 1)
     assert pixel_of(transform, -1965585 - 1, 2714805 + 1) == (-1, -1)  # outside: negative, caller decides
     assert chip_window(100, 200, 255, 255) == (100 - 127, 200 - 127, 255, 255)

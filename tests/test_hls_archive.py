@@ -55,7 +55,16 @@ def test_items_round_trip_through_pystac(archive):
         assert item.id == doc["id"] and item.collection_id == doc["collection"]
         assert item.datetime is not None and item.datetime.tzinfo is not None
         back = item.to_dict(transform_hrefs=False)  # no network: the links point at PC
-        for key in ("type", "id", "geometry", "bbox", "properties", "assets", "collection", "stac_extensions"):
+        for key in (
+            "type",
+            "id",
+            "geometry",
+            "bbox",
+            "properties",
+            "assets",
+            "collection",
+            "stac_extensions",
+        ):
             assert back[key] == doc[key], key
         assert {link["rel"] for link in back["links"]} == {"collection", "parent", "root", "self"}
         proj = pystac.extensions.projection.ProjectionExtension.ext(item)
@@ -83,7 +92,9 @@ def test_items_look_like_planetary_computer_hls2(archive):
         assert p["platform"] in H.PLATFORMS[product]
         assert 0 <= p["eo:cloud_cover"] <= 100
         assert p["proj:epsg"] == 32610
-        assert len(p["proj:transform"]) == 6 and p["proj:transform"][0] == 30 and p["proj:transform"][4] == -30
+        assert (
+            len(p["proj:transform"]) == 6 and p["proj:transform"][0] == 30 and p["proj:transform"][4] == -30
+        )
         assert set(H.STAC_EXTENSIONS) <= set(item["stac_extensions"])
         assert set(H.READ_ASSETS[item["collection"]]) <= set(item["assets"])
         for key, asset in item["assets"].items():
@@ -116,7 +127,9 @@ def test_geometry_is_the_window_footprint(archive):
 def test_windows_sit_on_the_real_mgrs_grids(archive):
     assert H.tile_grid("10TET") == (32610, 499980, 5300040)
     assert H.tile_grid("10TFT") == (32610, 600000, 5300040)  # snapped, not 599980
-    grids = {_tile(i): (i["properties"]["proj:transform"], i["properties"]["proj:shape"]) for i in archive.items}
+    grids = {
+        _tile(i): (i["properties"]["proj:transform"], i["properties"]["proj:shape"]) for i in archive.items
+    }
     (tet, tet_shape), (tft, tft_shape) = grids["10TET"], grids["10TFT"]
     assert (tet[2] - 499980) % 30 == 0 and (5300040 - tet[5]) % 30 == 0
     assert tet[2] + tet_shape[1] * 30 == 609780, "10TET's window reaches its east edge"
@@ -171,7 +184,10 @@ def test_keys_follow_the_blob_store_layout(archive):
         product, tile = item["id"].split(".")[1], _tile(item)
         for key, asset in item["assets"].items():
             rel = H.relative_key(asset["href"])
-            assert rel == f"{product}/{tile[:2]}/{tile[2]}/{tile[3:]}/{when:%Y/%m/%d}/{item['id']}/{item['id']}.{key}.tif"
+            assert (
+                rel
+                == f"{product}/{tile[:2]}/{tile[2]}/{tile[3:]}/{when:%Y/%m/%d}/{item['id']}/{item['id']}.{key}.tif"
+            )
             assert archive.files[rel] == Path(asset["href"]) == archive.data_dir / rel
     assert H.relative_key(H.BLOB_ROOT + "/" + rel + "?se=x&sig=y") == rel
 
@@ -180,7 +196,7 @@ def test_items_with_href_base_rewrites_every_href(archive):
     base = "http://127.0.0.1:10000/devstoreaccount1/hls2/"
     moved = H.items_with_href_base(archive.items, base)
     assert len(moved) == len(archive.items)
-    for old, new in zip(archive.items, moved):
+    for old, new in zip(archive.items, moved, strict=True):
         assert new["id"] == old["id"] and new["properties"] == old["properties"]
         for key, asset in new["assets"].items():
             assert asset["href"] == base.rstrip("/") + "/" + H.relative_key(old["assets"][key]["href"])
@@ -197,7 +213,14 @@ def test_items_with_href_base_rewrites_every_href(archive):
 def test_every_fmask_case_is_present(archive):
     fm = np.concatenate([_read(it["assets"]["Fmask"]["href"]).ravel() for it in archive.items])
     valid = fm[fm != 255]
-    for bit, name in [(1, "cirrus"), (2, "cloud"), (4, "adjacent"), (8, "shadow"), (16, "snow"), (32, "water")]:
+    for bit, name in [
+        (1, "cirrus"),
+        (2, "cloud"),
+        (4, "adjacent"),
+        (8, "shadow"),
+        (16, "snow"),
+        (32, "water"),
+    ]:
         assert ((valid & bit) > 0).any(), name
         assert not ((valid & bit) > 0).all(), name
     assert set(np.unique(valid >> 6)) == {0, 1, 2, 3}, "aerosol levels 0-3"
@@ -254,8 +277,12 @@ def test_overlapping_tiles_carry_identical_pixels(archive):
         a, b = scene["10TET"], scene["10TFT"]
         ta, tb = a["properties"]["proj:transform"], b["properties"]["proj:transform"]
         (ha, wa), (hb, wb) = a["properties"]["proj:shape"], b["properties"]["proj:shape"]
-        box = (max(ta[2], tb[2]), max(ta[5] - ha * 30, tb[5] - hb * 30),
-               min(ta[2] + wa * 30, tb[2] + wb * 30), min(ta[5], tb[5]))
+        box = (
+            max(ta[2], tb[2]),
+            max(ta[5] - ha * 30, tb[5] - hb * 30),
+            min(ta[2] + wa * 30, tb[2] + wb * 30),
+            min(ta[5], tb[5]),
+        )
         for key in ("B04", "Fmask"):
             with rasterio.open(a["assets"][key]["href"]) as da, rasterio.open(b["assets"][key]["href"]) as db:
                 wa_ = from_bounds(*box, transform=da.transform).round_offsets().round_lengths()
@@ -320,7 +347,11 @@ def test_edge_point_is_outside_its_own_window_and_inside_the_neighbours(archive)
 def test_every_point_placement_matches_the_items(archive):
     tile_years = {(_tile(i), _when(i).year) for i in archive.items}
     for p in archive.point_records:
-        fits = sorted(t for t, y in tile_years if y == p["year"] and _chip_fits(p["lat"], p["lon"], _grid_of(archive, t, y)))
+        fits = sorted(
+            t
+            for t, y in tile_years
+            if y == p["year"] and _chip_fits(p["lat"], p["lon"], _grid_of(archive, t, y))
+        )
         assert fits == p["fits"], p["id"]
         if p["kind"].startswith("unplaced"):
             assert fits == [] and p["serving"] is None
@@ -339,7 +370,10 @@ def _digest(path: Path) -> str:
 
 def test_same_seed_same_archive_other_seed_other_pixels(archive, tmp_path):
     again = H.build_hls_archive(tmp_path / "again", H.small_hls_spec(seed=1))
-    strip = lambda items: json.dumps(H.items_with_href_base(items, "x"), sort_keys=True)
+
+    def strip(items):
+        return json.dumps(H.items_with_href_base(items, "x"), sort_keys=True)
+
     assert strip(again.items) == strip(archive.items)
     for key in list(archive.files)[:12]:
         assert _digest(again.files[key]) == _digest(archive.files[key]), key
@@ -383,7 +417,9 @@ def test_full_size_option(tmp_path):
     with rasterio.open(path) as ds:
         assert ds.overviews(1) == [2, 4, 8, 16]
         block = ds.read(1, window=((0, 256), (0, 256)))
-        assert np.array_equal(ds.read(1, window=((512, 768), (256, 512))), block), "the pattern repeats per block"
+        assert np.array_equal(ds.read(1, window=((512, 768), (256, 512))), block), (
+            "the pattern repeats per block"
+        )
     inodes = defaultdict(list)
     for item in built.items:
         inodes[os.stat(item["assets"]["Fmask"]["href"]).st_ino].append(item["id"])

@@ -49,9 +49,23 @@ def _env(azurite, sas_token_service, s3=None) -> dict[str, str]:
 
 
 def _run(task: str, archive, catalog: str, project: str, env, tmp_path: Path, *extra: str):
-    args = [task, "--catalog", catalog, "--project-dir", project, "--local-scheduler", "--hls-path-style-blob-hosts", env["_HOSTS"]]
+    args = [
+        task,
+        "--catalog",
+        catalog,
+        "--project-dir",
+        project,
+        "--local-scheduler",
+        "--hls-path-style-blob-hosts",
+        env["_HOSTS"],
+    ]
     args += ["--tiles", str(archive.tiles)] if task == "HlsComposites" else ["--points", str(archive.points)]
-    return run_luigi([*args, *extra], cwd=tmp_path, env={k: v for k, v in env.items() if k != "_HOSTS"}, module="pipeline.hls")
+    return run_luigi(
+        [*args, *extra],
+        cwd=tmp_path,
+        env={k: v for k, v in env.items() if k != "_HOSTS"},
+        module="pipeline.hls",
+    )
 
 
 def test_composites_and_samples_from_azure_blobs_through_the_stac_api_to_az(
@@ -77,7 +91,9 @@ def test_composites_and_samples_from_azure_blobs_through_the_stac_api_to_az(
         tile_years = [(line.split(",")[0], int(line.split(",")[1])) for line in f.read().split()[1:]]
     for tile, year in tile_years:
         for month, want in oracle.composites(small_hls_archive.items, tile, year).items():
-            with rasterio.open(local / "composites" / tile / str(year) / f"{tile}_{year}-{month:02d}.tif") as ds:
+            with rasterio.open(
+                local / "composites" / tile / str(year) / f"{tile}_{year}-{month:02d}.tif"
+            ) as ds:
                 assert oracle.nan_equal(ds.read(), want), (tile, year, month)
     pid, year, _, serving = small_hls_archive.edge_point
     centre = pd.read_parquet(local / "samples" / str(year) / f"{serving}_centre.parquet")
@@ -91,7 +107,9 @@ def test_composites_and_samples_from_azure_blobs_through_the_stac_api_to_az(
     assert sum(sas_token_service.request_counts().values()) == 0
 
 
-def test_unsigned_reads_fail_with_a_named_error(served, small_hls_archive, azurite, sas_token_service, tmp_path):
+def test_unsigned_reads_fail_with_a_named_error(
+    served, small_hls_archive, azurite, sas_token_service, tmp_path
+):
     """Signing off: Azurite refuses every read; each month fails with the asset named,
     nothing is written under a final name, and the run exits non-zero."""
     catalog = tmp_path / "items.ndjson"
@@ -100,7 +118,18 @@ def test_unsigned_reads_fail_with_a_named_error(served, small_hls_archive, azuri
     tiles.write_text("tile,year\n10TFT,2019\n")
     project = tmp_path / "p"
     env = _env(azurite, sas_token_service)
-    args = ["HlsComposites", "--tiles", str(tiles), "--catalog", str(catalog), "--project-dir", str(project), "--local-scheduler", "--hls-signing", "none"]
+    args = [
+        "HlsComposites",
+        "--tiles",
+        str(tiles),
+        "--catalog",
+        str(catalog),
+        "--project-dir",
+        str(project),
+        "--local-scheduler",
+        "--hls-signing",
+        "none",
+    ]
     proc = run_luigi(args, cwd=tmp_path, env=env, module="pipeline.hls")
     assert proc.returncode != 0
     assert "FAILED 10TFT 2019-" in proc.stderr and "cannot open" in proc.stderr

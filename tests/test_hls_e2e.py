@@ -23,7 +23,14 @@ MODULE = "pipeline.hls"
 
 
 def hls_args(task: str, archive, project: Path | str, *extra: str, catalog: str | None = None) -> list[str]:
-    args = [task, "--catalog", catalog or str(archive.catalog), "--project-dir", str(project), "--local-scheduler"]
+    args = [
+        task,
+        "--catalog",
+        catalog or str(archive.catalog),
+        "--project-dir",
+        str(project),
+        "--local-scheduler",
+    ]
     if task in ("HlsComposites", "HlsDryRun"):
         args += ["--tiles", str(archive.tiles)]
     if task == "HlsSamples":
@@ -32,7 +39,12 @@ def hls_args(task: str, archive, project: Path | str, *extra: str, catalog: str 
 
 
 def run_hls(*args: str, cwd: Path, env: dict[str, str] | None = None):
-    return run_luigi(list(args), cwd=cwd, env=env or luigi_env({"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}), module=MODULE)
+    return run_luigi(
+        list(args),
+        cwd=cwd,
+        env=env or luigi_env({"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}),
+        module=MODULE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +81,9 @@ def test_every_composite_pixel_equals_the_recipe(hls_run, small_hls_archive):
                 assert list(ds.transform)[:6] == pytest.approx(transform)
                 assert (ds.width, ds.height) == (width, height)
                 assert np.isnan(ds.nodata)
-            assert oracle.nan_equal(got, want), f"{path.name}: {np.sum(~((got == want) | (np.isnan(got) & np.isnan(want))))} pixels differ"
+            assert oracle.nan_equal(got, want), (
+                f"{path.name}: {np.sum(~((got == want) | (np.isnan(got) & np.isnan(want))))} pixels differ"
+            )
             checked += 1
     assert checked >= 4
     assert "HLS summary" in comp.stderr
@@ -211,7 +225,17 @@ def test_dry_run_reads_and_writes_nothing(small_hls_archive, tmp_path):
 def test_bad_tiles_file(small_hls_archive, tmp_path, content, message):
     bad = tmp_path / "bad.csv"
     bad.write_text(content)
-    proc = run_hls("HlsComposites", "--tiles", str(bad), "--catalog", str(small_hls_archive.catalog), "--project-dir", str(tmp_path / "p"), "--local-scheduler", cwd=tmp_path)
+    proc = run_hls(
+        "HlsComposites",
+        "--tiles",
+        str(bad),
+        "--catalog",
+        str(small_hls_archive.catalog),
+        "--project-dir",
+        str(tmp_path / "p"),
+        "--local-scheduler",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert message in proc.stderr
     assert str(bad) in proc.stderr.strip().splitlines()[-1]
@@ -229,7 +253,17 @@ def test_bad_tiles_file(small_hls_archive, tmp_path, content, message):
 def test_bad_points_file(small_hls_archive, tmp_path, content, message):
     bad = tmp_path / "points.csv"
     bad.write_text(content)
-    proc = run_hls("HlsSamples", "--points", str(bad), "--catalog", str(small_hls_archive.catalog), "--project-dir", str(tmp_path / "p"), "--local-scheduler", cwd=tmp_path)
+    proc = run_hls(
+        "HlsSamples",
+        "--points",
+        str(bad),
+        "--catalog",
+        str(small_hls_archive.catalog),
+        "--project-dir",
+        str(tmp_path / "p"),
+        "--local-scheduler",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "p").exists()
@@ -248,7 +282,16 @@ def test_unusable_item_is_named_and_fails_the_run(small_hls_archive, tmp_path):
     tiles = tmp_path / "tiles.csv"
     tiles.write_text(f"tile,year\n{tile},{year}\n")
     project = tmp_path / "p"
-    args = ["HlsComposites", "--tiles", str(tiles), "--catalog", str(catalog), "--project-dir", str(project), "--local-scheduler"]
+    args = [
+        "HlsComposites",
+        "--tiles",
+        str(tiles),
+        "--catalog",
+        str(catalog),
+        "--project-dir",
+        str(project),
+        "--local-scheduler",
+    ]
     proc = run_hls(*args, cwd=tmp_path)
     assert proc.returncode != 0
     tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
@@ -261,7 +304,9 @@ def test_unusable_item_is_named_and_fails_the_run(small_hls_archive, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = oracle.composites(small_hls_archive.items, tile, year)
     for month, want in expected.items():
-        with rasterio.open(project / "composites" / tile / str(year) / f"{tile}_{year}-{month:02d}.tif") as ds:
+        with rasterio.open(
+            project / "composites" / tile / str(year) / f"{tile}_{year}-{month:02d}.tif"
+        ) as ds:
             assert oracle.nan_equal(ds.read(), want), month
 
 
@@ -272,11 +317,30 @@ def test_bbox_and_years_select_the_tiles_with_items(small_hls_archive, tmp_path)
     bbox = f"{min(b[0] for b in boxes)},{min(b[1] for b in boxes)},{max(b[2] for b in boxes)},{max(b[3] for b in boxes)}"
     project = tmp_path / "p"
     # --bbox=...: argparse would take a value starting with '-' (western longitudes) for an option
-    args = ["HlsDryRun", f"--bbox={bbox}", "--years", "2019", "--catalog", str(small_hls_archive.catalog), "--project-dir", str(project), "--local-scheduler"]
+    args = [
+        "HlsDryRun",
+        f"--bbox={bbox}",
+        "--years",
+        "2019",
+        "--catalog",
+        str(small_hls_archive.catalog),
+        "--project-dir",
+        str(project),
+        "--local-scheduler",
+    ]
     proc = run_hls(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split()[0]: line.split() for line in proc.stderr.splitlines() if line[:2].isdigit() and " 2019 " in line}
+    rows = {
+        line.split()[0]: line.split()
+        for line in proc.stderr.splitlines()
+        if line[:2].isdigit() and " 2019 " in line
+    }
     assert {"10TET", "10TFT"} <= set(rows)
-    expected = {t: sum(1 for i in small_hls_archive.items if oracle.item_tile(i) == t and oracle.item_month(i)[0] == 2019) for t in rows}
+    expected = {
+        t: sum(
+            1 for i in small_hls_archive.items if oracle.item_tile(i) == t and oracle.item_month(i)[0] == 2019
+        )
+        for t in rows
+    }
     assert {t: int(r[2]) for t, r in rows.items()} == expected
     assert not (project / "composites").exists()

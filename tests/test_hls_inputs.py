@@ -34,7 +34,10 @@ def test_points_file_keeps_extra_columns_and_quoted_ids(tmp_path):
         ("id,lat,lon,year\na,47,-190,2019\n", "line 2, field 'lon'"),
         ("id,lat,lon,year\na,85,-122,2019\n", "line 2, field 'lat'"),
         ("id,lat,lon,year\na,47,-122,19\n", "line 2, field 'year'"),
-        ("id,lat,lon,year\na,47,-122,2019\na,47,-122,2019\n", "line 3, field 'id': duplicate id 'a' (first on line 2)"),
+        (
+            "id,lat,lon,year\na,47,-122,2019\na,47,-122,2019\n",
+            "line 3, field 'id': duplicate id 'a' (first on line 2)",
+        ),
         ("id,lat,lon,year\n,47,-122,2019\n", "line 2, field 'id'"),
     ],
 )

@@ -17,7 +17,7 @@ SWIR1 = recipe.BANDS.index("swir1")
 
 def test_band_and_asset_tables():
     assert recipe.BANDS == ("coastal", "blue", "green", "red", "nir_narrow", "swir1", "swir2", "cirrus")
-    assert recipe.OUTPUT_BANDS == (*recipe.BANDS, "valid_count")
+    assert (*recipe.BANDS, "valid_count") == recipe.OUTPUT_BANDS
     assert recipe.ASSET_KEYS["hls2-l30"] == ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B09")
     assert recipe.ASSET_KEYS["hls2-s30"] == ("B01", "B02", "B03", "B04", "B8A", "B11", "B12", "B10")
     assert recipe.FMASK_KEY == "Fmask"
@@ -178,7 +178,9 @@ def test_composite_bit_equal_to_nanmedian(seed, n_scenes, rows, cols, cloudiness
     bands[rng.random(bands.shape) < 0.02] = 10000
     bands[rng.random(bands.shape) < 0.02] = 0
     bands[:, :, 0, 0] = bands[0, :, 0, 0]  # ties
-    fmask = rng.integers(0, 256, size=(n_scenes, rows, cols), dtype=np.uint8) & np.uint8(0b0111_0001)  # usable bits only
+    fmask = rng.integers(0, 256, size=(n_scenes, rows, cols), dtype=np.uint8) & np.uint8(
+        0b0111_0001
+    )  # usable bits only
     clouded = rng.random(fmask.shape) < cloudiness
     fmask[clouded] = rng.choice(np.array([2, 4, 8, 192, 255], dtype=np.uint8), size=int(clouded.sum()))
     fmask[:, rows - 1, :] = 2  # a row of all-masked pixels
@@ -187,7 +189,9 @@ def test_composite_bit_equal_to_nanmedian(seed, n_scenes, rows, cols, cloudiness
     assert out.dtype == np.float32 and out.shape == (9, rows, cols)
     assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))  # bit for bit, NaNs included
     counts = np.count_nonzero((bands >= 0) & (bands <= 10000) & recipe.fmask_usable(fmask)[:, None], axis=0)
-    assert (counts % 2 == 0).any() and (counts % 2 == 1).any() and (counts == 0).any()  # every case was exercised
+    assert (
+        (counts % 2 == 0).any() and (counts % 2 == 1).any() and (counts == 0).any()
+    )  # every case was exercised
 
 
 @pytest.mark.parametrize("n", range(1, 15))
@@ -227,7 +231,9 @@ def test_chip_origin(col, row, chip_size, origin):
 
 def test_chip_fits_at_the_edges():
     assert recipe.chip_fits(0, 0, 32, 100, 80)
-    assert recipe.chip_fits(68, 48, 32, 100, 80)  # touches the last column and row: 68 + 32 = 100, 48 + 32 = 80
+    assert recipe.chip_fits(
+        68, 48, 32, 100, 80
+    )  # touches the last column and row: 68 + 32 = 100, 48 + 32 = 80
     assert not recipe.chip_fits(69, 48, 32, 100, 80)  # one column more
     assert not recipe.chip_fits(68, 49, 32, 100, 80)  # one row more
     assert not recipe.chip_fits(-1, 0, 32, 100, 80)
@@ -253,7 +259,10 @@ def test_choose_tile():
     # own tile preferred even when others fit and sort first
     assert recipe.choose_tile("33UUP", {"32UQE": inside, "33UUP": inside, "33UUQ": inside}) == "33UUP"
     # own does not fit: the first of the others by tile id
-    assert recipe.choose_tile("33UUP", {"33UVP": inside, "33UUP": edge, "32UQE": edge, "33UUQ": inside}) == "33UUQ"
+    assert (
+        recipe.choose_tile("33UUP", {"33UVP": inside, "33UUP": edge, "32UQE": edge, "33UUQ": inside})
+        == "33UUQ"
+    )
     # own tile not among the candidates
     assert recipe.choose_tile("33UUP", {"33UVP": inside, "33UUQ": inside}) == "33UUQ"
     # fits nowhere
@@ -318,7 +327,9 @@ def test_centre_table_layout():
     numbered = recipe.centre_table(np.array([5, 9], dtype=np.int64), [0.0, 0.0], [0.0, 0.0], 2021, centres)
     assert numbered["id"].tolist() == [5] * 12 + [9] * 12 and numbered["id"].dtype == np.int64
     assert table["month"].tolist() == list(range(1, 13)) * 2
-    assert (table["year"] == 2021).all() and table["year"].dtype == np.int32 and table["month"].dtype == np.int32
+    assert (
+        (table["year"] == 2021).all() and table["year"].dtype == np.int32 and table["month"].dtype == np.int32
+    )
     assert table["lat"].tolist() == [45.5] * 12 + [-12.25] * 12 and table["lon"].dtype == np.float64
     assert all(table[band].dtype == np.float32 for band in recipe.BANDS)
     assert table["valid_count"].dtype == np.int32
@@ -337,4 +348,8 @@ def test_centre_table_refuses_bad_centres():
     with pytest.raises(ValueError):
         recipe.centre_table(["a", "b"], [0.0, 1.0], [0.0, 1.0], 2020, centres)  # 2 ids, 1 point of centres
     empty = recipe.centre_table([], [], [], 2020, recipe.empty_centres(0))
-    assert isinstance(empty, pd.DataFrame) and len(empty) == 0 and list(empty.columns) == list(recipe.CENTRE_COLUMNS)
+    assert (
+        isinstance(empty, pd.DataFrame)
+        and len(empty) == 0
+        and list(empty.columns) == list(recipe.CENTRE_COLUMNS)
+    )

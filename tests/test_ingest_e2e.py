@@ -18,6 +18,8 @@ every page reachable, the filter); the dry run.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import io
 import json
@@ -41,8 +43,11 @@ import pystac
 import pytest
 import rasterio
 import stac_geoparquet.arrow as stac_arrow
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
 from PIL import Image
-from pystac.validation import JsonSchemaSTACValidator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline.demo.landsat_bundles import BuiltBundle, BundleSpec, build_bundle, demo_specs
@@ -50,7 +55,10 @@ from pipeline.ingest import layout
 from pipeline.ingest.bundle import parse_product_id
 from tests.helpers import LUIGI, luigi_env, run_luigi, snapshot
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The exterior ring of this shape is wound clockwise")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:The exterior ring of this shape is wound clockwise"),
+]
 
 MODULE = "pipeline.ingest"
 WIDTH, HEIGHT = 700, 640  # one overview level per 30 m band (2), two for the 15 m pan band
@@ -163,11 +171,22 @@ def check_cog(path: Path, built: BuiltBundle, member: str) -> None:
         rasterio.open(member_path(built, member)) as src,
     ):
         structure = out.tags(ns="IMAGE_STRUCTURE")
-        assert (structure["COMPRESSION"], structure["PREDICTOR"], structure["LAYOUT"]) == ("DEFLATE", "2", "COG"), path.name
+        assert (structure["COMPRESSION"], structure["PREDICTOR"], structure["LAYOUT"]) == (
+            "DEFLATE",
+            "2",
+            "COG",
+        ), path.name
         assert out.block_shapes[0] == (512, 512)
-        assert (out.dtypes, out.nodata, out.crs, out.transform) == (src.dtypes, src.nodata, src.crs, src.transform), path.name
+        assert (out.dtypes, out.nodata, out.crs, out.transform) == (
+            src.dtypes,
+            src.nodata,
+            src.crs,
+            src.transform,
+        ), path.name
         assert np.array_equal(out.read(1), src.read(1)), path.name
-        assert out.overviews(1) == [2**k for k in range(1, len(out.overviews(1)) + 1)] and out.overviews(1), path.name
+        assert out.overviews(1) == [2**k for k in range(1, len(out.overviews(1)) + 1)] and out.overviews(1), (
+            path.name
+        )
 
 
 def check_scene_whole(dest: Path, built: BuiltBundle) -> dict[str, Any]:
@@ -197,7 +216,10 @@ def check_item(item: dict[str, Any], built: BuiltBundle, dest: Path) -> None:
     props = item["properties"]
     assert item["id"] == scene.item_id and item["collection"] == scene.collection_id
     assert datetime.fromisoformat(props["datetime"]) == spec.datetime
-    assert props["eo:cloud_cover"] == spec.cloud_cover and props["landsat:cloud_cover_land"] == spec.cloud_cover_land
+    assert (
+        props["eo:cloud_cover"] == spec.cloud_cover
+        and props["landsat:cloud_cover_land"] == spec.cloud_cover_land
+    )
     assert (props["landsat:wrs_path"], props["landsat:wrs_row"]) == (f"{scene.path:03d}", f"{scene.row:03d}")
     assert props["proj:code"] == f"EPSG:{spec.epsg}" and props["proj:shape"] == [spec.height, spec.width]
     with rasterio.open(scene_dir(dest, spec.product_id) / f"{spec.product_id}_QA_PIXEL.TIF") as src:
@@ -222,12 +244,64 @@ def links_resolve(path: Path, doc: dict[str, Any]) -> None:
         assert (path.parent / link["href"]).resolve().is_file(), (path, link)
 
 
+# ---------------------------------------------------------------- STAC schemas, offline
+
+# The JSON schemas the written documents declare, vendored (tests/data/stac-schemas/SOURCES.md):
+# index.json maps each schema's URL to its file; a URL not in it is refused, never fetched.
+SCHEMAS = Path(__file__).parent / "data" / "stac-schemas"
+CORE_SCHEMAS = {
+    "Catalog": "https://schemas.stacspec.org/v1.1.0/catalog-spec/json-schema/catalog.json",
+    "Collection": "https://schemas.stacspec.org/v1.1.0/collection-spec/json-schema/collection.json",
+    "Feature": "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json",
+}
+
+
+def schema_index() -> dict[str, str]:
+    index: dict[str, str] = json.loads((SCHEMAS / "index.json").read_text())
+    return index
+
+
+def _not_vendored(uri: str) -> Resource[Any]:
+    raise LookupError(
+        f"schema {uri} is not vendored in tests/data/stac-schemas (tests make no network request)"
+    )
+
+
+@functools.cache
+def schema_registry() -> Registry[Any]:
+    """Every vendored schema under the URL documents and other schemas refer to it by."""
+    resources = [
+        (url, Resource.from_contents(json.loads((SCHEMAS / rel).read_text()), default_specification=DRAFT7))
+        for url, rel in schema_index().items()
+    ]
+    return Registry(retrieve=_not_vendored).with_resources(resources)  # type: ignore[call-arg]  # attrs alias
+
+
+def stac_schema_errors(doc: dict[str, Any]) -> list[str]:
+    """Every error of ``doc`` against its core schema (STAC 1.1.0) and against the schema of
+    each extension in its ``stac_extensions``; a schema not vendored is an error too."""
+    if doc.get("stac_version") != "1.1.0":
+        return [f"stac_version {doc.get('stac_version')!r}: only 1.1.0's schemas are vendored"]
+    errors = []
+    index = schema_index()
+    for url in [CORE_SCHEMAS[doc["type"]], *doc.get("stac_extensions", [])]:
+        if url not in index:
+            errors.append(f"{url}: not vendored in tests/data/stac-schemas")
+            continue
+        validator = Draft7Validator({"$ref": url}, registry=schema_registry())
+        for error in validator.iter_errors(doc):
+            deepest = best_match([error])  # into anyOf/oneOf: the part that failed, not the whole document
+            where = "/".join(str(part) for part in deepest.absolute_path) or "(document)"
+            errors.append(f"{url}: {where}: {deepest.message[:200]}")
+    return errors
+
+
 def check_catalogue(dest: Path, expected: set[str]) -> None:
     """pystac walks catalog.json -> collections -> items; every link and asset resolves;
-    collection extents cover their items; core schemas validate (offline)."""
-    validator = JsonSchemaSTACValidator()
+    collection extents cover their items; every document valid against the core STAC schema
+    and the schema of every extension it declares (offline, :func:`stac_schema_errors`)."""
     root_doc = json.loads((dest / "catalog.json").read_text())
-    assert validator.validate_core(root_doc, pystac.STACObjectType.CATALOG, root_doc["stac_version"])
+    assert not stac_schema_errors(root_doc), stac_schema_errors(root_doc)
     links_resolve(dest / "catalog.json", root_doc)
     catalog = pystac.Catalog.from_file(str(dest / "catalog.json"))
     seen: set[str] = set()
@@ -237,17 +311,22 @@ def check_catalogue(dest: Path, expected: set[str]) -> None:
         assert isinstance(collection, pystac.Collection)
         path = Path(collection.get_self_href())
         doc = json.loads(path.read_text())
-        assert validator.validate_core(doc, pystac.STACObjectType.COLLECTION, doc["stac_version"])
+        assert not stac_schema_errors(doc), stac_schema_errors(doc)
         links_resolve(path, doc)
         ((west, south, east, north),) = doc["extent"]["spatial"]["bbox"]
         ((start, end),) = doc["extent"]["temporal"]["interval"]
         for item in collection.get_items():
             item_file = Path(item.get_self_href())
             item_doc = json.loads(item_file.read_text())
-            assert validator.validate_core(item_doc, pystac.STACObjectType.ITEM, item_doc["stac_version"])
+            assert not stac_schema_errors(item_doc), stac_schema_errors(item_doc)
             links_resolve(item_file, item_doc)
             assert item.get_root().id == catalog.id and item.collection_id == collection.id
-            assert west <= item.bbox[0] and south <= item.bbox[1] and item.bbox[2] <= east and item.bbox[3] <= north
+            assert (
+                west <= item.bbox[0]
+                and south <= item.bbox[1]
+                and item.bbox[2] <= east
+                and item.bbox[3] <= north
+            )
             assert start <= item_doc["properties"]["datetime"] <= end
             for key, asset in item.assets.items():
                 assert Path(asset.get_absolute_href()).is_file(), (item.id, key)
@@ -276,21 +355,16 @@ def item_ids(product_ids: tuple[str, ...]) -> set[str]:
 
 
 def normalized(root: Path) -> dict[str, str]:
-    """Every published file (not _state) -> a digest of its content, less the items'
-    ``created`` timestamps (items and items.parquet): what two runs must agree on."""
+    """Every published file (not _state) -> a digest of its bytes (``items.parquet``: of the
+    items it holds): what two runs of the same bundles must agree on. Item JSONs are compared
+    byte for byte, ``created`` included (the MTL's product date, not the time of the run)."""
     out = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         if rel.startswith("_state/"):
             continue
-        if layout.scene_of_item_key(rel) is not None:  # an item
-            doc = json.loads(path.read_text())
-            doc["properties"].pop("created")
-            data = json.dumps(doc, sort_keys=True).encode()
-        elif rel == "items.parquet":
+        if rel == "items.parquet":
             rows = sorted(stac_arrow.stac_table_to_items(pq.read_table(path)), key=lambda i: i["id"])
-            for row in rows:
-                row["properties"].pop("created")
             data = json.dumps(rows, sort_keys=True, default=str).encode()
         else:
             data = path.read_bytes()
@@ -301,7 +375,9 @@ def normalized(root: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- local runs
 
 
-def test_bad_bundles_named_with_reasons_everything_else_published(local: LocalRuns, bundles: dict[str, BuiltBundle]):
+def test_bad_bundles_named_with_reasons_everything_else_published(
+    local: LocalRuns, bundles: dict[str, BuiltBundle]
+):
     proc = local.first
     assert proc.returncode == 30, tail(proc, 40)
     end = tail(proc)
@@ -316,7 +392,9 @@ def test_bad_bundles_named_with_reasons_everything_else_published(local: LocalRu
         assert not scene_dir(local.dest, product_id).exists()  # nothing of it published
     published = {k for k in local.after_first if layout.scene_of_item_key(k) is not None}
     assert published == {layout.item_json(parse_product_id(p)) for p in (OLI_L2, OLI_L1)}
-    assert {"catalog.json", "items.parquet", "index.html", "pathrow/047/027/thumbindex.html"} <= set(local.after_first)
+    assert {"catalog.json", "items.parquet", "index.html", "pathrow/047/027/thumbindex.html"} <= set(
+        local.after_first
+    )
 
 
 def test_rerun_writes_nothing(local: LocalRuns):
@@ -327,7 +405,27 @@ def test_rerun_writes_nothing(local: LocalRuns):
     assert local.after_again == local.after_first  # not a byte, not an mtime, _state included
 
 
-def test_more_bundles_are_added_and_what_lists_them_updated(local: LocalRuns, bundles: dict[str, BuiltBundle]):
+def test_reingest_writes_byte_identical_item_json(
+    local: LocalRuns, bundles: dict[str, BuiltBundle], tmp_path: Path
+):
+    """The same bundle ingested again, elsewhere and later, then once more with --overwrite
+    (every file rewritten): its item JSON is the same bytes each time, ``created`` included."""
+    source, dest = tmp_path / "bundles", tmp_path / "published"
+    link_bundles(bundles, (OLI_L1,), source)
+    written = item_path(dest, OLI_L1)
+    first = ingest(*scenes_args(source, dest), cwd=tmp_path)
+    assert first.returncode == 0, tail(first, 40)
+    first_bytes = written.read_bytes()
+    again = ingest(*scenes_args(source, dest, "--overwrite"), cwd=tmp_path)
+    assert again.returncode == 0, tail(again, 40)
+    assert "1 published now" in again.stderr, tail(again, 40)  # really written again
+    assert written.read_bytes() == first_bytes == item_path(local.dest, OLI_L1).read_bytes()
+    assert json.loads(first_bytes)["properties"]["created"] == "2022-03-09T05:35:53Z"  # the MTL's
+
+
+def test_more_bundles_are_added_and_what_lists_them_updated(
+    local: LocalRuns, bundles: dict[str, BuiltBundle]
+):
     proc = local.grown
     assert proc.returncode == 30, tail(proc, 40)
     assert "bundles: 6 in the source: 2 published now, 2 already published, 2 failed" in proc.stderr
@@ -336,19 +434,24 @@ def test_more_bundles_are_added_and_what_lists_them_updated(local: LocalRuns, bu
     old_scene_files = {k: v for k, v in before.items() if k.startswith(old_scenes)}
     assert old_scene_files and all(after[k] == v for k, v in old_scene_files.items())  # untouched
     changed = {k for k in after if before.get(k) != after[k]}
-    new = {k for k in changed if k.startswith(tuple(layout.scene_dir(parse_product_id(p)) + "/" for p in LATER))}
-    assert changed - new == {
-        "items.parquet",
-        "index.html",
-        "landsat-c2-l2/collection.json",
-        "pathrow/047/027/thumbindex.html",
-        "pathrow/010/020/thumbindex.html",
-        "_state/ingest/built/parquet.json",
-        "_state/ingest/built/index.json",
-        "_state/ingest/built/collection-landsat-c2-l2.json",
-        "_state/ingest/built/pathrow-047-027.json",
-        "_state/ingest/built/pathrow-010-020.json",
-    }  # fmt: skip  (catalog.json lists the same two collections, the Level-1 one neither new scene: not rewritten)
+    new = {
+        k for k in changed if k.startswith(tuple(layout.scene_dir(parse_product_id(p)) + "/" for p in LATER))
+    }
+    assert (
+        changed - new
+        == {
+            "items.parquet",
+            "index.html",
+            "landsat-c2-l2/collection.json",
+            "pathrow/047/027/thumbindex.html",
+            "pathrow/010/020/thumbindex.html",
+            "_state/ingest/built/parquet.json",
+            "_state/ingest/built/index.json",
+            "_state/ingest/built/collection-landsat-c2-l2.json",
+            "_state/ingest/built/pathrow-047-027.json",
+            "_state/ingest/built/pathrow-010-020.json",
+        }
+    )  # fmt: skip  (catalog.json lists the same two collections, the Level-1 one neither new scene: not rewritten)
     l2 = json.loads((local.dest / "landsat-c2-l2/collection.json").read_text())
     ((start, end),) = l2["extent"]["temporal"]["interval"]
     assert start.startswith("1986-02-19") and end.startswith("2020-12-20")
@@ -377,6 +480,42 @@ def test_catalogue_walks_and_every_href_resolves(local: LocalRuns):
     check_parquet(local.dest, item_ids(GOOD))
     for path in local.dest.rglob("*.json"):  # no absolute location anywhere: the tree can move
         assert str(local.dest) not in path.read_text(), path
+
+
+ISSUE_EXTENSIONS = ("eo", "raster", "view", "projection", "landsat", "classification")
+# One change per schema that it must reject: (schema URL part, change to a valid item).
+BREAKAGES: list[tuple[str, Any]] = [
+    ("/item-spec/json-schema/item.json", lambda d: d.pop("geometry")),
+    ("/eo/", lambda d: d["properties"].update({"eo:cloud_cover": 150})),
+    ("/projection/", lambda d: d["properties"].update({"proj:code": 32610})),
+    ("/view/", lambda d: d["properties"].update({"view:sun_elevation": 120})),
+    ("/landsat/", lambda d: d["properties"].pop("landsat:wrs_row")),
+    ("/raster/", lambda d: d["assets"]["qa_pixel"]["raster:bands"][0].update({"data_type": "uint17"})),
+    ("/classification/", lambda d: d["assets"]["qa_pixel"]["classification:bitfields"][0].update({"offset": -1})),
+    ("/sar/v1.0.0/schema.json: not vendored", lambda d: d["stac_extensions"].append(
+        "https://stac-extensions.github.io/sar/v1.0.0/schema.json")),
+]  # fmt: skip
+
+
+def test_every_written_document_valid_against_vendored_extension_schemas(local: LocalRuns):
+    """Every JSON the run wrote (items, collections, catalog.json) against the core schema and
+    each declared extension's schema, offline; the validator rejects a break of each schema."""
+    loaded = {path: json.loads(path.read_text()) for path in local.dest.rglob("*.json")}
+    docs = {path: doc for path, doc in loaded.items() if "stac_version" in doc}  # not the MTL.json copies
+    items = {path: doc for path, doc in docs.items() if doc.get("type") == "Feature"}
+    assert len(items) == len(GOOD)
+    assert {doc.get("type") for doc in docs.values()} == {"Feature", "Collection", "Catalog"}
+    for path, doc in docs.items():
+        assert stac_schema_errors(doc) == [], path
+    for doc in items.values():
+        declared = " ".join(doc["stac_extensions"])
+        assert all(f"/{name}/" in declared for name in ISSUE_EXTENSIONS), declared
+    valid = items[item_path(local.dest, OLI_L2)]
+    for schema_part, breakage in BREAKAGES:
+        broken = copy.deepcopy(valid)
+        breakage(broken)
+        errors = stac_schema_errors(broken)
+        assert errors and all(schema_part in error for error in errors), (schema_part, errors)
 
 
 def test_catalogue_copied_elsewhere_still_walks(local: LocalRuns, tmp_path: Path):
@@ -408,7 +547,9 @@ def test_pages_whole_in_chromium(local: LocalRuns):
                 continue
             visited.add(path)
             page.goto(path.as_uri(), wait_until="load")
-            images = page.eval_on_selector_all("img", "els => els.map(e => [e.src, e.complete && e.naturalWidth > 0])")
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.src, e.complete && e.naturalWidth > 0])"
+            )
             assert all(ok for _, ok in images), (path, images)
             refs = page.eval_on_selector_all("[src], [href]", "els => els.map(e => e.src || e.href)")
             for url in refs:
@@ -429,19 +570,30 @@ def check_scene_page(page: Any, path: Path) -> None:
     product_id = path.parent.name
     scene = parse_product_id(product_id)
     item = json.loads((path.parent / f"{scene.item_id}.json").read_text())
-    rows = page.eval_on_selector_all("#files tbody tr", "rows => rows.map(r => [r.cells[0].innerText, r.cells[2].innerText])")
-    on_disk = {p.name: p.stat().st_size for p in path.parent.iterdir() if p.name not in ("index.html", f"{scene.item_id}.json")}
+    rows = page.eval_on_selector_all(
+        "#files tbody tr", "rows => rows.map(r => [r.cells[0].innerText, r.cells[2].innerText])"
+    )
+    on_disk = {
+        p.name: p.stat().st_size
+        for p in path.parent.iterdir()
+        if p.name not in ("index.html", f"{scene.item_id}.json")
+    }
     assert {name: int(size) for name, size in rows} == on_disk
     facts = page.inner_text("#scene-facts")
     assert item["properties"]["datetime"][:10] in facts
     assert f"{item['properties']['eo:cloud_cover']:g} %" in facts
-    assert page.eval_on_selector("#thumb-large", "e => e.getAttribute('src')") == f"./{product_id}_thumb_large.jpeg"
+    assert (
+        page.eval_on_selector("#thumb-large", "e => e.getAttribute('src')")
+        == f"./{product_id}_thumb_large.jpeg"
+    )
     assert page.locator(f"a[href='./{scene.item_id}.json']").count() >= 1
 
 
 def check_filter(page: Any, path: Path) -> None:
     page.goto(path.as_uri(), wait_until="load")
-    visible = "() => Array.from(document.querySelectorAll('#scenes figure')).filter(f => !f.hidden).map(f => f.id)"
+    visible = (
+        "() => Array.from(document.querySelectorAll('#scenes figure')).filter(f => !f.hidden).map(f => f.id)"
+    )
     assert set(page.evaluate(visible)) == item_ids((OLI_L2, OLI_L1, OLI_L2_LATER))
     page.evaluate(
         "() => { const r = document.getElementById('max-cloud'); r.value = '20'; r.dispatchEvent(new Event('input')); }"
@@ -527,7 +679,9 @@ def check_nothing_half_published(dest: Path, bundles: dict[str, BuiltBundle]) ->
     return published
 
 
-def test_kill_9_never_leaves_an_item_without_its_files(bundles: dict[str, BuiltBundle], local: LocalRuns, tmp_path: Path):
+def test_kill_9_never_leaves_an_item_without_its_files(
+    bundles: dict[str, BuiltBundle], local: LocalRuns, tmp_path: Path
+):
     source, dest = tmp_path / "bundles", tmp_path / "published"
     link_bundles(bundles, (*FIRST, *LATER), source)
     seed = random.randrange(1 << 30)
@@ -577,14 +731,37 @@ def test_dry_run_counts_and_writes_nothing(s3_server: Any, s3_bundles: str, bund
     listing.write_text("\n".join(lines) + "\n")
     env = luigi_env({**ENV, **s3_server.env()})
     before = snapshot(local.dest)
-    done = ingest("IngestDryRun", "--source", str(listing), "--dest", str(local.dest), "--local-scheduler", cwd=tmp_path, env=env)
+    done = ingest(
+        "IngestDryRun",
+        "--source",
+        str(listing),
+        "--dest",
+        str(local.dest),
+        "--local-scheduler",
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, tail(done, 40)
     assert "6 bundles: 0 to do, 4 already published, 2 bad" in done.stderr
-    for href, product_id in ((f"{s3_bundles}/{TRUNCATED}.tar", TRUNCATED), (local_copy / f"{MISSING_RED}.tar", MISSING_RED)):
-        assert f"BAD {href}: {bundles[product_id].broken_member}: {BAD[product_id]}" in done.stderr, tail(done, 20)
+    for href, product_id in (
+        (f"{s3_bundles}/{TRUNCATED}.tar", TRUNCATED),
+        (local_copy / f"{MISSING_RED}.tar", MISSING_RED),
+    ):
+        assert f"BAD {href}: {bundles[product_id].broken_member}: {BAD[product_id]}" in done.stderr, tail(
+            done, 20
+        )
     assert snapshot(local.dest) == before
     fresh = tmp_path / "fresh"
-    todo = ingest("IngestDryRun", "--source", str(listing), "--dest", str(fresh), "--local-scheduler", cwd=tmp_path, env=env)
+    todo = ingest(
+        "IngestDryRun",
+        "--source",
+        str(listing),
+        "--dest",
+        str(fresh),
+        "--local-scheduler",
+        cwd=tmp_path,
+        env=env,
+    )
     assert todo.returncode == 0, tail(todo, 40)
     specs = [bundles[p].spec for p in GOOD]
     scene_objects = sum(len(s.raster_suffixes) + len(s.metadata) + 4 for s in specs)
@@ -604,15 +781,21 @@ def with_junk_member(built: BuiltBundle, suffix: str, directory: Path) -> tuple[
     with tarfile.open(built.path) as source, tarfile.open(out, mode, format=tarfile.USTAR_FORMAT) as target:
         for info in source.getmembers():
             data = source.extractfile(info).read()  # type: ignore[union-attr]
-            target.addfile(info, io.BytesIO((b"junk" * len(data))[: len(data)] if info.name == name else data))
+            target.addfile(
+                info, io.BytesIO((b"junk" * len(data))[: len(data)] if info.name == name else data)
+            )
     return out, name
 
 
 def test_unreadable_member_found_while_converting_publishes_nothing(tmp_path: Path):
     """The bad member is found after other COGs of the scene were written: they are removed."""
     specs = demo_specs(300, 300)
-    oli = replace(specs[0], product_id="LC08_L2SP_045030_20210105_20210309_02_T1", width=300, height=300, seed=11)
-    tm = replace(specs[1], product_id="LT05_L2SP_045031_19900612_20200915_02_T1", width=300, height=300, seed=12)
+    oli = replace(
+        specs[0], product_id="LC08_L2SP_045030_20210105_20210309_02_T1", width=300, height=300, seed=11
+    )
+    tm = replace(
+        specs[1], product_id="LT05_L2SP_045031_19900612_20200915_02_T1", width=300, height=300, seed=12
+    )
     made = tmp_path / "made"
     source = tmp_path / "bundles"
     source.mkdir()
@@ -627,10 +810,14 @@ def test_unreadable_member_found_while_converting_publishes_nothing(tmp_path: Pa
         assert f"FAILED bundle {path}: {member}: unreadable raster" in tail(proc), tail(proc)
         record = json.loads((dest / layout.failure_record(path.name.split(".")[0])).read_text())
         assert record["member"] == member and record["reason"].startswith("unreadable raster")
-    assert not (dest / "collection02").exists() or not any(p.is_file() for p in (dest / "collection02").rglob("*"))
+    assert not (dest / "collection02").exists() or not any(
+        p.is_file() for p in (dest / "collection02").rglob("*")
+    )
     assert not (dest / "items.parquet").exists() and not (dest / "index.html").exists()
     catalog = json.loads((dest / "catalog.json").read_text())
-    assert [link["rel"] for link in catalog["links"]] == ["root"]  # a catalogue of nothing, and no dangling link
+    assert [link["rel"] for link in catalog["links"]] == [
+        "root"
+    ]  # a catalogue of nothing, and no dangling link
 
 
 def test_bad_source_is_refused_before_anything_runs(tmp_path: Path):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import posixpath
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from pipeline.demo.landsat_bundles import BuiltBundle, BundleSpec, build_bundles, demo_specs
 from pipeline.ingest import bundle as bundle_mod
-from pipeline.ingest import cog, items, layout, thumbs
+from pipeline.ingest import catalogue, cog, engine, items, layout, thumbs
 from pipeline.ingest.bundle import Bundle, BundleError, open_bundle, parse_product_id
 
 # stactools-landsat's ANG footprint is wound clockwise (as from real ANG files); the antimeridian
@@ -86,7 +88,13 @@ def test_product_ids_give_level_sensor_year_path_row():
     }
     for product_id, (level, sensor, year, path, row) in cases.items():
         scene = parse_product_id(product_id)
-        assert (scene.level, scene.sensor, scene.year, scene.path, scene.row) == (level, sensor, year, path, row)
+        assert (scene.level, scene.sensor, scene.year, scene.path, scene.row) == (
+            level,
+            sensor,
+            year,
+            path,
+            row,
+        )
     assert parse_product_id(GOOD[0]).item_id == "LC08_L2SP_047027_20201204_02_T1"
     assert parse_product_id(GOOD[0]).collection_id == "landsat-c2-l2"
     with pytest.raises(BundleError, match="not a Landsat Collection 2 product id"):
@@ -97,7 +105,9 @@ def test_thumbnail_bands_per_level_and_sensor():
     assert bundle_mod.thumbnail_band_suffixes(parse_product_id(GOOD[0])) == ("SR_B4", "SR_B3", "SR_B2")
     assert bundle_mod.thumbnail_band_suffixes(parse_product_id(GOOD[1])) == ("SR_B3", "SR_B2", "SR_B1")
     assert bundle_mod.thumbnail_band_suffixes(parse_product_id(GOOD[2])) == ("B4", "B3", "B2")
-    assert bundle_mod.thumbnail_band_suffixes(parse_product_id("LE07_L1TP_044033_20210329_20210424_02_T1")) == ("B3", "B2", "B1")
+    assert bundle_mod.thumbnail_band_suffixes(
+        parse_product_id("LE07_L1TP_044033_20210329_20210424_02_T1")
+    ) == ("B3", "B2", "B1")
 
 
 def test_bundles_listed_in_place_and_classified(bundles: dict[str, BuiltBundle]):
@@ -174,9 +184,13 @@ def test_missing_band_not_listed_in_mtl_is_still_required(bundles: dict[str, Bui
     assert mtl is not None
     texts = dict(bundle.texts)
     lines = texts[mtl.name].decode().splitlines(keepends=True)
-    texts[mtl.name] = "".join(line for line in lines if "_B4.TIF" not in line).encode()  # the MTL no longer lists B4
+    texts[mtl.name] = "".join(
+        line for line in lines if "_B4.TIF" not in line
+    ).encode()  # the MTL no longer lists B4
     assert "B4.TIF" not in str(bundle_mod.mtl_listed_files(texts[mtl.name], mtl.kind))
-    with pytest.raises(BundleError, match=r"member LC08_L1TP_047027_20220301_20220309_02_T1_B4\.TIF: missing"):
+    with pytest.raises(
+        BundleError, match=r"member LC08_L1TP_047027_20220301_20220309_02_T1_B4\.TIF: missing"
+    ):
         bundle_mod.check_complete(dataclasses.replace(without_red, texts=texts))
 
 
@@ -193,8 +207,17 @@ def test_every_cog_is_valid_and_pixel_identical(converted: dict[str, Converted])
             with rasterio.open(conv.bundle.gdal_path(member)) as src, rasterio.open(path) as out:
                 assert out.profile["blockxsize"] == out.profile["blockysize"] == cog.BLOCKSIZE
                 structure = out.tags(ns="IMAGE_STRUCTURE")
-                assert (structure["COMPRESSION"], structure["PREDICTOR"], structure["LAYOUT"]) == ("DEFLATE", "2", "COG")
-                assert (out.dtypes, out.nodata, out.crs, out.transform) == (src.dtypes, src.nodata, src.crs, src.transform)
+                assert (structure["COMPRESSION"], structure["PREDICTOR"], structure["LAYOUT"]) == (
+                    "DEFLATE",
+                    "2",
+                    "COG",
+                )
+                assert (out.dtypes, out.nodata, out.crs, out.transform) == (
+                    src.dtypes,
+                    src.nodata,
+                    src.crs,
+                    src.transform,
+                )
                 assert np.array_equal(out.read(1), src.read(1)), path
                 # overviews halve down to the first level that fits in one block
                 factors = out.overviews(1)
@@ -258,7 +281,11 @@ def test_thumbnail_sizes_and_stretch(converted: dict[str, Converted]):
         large, fills = [], []
         for path in paths:
             with rasterio.open(path, OVERVIEW_LEVEL="NONE") as src:
-                large.append(src.read(1, out_shape=large_size[::-1], resampling=Resampling.average, out_dtype="float32"))
+                large.append(
+                    src.read(
+                        1, out_shape=large_size[::-1], resampling=Resampling.average, out_dtype="float32"
+                    )
+                )
                 fills.append(large[-1] == src.nodata)  # all inputs fill: GDAL writes nodata
         fill = np.any(fills, axis=0)
         assert 0.1 < fill.mean() < 0.6  # the tilted footprint leaves fill corners
@@ -295,7 +322,11 @@ L2_OLI_KEYS = {
     "coastal", "blue", "green", "red", "nir08", "swir16", "swir22", "qa_aerosol", "lwir11", "atran", "cdist",
     "drad", "urad", "trad", "emis", "emsd", "qa",
 }  # fmt: skip
-L2_TM_KEYS = (L2_OLI_KEYS - {"coastal", "qa_aerosol", "lwir11", "mtl.json"}) | {"lwir", "atmos_opacity", "cloud_qa"}
+L2_TM_KEYS = (L2_OLI_KEYS - {"coastal", "qa_aerosol", "lwir11", "mtl.json"}) | {
+    "lwir",
+    "atmos_opacity",
+    "cloud_qa",
+}
 L1_OLI_KEYS = {
     "thumbnail", "reduced_resolution_browse", "MTL.txt", "MTL.json", "ANG.txt", "qa_pixel", "qa_radsat",
     "coastal", "blue", "green", "red", "nir08", "swir16", "swir22", "pan", "cirrus", "lwir11", "lwir12",
@@ -309,11 +340,18 @@ def test_items_state_what_the_mtl_states(converted: dict[str, Converted], dest: 
         spec: BundleSpec = conv.built.spec
         item = items.create_scene_item(conv.bundle, dest)
         props = item.properties
-        assert item.id == conv.bundle.scene.item_id == "_".join(product_id.split("_")[:4] + product_id.split("_")[-2:])
+        assert (
+            item.id
+            == conv.bundle.scene.item_id
+            == "_".join(product_id.split("_")[:4] + product_id.split("_")[-2:])
+        )
         assert item.datetime == spec.datetime
         assert props["eo:cloud_cover"] == spec.cloud_cover
         assert props["landsat:cloud_cover_land"] == spec.cloud_cover_land
-        assert (props["landsat:wrs_path"], props["landsat:wrs_row"]) == (f"{spec.scene.path:03d}", f"{spec.scene.row:03d}")
+        assert (props["landsat:wrs_path"], props["landsat:wrs_row"]) == (
+            f"{spec.scene.path:03d}",
+            f"{spec.scene.row:03d}",
+        )
         assert props["landsat:correction"] == spec.scene.processing_level
         assert props.get("proj:code", f"EPSG:{props.get('proj:epsg')}") == f"EPSG:{spec.epsg}"
         assert props["proj:shape"] == [spec.height, spec.width]
@@ -328,10 +366,14 @@ def test_items_state_what_the_mtl_states(converted: dict[str, Converted], dest: 
         expected = _expected_hrefs(dest, conv.bundle)
         for key, asset in item.assets.items():
             assert asset.href == expected[posixpath.basename(asset.href)], key
-        assert {posixpath.basename(a.href) for a in item.assets.values()} >= {m.filename for m in conv.bundle.rasters}
+        assert {posixpath.basename(a.href) for a in item.assets.values()} >= {
+            m.filename for m in conv.bundle.rasters
+        }
         assert not items.unreferenced_rasters(item, conv.bundle)
         assert item.assets["thumbnail"].href == layout.href(dest, layout.thumb_small(conv.bundle.scene))
-        assert item.assets["reduced_resolution_browse"].href == layout.href(dest, layout.thumb_large(conv.bundle.scene))
+        assert item.assets["reduced_resolution_browse"].href == layout.href(
+            dest, layout.thumb_large(conv.bundle.scene)
+        )
         assert layout.item_json(conv.bundle.scene).endswith(f"{product_id}/{item.id}.json")
 
 
@@ -357,10 +399,51 @@ def test_item_from_mtl_txt_equals_item_from_mtl_xml(converted: dict[str, Convert
     txt_only = dataclasses.replace(bundle, members=tuple(m for m in bundle.members if m.kind != "mtl_xml"))
     from_xml = items.create_scene_item(bundle, dest).to_dict()
     from_txt = items.create_scene_item(txt_only, dest).to_dict()
-    for d in (from_xml, from_txt):
-        d["properties"].pop("created")
     from_xml["assets"].pop("mtl.xml")
-    assert from_txt == from_xml
+    assert from_txt == from_xml  # ``created`` included: both state when the product was generated
+
+
+def mtl_txt_value(bundle: Bundle, group: str, key: str) -> str:
+    """``key``'s value in ``group`` of the bundle's MTL.txt, read here without stactools."""
+    member = bundle.text_member("mtl_txt")
+    assert member is not None
+    text = bundle.texts[member.name].decode()
+    body = text.split(f"GROUP = {group}\n", 1)[1].split(f"END_GROUP = {group}\n", 1)[0]
+    found = re.search(rf"^\s*{key} = \"?([^\"\n]*)\"?$", body, re.MULTILINE)
+    assert found is not None, (group, key)
+    return found.group(1)
+
+
+def test_item_created_is_when_the_product_was_generated_and_identical_on_rerun(
+    converted: dict[str, Converted], tmp_path: Path
+):
+    """``created`` is the MTL's DATE_PRODUCT_GENERATED of the scene's level (not the time of
+    the run): building the item again, to another destination, gives the same item JSON bytes."""
+    for product_id, conv in converted.items():
+        scene = conv.bundle.scene
+        record = "LEVEL2_PROCESSING_RECORD" if scene.level == "level-2" else "LEVEL1_PROCESSING_RECORD"
+        expected = mtl_txt_value(conv.bundle, record, "DATE_PRODUCT_GENERATED")
+        first = catalogue.dump(catalogue.relative_item(engine.build_item(conv.bundle, str(tmp_path)), scene))
+        again = catalogue.dump(catalogue.relative_item(engine.build_item(conv.bundle, "s3://b/p"), scene))
+        assert first == again, product_id
+        assert json.loads(first)["properties"]["created"] == expected, product_id
+
+
+def test_unreadable_product_date_names_bundle_member_and_field(converted: dict[str, Converted], dest: str):
+    bundle = converted[GOOD[0]].bundle
+    mtl = bundle_mod.preferred_mtl(bundle)
+    assert mtl is not None and mtl.kind == "mtl_xml"
+    xml = bundle.texts[mtl.name].decode()
+    broken = re.sub(
+        r"(<LEVEL2_PROCESSING_RECORD>.*?<DATE_PRODUCT_GENERATED>)[^<]*", r"\g<1>13/03/2021", xml, flags=re.S
+    )
+    assert broken != xml
+    bad = dataclasses.replace(bundle, texts={**bundle.texts, mtl.name: broken.encode()})
+    with pytest.raises(BundleError) as caught:
+        items.create_scene_item(bad, dest)
+    message = str(caught.value)
+    assert bundle.href in message and mtl.name in message
+    assert "LEVEL2_PROCESSING_RECORD/DATE_PRODUCT_GENERATED" in message and "13/03/2021" in message
 
 
 def _check_structure(d: dict[str, Any]) -> None:
@@ -375,7 +458,16 @@ def _check_structure(d: dict[str, Any]) -> None:
     assert 0 <= props["view:sun_azimuth"] <= 360 and -90 <= props["view:sun_elevation"] <= 90
     assert props["proj:code"].startswith("EPSG:") and len(props["proj:transform"]) in (6, 9)
     assert props["grid:code"] == f"WRS2-{props['landsat:wrs_path']}{props['landsat:wrs_row']}"
-    for extension in ("eo", "raster", "view", "projection", "landsat", "classification", "grid", "scientific"):
+    for extension in (
+        "eo",
+        "raster",
+        "view",
+        "projection",
+        "landsat",
+        "classification",
+        "grid",
+        "scientific",
+    ):
         assert any(f"/{extension}/" in uri for uri in d["stac_extensions"]), extension
     for key, asset in d["assets"].items():
         assert asset["href"] and asset["type"] and asset["roles"], key
@@ -390,17 +482,23 @@ def test_items_validate_offline_core_schema_and_structure(converted: dict[str, C
     for conv in converted.values():
         d = items.create_scene_item(conv.bundle, dest).to_dict()
         pystac.Item.from_dict(d)  # round-trips
-        assert validator.validate_core(d, pystac.STACObjectType.ITEM, d["stac_version"])  # bundled with pystac
+        assert validator.validate_core(
+            d, pystac.STACObjectType.ITEM, d["stac_version"]
+        )  # bundled with pystac
         _check_structure(d)
 
 
-def test_conversion_throughput_is_measured(converted: dict[str, Converted], capsys: pytest.CaptureFixture[str]):
+def test_conversion_throughput_is_measured(
+    converted: dict[str, Converted], capsys: pytest.CaptureFixture[str]
+):
     results = [r for conv in converted.values() for r in conv.results]
     seconds = sum(r.seconds for r in results)
     megabytes = sum(r.bytes_in for r in results) / 1e6
     assert seconds > 0 and megabytes > 0
     with capsys.disabled():
-        print(f"\nCOG conversion: {len(results)} members, {megabytes:.1f} MB in {seconds:.2f} s, {megabytes / seconds:.1f} MB/s")
+        print(
+            f"\nCOG conversion: {len(results)} members, {megabytes:.1f} MB in {seconds:.2f} s, {megabytes / seconds:.1f} MB/s"
+        )
 
 
 def test_raster_within_one_block_gets_no_overview(bundles: dict[str, BuiltBundle], tmp_path):

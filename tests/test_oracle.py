@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from PIL import Image
 from affine import Affine
+from PIL import Image
 
 from tests import oracle
 
-CU_ALBERS = ("+proj=aea +lat_0=23 +lon_0=-96 +lat_1=29.5 +lat_2=45.5 +x_0=0 +y_0=0 "
-             "+datum=WGS84 +units=m +no_defs")
+CU_ALBERS = (
+    "+proj=aea +lat_0=23 +lon_0=-96 +lat_1=29.5 +lat_2=45.5 +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
+)
 
 X0, Y0 = -2565585, 3314805
 TILE_H03_ULX = X0 + 3 * 150000  # -2115585
@@ -54,16 +55,32 @@ BANDS = ["blue", "green", "red", "nir08", "swir16", "swir22", "qa_pixel"]
 
 
 def write_tif(path: Path, array: np.ndarray, ulx: int, uly: int) -> str:
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0],
-                       count=1, dtype="uint16", crs=CU_ALBERS,
-                       transform=Affine(30, 0, ulx, 0, -30, uly)) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype="uint16",
+        crs=CU_ALBERS,
+        transform=Affine(30, 0, ulx, 0, -30, uly),
+    ) as ds:
         ds.write(array.astype(np.uint16), 1)
     return str(path)
 
 
-def make_item(directory: Path, item_id: str, h: int, v: int, datetime: str, ulx: int,
-              bands: dict[str, np.ndarray], collection: str = "landsat-c2ard-sr",
-              region: str = "CU") -> dict:
+def make_item(
+    directory: Path,
+    item_id: str,
+    h: int,
+    v: int,
+    datetime: str,
+    ulx: int,
+    bands: dict[str, np.ndarray],
+    collection: str = "landsat-c2ard-sr",
+    region: str = "CU",
+) -> dict:
     assets = {}
     for band in BANDS:
         if bands is None:
@@ -72,7 +89,9 @@ def make_item(directory: Path, item_id: str, h: int, v: int, datetime: str, ulx:
             href = write_tif(directory / f"{item_id}_{band}.TIF", bands[band], ulx, ULY)
         assets[band] = {
             "href": href,
-            "alternate": {"s3": {"href": f"s3://usgs-landsat-ard/collection02/oli-tirs/{item_id}/{band}.TIF"}},
+            "alternate": {
+                "s3": {"href": f"s3://usgs-landsat-ard/collection02/oli-tirs/{item_id}/{band}.TIF"}
+            },
         }
     return {
         "type": "Feature",
@@ -110,19 +129,49 @@ def archive(tmp_path_factory):
 
     # Observation 1: 2020-07-04 (doy 186), tiles h03 and h04; h04's item is earlier in the day
     # but h03 comes first in search order.
-    items.append(make_item(root, "LC08_CU_003004_20200704_20200712_02_SR", 3, 4,
-                           "2020-07-04T18:30:05.123Z", A_ULX, constant_bands(A_DN, CLEAR_OLI)))
-    items.append(make_item(root, "LC08_CU_004004_20200704_20200712_02_SR", 4, 4,
-                           "2020-07-04T18:29:41Z", B_ULX, constant_bands(B_DN, CLEAR_OLI)))
+    items.append(
+        make_item(
+            root,
+            "LC08_CU_003004_20200704_20200712_02_SR",
+            3,
+            4,
+            "2020-07-04T18:30:05.123Z",
+            A_ULX,
+            constant_bands(A_DN, CLEAR_OLI),
+        )
+    )
+    items.append(
+        make_item(
+            root,
+            "LC08_CU_004004_20200704_20200712_02_SR",
+            4,
+            4,
+            "2020-07-04T18:29:41Z",
+            B_ULX,
+            constant_bands(B_DN, CLEAR_OLI),
+        )
+    )
 
     # Observation 2: 2020-07-20 (doy 202): qa fill at P42's pixel only -> skipped for P42;
     # the h04 item does not contain P42 (counts as fill too).  Plots 9 and 10 keep it.
     a2 = constant_bands(A_DN, CLEAR_OLI)
     a2["qa_pixel"][298, 298] = 1
-    items.append(make_item(root, "LC08_CU_003004_20200720_20200730_02_SR", 3, 4,
-                           "2020-07-20T18:30:11.0000001Z", A_ULX, a2))
-    items.append(make_item(root, "LC08_CU_004004_20200720_20200730_02_SR", 4, 4,
-                           "2020-07-20T18:29:47.5+00:00", B_ULX, constant_bands(B_DN, CLEAR_OLI)))
+    items.append(
+        make_item(
+            root, "LC08_CU_003004_20200720_20200730_02_SR", 3, 4, "2020-07-20T18:30:11.0000001Z", A_ULX, a2
+        )
+    )
+    items.append(
+        make_item(
+            root,
+            "LC08_CU_004004_20200720_20200730_02_SR",
+            4,
+            4,
+            "2020-07-20T18:29:47.5+00:00",
+            B_ULX,
+            constant_bands(B_DN, CLEAR_OLI),
+        )
+    )
 
     # Observation 3: 2021-01-07 (doy 7), h03 only: at P42 blue DN 7000 (-> -75), green DN 7272
     # (-> 0), qa 2 (dilated cloud, not clear) -> qa flag 1; red DN 0 one pixel west of P42.
@@ -131,16 +180,40 @@ def archive(tmp_path_factory):
     a3["green"][298, 298] = 7272
     a3["qa_pixel"][298, 298] = 2
     a3["red"][298, 297] = 0
-    items.append(make_item(root, "LE07_CU_003004_20210107_20210120_02_SR", 3, 4,
-                           "2021-01-07T17:55:03.34Z", A_ULX, a3))
+    items.append(
+        make_item(root, "LE07_CU_003004_20210107_20210120_02_SR", 3, 4, "2021-01-07T17:55:03.34Z", A_ULX, a3)
+    )
 
     # Items the searches must not return (their files do not exist).
-    items.append(make_item(root, "LC08_CU_003004_19831231_19831231_02_SR", 3, 4,
-                           "1983-12-31T23:59:59.9999999Z", A_ULX, None))
-    items.append(make_item(root, "LC08_CU_003004_20200801_20200801_02_SR", 3, 4,
-                           "2020-08-01T18:00:00Z", A_ULX, None, collection="landsat-c2l2-sr"))
-    items.append(make_item(root, "LC08_AK_003004_20200801_20200801_02_SR", 3, 4,
-                           "2020-08-01T18:00:00Z", A_ULX, None, region="AK"))
+    items.append(
+        make_item(
+            root, "LC08_CU_003004_19831231_19831231_02_SR", 3, 4, "1983-12-31T23:59:59.9999999Z", A_ULX, None
+        )
+    )
+    items.append(
+        make_item(
+            root,
+            "LC08_CU_003004_20200801_20200801_02_SR",
+            3,
+            4,
+            "2020-08-01T18:00:00Z",
+            A_ULX,
+            None,
+            collection="landsat-c2l2-sr",
+        )
+    )
+    items.append(
+        make_item(
+            root,
+            "LC08_AK_003004_20200801_20200801_02_SR",
+            3,
+            4,
+            "2020-08-01T18:00:00Z",
+            A_ULX,
+            None,
+            region="AK",
+        )
+    )
 
     catalog = root / "catalog.ndjson"
     shuffled = [items[i] for i in (4, 1, 6, 0, 3, 5, 2, 7)]
@@ -165,6 +238,7 @@ HEADER = "sensor,project_id,plot_id,hv,year,doy,blue,green,red,nir,swir1,swir2,q
 
 
 # ---------------------------------------------------------------------------- arithmetic
+
 
 def test_rescale_truncates_toward_zero():
     values = oracle.rescale(np.array([7000, 0, 7272, 1, 9082, 43636, 10000], dtype=np.int64))
@@ -221,14 +295,18 @@ def test_mask_and_composites():
 
 # ---------------------------------------------------------------------------- datetimes, grid, search
 
-@pytest.mark.parametrize("text, expected", [
-    ("2022-12-29T17:06:14.348463Z", (2022, 363)),
-    ("2023-09-09T18:56:17.0Z", (2023, 252)),
-    ("2023-09-09T18:56:17Z", (2023, 252)),
-    ("2020-12-31T23:59:59.9999999Z", (2020, 366)),
-    ("2021-01-07T00:00:00+00:00", (2021, 7)),
-    ("2020-12-31T23:30:00-02:00", (2021, 1)),  # UTC day
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2022-12-29T17:06:14.348463Z", (2022, 363)),
+        ("2023-09-09T18:56:17.0Z", (2023, 252)),
+        ("2023-09-09T18:56:17Z", (2023, 252)),
+        ("2020-12-31T23:59:59.9999999Z", (2020, 366)),
+        ("2021-01-07T00:00:00+00:00", (2021, 7)),
+        ("2020-12-31T23:30:00-02:00", (2021, 1)),  # UTC day
+    ],
+)
 def test_year_doy(text, expected):
     assert oracle.year_doy(text) == expected
 
@@ -251,7 +329,9 @@ def test_search_filters_and_orders(archive):
     # date-only end is inclusive of the whole day; start/end closed
     assert len(oracle.search_tile(items, 3, 4, datetime_range=("2020-07-04", "2020-07-20"))) == 2
     assert len(oracle.search_tile(items, 3, 4, datetime_range=("2020-07-05", "2020-07-19"))) == 0
-    assert len(oracle.search_tile(items, 3, 4, datetime_range=(None, "2020-07-20T18:30:11Z"))) == 2  # 1983 + 2020-07-04
+    assert (
+        len(oracle.search_tile(items, 3, 4, datetime_range=(None, "2020-07-20T18:30:11Z"))) == 2
+    )  # 1983 + 2020-07-04
     assert len(oracle.search_tile(items, 3, 4, datetime_range=(None, None))) == 4
     assert len(oracle.search_tile(items, 3, 4, datetime_range=("1983", "1983-12"))) == 1
     assert len(oracle.search_tile(items, 3, 4, region="AK", datetime_range=(None, None))) == 1  # the AK decoy
@@ -298,11 +378,14 @@ def test_point_outside_grid_is_an_input_error(archive, tmp_path):
 
 # ---------------------------------------------------------------------------- end to end on fixtures
 
+
 def test_output_paths(outputs5):
     names = set()
-    for plot, stamps in (("0042", ["2020_186", "2021_007"]),
-                         ("9", ["2020_186", "2020_202", "2021_007"]),
-                         ("10", ["2020_186", "2020_202", "2021_007"])):
+    for plot, stamps in (
+        ("0042", ["2020_186", "2021_007"]),
+        ("9", ["2020_186", "2020_202", "2021_007"]),
+        ("10", ["2020_186", "2020_202", "2021_007"]),
+    ):
         for stamp in stamps:
             names.add(f"prj_7/{plot}_spectral_files_set_{stamp}.csv")
             for composite in ("tc", "b743", "b432"):
@@ -316,7 +399,8 @@ def test_output_paths(outputs5):
 def test_mosaic_across_two_tiles_and_csv_text(outputs5):
     # P42 is in A (h03); sensor/hv/date come from A's item although B's is earlier that day.
     assert outputs5["prj_7/0042_spectral_files_set_2020_186.csv"] == (
-        HEADER + "LC08,7,0042,0304,2020,186,497,800,701,3000,1504,789,0,2020-07-04T18:30:05.123Z\n")
+        HEADER + "LC08,7,0042,0304,2020,186,497,800,701,3000,1504,789,0,2020-07-04T18:30:05.123Z\n"
+    )
     b432 = outputs5["prj_7/b432/plot_0042/plot_0042_2020_186.png"]
     assert b432.shape == (5, 5, 3) and b432.dtype == np.uint8
     # window rows 296..300 / cols 296..300 of A: cols 0-3 from A, col 4 is B's column 0,
@@ -337,12 +421,14 @@ def test_fill_skip(outputs5):
     assert "prj_7/0042_spectral_files_set_2020_202.csv" not in outputs5
     assert "prj_7/tc/plot_0042/plot_0042_2020_202.png" not in outputs5
     assert outputs5["prj_7/9_spectral_files_set_2020_202.csv"] == (
-        HEADER + "LC08,7,9,0304,2020,202,497,800,701,3000,1504,789,0,2020-07-20T18:30:11.0000001Z\n")
+        HEADER + "LC08,7,9,0304,2020,202,497,800,701,3000,1504,789,0,2020-07-20T18:30:11.0000001Z\n"
+    )
 
 
 def test_negative_rescale_qa_and_mask_in_outputs(outputs5):
     assert outputs5["prj_7/0042_spectral_files_set_2021_007.csv"] == (
-        HEADER + "LE07,7,0042,0304,2021,7,-75,0,701,3000,1504,789,1,2021-01-07T17:55:03.34Z\n")
+        HEADER + "LE07,7,0042,0304,2021,7,-75,0,701,3000,1504,789,1,2021-01-07T17:55:03.34Z\n"
+    )
     chip = outputs5["prj_7/b743/plot_0042/plot_0042_2021_007.png"]
     assert chip[2, 1].tolist() == [0, 0, 0]  # red DN 0 -> masked
     assert chip[2, 2].tolist() == [93, 151, 91]
@@ -353,7 +439,8 @@ def test_series_and_ingest(outputs5):
     assert outputs5["prj_7/series/plot_0042_series.csv"] == (
         HEADER
         + "LC08,7,0042,0304,2020,186,497,800,701,3000,1504,789,0,2020-07-04T18:30:05.123Z\n"
-        + "LE07,7,0042,0304,2021,7,-75,0,701,3000,1504,789,1,2021-01-07T17:55:03.34Z\n")
+        + "LE07,7,0042,0304,2021,7,-75,0,701,3000,1504,789,1,2021-01-07T17:55:03.34Z\n"
+    )
     lines = outputs5["2020_prj_7_region_spectrals.csv"].split("\n")
     assert lines[-1] == ""
     keys = [(line.split(",")[3], line.split(",")[6]) for line in lines[:-1]]
@@ -361,7 +448,8 @@ def test_series_and_ingest(outputs5):
     assert keys == [("0042", "186"), ("10", "186"), ("10", "202"), ("9", "186"), ("9", "202")]
     assert lines[0] == "7,LC08,7,0042,0304,2020,186,497,800,701,3000,1504,789,0,2020-07-04T18:30:05.123Z"
     assert outputs5["2021_prj_7_region_spectrals.csv"].startswith(
-        "7,LE07,7,0042,0304,2021,7,-75,0,701,3000,1504,789,1,2021-01-07T17:55:03.34Z\n7,LE07,7,10,")
+        "7,LE07,7,0042,0304,2021,7,-75,0,701,3000,1504,789,1,2021-01-07T17:55:03.34Z\n7,LE07,7,10,"
+    )
 
 
 def test_empty_series(archive, tmp_path):
@@ -369,8 +457,12 @@ def test_empty_series(archive, tmp_path):
     plots.write_text(f"project_id,plot_id,x,y\n7,1,{P9[0]},{P9[1]}\n")
     outputs = oracle.expected_outputs(archive["catalog"], plots, chip=5, datetime_range=("2022", None))
     assert outputs == {"prj_7/series/plot_1_series.csv": HEADER}
-    assert oracle.expected_outputs(archive["catalog"], plots, chip=5, datetime_range=("2022", None),
-                                   empty_series=False) == {}
+    assert (
+        oracle.expected_outputs(
+            archive["catalog"], plots, chip=5, datetime_range=("2022", None), empty_series=False
+        )
+        == {}
+    )
 
 
 def test_default_chip_matches_small_chip_centre(archive, outputs5):
@@ -395,16 +487,21 @@ def test_s3_hrefs_with_opener(archive, outputs5):
         opened.append(location)
         return rasterio.open(mapping[location])
 
-    outputs = oracle.expected_outputs(archive["catalog"], archive["plots"], chip=5, asset_href="s3",
-                                      opener=opener)
+    outputs = oracle.expected_outputs(
+        archive["catalog"], archive["plots"], chip=5, asset_href="s3", opener=opener
+    )
     assert opened and all(location.startswith("s3://") for location in opened)
     assert set(outputs) == set(outputs5)
     for name in outputs:
-        assert np.array_equal(np.asarray(outputs[name]), np.asarray(outputs5[name])) \
-            if not isinstance(outputs[name], str) else outputs[name] == outputs5[name]
+        assert (
+            np.array_equal(np.asarray(outputs[name]), np.asarray(outputs5[name]))
+            if not isinstance(outputs[name], str)
+            else outputs[name] == outputs5[name]
+        )
 
 
 # ---------------------------------------------------------------------------- comparison helpers
+
 
 def write_tree(directory: Path, expected: dict) -> None:
     for name, content in expected.items():
@@ -458,15 +555,21 @@ def test_compare_tree(outputs5, tmp_path):
 
 
 def test_decode_png_rejects_16_bit(tmp_path):
-    import zlib
     import struct
+    import zlib
 
     def chunk(kind, payload):
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     raw = b"".join(b"\x00" + b"\x00" * 6 * 2 for _ in range(2))  # 2 x 2, 16-bit RGB
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 16, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     with pytest.raises(ValueError, match="bit depth 16"):
         oracle.decode_png(png)
     assert oracle.decode_png(png, strict=False).shape == (2, 2, 3)

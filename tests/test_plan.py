@@ -2,7 +2,9 @@
 
 from pipeline.timesync.plan import ItemRef, group_observations, item_date
 
-HREFS = tuple(f"s3://b/{band}.TIF" for band in ("blue", "green", "red", "nir08", "swir16", "swir22", "qa_pixel"))
+HREFS = tuple(
+    f"s3://b/{band}.TIF" for band in ("blue", "green", "red", "nir08", "swir16", "swir22", "qa_pixel")
+)
 
 
 def ref(item_id: str, year: int, doy: int, hv: str) -> ItemRef:
@@ -21,7 +23,10 @@ def test_a_rejected_item_marks_its_acquisition_unusable():
     west = [ref("a", 2020, 10, "003004"), ref("b", 2020, 26, "003004")]
     east_rejected = [(2020, 10, "item c: missing asset 'red'"), (2021, 5, "item d: missing asset 'red'")]
     obs = group_observations([west, []], [[], east_rejected])
-    assert [(o.key, o.unusable) for o in obs] == [("2020_010", ("item c: missing asset 'red'",)), ("2020_026", ())]
+    assert [(o.key, o.unusable) for o in obs] == [
+        ("2020_010", ("item c: missing asset 'red'",)),
+        ("2020_026", ()),
+    ]
     # 2021_005 had only the rejected item: no observation at all (nothing would be partial)
 
 

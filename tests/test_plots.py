@@ -38,8 +38,14 @@ def test_bom_crlf_extra_columns(tmp_path):
         ("project_id,plot_id,x,y\n", r"plots.csv, line 2: no plots"),
         ("project_id,plot_id,x\np1,1,5\n", r"plots.csv, line 1: missing column\(s\) y"),
         ("project_id,plot_id,x,y\np1,1,abc,2600000\n", r"line 2, field 'x': 'abc' is not a number"),
-        ("project_id,plot_id,x,y\np1,1,-1950000.5,2600000\n", r"line 2, field 'x': -1950000.5 is not an integer"),
-        ("project_id,plot_id,x,y\np1,1,-1950000,2600000\np1,1,-1950000,2600000\n", r"line 3, field 'plot_id': duplicate plot .* first on line 2"),
+        (
+            "project_id,plot_id,x,y\np1,1,-1950000.5,2600000\n",
+            r"line 2, field 'x': -1950000.5 is not an integer",
+        ),
+        (
+            "project_id,plot_id,x,y\np1,1,-1950000,2600000\np1,1,-1950000,2600000\n",
+            r"line 3, field 'plot_id': duplicate plot .* first on line 2",
+        ),
         ("project_id,plot_id,x,y\np1,a/b,-1950000,2600000\n", r"line 2, field 'plot_id': id 'a/b'"),
         ("project_id,plot_id,x,y\np1,..,-1950000,2600000\n", r"line 2, field 'plot_id': id '..'"),
         ("project_id,plot_id,x,y\np 1,1,-1950000,2600000\n", r"line 2, field 'project_id': id 'p 1'"),

@@ -46,8 +46,22 @@ def test_vsi_read_ranges_reads_the_bytes_through_gdal(tmp_path):
     path.write_bytes(bytes(range(256)) * 40)
     assert _vsi.read_ranges([(str(path), 100, 1100), (str(path), 5000, 5010)]) == 1010
     assert _vsi.read_ranges([(str(path), 10_200, 20_000)]) == 40  # a span past the end reads what there is
-    with pytest.raises(OSError, match="missing.bin"):
+    with pytest.raises(OSError, match=r"missing\.bin"):
         _vsi.read_ranges([(str(tmp_path / "missing.bin"), 0, 10)])
+
+
+def test_vsi_uses_rasterios_libgdal_when_another_wheels_copy_is_loaded():
+    """geopandas (datacube samples, stac-geoparquet) loads pyogrio's own libgdal into the
+    process; the VSI reads must go through rasterio's, whose configuration and cache they
+    fill, and GDAL's block-cache bound must land there too."""
+    import pyogrio  # maps pyogrio.libs/libgdal*
+
+    from pipeline import _vsi
+
+    assert pyogrio.__gdal_version__  # its library is loaded
+    lib = _vsi._libgdal()
+    assert lib is not None
+    assert "/rasterio.libs/" in lib._name, lib._name
 
 
 def test_one_boto3_session_per_process_and_credentials(monkeypatch):

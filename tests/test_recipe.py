@@ -130,7 +130,9 @@ def test_process_optical_equals_the_recipe_steps_over_the_uint16_range():
         optical = recipe.rescale(optical_dn)
         mask = recipe.mask_of(optical)
         for name in recipe.COMPOSITES:
-            expected = np.moveaxis(recipe.stretch(recipe.composite(name, optical), recipe.STRETCH[name], mask), 0, -1)
+            expected = np.moveaxis(
+                recipe.stretch(recipe.composite(name, optical), recipe.STRETCH[name], mask), 0, -1
+            )
             assert np.array_equal(res.images[name], expected), name
         assert res.centre == tuple(int(v) for v in optical[:, 32, 32])
         assert res.qa == 0
@@ -149,7 +151,12 @@ def _recipe_tasseled_cap(optical: np.ndarray) -> np.ndarray:
 def _left_to_right(optical: np.ndarray) -> np.ndarray:
     """The same sums taken left to right (what the pipeline computed before)."""
     x = optical.astype(np.float64)
-    return np.stack([sum((c * x[i] for i, c in enumerate(row[1:], start=1)), row[0] * x[0]) for row in recipe.TC_COEFFICIENTS])
+    return np.stack(
+        [
+            sum((c * x[i] for i, c in enumerate(row[1:], start=1)), row[0] * x[0])
+            for row in recipe.TC_COEFFICIENTS
+        ]
+    )
 
 
 def _step_pixels(rng: np.random.Generator) -> np.ndarray:
@@ -159,7 +166,9 @@ def _step_pixels(rng: np.random.Generator) -> np.ndarray:
     exactly (sum of coefficient * 10000 * band = 10000 lo + 2000 m (hi - lo)). In floating
     point such a pixel lands within ~1e-12 of the step, on a side that depends on the
     summation order. Returns (6, n) int16."""
-    coefficients = np.array([[round(c * 10000) for c in row] for row in recipe.TC_COEFFICIENTS], dtype=np.int64)
+    coefficients = np.array(
+        [[round(c * 10000) for c in row] for row in recipe.TC_COEFFICIENTS], dtype=np.int64
+    )
     found = []
     for channel, (lo, hi) in enumerate(recipe.STRETCH["tc"]):
         solve = int(np.argmax(np.abs(coefficients[channel])))  # the band computed from the others
@@ -186,7 +195,9 @@ def test_tasseled_cap_is_the_recipes_tensordot_over_the_int16_range():
         want = _recipe_tasseled_cap(optical)
         assert got.dtype == np.float64 and got.shape == want.shape
         assert np.array_equal(got.view(np.uint64), want.view(np.uint64))  # every bit
-        assert np.array_equal(recipe.tasseled_cap(optical.astype(np.int64)).view(np.uint64), want.view(np.uint64))
+        assert np.array_equal(
+            recipe.tasseled_cap(optical.astype(np.int64)).view(np.uint64), want.view(np.uint64)
+        )
 
 
 def test_tasseled_cap_chips_at_stretch_steps_are_the_recipes():
@@ -200,7 +211,9 @@ def test_tasseled_cap_chips_at_stretch_steps_are_the_recipes():
     bounds = recipe.STRETCH["tc"]
     no_mask = np.zeros(optical.shape[1:], dtype=bool)
     want = recipe.stretch(_recipe_tasseled_cap(optical), bounds, no_mask)
-    assert np.count_nonzero(recipe.stretch(_left_to_right(optical), bounds, no_mask) != want) > 10  # ... yet not the same uint8
+    assert (
+        np.count_nonzero(recipe.stretch(_left_to_right(optical), bounds, no_mask) != want) > 10
+    )  # ... yet not the same uint8
     # DN that rescale to these band values, through the fast path of a whole observation
     values, first_dn = np.unique(recipe.rescale(np.arange(1 << 16)), return_index=True)
     dn = first_dn[np.searchsorted(values, steps)].astype(np.uint16).reshape(optical.shape)

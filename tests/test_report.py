@@ -45,7 +45,12 @@ class RecordingStore(Store):
 
 def make_project(archive: Any, project_dir: Path | str, store: Store | None = None) -> Project:
     """A Project as the Luigi tasks build it (same parameters as the run)."""
-    opts = RunOptions(plot_file=str(archive.plot_file), project_dir=str(project_dir), catalog=str(archive.catalog_ndjson), asset_href="href")
+    opts = RunOptions(
+        plot_file=str(archive.plot_file),
+        project_dir=str(project_dir),
+        catalog=str(archive.catalog_ndjson),
+        asset_href="href",
+    )
     return Project(opts, store=store or Store(str(project_dir)), access=ArchiveAccess(asset_href="href"))
 
 
@@ -99,7 +104,7 @@ def disk_truth(project_dir: Path, project_id: str, plot_id: str) -> dict[str, An
     csvs = sorted(p for p in prj.glob(f"{prefix}*.csv"))
     keys = [p.name[len(prefix) : -4] for p in csvs]
     rows = {}
-    for k, p in zip(keys, csvs):
+    for k, p in zip(keys, csvs, strict=True):
         with open(p, newline="") as f:
             (row,) = list(csv.DictReader(f))
         rows[k] = row
@@ -193,7 +198,9 @@ def links_of(root: Node) -> list[str]:
 
 def resolve(page: Path, link: str) -> Path:
     parts = urlsplit(link)
-    assert not parts.scheme and not parts.netloc and not link.startswith("/"), f"{page.name}: not a relative link: {link}"
+    assert not parts.scheme and not parts.netloc and not link.startswith("/"), (
+        f"{page.name}: not a relative link: {link}"
+    )
     return Path(os.path.normpath(page.parent / unquote(parts.path)))
 
 
@@ -201,7 +208,9 @@ def index_rows(project_dir: Path, pid: str) -> dict[str, dict[str, str]]:
     root = parse_html(project_dir / report.report_index(pid))
     rows = {}
     for tr in root.find_all("tr", cls="plot"):
-        cells = {td.attrs["data-col"]: td.attrs["data-v"] for td in tr.find_all("td") if "data-col" in td.attrs}
+        cells = {
+            td.attrs["data-col"]: td.attrs["data-v"] for td in tr.find_all("td") if "data-col" in td.attrs
+        }
         rows[tr.attrs["data-plot"]] = cells
     return rows
 
@@ -216,10 +225,16 @@ def test_writes_exactly_report_files_with_the_index_last(run):
         # (test_figures_are_drawn_again_only_when_their_data_changed). The rest once each.
         figures = {report.plot_figure(pid, p.plot_id) for p in project.plots_of(pid)}
         assert sorted(writes) == sorted(f for f in files if f not in figures)
-        assert writes[-3:] == files[-3:] == [report.report_summary(pid), report.top_index(), report.report_index(pid)]
+        assert (
+            writes[-3:]
+            == files[-3:]
+            == [report.report_summary(pid), report.top_index(), report.report_index(pid)]
+        )
         assert writes[-1] == report.report_index(pid) == f"report/prj_{pid}/index.html"
         all_expected |= set(files)
-    on_disk = {p.relative_to(project_dir).as_posix() for p in (project_dir / "report").rglob("*") if p.is_file()}
+    on_disk = {
+        p.relative_to(project_dir).as_posix() for p in (project_dir / "report").rglob("*") if p.is_file()
+    }
     assert on_disk == all_expected  # nothing else, no temporary files left behind
     assert len(run["written"]) == 2  # the small archive has two project ids
 
@@ -243,7 +258,11 @@ def test_index_has_one_row_per_plot_with_counts_from_disk(run, small_archive):
             assert cells["first"] == str(truth["first"]) and cells["last"] == str(truth["last"])
             assert cells["status"] == "complete"
     # the archive has cloudy and fill observations, so these counts are not trivially 0
-    truths = [disk_truth(project_dir, pid, p) for pid in run["written"] for p in plot_ids_of(small_archive.plot_file, pid)]
+    truths = [
+        disk_truth(project_dir, pid, p)
+        for pid in run["written"]
+        for p in plot_ids_of(small_archive.plot_file, pid)
+    ]
     assert sum(t["cloudy"] for t in truths) > 0 and sum(t["fill"] for t in truths) > 0
 
 
@@ -256,7 +275,9 @@ def test_summary_cards_and_summary_json(run):
         for k in ("written", "fill", "cloudy", "failed"):
             assert doc[k] == sum(int(r[k]) for r in rows.values())
         root = parse_html(project_dir / report.report_index(pid))
-        cards = {c.find_all("span")[0].text(): c.find_all("b")[0].text() for c in root.find_all("div", cls="card")}
+        cards = {
+            c.find_all("span")[0].text(): c.find_all("b")[0].text() for c in root.find_all("div", cls="card")
+        }
         assert cards["plots"] == str(len(rows))
         assert cards["observations written"] == str(doc["written"])
         assert cards["cloudy (qa 1)"] == str(doc["cloudy"])
@@ -265,7 +286,9 @@ def test_summary_cards_and_summary_json(run):
 def test_every_link_is_relative_and_resolves(run):
     project_dir = run["dir"]
     pages = sorted((project_dir / "report").rglob("*.html"))
-    plot_pages = [f for files, _ in run["written"].values() for f in files if f.endswith(".html") and "/plot_" in f]
+    plot_pages = [
+        f for files, _ in run["written"].values() for f in files if f.endswith(".html") and "/plot_" in f
+    ]
     assert len(pages) == 1 + len(run["written"]) + len(plot_pages)  # top index, project indexes, plot pages
     checked = 0
     for page in pages:
@@ -298,10 +321,14 @@ def test_plot_pages_show_every_chip_in_date_order_and_mark_cloudy(run, small_arc
                 key = c.attrs["data-key"]
                 assert img.attrs["src"] == f"../../prj_{pid}/b743/plot_{plot_id}/plot_{plot_id}_{key}.png"
                 assert img.attrs["data-tc"] == f"../../prj_{pid}/tc/plot_{plot_id}/plot_{plot_id}_{key}.png"
-                assert img.attrs["data-b432"] == f"../../prj_{pid}/b432/plot_{plot_id}/plot_{plot_id}_{key}.png"
+                assert (
+                    img.attrs["data-b432"] == f"../../prj_{pid}/b432/plot_{plot_id}/plot_{plot_id}_{key}.png"
+                )
                 caption = c.find_all("figcaption")[0].text()
                 assert truth["rows"][key]["date"][:10] in caption  # the date under the chip
-            table_cloudy = {tr.attrs["data-key"] for tr in root.find_all("tr", cls="obs") if "cloudy" in tr.classes}
+            table_cloudy = {
+                tr.attrs["data-key"] for tr in root.find_all("tr", cls="obs") if "cloudy" in tr.classes
+            }
             assert table_cloudy == truth["cloudy_keys"]
             assert len(root.find_all("tr", cls="obs")) == truth["written"]
             seen_cloudy += len(cloudy)
@@ -333,7 +360,7 @@ def test_top_index_links_every_project(run):
 def test_indices_follow_the_recipe():
     values = (512, 734, 655, 3120, 1890, 977)
     got = report.spectral_indices(values)
-    blue, green, red, nir, swir1, swir2 = values
+    _blue, _green, red, nir, _swir1, swir2 = values
     assert got["nbr"] == pytest.approx((nir - swir2) / (nir + swir2), abs=1e-12)
     assert got["ndvi"] == pytest.approx((nir - red) / (nir + red), abs=1e-12)
     tc = tasseled_cap(np.array(values, dtype=np.int16).reshape(6, 1, 1))[:, 0, 0]
@@ -352,7 +379,11 @@ def test_failed_and_unfinished_plots(run, small_archive, tmp_path):
     shutil.copytree(run["dir"], project_dir)
     shutil.rmtree(project_dir / "report")
     pid = "1001"
-    ids = [p for p in plot_ids_of(small_archive.plot_file, pid) if disk_truth(project_dir, pid, p)["written"] >= 2]
+    ids = [
+        p
+        for p in plot_ids_of(small_archive.plot_file, pid)
+        if disk_truth(project_dir, pid, p)["written"] >= 2
+    ]
     failed_plot, pending_plot = ids[0], ids[1]
     victims = {}
     for plot_id in (failed_plot, pending_plot):
@@ -363,12 +394,23 @@ def test_failed_and_unfinished_plots(run, small_archive, tmp_path):
     record = project_dir / layout.failure_record(pid, failed_plot)
     record.parent.mkdir(parents=True, exist_ok=True)
     error = "StorageError: cannot read s3://usgs-landsat-ard/...: <timeout & retry>"
-    record.write_text(json.dumps({"project_id": pid, "plot_id": failed_plot, "failed": [{"key": victims[failed_plot], "targets": [], "error": error, "attempts": 2}]}))
+    record.write_text(
+        json.dumps(
+            {
+                "project_id": pid,
+                "plot_id": failed_plot,
+                "failed": [{"key": victims[failed_plot], "targets": [], "error": error, "attempts": 2}],
+            }
+        )
+    )
 
     project = make_project(small_archive, project_dir)
     report.write_report(project, pid)
     rows = index_rows(project_dir, pid)
-    for plot_id, status, failed, pending in ((failed_plot, "failed", 1, 0), (pending_plot, "incomplete", 0, 1)):
+    for plot_id, status, failed, pending in (
+        (failed_plot, "failed", 1, 0),
+        (pending_plot, "incomplete", 0, 1),
+    ):
         truth = disk_truth(project_dir, pid, plot_id)
         cells = rows[plot_id]
         assert cells["status"] == status
@@ -381,7 +423,9 @@ def test_failed_and_unfinished_plots(run, small_archive, tmp_path):
     assert "timeout &amp; retry" in text and victims[failed_plot] in text  # escaped, with its key
     assert victims[pending_plot] in (project_dir / report.plot_page(pid, pending_plot)).read_text()
     index = parse_html(project_dir / report.report_index(pid))
-    problems = {tr.attrs["data-plot"] for tr in index.find_all("tr", cls="plot") if tr.attrs["data-problem"] == "1"}
+    problems = {
+        tr.attrs["data-plot"] for tr in index.find_all("tr", cls="plot") if tr.attrs["data-problem"] == "1"
+    }
     assert problems == {failed_plot, pending_plot}
     for page in (project_dir / "report").rglob("*.html"):
         for link in links_of(parse_html(page)):
@@ -398,7 +442,9 @@ def test_unusable_items_are_shown_counted_and_mark_the_plot(run, small_archive, 
     pid = "1001"
     plot_id = plot_ids_of(small_archive.plot_file, pid)[0]
     reason = "field 'properties.datetime': unparsable datetime '<not a date>'"
-    item = UnusableItem("landsat-c2ard-sr", "LT05_CU_003004_19970129_20210603_02_SR", reason, "items.ndjson, line 25")
+    item = UnusableItem(
+        "landsat-c2ard-sr", "LT05_CU_003004_19970129_20210603_02_SR", reason, "items.ndjson, line 25"
+    )
     record = FailureRecord(unusable=[item], context={"project_id": pid, "plot_id": plot_id})
     write_record(Store(str(project_dir)), layout.failure_record(pid, plot_id), record)
 
@@ -408,21 +454,36 @@ def test_unusable_items_are_shown_counted_and_mark_the_plot(run, small_archive, 
     assert int(rows[plot_id]["unusable"]) == 1 and rows[plot_id]["status"] == "complete"
     assert all(int(cells["unusable"]) == 0 for other, cells in rows.items() if other != plot_id)
     index = parse_html(project_dir / report.report_index(pid))
-    problems = {tr.attrs["data-plot"] for tr in index.find_all("tr", cls="plot") if tr.attrs["data-problem"] == "1"}
+    problems = {
+        tr.attrs["data-plot"] for tr in index.find_all("tr", cls="plot") if tr.attrs["data-problem"] == "1"
+    }
     assert problems == {plot_id}
     summary = json.loads((project_dir / report.report_summary(pid)).read_text())
     assert summary["unusable"] == 1
     text = (project_dir / report.plot_page(pid, plot_id)).read_text()
-    assert 'id="unusable"' in text and item.id in text and "unparsable datetime" in text and "&lt;not a date&gt;" in text
+    assert (
+        'id="unusable"' in text
+        and item.id in text
+        and "unparsable datetime" in text
+        and "&lt;not a date&gt;" in text
+    )
     assert "items.ndjson, line 25" in text
 
 
 def test_rel_link():
     page = report.plot_page("1001", "001")
-    assert report.rel_link(page, layout.chip_png("b743", "1001", "001", "2002_172")) == "../../prj_1001/b743/plot_001/plot_001_2002_172.png"
+    assert (
+        report.rel_link(page, layout.chip_png("b743", "1001", "001", "2002_172"))
+        == "../../prj_1001/b743/plot_001/plot_001_2002_172.png"
+    )
     assert report.rel_link(page, report.report_index("1001")) == "index.html"
     assert report.rel_link(report.top_index(), report.report_index("0042")) == "prj_0042/index.html"
-    assert posixpath.normpath(posixpath.join("report/prj_1001", report.rel_link(page, "1984_prj_1001_region_spectrals.csv"))) == "1984_prj_1001_region_spectrals.csv"
+    assert (
+        posixpath.normpath(
+            posixpath.join("report/prj_1001", report.rel_link(page, "1984_prj_1001_region_spectrals.csv"))
+        )
+        == "1984_prj_1001_region_spectrals.csv"
+    )
 
 
 @pytest.mark.s3
@@ -432,7 +493,9 @@ def test_report_on_s3_works_when_synced(run, small_archive, s3_server, tmp_path,
     s3_server.upload_dir(run["dir"], bucket, prefix="proj")
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
-    store = Store(f"s3://{bucket}/proj", S3Options(endpoint_url=s3_server.endpoint_url, region=s3_server.region))
+    store = Store(
+        f"s3://{bucket}/proj", S3Options(endpoint_url=s3_server.endpoint_url, region=s3_server.region)
+    )
     project = make_project(small_archive, f"s3://{bucket}/proj", store)
     s3_server.fs().rm(f"{bucket}/proj/report", recursive=True)
     files = report.write_report(project, "1001")
@@ -443,7 +506,9 @@ def test_report_on_s3_works_when_synced(run, small_archive, s3_server, tmp_path,
         target = local / key[len(f"{bucket}/proj/") :]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(fs.cat_file(key))
-    assert {p.relative_to(local).as_posix() for p in (local / "report").rglob("*") if p.is_file()} == set(files)
+    assert {p.relative_to(local).as_posix() for p in (local / "report").rglob("*") if p.is_file()} == set(
+        files
+    )
     for page in (local / "report").rglob("*.html"):
         for link in links_of(parse_html(page)):
             assert resolve(page, link).exists(), (page.name, link)
@@ -514,13 +579,19 @@ def test_figures_are_drawn_again_only_when_their_data_changed(run, small_archive
         assert report.write_report(project, pid) == files
         writes = store.writes[before:]
         assert writes[-1] == report.report_index(pid)
-        assert sorted(w for w in writes if w not in figure_of.values()) == sorted(f for f in files if f not in figure_of.values())
+        assert sorted(w for w in writes if w not in figure_of.values()) == sorted(
+            f for f in files if f not in figure_of.values()
+        )
         return {w for w in writes if w in figure_of.values()}
 
     (project_dir / report.figure_manifest(pid)).unlink()
     assert figures_written() == set(figure_of.values())  # no record of what was drawn: all
     assert figures_written() == set()  # nothing changed: none
-    ids = [p for p in plot_ids_of(small_archive.plot_file, pid) if disk_truth(project_dir, pid, p)["written"] >= 2]
+    ids = [
+        p
+        for p in plot_ids_of(small_archive.plot_file, pid)
+        if disk_truth(project_dir, pid, p)["written"] >= 2
+    ]
     changed, removed = ids[0], ids[1]
     key = disk_truth(project_dir, pid, changed)["keys"][0]
     (project_dir / layout.obs_csv(pid, changed, key)).unlink()  # the plot now lacks an observation

@@ -34,7 +34,9 @@ def ensure_chromium() -> str:
     if os.path.exists(CHROMIUM):
         return CHROMIUM
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.fail(f"{CHROMIUM} is missing and cannot be installed here: run `apt-get install -y chromium` as root")
+        pytest.fail(
+            f"{CHROMIUM} is missing and cannot be installed here: run `apt-get install -y chromium` as root"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     lock = ["-o", "DPkg::Lock::Timeout=600"]
     install = ["apt-get", "install", "-y", "-q", *lock, "chromium"]
@@ -57,7 +59,9 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("Python playwright is missing: pip install playwright (never `playwright install`: Debian's chromium is used)")
+        pytest.fail(
+            "Python playwright is missing: pip install playwright (never `playwright install`: Debian's chromium is used)"
+        )
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
@@ -102,7 +106,9 @@ def load_every_image(pg: Any, selector: str = "img") -> None:
         selector,
     )
     pg.wait_for_function(
-        "(sel) => Array.from(document.querySelectorAll(sel)).every(i => i.complete && i.naturalWidth > 0)", arg=selector, timeout=30_000
+        "(sel) => Array.from(document.querySelectorAll(sel)).every(i => i.complete && i.naturalWidth > 0)",
+        arg=selector,
+        timeout=30_000,
     )
 
 
@@ -128,13 +134,23 @@ def test_index_shows_one_row_per_plot_with_the_counts(run, small_archive, page):
     shown = {}
     for i in range(rows.count()):
         row = rows.nth(i)
-        cells = {c: row.locator(f'td[data-col="{c}"]').inner_text().strip() for c in ("written", "fill", "cloudy", "failed")}
+        cells = {
+            c: row.locator(f'td[data-col="{c}"]').inner_text().strip()
+            for c in ("written", "fill", "cloudy", "failed")
+        }
         shown[row.get_attribute("data-plot")] = cells
     for plot_id in expected:
         t = disk_truth(run["dir"], pid, plot_id)
-        assert shown[plot_id] == {"written": str(t["written"]), "fill": str(t["fill"]), "cloudy": str(t["cloudy"]), "failed": "0"}
+        assert shown[plot_id] == {
+            "written": str(t["written"]),
+            "fill": str(t["fill"]),
+            "cloudy": str(t["cloudy"]),
+            "failed": "0",
+        }
     assert page.locator("svg.spark").count() == len(expected)
-    assert page.locator("svg.spark polyline").count() >= len(expected) - 1  # an NBR line in (almost) every row
+    assert (
+        page.locator("svg.spark polyline").count() >= len(expected) - 1
+    )  # an NBR line in (almost) every row
     assert page.locator(".card").first.is_visible()
     shot(page, "report_index.png")
 
@@ -168,7 +184,9 @@ def test_plot_page_filmstrip_toggle_and_trajectories(run, small_archive, page):
     assert page.eval_on_selector("#trajectories", "i => i.naturalWidth") == 1080
     srcs = page.eval_on_selector_all("#filmstrip img", "imgs => imgs.map(i => i.getAttribute('src'))")
     assert all(f"/b743/plot_{plot_id}/" in s for s in srcs)
-    assert [page.locator("#filmstrip figure.chip").nth(i).get_attribute("data-key") for i in range(chips.count())] == truth["keys"]
+    assert [
+        page.locator("#filmstrip figure.chip").nth(i).get_attribute("data-key") for i in range(chips.count())
+    ] == truth["keys"]
 
     # the cloudy chips carry a visible badge and the red frame; the others none
     cloudy = page.locator("#filmstrip figure.chip.cloudy")
@@ -193,7 +211,9 @@ def test_plot_page_filmstrip_toggle_and_trajectories(run, small_archive, page):
     load_every_image(page, "#filmstrip img")
     srcs = page.eval_on_selector_all("#filmstrip img", "imgs => imgs.map(i => i.getAttribute('src'))")
     assert all(f"../../prj_{pid}/tc/plot_{plot_id}/" in s for s in srcs) and len(srcs) == truth["written"]
-    widths = page.eval_on_selector_all("#filmstrip img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    widths = page.eval_on_selector_all(
+        "#filmstrip img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"
+    )
     assert widths == [255] * truth["written"]
     hrefs = page.eval_on_selector_all("#filmstrip a.frame", "as => as.map(a => a.getAttribute('href'))")
     assert hrefs == srcs  # a click on the chip opens the full-size tc PNG

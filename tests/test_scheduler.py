@@ -33,7 +33,9 @@ pytestmark = pytest.mark.slow
 FAMILIES = {"TimeSyncProject", "TimeSyncIngest", "TimeSyncPlotBatch", "TimeSyncSearch"}
 
 
-def central(archive, project_dir: Path, server: LuigidServer, *extra: str, catalog: str | None = None) -> list[str]:
+def central(
+    archive, project_dir: Path, server: LuigidServer, *extra: str, catalog: str | None = None
+) -> list[str]:
     """timesync_args for a run against ``server`` instead of the local scheduler."""
     args = [a for a in timesync_args(archive, project_dir, catalog=catalog) if a != "--local-scheduler"]
     return [*args, *server.scheduler_args(), *extra]
@@ -42,13 +44,20 @@ def central(archive, project_dir: Path, server: LuigidServer, *extra: str, catal
 def small_expected(request: pytest.FixtureRequest, archive) -> dict[str, Any]:
     """The oracle's outputs for the small archive (computed once per session)."""
     return session_singleton(
-        request, "oracle-small", lambda: oracle.expected_outputs(archive.catalog_ndjson, archive.plot_file, asset_href="href"), lambda _: None
+        request,
+        "oracle-small",
+        lambda: oracle.expected_outputs(archive.catalog_ndjson, archive.plot_file, asset_href="href"),
+        lambda _: None,
     )
 
 
 def tasks_of(server: LuigidServer, project_dir: Path, status: str = "") -> dict[str, dict[str, Any]]:
     """The scheduler's tasks of one run (told apart by their project_dir parameter)."""
-    return {tid: t for tid, t in server.task_list(status).items() if t["params"].get("project_dir") == str(project_dir)}
+    return {
+        tid: t
+        for tid, t in server.task_list(status).items()
+        if t["params"].get("project_dir") == str(project_dir)
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -72,7 +81,10 @@ def truncated_cog(src: Path, dst: Path) -> None:
     every IFD are intact (it opens), but no block with content can be read."""
     offsets = []
     with rasterio.open(src) as ds:
-        rows, cols = (ds.height + ds.block_shapes[0][0] - 1) // ds.block_shapes[0][0], (ds.width + ds.block_shapes[0][1] - 1) // ds.block_shapes[0][1]
+        rows, cols = (
+            (ds.height + ds.block_shapes[0][0] - 1) // ds.block_shapes[0][0],
+            (ds.width + ds.block_shapes[0][1] - 1) // ds.block_shapes[0][1],
+        )
         for r in range(rows):
             for c in range(cols):
                 value = ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1)
@@ -88,7 +100,9 @@ def break_one_asset(archive, expected: dict[str, Any], workdir: Path, band: str 
     """Copy the catalogue; point ``band`` of the item behind one expected observation at a
     truncated copy of its COG."""
     workdir.mkdir(parents=True, exist_ok=True)
-    items = [json.loads(line) for line in Path(archive.catalog_ndjson).read_text().splitlines() if line.strip()]
+    items = [
+        json.loads(line) for line in Path(archive.catalog_ndjson).read_text().splitlines() if line.strip()
+    ]
     plots = {(p["project_id"], p["plot_id"]): p for p in oracle.read_plots(archive.plot_file)}
     pattern = re.compile(r"^prj_(?P<prj>[^/]+)/(?P<plot>.+)_spectral_files_set_(?P<key>\d{4}_\d{3})\.csv$")
     for name in sorted(expected):
@@ -100,7 +114,10 @@ def break_one_asset(archive, expected: dict[str, Any], workdir: Path, band: str 
         for item in items:
             props = item["properties"]
             year, doy = oracle.year_doy(props["datetime"])
-            if (int(props["landsat:grid_horizontal"]), int(props["landsat:grid_vertical"])) == (h, v) and oracle.yyyy_ddd(year, doy) == m["key"]:
+            if (int(props["landsat:grid_horizontal"]), int(props["landsat:grid_vertical"])) == (
+                h,
+                v,
+            ) and oracle.yyyy_ddd(year, doy) == m["key"]:
                 src = Path(item["assets"][band]["href"])
                 broken = workdir / f"truncated_{src.name}"
                 truncated_cog(src, broken)
@@ -128,14 +145,18 @@ class SchedulerRuns:
     broken: BrokenAsset
 
 
-def do_scheduler_runs(server: LuigidServer, archive, expected: dict[str, Any], workdir: Path) -> SchedulerRuns:
+def do_scheduler_runs(
+    server: LuigidServer, archive, expected: dict[str, Any], workdir: Path
+) -> SchedulerRuns:
     good_project = workdir / "good" / "project"
     good_project.parent.mkdir(parents=True)
     good = run_luigi(central(archive, good_project, server, "--workers", "2"), cwd=good_project.parent)
     broken = break_one_asset(archive, expected, workdir / "broken-catalog")
     bad_project = workdir / "bad" / "project"
     bad_project.parent.mkdir(parents=True)
-    bad = run_luigi(central(archive, bad_project, server, catalog=str(broken.catalog)), cwd=bad_project.parent)
+    bad = run_luigi(
+        central(archive, bad_project, server, catalog=str(broken.catalog)), cwd=bad_project.parent
+    )
     return SchedulerRuns(server, archive, expected, good_project, good, bad_project, bad, broken)
 
 
@@ -143,7 +164,10 @@ def do_scheduler_runs(server: LuigidServer, archive, expected: dict[str, Any], w
 def scheduler_runs(request, luigid_server, small_archive, tmp_path_factory) -> SchedulerRuns:  # noqa: F811
     expected = small_expected(request, small_archive)
     return session_singleton(
-        request, "scheduler-runs", lambda: do_scheduler_runs(luigid_server, small_archive, expected, tmp_path_factory.mktemp("central")), lambda _: None
+        request,
+        "scheduler-runs",
+        lambda: do_scheduler_runs(luigid_server, small_archive, expected, tmp_path_factory.mktemp("central")),
+        lambda _: None,
     )
 
 
@@ -171,7 +195,9 @@ def test_scheduler_lists_the_runs_tasks_done(scheduler_runs):
     runs = scheduler_runs
     tasks = tasks_of(runs.server, runs.good_project)
     assert {t["name"] for t in tasks.values()} >= FAMILIES
-    assert {t["status"] for t in tasks.values()} == {"DONE"}, {t["display_name"]: t["status"] for t in tasks.values()}
+    assert {t["status"] for t in tasks.values()} == {"DONE"}, {
+        t["display_name"]: t["status"] for t in tasks.values()
+    }
     done = tasks_of(runs.server, runs.good_project, "DONE")
     assert set(done) == set(tasks)
     n_projects = len({p["project_id"] for p in oracle.read_plots(runs.archive.plot_file)})
@@ -184,7 +210,11 @@ def test_scheduler_lists_the_runs_tasks_done(scheduler_runs):
 
 def test_status_messages_and_progress_are_visible_in_the_scheduler(scheduler_runs):
     server = scheduler_runs.server
-    batches = {tid: t for tid, t in tasks_of(server, scheduler_runs.good_project, "DONE").items() if t["name"] == "TimeSyncPlotBatch"}
+    batches = {
+        tid: t
+        for tid, t in tasks_of(server, scheduler_runs.good_project, "DONE").items()
+        if t["name"] == "TimeSyncPlotBatch"
+    }
     assert batches
     seen = []
     for tid in batches:
@@ -196,8 +226,12 @@ def test_status_messages_and_progress_are_visible_in_the_scheduler(scheduler_run
             assert m[1] == m[2], message  # DONE: every observation accounted for
             assert progress == 100
     assert any(re.fullmatch(r"(\d+)/\1 observations", msg or "") and pct == 100 for msg, pct in seen), seen
-    searches = [t for t in tasks_of(server, scheduler_runs.good_project).values() if t["name"] == "TimeSyncSearch"]
-    assert all((t["status_message"] or "").startswith("searching ") for t in searches), [t["status_message"] for t in searches]
+    searches = [
+        t for t in tasks_of(server, scheduler_runs.good_project).values() if t["name"] == "TimeSyncSearch"
+    ]
+    assert all((t["status_message"] or "").startswith("searching ") for t in searches), [
+        t["status_message"] for t in searches
+    ]
 
 
 def test_broken_asset_fails_its_batch_and_the_scheduler_shows_the_error(scheduler_runs):
@@ -219,7 +253,11 @@ def test_broken_asset_fails_its_batch_and_the_scheduler_shows_the_error(schedule
     # Upstream of the failure: nothing ran; the searches are done.
     assert all(t["status"] == "DONE" for t in tasks.values() if t["name"] == "TimeSyncSearch")
     assert all(t["status"] != "DONE" for t in tasks.values() if t["name"] in ("TimeSyncProject",))
-    assert all(t["status"] != "DONE" for t in tasks.values() if t["name"] == "TimeSyncIngest" and t["params"]["project_id"] == broken.project_id)
+    assert all(
+        t["status"] != "DONE"
+        for t in tasks.values()
+        if t["name"] == "TimeSyncIngest" and t["params"]["project_id"] == broken.project_id
+    )
     # The run's own report names the observation and the file.
     assert broken.path.name in runs.bad.stderr
     assert f"prj {broken.project_id} plot {broken.plot_id} {broken.key}" in runs.bad.stderr
@@ -245,7 +283,9 @@ def test_luigid_script_starts_and_stops_a_background_scheduler(tmp_path):
     script = [sys.executable, str(REPO / "scripts" / "luigid.py")]
     d = tmp_path / "luigid"
     port = free_port()
-    started = subprocess.run([*script, "start", "--dir", str(d), "--port", str(port)], capture_output=True, text=True, timeout=60)
+    started = subprocess.run(
+        [*script, "start", "--dir", str(d), "--port", str(port)], capture_output=True, text=True, timeout=60
+    )
     try:
         assert started.returncode == 0, started.stderr
         url = started.stdout.strip()
@@ -253,17 +293,28 @@ def test_luigid_script_starts_and_stops_a_background_scheduler(tmp_path):
         pid = int((d / "luigid.pid").read_text())
         with urllib.request.urlopen(f"{url}/static/visualiser/index.html", timeout=5) as r:
             assert b"taskTable" in r.read()
-        with urllib.request.urlopen(f"{url}/api/task_list?data=%7B%22status%22%3A%22DONE%22%7D", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"{url}/api/task_list?data=%7B%22status%22%3A%22DONE%22%7D", timeout=5
+        ) as r:
             assert json.loads(r.read()) == {"response": {}}
         cfg = (d / "luigid.cfg").read_text()
         assert "record_task_history = false" in cfg and f"state_path = {d / 'luigid-state.pickle'}" in cfg
         assert (d / "log" / "luigi-server.log").exists()
-        again = subprocess.run([*script, "start", "--dir", str(d), "--port", str(port)], capture_output=True, text=True, timeout=60)
+        again = subprocess.run(
+            [*script, "start", "--dir", str(d), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert again.returncode == 0 and again.stdout.strip() == url and "already running" in again.stderr
-        status = subprocess.run([*script, "status", "--dir", str(d)], capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [*script, "status", "--dir", str(d)], capture_output=True, text=True, timeout=60
+        )
         assert status.returncode == 0 and status.stdout.strip() == url
     finally:
-        stopped = subprocess.run([*script, "stop", "--dir", str(d)], capture_output=True, text=True, timeout=60)
+        stopped = subprocess.run(
+            [*script, "stop", "--dir", str(d)], capture_output=True, text=True, timeout=60
+        )
     assert stopped.returncode == 0, stopped.stderr
     assert not (d / "luigid.pid").exists()
     assert not _alive(pid)

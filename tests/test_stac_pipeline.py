@@ -29,7 +29,11 @@ def _search(catalog, h, v, interval):
     items = catalog.search(
         collection="landsat-c2ard-sr",
         interval=parse_interval(interval),
-        equals={"landsat:grid_horizontal": f"{h:02d}", "landsat:grid_vertical": f"{v:02d}", "landsat:grid_region": "CU"},
+        equals={
+            "landsat:grid_horizontal": f"{h:02d}",
+            "landsat:grid_vertical": f"{v:02d}",
+            "landsat:grid_region": "CU",
+        },
     )
     return [(i["id"], i["properties"]["datetime"]) for i in items]
 
@@ -49,7 +53,11 @@ def test_api_search_equals_local_file_over_pages(loaded_api, small_archive, inte
 def test_search_retries_5xx(loaded_api, small_archive):
     """Searches are POSTs: retried on 503 (urllib3 Retry with allowed_methods=None)."""
     up = urlparse(loaded_api.url)
-    proxy = FaultProxy(up.hostname, up.port, rules=[FaultRule("503", match=lambda m, p: m == "POST" and "/search" in p, limit=3)])
+    proxy = FaultProxy(
+        up.hostname,
+        up.port,
+        rules=[FaultRule("503", match=lambda m, p: m == "POST" and "/search" in p, limit=3)],
+    )
     try:
         api = StacApiCatalog(proxy.url, page_size=3, backoff_factor=0.05)
         local = LocalCatalog.load(small_archive.catalog_ndjson)
@@ -75,5 +83,7 @@ def test_pipeline_through_the_api_equals_the_recipe(loaded_api, small_archive, t
     project = tmp_path / "project"
     proc = run_luigi(timesync_args(small_archive, project, catalog=loaded_api.url), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    expected = oracle.expected_outputs(small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href")
+    expected = oracle.expected_outputs(
+        small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href"
+    )
     assert oracle.compare_tree(project, expected) == []

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pystac_client import Client
 
-from tests.servers.stac import COLLECTION_ID, StacServer, make_ard_item, make_ard_items, stac_server  # noqa: F401
+from tests.servers.stac import COLLECTION_ID, StacServer, make_ard_item, make_ard_items
 
 pytestmark = pytest.mark.stac
 
@@ -21,7 +21,7 @@ GRID_QUERY = {
     "landsat:grid_vertical": {"eq": "04"},
     "landsat:grid_region": {"eq": "CU"},
 }
-UTC = timezone.utc
+UTC = UTC
 
 
 def _dt(text: str) -> datetime:
@@ -52,7 +52,11 @@ def _expected(items: list[dict], start: datetime | None, end: datetime | None) -
     out = []
     for item in items:
         p = item["properties"]
-        if (p["landsat:grid_horizontal"], p["landsat:grid_vertical"], p["landsat:grid_region"]) != ("03", "04", "CU"):
+        if (p["landsat:grid_horizontal"], p["landsat:grid_vertical"], p["landsat:grid_region"]) != (
+            "03",
+            "04",
+            "CU",
+        ):
             continue
         dt = _dt(p["datetime"])
         if (start is None or dt >= start) and (end is None or dt <= end):
@@ -65,7 +69,9 @@ def loaded(stac_server: StacServer) -> tuple[StacServer, list[dict]]:
     items = _fixture_items()
     t = time.monotonic()
     stac_server.load_items(items)
-    print(f"\n[stac] server start {stac_server.start_seconds:.1f}s, load of {len(items)} items {time.monotonic() - t:.1f}s")
+    print(
+        f"\n[stac] server start {stac_server.start_seconds:.1f}s, load of {len(items)} items {time.monotonic() - t:.1f}s"
+    )
     return stac_server, items
 
 
@@ -87,7 +93,9 @@ def test_conformance_and_collection(loaded):
 @pytest.mark.parametrize("method", ["POST", "GET"])
 def test_query_extension_across_pages(loaded, method):
     server, items = loaded
-    expected = _expected(items, datetime(1984, 1, 1, tzinfo=UTC), datetime(2022, 12, 31, 23, 59, 59, tzinfo=UTC))
+    expected = _expected(
+        items, datetime(1984, 1, 1, tzinfo=UTC), datetime(2022, 12, 31, 23, 59, 59, tzinfo=UTC)
+    )
     assert len(expected) > 3 * 7, "the fixture must force several pages"
     assert "EDGE_19840101T000000_SR" in expected and "EDGE_20221231T235959_SR" in expected
     client = Client.open(server.url)
@@ -102,8 +110,10 @@ def test_query_extension_across_pages(loaded, method):
     pages = list(search.pages_as_dicts())
     elapsed = time.monotonic() - t
     got = [f["id"] for page in pages for f in page["features"]]
-    print(f"\n[stac] {method} search: {len(got)} items in {len(pages)} pages, {elapsed * 1000:.0f} ms "
-          f"({elapsed / len(pages) * 1000:.0f} ms/page)")
+    print(
+        f"\n[stac] {method} search: {len(got)} items in {len(pages)} pages, {elapsed * 1000:.0f} ms "
+        f"({elapsed / len(pages) * 1000:.0f} ms/page)"
+    )
     assert len(pages) >= 4
     assert all(len(page["features"]) <= 7 for page in pages)
     assert len(got) == len(set(got)), "an item came back on two pages"
@@ -136,7 +146,10 @@ def test_datetimes_come_back_verbatim(loaded):
     digits = {len(v.rstrip("Z").partition(".")[2]) for v in by_id.values()}
     assert digits >= set(range(8)), digits
     client = Client.open(server.url)
-    got = {i["id"]: i["properties"]["datetime"] for i in client.search(collections=[COLLECTION_ID], limit=100).items_as_dicts()}
+    got = {
+        i["id"]: i["properties"]["datetime"]
+        for i in client.search(collections=[COLLECTION_ID], limit=100).items_as_dicts()
+    }
     assert got == by_id
 
 
@@ -155,15 +168,19 @@ def test_load_items_replaces(stac_server: StacServer, loaded):
 def test_query_latency(loaded):
     """Latency of one POST search page (reported, loosely bounded)."""
     server, _ = loaded
-    body = json.dumps({
-        "collections": [COLLECTION_ID],
-        "datetime": "1984-01-01T00:00:00Z/2022-12-31T23:59:59Z",
-        "query": GRID_QUERY,
-        "limit": 7,
-    }).encode()
+    body = json.dumps(
+        {
+            "collections": [COLLECTION_ID],
+            "datetime": "1984-01-01T00:00:00Z/2022-12-31T23:59:59Z",
+            "query": GRID_QUERY,
+            "limit": 7,
+        }
+    ).encode()
     times = []
     for _ in range(20):
-        req = urllib.request.Request(server.url + "/search", data=body, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            server.url + "/search", data=body, headers={"Content-Type": "application/json"}
+        )
         t = time.monotonic()
         with urllib.request.urlopen(req, timeout=30) as r:
             page = json.load(r)

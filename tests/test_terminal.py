@@ -56,10 +56,14 @@ def _workflow(docs):
 
 def test_the_summary_ends_with_what_failed_then_the_unusable_items(stats_dir):
     runstats.set_renderer("test-wf", _workflow)
-    item = UnusableItem("c", "item-1", "field 'properties.datetime': unparsable datetime 'x'", "cat.ndjson, line 3")
+    item = UnusableItem(
+        "c", "item-1", "field 'properties.datetime': unparsable datetime 'x'", "cat.ndjson, line 3"
+    )
     for i in range(2):  # two batches report the same item: named once
         runstats.record(
-            "test-wf", f"b-{i}", {"n": 5, "failed": [{"what": f"unit {i}", "error": "boom"}], "unusable": [item.to_json()]}
+            "test-wf",
+            f"b-{i}",
+            {"n": 5, "failed": [{"what": f"unit {i}", "error": "boom"}], "unusable": [item.to_json()]},
         )
     runstats.record_failure("OtherTask(x=1)", "KeyError: 'y'")  # a task failure no workflow described
     runstats.record_text("table", "a dry-run table\n")
@@ -95,7 +99,10 @@ def test_failures_unusable_pairs_and_limits(stats_dir):
         stop_reason=None,
     )
     assert lines[0].startswith("Rerun the same command") and "  ... and 3 more" in lines
-    assert lines[-2:] == ["  UNUSABLE item HLS.S30.x, field 'assets.B04': missing", "  UNUSABLE item y: no grid"]
+    assert lines[-2:] == [
+        "  UNUSABLE item HLS.S30.x, field 'assets.B04': missing",
+        "  UNUSABLE item y: no grid",
+    ]
     assert (
         Failure("2002_172", "RasterReadError: x", "prj 1 plot 7 2002_172").describe()
         == "prj 1 plot 7 2002_172: RasterReadError: x"
@@ -122,7 +129,12 @@ def test_progress_reports_every_step_and_logs_at_most_every_interval(caplog):
     clock = Clock()
     reported = []
     p = Progress(
-        0, "observations", label="batch 1/3", report=lambda d, t, u: reported.append((d, t, u)), interval=30, clock=clock
+        0,
+        "observations",
+        label="batch 1/3",
+        report=lambda d, t, u: reported.append((d, t, u)),
+        interval=30,
+        clock=clock,
     )
     with caplog.at_level(logging.INFO, logger="pipeline.progress"):
         for step in range(1, 11):
@@ -150,7 +162,9 @@ def test_format_duration():
 
 
 # ---- shaping Luigi's log records (pipeline/_luigi_setup.py) ---------------------------------------
-def _record(msg: str, *args: object, level: int = logging.INFO, exc: BaseException | None = None) -> logging.LogRecord:
+def _record(
+    msg: str, *args: object, level: int = logging.INFO, exc: BaseException | None = None
+) -> logging.LogRecord:
     exc_info = (type(exc), exc, exc.__traceback__) if exc else None
     return logging.LogRecord("luigi-interface", level, __file__, 1, msg, args, exc_info)
 
@@ -174,13 +188,18 @@ def test_luigi_bookkeeping_is_debug_and_its_summary_one_line():
 
 
 def test_an_input_error_in_scheduling_becomes_the_runs_last_line(stats_dir, monkeypatch):
-    monkeypatch.setitem(runstats._owner, stats_dir, __import__("os").getpid())  # this process prints the summary
+    monkeypatch.setitem(
+        runstats._owner, stats_dir, __import__("os").getpid()
+    )  # this process prints the summary
     tb = (
         'Traceback (most recent call last):\n  File "x.py", line 1, in f\n'
         "pipeline.errors.InputError: plots.csv, line 3, field 'x': '12x' is not a number\n"
     )
     rec = _luigi_setup._shape(
-        _record("Will not run T(a=1) or any dependencies due to error in complete() method:\n" + tb, level=logging.WARNING)
+        _record(
+            "Will not run T(a=1) or any dependencies due to error in complete() method:\n" + tb,
+            level=logging.WARNING,
+        )
     )
     assert rec.levelno == logging.DEBUG and "Traceback" not in rec.getMessage()
     assert (
@@ -210,18 +229,28 @@ def test_default_output_fits_one_screen_and_says_how_far_the_run_is(small_archiv
     lines = proc.stderr.rstrip("\n").splitlines()
     assert len(lines) <= 40, proc.stderr
     assert not any(line.startswith("DEBUG") for line in lines)
-    for chatter in ("Informed scheduler", "Asking scheduler", "Checking if", "Done scheduling", "Worker Worker(", "Traceback"):
+    for chatter in (
+        "Informed scheduler",
+        "Asking scheduler",
+        "Checking if",
+        "Done scheduling",
+        "Worker Worker(",
+        "Traceback",
+    ):
         assert chatter not in proc.stderr, chatter
     events = [line for line in lines if re.match(r"(INFO|WARNING|ERROR): ", line)]
     summary = lines[lines.index("===== TimeSync summary =====") :]
-    assert len(events) + len(summary) + 1 == len(lines)  # one line per event, then a blank line and the summary
+    assert len(events) + len(summary) + 1 == len(
+        lines
+    )  # one line per event, then a blank line and the summary
     progress = [line for line in lines if "TimeSync prj" in line]
     n = len(progress)
     assert n >= 4  # 10 plots in batches of 3
     for i, line in enumerate(progress, start=1):
         assert re.search(rf"batch \d+/\d+: \d+ plots, .*; run: {i}/{n} batches", line), line
     assert re.search(
-        r"\d+ observations \(\d+ written, \d+ fill\) in \d+s, [\d.,]+ obs/s; run: 1/\d+ batches, ETA \d+", progress[0]
+        r"\d+ observations \(\d+ written, \d+ fill\) in \d+s, [\d.,]+ obs/s; run: 1/\d+ batches, ETA \d+",
+        progress[0],
     ), progress[0]
     assert summary[-1].startswith("QA report: ")
 
@@ -257,7 +286,9 @@ def test_a_bad_plot_file_ends_the_output_with_file_line_and_field(small_archive,
 
 
 def test_a_bad_option_ends_the_output_with_the_option(small_archive, tmp_path):
-    proc = run_luigi([*timesync_args(small_archive, tmp_path / "project"), "--chip-size", "abc"], cwd=tmp_path)
+    proc = run_luigi(
+        [*timesync_args(small_archive, tmp_path / "project"), "--chip-size", "abc"], cwd=tmp_path
+    )
     assert proc.returncode != 0
     lines = _nondebug(proc.stderr.rstrip("\n"))
     assert lines[-1] == "ERROR: could not start: field 'chip-size': 'abc' is not an integer", proc.stderr

@@ -21,7 +21,9 @@ def finished_run(small_archive, tmp_path_factory):
     project = tmp_path_factory.mktemp("run") / "project"
     proc = run_luigi(timesync_args(small_archive, project), cwd=project.parent)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    expected = oracle.expected_outputs(small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href")
+    expected = oracle.expected_outputs(
+        small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href"
+    )
     return project, proc, expected
 
 
@@ -47,9 +49,13 @@ def test_unseen_archive_and_feature_collection(other_archive, tmp_path):
     """Another seed (dates, plots, pixels the code has never seen), read from the
     FeatureCollection form of the catalogue."""
     project = tmp_path / "p"
-    proc = run_luigi(timesync_args(other_archive, project, catalog=str(other_archive.catalog_geojson)), cwd=tmp_path)
+    proc = run_luigi(
+        timesync_args(other_archive, project, catalog=str(other_archive.catalog_geojson)), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    expected = oracle.expected_outputs(other_archive.catalog_ndjson, other_archive.plot_file, asset_href="href")
+    expected = oracle.expected_outputs(
+        other_archive.catalog_ndjson, other_archive.plot_file, asset_href="href"
+    )
     assert oracle.compare_tree(project, expected) == []
 
 
@@ -58,14 +64,19 @@ def test_datetime_range(small_archive, tmp_path):
     proc = run_luigi(timesync_args(small_archive, project, "--datetime", "1984-01/2012-12-31"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     expected = oracle.expected_outputs(
-        small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href", datetime_range=("1984-01", "2012-12-31")
+        small_archive.catalog_ndjson,
+        small_archive.plot_file,
+        asset_href="href",
+        datetime_range=("1984-01", "2012-12-31"),
     )
     assert oracle.compare_tree(project, expected) == []
     assert not any(k.startswith(("2013", "2020", "2023")) for k in expected)
 
 
 @pytest.mark.parametrize("victim_kind", ["png", "obs_csv", "series", "ingest"])
-def test_deleted_output_is_recreated_and_nothing_else_changes(finished_run, small_archive, tmp_path, victim_kind):
+def test_deleted_output_is_recreated_and_nothing_else_changes(
+    finished_run, small_archive, tmp_path, victim_kind
+):
     base, _, expected = finished_run
     project = tmp_path / "project"
     shutil.copytree(base, project)
@@ -82,7 +93,9 @@ def test_deleted_output_is_recreated_and_nothing_else_changes(finished_run, smal
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = outputs_only(snapshot(project))
     assert set(after) == set(before)
-    assert {k: v[1] for k, v in after.items()} == {k: v[1] for k, v in before.items()}  # same content everywhere
+    assert {k: v[1] for k, v in after.items()} == {
+        k: v[1] for k, v in before.items()
+    }  # same content everywhere
     assert oracle.compare_tree(project, expected) == []
 
 
@@ -93,7 +106,9 @@ def test_one_observation_by_name(finished_run, small_archive, tmp_path):
     csv_key = sorted(k for k in expected if "_spectral_files_set_" in k)[0]
     prj = csv_key.split("/")[0][len("prj_") :]
     plot_id, date = Path(csv_key).stem.split("_spectral_files_set_")
-    files = [k for k in expected if k.endswith(f"plot_{plot_id}_{date}.png") and k.startswith(f"prj_{prj}/")] + [csv_key]
+    files = [
+        k for k in expected if k.endswith(f"plot_{plot_id}_{date}.png") and k.startswith(f"prj_{prj}/")
+    ] + [csv_key]
     assert len(files) == 4
     for k in files:
         (project / k).unlink()

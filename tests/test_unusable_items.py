@@ -61,8 +61,18 @@ def test_ids_name_their_tile_and_acquisition_date():
     [
         ({"datetime": "not-a-date"}, "properties.datetime", "unparsable datetime 'not-a-date'", TILE),
         ({"datetime": None}, "properties.datetime", "missing datetime", TILE),
-        ({"landsat:grid_vertical": None}, "properties.landsat:grid_vertical", "missing or malformed grid property None", TILE),
-        ({"landsat:grid_region": None}, "properties.landsat:grid_region", "missing or malformed grid property None", TILE),
+        (
+            {"landsat:grid_vertical": None},
+            "properties.landsat:grid_vertical",
+            "missing or malformed grid property None",
+            TILE,
+        ),
+        (
+            {"landsat:grid_region": None},
+            "properties.landsat:grid_region",
+            "missing or malformed grid property None",
+            TILE,
+        ),
         # properties that contradict the id: returned by the search of the properties' tile
         (
             {"landsat:grid_vertical": "05"},
@@ -84,7 +94,9 @@ def test_an_unusable_item_is_named_with_its_field_and_reason(change, field, reas
     refs, rejected = classify_items([good, bad], "href", collection="landsat-c2ard-sr", tile=searched)
     assert [r.id for r in refs] == [good["id"]]
     (r,) = rejected
-    assert r.item == UnusableItem("landsat-c2ard-sr", bad["id"], f"field {field!r}: {reason}", "items.ndjson, line 7")
+    assert r.item == UnusableItem(
+        "landsat-c2ard-sr", bad["id"], f"field {field!r}: {reason}", "items.ndjson, line 7"
+    )
     assert r.item.describe() == f"items.ndjson, line 7 (item {bad['id']}), field {field!r}: {reason}"
     assert r.date == (2020, 10)  # its acquisition, from the datetime or else the id
 
@@ -98,7 +110,9 @@ def test_missing_assets_and_hrefs_are_unusable_per_asset_href():
         "field 'assets.red': missing asset 'red'"
     ]
     refs, rejected = classify_items([plain], "s3", collection="c", tile=TILE)
-    assert refs == [] and [r.item.reason for r in rejected] == ["field 'assets.blue.alternate.s3.href': missing href"]
+    assert refs == [] and [r.item.reason for r in rejected] == [
+        "field 'assets.blue.alternate.s3.href': missing href"
+    ]
 
 
 def test_an_item_without_grid_properties_belongs_to_the_tile_its_id_names():
@@ -110,7 +124,9 @@ def test_an_item_without_grid_properties_belongs_to_the_tile_its_id_names():
     assert [r.item.id for r in rejected] == [orphan["id"]]
     nameless = {**orphan, "id": "some-other-id"}
     _, rejected = classify_items([nameless], "href", collection="c", tile=TILE)
-    assert len(rejected) == 1 and rejected[0].tile is None  # no tile to tell: reported here, may lie under any plot
+    assert (
+        len(rejected) == 1 and rejected[0].tile is None
+    )  # no tile to tell: reported here, may lie under any plot
     assert rejected[0].date == (2020, 10)
 
 
@@ -122,7 +138,10 @@ def test_an_undated_unusable_item_blocks_every_acquisition_of_the_tile():
         tile=TILE,
     )
     obs = group_observations([refs], [[(None, None, "item x: no date")]])
-    assert [(o.key, o.unusable) for o in obs] == [("2020_010", ("item x: no date",)), ("2020_026", ("item x: no date",))]
+    assert [(o.key, o.unusable) for o in obs] == [
+        ("2020_010", ("item x: no date",)),
+        ("2020_026", ("item x: no date",)),
+    ]
 
 
 # ---- records -------------------------------------------------------------------------------
@@ -133,15 +152,22 @@ def test_records_round_trip_and_an_empty_record_is_no_file(tmp_path):
     write_unusable(store, "_state/unusable.json", [a, b, a])
     assert read_unusable(store, "_state/unusable.json") == [b, a]  # each once, by id
     record = FailureRecord(
-        [Failure("2002_172", "RasterReadError: x", "prj 1 plot 2 2002_172", ("t1", "t2"), 2)], [a], {"plot_id": "2"}
+        [Failure("2002_172", "RasterReadError: x", "prj 1 plot 2 2002_172", ("t1", "t2"), 2)],
+        [a],
+        {"plot_id": "2"},
     )
     write_record(store, "_state/failed/plot_2.json", record)
     assert read_record(store, "_state/failed/plot_2.json") == record
     doc = json.loads((tmp_path / "_state/failed/plot_2.json").read_text())
-    assert doc["plot_id"] == "2" and doc["failed"][0]["key"] == "2002_172" and doc["failed"][0]["attempts"] == 2
+    assert (
+        doc["plot_id"] == "2" and doc["failed"][0]["key"] == "2002_172" and doc["failed"][0]["attempts"] == 2
+    )
     write_unusable(store, "_state/unusable.json", [])
     write_record(store, "_state/failed/plot_2.json", FailureRecord(context={"plot_id": "2"}))
-    assert not (tmp_path / "_state/unusable.json").exists() and not (tmp_path / "_state/failed/plot_2.json").exists()
+    assert (
+        not (tmp_path / "_state/unusable.json").exists()
+        and not (tmp_path / "_state/failed/plot_2.json").exists()
+    )
     assert read_record(store, "_state/failed/plot_2.json") == FailureRecord()
     (tmp_path / "old.json").write_text(json.dumps([a.to_json()]))  # a bare list, as HLS wrote it
     assert read_unusable(store, "old.json") == [a]
@@ -171,7 +197,9 @@ def test_a_search_with_unusable_items_is_current_only_in_the_run_that_made_it(tm
     plots = tmp_path / "plots.csv"
     plots.write_text("project_id,plot_id,x,y\n1,a,-2067570,2663790\n")  # tile 003004 only
     broken = item("LC08_CU_003004_20200126_20200201_02_SR", datetime="not-a-date")
-    orphan = item("LC08_CU_004004_20200110_20200120_02_SR", **{"landsat:grid_vertical": None})  # another tile's
+    orphan = item(
+        "LC08_CU_004004_20200110_20200120_02_SR", **{"landsat:grid_vertical": None}
+    )  # another tile's
 
     def project(items: list[dict]) -> Project:
         p = Project(
@@ -220,10 +248,15 @@ def _tail(err: str, n: int = 30) -> str:
 
 
 @pytest.mark.slow
-def test_an_item_without_a_date_is_named_recorded_reported_and_picked_up_after_the_fix(small_archive, tmp_path):
+def test_an_item_without_a_date_is_named_recorded_reported_and_picked_up_after_the_fix(
+    small_archive, tmp_path
+):
     index = 24
     catalog, victim = _catalog_with(
-        small_archive, tmp_path / "items.ndjson", index, lambda i: i["properties"].update(datetime="not-a-date")
+        small_archive,
+        tmp_path / "items.ndjson",
+        index,
+        lambda i: i["properties"].update(datetime="not-a-date"),
     )
     project = tmp_path / "project"
     args = timesync_args(small_archive, project, catalog=str(catalog))
@@ -247,7 +280,9 @@ def test_an_item_without_a_date_is_named_recorded_reported_and_picked_up_after_t
     assert sum(victim["id"] in line for line in err.splitlines()) == 1  # named once, at the end
     # recorded under _state/ for every plot of its tile, and shown in the QA report
     records = [json.loads(p.read_text()) for p in project.glob("_state/prj_*/failed/plot_*.json")]
-    assert records and all([u["id"] for u in r["unusable"]] == [victim["id"]] and r["failed"] == [] for r in records)
+    assert records and all(
+        [u["id"] for u in r["unusable"]] == [victim["id"]] and r["failed"] == [] for r in records
+    )
     plot_ids = {(r["project_id"], r["plot_id"]) for r in records}
     for prj, pid in plot_ids:
         page = (project / f"report/prj_{prj}/plot_{pid}.html").read_text()
@@ -255,10 +290,17 @@ def test_an_item_without_a_date_is_named_recorded_reported_and_picked_up_after_t
     index_html = (project / f"report/prj_{next(iter(plot_ids))[0]}/index.html").read_text()
     assert "unusable catalogue items" in index_html
     # everything else: the recipe's outputs without that item
-    kept = [ln for i, ln in enumerate(Path(small_archive.catalog_ndjson).read_text().splitlines()) if i != index]
+    kept = [
+        ln for i, ln in enumerate(Path(small_archive.catalog_ndjson).read_text().splitlines()) if i != index
+    ]
     without = tmp_path / "without.ndjson"
     without.write_text("\n".join(kept) + "\n")
-    assert oracle.compare_tree(project, oracle.expected_outputs(without, small_archive.plot_file, asset_href="href")) == []
+    assert (
+        oracle.compare_tree(
+            project, oracle.expected_outputs(without, small_archive.plot_file, asset_href="href")
+        )
+        == []
+    )
 
     # unchanged catalogue: searched again, still named, still non-zero
     again = run_luigi(args, cwd=tmp_path)
@@ -272,10 +314,61 @@ def test_an_item_without_a_date_is_named_recorded_reported_and_picked_up_after_t
     assert not list(project.glob("_state/prj_*/failed/plot_*.json"))
     assert (
         oracle.compare_tree(
-            project, oracle.expected_outputs(small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href")
+            project,
+            oracle.expected_outputs(small_archive.catalog_ndjson, small_archive.plot_file, asset_href="href"),
         )
         == []
     )
     assert (
-        'id="unusable"' not in (project / f"report/prj_{next(iter(plot_ids))[0]}/plot_{next(iter(plot_ids))[1]}.html").read_text()
+        'id="unusable"'
+        not in (
+            project / f"report/prj_{next(iter(plot_ids))[0]}/plot_{next(iter(plot_ids))[1]}.html"
+        ).read_text()
     )
+
+
+def _projects_on_tile(plot_file: Path, item_id: str) -> tuple[list[str], list[str]]:
+    """(project ids with a plot whose chip reaches the item's tile, the other project ids)."""
+    import csv
+
+    from pipeline.grid import chip_tiles, get_region
+
+    region, h, v = id_tile(item_id) or ("", -1, -1)
+    with open(plot_file, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    on = {
+        r["project_id"]
+        for r in rows
+        if any(
+            (t.h, t.v) == (h, v) for t in chip_tiles(get_region(region), int(r["x"]), int(r["y"]), 255, 255)
+        )
+    }
+    return sorted(on), sorted({r["project_id"] for r in rows} - on)
+
+
+@pytest.mark.parametrize("task", ["TimeSyncIngest", "TimeSyncReport"])
+def test_a_project_task_run_alone_fails_for_an_unusable_item(small_archive, tmp_path, task):
+    """TimeSyncIngest or TimeSyncReport as the root task: everything written, but the run
+    exits non-zero and names the unusable item last, as TimeSyncProject does."""
+    index = 24
+    catalog, victim = _catalog_with(
+        small_archive,
+        tmp_path / "items.ndjson",
+        index,
+        lambda i: i["properties"].update(datetime="not-a-date"),
+    )
+    affected, _others = _projects_on_tile(small_archive.plot_file, victim["id"])
+    assert affected
+    project = tmp_path / "project"
+    args = timesync_args(small_archive, project, catalog=str(catalog))
+    run = run_luigi([task, *args[1:], "--project-id", affected[0]], cwd=tmp_path)
+    assert run.returncode == 30, _tail(run.stderr)
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert victim["id"] in last and "unparsable datetime 'not-a-date'" in last, _tail(run.stderr)
+    # everything of the project is written all the same: its per-year ingest files
+    assert list(project.glob(f"*_prj_{affected[0]}_region_spectrals.csv")), sorted(
+        p.name for p in project.iterdir()
+    )
+    if task == "TimeSyncReport":
+        assert (project / f"report/prj_{affected[0]}/index.html").exists()

@@ -38,7 +38,9 @@ def open_task_list(page: Any, url: str, fragment: str = "") -> list[list[str]]:
     """Load the visualiser's task list (all entries on one page) and return its rows as
     [status, name, details, priority, time, actions] texts."""
     page.goto(f"{url}/static/visualiser/index.html#length=100{fragment}")
-    page.wait_for_function("() => document.querySelectorAll('#taskTable tbody tr td').length > 1", timeout=20000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#taskTable tbody tr td').length > 1", timeout=20000
+    )
     page.wait_for_load_state("networkidle")
     return page.evaluate(ROWS_JS)
 
@@ -47,7 +49,10 @@ def rows_of(rows: list[list[str]], project_dir: Path, family: str | None = None)
     return [r for r in rows if str(project_dir) in r[2] and (family is None or r[1] == family)]
 
 
-def test_visualiser_lists_done_and_failed_tasks_and_shows_the_error(scheduler_runs: SchedulerRuns, artifacts: Path):
+def test_visualiser_lists_done_and_failed_tasks_and_shows_the_error(
+    scheduler_runs: SchedulerRuns,  # noqa: F811  (the fixture imported above)
+    artifacts: Path,
+):
     runs = scheduler_runs
     url = runs.server.url
     with chromium_page() as page:
@@ -69,24 +74,35 @@ def test_visualiser_lists_done_and_failed_tasks_and_shows_the_error(scheduler_ru
         page.screenshot(path=str(artifacts / "2-batches-done-and-failed.png"), full_page=True)
 
         # A DONE batch's status message (the comment icon).
-        done_row = page.locator("#taskTable tbody tr", has_text=str(runs.good_project)).filter(has_text="DONE").first
+        done_row = (
+            page.locator("#taskTable tbody tr", has_text=str(runs.good_project)).filter(has_text="DONE").first
+        )
         done_row.locator(".statusMessage").click()
         modal = page.locator("#statusMessageModal")
         modal.wait_for(state="visible", timeout=10000)
         page.wait_for_timeout(500)  # the fade-in
         message = modal.locator("pre").first.inner_text()
-        assert message.endswith(" observations") and message.split(" ")[0].split("/")[0] == message.split(" ")[0].split("/")[1], message
+        assert (
+            message.endswith(" observations")
+            and message.split(" ")[0].split("/")[0] == message.split(" ")[0].split("/")[1]
+        ), message
         page.screenshot(path=str(artifacts / "3-status-message.png"))
         modal.locator("button[data-dismiss=modal]").first.click()
         modal.wait_for(state="hidden", timeout=10000)
 
         # The FAILED batch's traceback (the bug icon): the error text names the broken file.
-        failed_row = page.locator("#taskTable tbody tr", has_text=str(runs.bad_project)).filter(has_text="FAILED").first
+        failed_row = (
+            page.locator("#taskTable tbody tr", has_text=str(runs.bad_project))
+            .filter(has_text="FAILED")
+            .first
+        )
         failed_row.locator(".showError").click()
         modal = page.locator("#errorModal")
         modal.wait_for(state="visible", timeout=10000)
         # Wrap the traceback (it scrolls sideways otherwise) so the screenshot shows the message.
-        page.add_style_tag(content="#errorModal .modal-dialog { width: 90%; } #errorModal pre { white-space: pre-wrap; word-break: break-all; max-height: none; }")
+        page.add_style_tag(
+            content="#errorModal .modal-dialog { width: 90%; } #errorModal pre { white-space: pre-wrap; word-break: break-all; max-height: none; }"
+        )
         page.wait_for_timeout(500)
         error = modal.locator("pre").first.inner_text()
         assert runs.broken.path.name in error, error

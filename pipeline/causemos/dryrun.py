@@ -47,7 +47,9 @@ def estimate(client: Any, settings: RunSettings, points_per_piece: int, max_piec
                     separator_in_level0=bool(info["first_level_separator"]), points_per_piece=points_per_piece,
                     max_parts=pieces.max_parts_for(client, max_pieces),
                 )  # fmt: skip
-                futures += [(family, client.submit(pieces.run_piece, p, points, None, None, pure=False)) for p in plan]
+                futures += [
+                    (family, client.submit(pieces.run_piece, p, points, None, None, pure=False)) for p in plan
+                ]
     for family, result in zip([f for f, _ in futures], client.gather([f for _, f in futures]), strict=True):
         counts[family][0] += len(result.objects)
         counts[family][1] += result.bytes_total
@@ -64,7 +66,8 @@ def format_estimate(result: Estimate, settings: RunSettings, already_complete: b
     lines = [
         f"Causemos dry run: {settings.data_id}/{settings.run_id} -> {settings.dest}",
         f"input: {len(settings.sources)} file(s), {result.rows:,} rows, {len(result.features)} feature(s): "
-        + ", ".join(result.features[:10]) + (" ..." if len(result.features) > 10 else ""),
+        + ", ".join(result.features[:10])
+        + (" ..." if len(result.features) > 10 else ""),
         f"{'output family':<{width}}{'objects':>12}{'bytes':>16}",
     ]
     for name, (objects, size) in result.families.items():
@@ -72,6 +75,9 @@ def format_estimate(result: Estimate, settings: RunSettings, already_complete: b
     total_objects = sum(o for o, _ in result.families.values())
     total_bytes = sum(b for _, b in result.families.values())
     lines.append(f"{'total':<{width}}{total_objects:>12,}{total_bytes:>16,}")
-    lines.append("the run is already complete: nothing would be written" if already_complete
-                 else "the run is not complete: a run writes the objects above that are missing or changed")
+    lines.append(
+        "the run is already complete: nothing would be written"
+        if already_complete
+        else "the run is not complete: a run writes the objects above that are missing or changed"
+    )
     return "\n".join(lines) + "\n"

@@ -58,7 +58,9 @@ def global_timeseries_csv(data_id: str, run_id: str, time_res: str, feature: str
     return f"{feature_prefix(data_id, run_id, time_res, feature)}timeseries/global/global.csv"
 
 
-def qualifier_timeseries_csv(data_id: str, run_id: str, time_res: str, feature: str, qualifier: str, agg: str) -> str:
+def qualifier_timeseries_csv(
+    data_id: str, run_id: str, time_res: str, feature: str, qualifier: str, agg: str
+) -> str:
     """One aggregate column of the global series broken down by a qualifier (``agg`` e.g. ``s_count``)."""
     return f"{feature_prefix(data_id, run_id, time_res, feature)}timeseries/qualifiers/{qualifier}/{agg}.csv"
 
@@ -71,7 +73,9 @@ def regional_extrema_json(data_id: str, run_id: str, time_res: str, feature: str
     return f"{regional_prefix(data_id, run_id, time_res, feature, level)}stats/default/extrema.json"
 
 
-def regional_timeseries_csv(data_id: str, run_id: str, time_res: str, feature: str, level: str, region_id: str) -> str:
+def regional_timeseries_csv(
+    data_id: str, run_id: str, time_res: str, feature: str, level: str, region_id: str
+) -> str:
     return f"{regional_prefix(data_id, run_id, time_res, feature, level)}timeseries/default/{region_id}.csv"
 
 
@@ -89,7 +93,9 @@ def regional_qualifier_timeseries_csv(
     return f"{prefix}timeseries/qualifiers/{qualifier}/{qualifier_value}/{region_id}.csv"
 
 
-def regional_aggregate_csv(data_id: str, run_id: str, time_res: str, feature: str, level: str, timestamp: int) -> str:
+def regional_aggregate_csv(
+    data_id: str, run_id: str, time_res: str, feature: str, level: str, timestamp: int
+) -> str:
     return f"{regional_prefix(data_id, run_id, time_res, feature, level)}aggs/{timestamp}/default/default.csv"
 
 
@@ -103,6 +109,8 @@ def grid_stats_csv(data_id: str, run_id: str, time_res: str, feature: str, times
     return f"{feature_prefix(data_id, run_id, time_res, feature)}stats/grid/{timestamp}.csv"
 
 
-def tile(data_id: str, run_id: str, time_res: str, feature: str, timestamp: int, z: int, x: int, y: int) -> str:
+def tile(
+    data_id: str, run_id: str, time_res: str, feature: str, timestamp: int, z: int, x: int, y: int
+) -> str:
     """A web-map tile, e.g. ``.../month/F1/tiles/1546300800000-8-156-120.tile``."""
     return f"{feature_prefix(data_id, run_id, time_res, feature)}tiles/{timestamp}-{z}-{x}-{y}.tile"

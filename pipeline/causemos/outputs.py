@@ -21,22 +21,19 @@ it names is listed.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any
 from urllib.parse import quote
 
-from pipeline.errors import StorageError
-from targets.s3config import S3Options
-from targets.store import TEMP_MARK, Store
+from targets.store import Listing, Store, shared_store
 
 STATE_ROOT = "_state/causemos"
 JOURNAL_SAVE_S = 5.0  # an in-progress manifest is rewritten at most this often while pieces finish
@@ -107,162 +104,11 @@ def object_digest(data: bytes) -> str:
     return blake2b(data, digest_size=8).hexdigest()
 
 
-# ---------------------------------------------------------------- one Store per destination and process
-
-
-_stores: dict[tuple[str, S3Options], Store] = {}
-_stores_lock = threading.Lock()
-
-
-def shared_store(store: Store) -> Store:
-    """This process's :class:`Store` for the same root and S3 options.
-
-    Why: a Store builds its S3 client on first use (a new aiobotocore session: ~0.3 s before the first
-    request, measured on the local S3 server, against ~3 ms for a request on a warm client). Tasks and
-    Dask pieces (which receive Stores pickled, without their client) would otherwise pay it per call."""
-    key = (store.url, store.s3)
-    with _stores_lock:
-        if key not in _stores:
-            _stores[key] = store
-        return _stores[key]
-
-
-# ---------------------------------------------------------------- listing
-
-
-@dataclass
-class Listing:
-    """Keys under some prefixes (store-relative), and local temporaries found there."""
-
-    keys: set[str] = field(default_factory=set)
-    temporaries: list[str] = field(default_factory=list)
-
-
-def list_tree(store: Store, prefix: str) -> Listing:
-    """Every key under ``prefix`` (ending in ``/``): one paged ListObjectsV2 without delimiter on S3, one
-    directory walk locally. Temporaries (``.name.tmp-...``) are returned apart, never as keys."""
-    if not prefix.endswith("/"):
-        raise ValueError(f"a prefix ends with '/': {prefix!r}")
-    try:
-        if store.is_local:
-            return _list_local(store, prefix)
-        if store.is_s3:
-            return Listing(set(_list_s3(store, prefix)))
-        root = store.path(prefix).rstrip("/")
-        base = store.root.rstrip("/") + "/"
-        try:
-            found = store.fs.find(root)
-        except FileNotFoundError:
-            found = []
-        return Listing({p[len(base) :] for p in found if p.startswith(base)})
-    except StorageError:
-        raise
-    except Exception as e:
-        raise StorageError(f"cannot list {store.uri(prefix)}: {e}") from e
-
-
-def _list_local(store: Store, prefix: str) -> Listing:
-    top = store.path(prefix)
-    listing = Listing()
-    for dirpath, _dirs, files in os.walk(top):
-        rel_dir = os.path.relpath(dirpath, store.root).replace(os.sep, "/")
-        for name in files:
-            rel = f"{rel_dir}/{name}"
-            if name.startswith(".") and TEMP_MARK in name:
-                listing.temporaries.append(rel)
-            else:
-                listing.keys.add(rel)
-    return listing
-
-
-def _list_s3(store: Store, prefix: str) -> list[str]:
-    """Paged ListObjectsV2 of the prefix through s3fs's client (no HEAD, no delimiter)."""
-    fs = store.fs
-    bucket, _, key_prefix = store.path(prefix).partition("/")
-    root_key = store.root.partition("/")[2]
-    strip = len(root_key) + 1 if root_key else 0
-    keys: list[str] = []
-    token = ""
-    while True:
-        params: dict[str, Any] = {"Bucket": bucket, "Prefix": key_prefix if prefix else ""}
-        if token:
-            params["ContinuationToken"] = token
-        page = fs.call_s3("list_objects_v2", **params)
-        keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
-        if not page.get("IsTruncated"):
-            return keys
-        token = page["NextContinuationToken"]
-
-
-# ---------------------------------------------------------------- deleting
-
-
-def delete_keys(store: Store, keys: Iterable[str], *, prune_below: str = "") -> int:
-    """Delete ``keys`` (1000 per DeleteObjects request on S3); locally, directories left empty are removed
-    up to ``prune_below``. Returns how many keys were asked to go (absent ones count: they are gone)."""
-    keys = sorted(set(keys))
-    if not keys:
-        return 0
-    if store.is_local:
-        for key in keys:
-            try:
-                os.unlink(store.path(key))
-            except FileNotFoundError:
-                pass
-        _prune_empty_dirs(store, keys, prune_below)
-        return len(keys)
-    if store.is_s3:
-        fs = store.fs
-        bucket = store.path(keys[0]).partition("/")[0]
-        for start in range(0, len(keys), 1000):
-            chunk = [{"Key": store.path(k).partition("/")[2]} for k in keys[start : start + 1000]]
-            response = fs.call_s3("delete_objects", Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
-            errors = response.get("Errors") or []
-            if errors:
-                first = errors[0]
-                raise StorageError(f"cannot delete s3://{bucket}/{first.get('Key')}: {first.get('Code')} {first.get('Message')}")
-        return len(keys)
-    for key in keys:
-        store.delete(key)
-    return len(keys)
-
-
-def _prune_empty_dirs(store: Store, keys: Iterable[str], prune_below: str) -> None:
-    stop = store.path(prune_below).rstrip(os.sep) if prune_below else store.root
-    candidates = sorted({os.path.dirname(store.path(k)) for k in keys}, key=len, reverse=True)
-    for directory in candidates:
-        while directory.startswith(stop) and len(directory) > len(stop):
-            try:
-                os.rmdir(directory)  # only when empty
-            except OSError:
-                break
-            directory = os.path.dirname(directory)
-
-
 # ---------------------------------------------------------------- writing
 
 
-_writer_filesystems: dict[S3Options, Any] = {}
-_writer_lock = threading.Lock()
-S3_CONNECTIONS = 64  # PUTs in flight per process (botocore's default pool is 10)
 BATCH_OBJECTS = 512
 BATCH_BYTES = 16 << 20
-LOCAL_WRITE_THREADS = 8
-
-
-def _s3_writer_fs(options: S3Options) -> Any:
-    """An s3fs filesystem whose connection pool lets many PUTs be in flight at once."""
-    import fsspec
-
-    with _writer_lock:
-        if options not in _writer_filesystems:
-            kwargs = dict(options.s3fs_kwargs())
-            config = dict(kwargs.pop("config_kwargs", {}) or {})  # type: ignore[call-overload]
-            config["max_pool_connections"] = S3_CONNECTIONS
-            _writer_filesystems[options] = fsspec.filesystem(
-                "s3", skip_instance_cache=True, config_kwargs=config, **kwargs
-            )
-        return _writer_filesystems[options]
 
 
 @dataclass
@@ -277,9 +123,9 @@ class WriteStats:
 class ObjectWriter:
     """Writes many small objects concurrently, skipping those whose digest is the trusted one.
 
-    S3: batches of up to 512 objects (16 MiB) go out through ``pipe`` (one PUT per object, up to 64 in
-    flight), one batch being written while the next is made. Locally: a pool of threads, each write a
-    temporary file renamed into place. ``store=None`` writes nothing (the dry run counts).
+    Objects go out in batches of up to 512 (16 MiB) through :meth:`Store.write_many` (S3: one PUT per
+    object, many in flight; locally: temporary files renamed into place), one batch being written while
+    the next is made. ``store=None`` writes nothing (the dry run counts).
     """
 
     def __init__(self, store: Store | None, trusted: Mapping[str, str] | None = None) -> None:
@@ -288,11 +134,10 @@ class ObjectWriter:
         self.stats = WriteStats()
         self._batch: dict[str, bytes] = {}
         self._batch_bytes = 0
-        self._pending: list[Future[Any]] = []
+        self._pending: list[Future[None]] = []
         self._pool: ThreadPoolExecutor | None = None
         if store is not None:
-            threads = 1 if store.is_s3 else LOCAL_WRITE_THREADS
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="causemos-write")
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="causemos-batch")
 
     def put(self, key: str, data: bytes) -> None:
         digest = object_digest(data)
@@ -318,15 +163,8 @@ class ObjectWriter:
         if not self._batch or self.store is None or self._pool is None:
             return
         batch, self._batch, self._batch_bytes = self._batch, {}, 0
-        store = self.store
-        if store.is_s3:
-            self._wait(keep=1)  # one batch in flight while the next is made
-            fs = _s3_writer_fs(store.s3)
-            paths = {store.path(k): v for k, v in batch.items()}
-            self._pending.append(self._pool.submit(_pipe, fs, paths))
-        else:
-            self._wait(keep=4 * LOCAL_WRITE_THREADS)
-            self._pending.extend(self._pool.submit(store.write_bytes, k, v) for k, v in batch.items())
+        self._wait(keep=1)  # one batch in flight while the next is made
+        self._pending.append(self._pool.submit(self.store.write_many, batch))
 
     def _wait(self, keep: int) -> None:
         while len(self._pending) > keep:
@@ -341,13 +179,6 @@ class ObjectWriter:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
         return self.stats
-
-
-def _pipe(fs: Any, paths: dict[str, bytes]) -> None:
-    try:
-        fs.pipe(paths)
-    except Exception as e:
-        raise StorageError(f"cannot write {len(paths)} object(s) under s3://{next(iter(paths)).rsplit('/', 1)[0]}: {e}") from e
 
 
 # ---------------------------------------------------------------- manifests
@@ -431,7 +262,7 @@ class OwnedOutputs:
         """The keys under the task's prefixes that are not another task's (one listing per prefix)."""
         listing = Listing()
         for prefix in self.prefixes:
-            part = list_tree(self.store, prefix)
+            part = self.store.list_tree(prefix)
             listing.keys |= {k for k in part.keys if not self.foreign(k)}
             listing.temporaries += [t for t in part.temporaries if not self.foreign(t)]
         return listing
@@ -494,13 +325,10 @@ class OwnedOutputs:
         number of stale keys deleted."""
         made = {same_object_key(k) for k in objects}
         stale = {k for k in set(self.leftover) | self.listing.keys if same_object_key(k) not in made}
-        deleted = delete_keys(self.store, stale, prune_below=self.base)
+        deleted = self.store.delete_many(stale, prune_below=self.base)
         for temporary in self.listing.temporaries:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.store.path(temporary))
-            except FileNotFoundError:
-                pass
         manifest = Manifest(self.fingerprint, True, dict(objects))
         self.store.write_bytes(self.manifest_key, manifest.to_bytes(self.base))
         return deleted
-

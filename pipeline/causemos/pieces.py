@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.causemos import recipe
-from pipeline.causemos.outputs import ObjectWriter, shared_store
-from targets.store import Store
+from pipeline.causemos.outputs import ObjectWriter
+from targets.store import Store, shared_store
 
 SPLIT_BY = {
     "compute_global_timeseries": "whole",
@@ -141,7 +141,9 @@ class PieceResult:
     seconds: float
 
 
-def run_piece(piece: Piece, points: StatePoints | pd.DataFrame, store: Store | None, trusted: Trusted | None) -> PieceResult:
+def run_piece(
+    piece: Piece, points: StatePoints | pd.DataFrame, store: Store | None, trusted: Trusted | None
+) -> PieceResult:
     """Compute the piece's objects and write those that changed (``store=None``: count them only)."""
     started = time.perf_counter()
     frame = load_points(points) if isinstance(points, StatePoints) else points
@@ -152,8 +154,15 @@ def run_piece(piece: Piece, points: StatePoints | pd.DataFrame, store: Store | N
             writer.put_all(recipe.FAMILY_OBJECTS[piece.family](subset, piece.context))
     finally:
         stats = writer.close()
-    return PieceResult(piece.label, stats.objects, stats.written, stats.unchanged, stats.bytes_written, stats.bytes_total,
-                       time.perf_counter() - started)
+    return PieceResult(
+        piece.label,
+        stats.objects,
+        stats.written,
+        stats.unchanged,
+        stats.bytes_written,
+        stats.bytes_total,
+        time.perf_counter() - started,
+    )
 
 
 def max_parts_for(client: Any, configured: int) -> int:
@@ -162,6 +171,6 @@ def max_parts_for(client: Any, configured: int) -> int:
         return configured
     try:
         threads = int(sum(client.nthreads().values()))
-    except Exception:  # noqa: BLE001  (a cluster that cannot say: a sensible guess)
+    except Exception:
         threads = 4
     return max(2, 2 * threads)

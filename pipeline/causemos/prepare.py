@@ -25,11 +25,11 @@ from typing import Any
 import pandas as pd
 
 from pipeline.causemos import layout, recipe
-from pipeline.causemos.outputs import object_digest, points_key, shared_store
+from pipeline.causemos.outputs import object_digest, points_key
 from pipeline.causemos.settings import RunSettings
 from pipeline.causemos.sources import Source, read_frame
 from pipeline.errors import InputError
-from targets.store import Store
+from targets.store import Store, shared_store
 
 TIME_RESOLUTIONS_WITH_ALL = (*recipe.TIME_RESOLUTIONS, "all")
 
@@ -74,7 +74,9 @@ def input_blank_columns(scans: Sequence[SourceScan], plan: recipe.ConcatPlan) ->
         fixed_blank.append(blank)
     every = dict.fromkeys(c for cols in fixed_columns for c in cols)
     return frozenset(
-        c for c in every if all(c not in cols or c in blank for cols, blank in zip(fixed_columns, fixed_blank, strict=True))
+        c
+        for c in every
+        if all(c not in cols or c in blank for cols, blank in zip(fixed_columns, fixed_blank, strict=True))
     )
 
 
@@ -146,7 +148,9 @@ def prepare_part(source: Source, job: PrepareJob) -> PartResult:
     )  # fmt: skip
     small.natives = recipe.native_features(frame)
     if job.present and len(frame.index):
-        small.first_level_separator = bool(frame[job.present[0]].str.contains(recipe.REGION_ID_SEPARATOR, regex=False).any())
+        small.first_level_separator = bool(
+            frame[job.present[0]].str.contains(recipe.REGION_ID_SEPARATOR, regex=False).any()
+        )
     partials: dict[tuple[str, str], pd.DataFrame] = {}
     for key, rows in recipe.split_by_feature(frame).items():
         small.feature_natives[key] = rows["feature"].iloc[0]
@@ -189,7 +193,9 @@ def write_points(parts: Sequence[pd.DataFrame], weight_column: str, store: Store
     points.to_parquet(buffer, index=False)
     data = buffer.getvalue()
     shared_store(store).write_bytes(key, data)
-    return PointsWritten(key, len(points.index), int(points["timestamp"].nunique()), len(data), object_digest(data))
+    return PointsWritten(
+        key, len(points.index), int(points["timestamp"].nunique()), len(data), object_digest(data)
+    )
 
 
 def summarise_all(parts: Sequence[pd.DataFrame], weight_column: str) -> list[dict[str, Any]]:
@@ -209,7 +215,9 @@ class FeatureInfo:
     index: int
     counts: dict[str, int]
     level0_regions: int
-    points: dict[str, dict[str, Any]] = field(default_factory=dict)  # time_res -> {key, rows, timestamps, ...}
+    points: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # time_res -> {key, rows, timestamps, ...}
 
 
 @dataclass
@@ -243,7 +251,11 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
     columns = list(template.columns if template is not None else scans[0].schema.columns)
     dropped = {c for c in blank if c not in recipe.NEVER_DROPPED}
     validated_columns = pd.DataFrame(columns=[c for c in columns if c not in dropped])
-    weight = settings.weight_column if settings.weight_column and settings.weight_column in validated_columns.columns else ""
+    weight = (
+        settings.weight_column
+        if settings.weight_column and settings.weight_column in validated_columns.columns
+        else ""
+    )
     present = tuple(recipe.region_columns(validated_columns))
     coordinates = recipe.has_coordinates(validated_columns)
     qualifiers = tuple(recipe.qualifier_columns(validated_columns, weight))
@@ -259,7 +271,9 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
         time_resolutions=TIME_RESOLUTIONS_WITH_ALL if summarise else recipe.TIME_RESOLUTIONS,
     )  # fmt: skip
     part_futures = [client.submit(prepare_part, s, job, pure=False) for s in numeric]
-    smalls: list[PartSmall] = client.gather([client.submit(operator.attrgetter("small"), f, pure=False) for f in part_futures])
+    smalls: list[PartSmall] = client.gather(
+        [client.submit(operator.attrgetter("small"), f, pure=False) for f in part_futures]
+    )
 
     d, r = settings.data_id, settings.run_id
     objects: dict[str, bytes] = {}
@@ -272,15 +286,22 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
         values = {q: _ordered_union([s.qualifier_values[key][q] for s in holding]) for q in qualifiers}
         objects.update(recipe.info_objects(d, r, key, lists, values, settings.thresholds))
         level0 = len(lists[recipe.REGION_LEVELS[0]]) if lists else 0
-        features.append(FeatureInfo(key, _json_native(native), index, {q: len(v) for q, v in values.items()}, level0))
+        features.append(
+            FeatureInfo(key, _json_native(native), index, {q: len(v) for q, v in values.items()}, level0)
+        )
     for key in rows_per_feature:
         tables = [s.raw_tables[key] for s in smalls if key in s.raw_tables]
         if key in small_features and tables:
-            objects[layout.raw_csv(d, r, key)] = recipe.csv_bytes(pd.concat(tables, ignore_index=True, sort=False))
+            objects[layout.raw_csv(d, r, key)] = recipe.csv_bytes(
+                pd.concat(tables, ignore_index=True, sort=False)
+            )
 
     def parts_of(key: str, time_res: str) -> list[Any]:
-        return [client.submit(part_partials, f, key, time_res, pure=False)
-                for f, s in zip(part_futures, smalls, strict=True) if key in s.feature_natives]
+        return [
+            client.submit(part_partials, f, key, time_res, pure=False)
+            for f, s in zip(part_futures, smalls, strict=True)
+            if key in s.feature_natives
+        ]
 
     points_futures: dict[tuple[str, str], Any] = {}
     summary_futures = []
@@ -288,26 +309,42 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
         for time_res in recipe.TIME_RESOLUTIONS:
             parts = parts_of(feature.key, time_res)
             if store is None:
-                points_futures[(feature.key, time_res)] = client.submit(combine_points, parts, weight, pure=False)
+                points_futures[(feature.key, time_res)] = client.submit(
+                    combine_points, parts, weight, pure=False
+                )
             else:
                 rel = points_key(d, r, fingerprint, time_res, feature.index)
-                points_futures[(feature.key, time_res)] = client.submit(write_points, parts, weight, store, rel, pure=False)
+                points_futures[(feature.key, time_res)] = client.submit(
+                    write_points, parts, weight, store, rel, pure=False
+                )
         if summarise:
-            summary_futures.append(client.submit(summarise_all, parts_of(feature.key, "all"), weight, pure=False))
+            summary_futures.append(
+                client.submit(summarise_all, parts_of(feature.key, "all"), weight, pure=False)
+            )
     summaries: list[list[dict[str, Any]]] = client.gather(summary_futures)
     if store is None:
-        sizes = client.gather({k: client.submit(_timestamps, f, pure=False) for k, f in points_futures.items()})
+        sizes = client.gather(
+            {k: client.submit(_timestamps, f, pure=False) for k, f in points_futures.items()}
+        )
         rows = client.gather({k: client.submit(len, f, pure=False) for k, f in points_futures.items()})
         for feature in features:
             for time_res in recipe.TIME_RESOLUTIONS:
-                feature.points[time_res] = {"rows": rows[(feature.key, time_res)], "timestamps": sizes[(feature.key, time_res)]}
+                feature.points[time_res] = {
+                    "rows": rows[(feature.key, time_res)],
+                    "timestamps": sizes[(feature.key, time_res)],
+                }
     else:
         written: dict[tuple[str, str], PointsWritten] = client.gather(points_futures)
         for feature in features:
             for time_res in recipe.TIME_RESOLUTIONS:
                 w = written[(feature.key, time_res)]
-                feature.points[time_res] = {"key": w.key, "rows": w.rows, "timestamps": w.timestamps, "size": w.size,
-                                            "digest": w.digest}
+                feature.points[time_res] = {
+                    "key": w.key,
+                    "rows": w.rows,
+                    "timestamps": w.timestamps,
+                    "size": w.size,
+                    "digest": w.digest,
+                }
         points_futures = {}
 
     info = {
@@ -337,7 +374,9 @@ def _timestamps(points: pd.DataFrame) -> int:
 def _combine_region_lists(parts: Sequence[Mapping[str, list[str]] | None]) -> dict[str, list[str]] | None:
     if not parts or parts[0] is None:
         return None
-    return {level: _ordered_union([p[level] for p in parts if p is not None]) for level in recipe.REGION_LEVELS}
+    return {
+        level: _ordered_union([p[level] for p in parts if p is not None]) for level in recipe.REGION_LEVELS
+    }
 
 
 def _json_native(value: Any) -> Any:
@@ -366,10 +405,18 @@ def results_bytes(info: Mapping[str, Any], settings: RunSettings) -> bytes:
     return recipe.json_bytes(document)
 
 
-def feature_context(info: Mapping[str, Any], settings: RunSettings, feature: Mapping[str, Any], time_res: str) -> recipe.FeatureContext:
+def feature_context(
+    info: Mapping[str, Any], settings: RunSettings, feature: Mapping[str, Any], time_res: str
+) -> recipe.FeatureContext:
     """The context of one (feature, time resolution) from the prepare record."""
     counts = {f["key"]: f["counts"] for f in info["features"]}
     return recipe.feature_context(
-        settings.parameters(), time_res, feature["key"], feature["native"], info["present"], info["weight_column"], counts,
+        settings.parameters(),
+        time_res,
+        feature["key"],
+        feature["native"],
+        info["present"],
+        info["weight_column"],
+        counts,
         bool(info["coordinates"]),
     )

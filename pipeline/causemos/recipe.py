@@ -79,10 +79,14 @@ TOTAL_BINS = BINS_PER_SIDE * BINS_PER_SIDE
 MAX_EXTREMA_ITEMS = 20
 GRID_STATS_COLUMNS: tuple[str, ...] = (
     "zoom",
-    "min_s_sum_t_sum", "max_s_sum_t_sum",
-    "min_s_sum_t_mean", "max_s_sum_t_mean",
-    "min_s_mean_t_sum", "max_s_mean_t_sum",
-    "min_s_mean_t_mean", "max_s_mean_t_mean",
+    "min_s_sum_t_sum",
+    "max_s_sum_t_sum",
+    "min_s_sum_t_mean",
+    "max_s_sum_t_mean",
+    "min_s_mean_t_sum",
+    "max_s_mean_t_sum",
+    "min_s_mean_t_mean",
+    "max_s_mean_t_mean",
 )
 SUMMARY_AGGS: tuple[str, ...] = ("min", "max", "sum", "mean")
 SERIES_AGGS: tuple[str, ...] = ("sum", "mean")
@@ -112,7 +116,9 @@ def to_text(series: pd.Series) -> pd.Series:
         return series.astype("str")
     values = series.to_numpy(dtype=object)
     nulls = pd.isna(series).to_numpy()
-    text = np.array([None if null else str(value) for value, null in zip(values, nulls, strict=True)], dtype=object)
+    text = np.array(
+        [None if null else str(value) for value, null in zip(values, nulls, strict=True)], dtype=object
+    )
     return pd.Series(text, index=series.index, dtype="str", name=series.name)
 
 
@@ -159,7 +165,9 @@ def concat_input_frames(frames: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFr
     if not plan.several:
         combined = numeric[0][1].reset_index(drop=True)
     else:
-        combined = pd.concat([apply_concat_plan(frame, plan) for _, frame in numeric], ignore_index=True, sort=False)
+        combined = pd.concat(
+            [apply_concat_plan(frame, plan) for _, frame in numeric], ignore_index=True, sort=False
+        )
     if len(combined.index) == 0:
         raise InputError("DataFrame has no rows")
     return combined
@@ -228,7 +236,9 @@ def blank_after_plan(frame: pd.DataFrame, plan: ConcatPlan) -> frozenset[str]:
     in every file."""
     added = set(plan.extra_columns) - set(frame.columns) if plan.several else set()
     refilled = set(plan.mismatched) if plan.several else set()
-    return frozenset(c for c in frame.columns if c not in added and c not in refilled and is_blank_column(frame[c]))
+    return frozenset(
+        c for c in frame.columns if c not in added and c not in refilled and is_blank_column(frame[c])
+    )
 
 
 # ================================================================ 1. raw data
@@ -319,7 +329,9 @@ def validate_and_fix(
         for column in LAT_LNG:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
 
-    text_columns = [c for c in frame.columns if c not in NEVER_DROPPED and c not in blank and c not in LAT_LNG]
+    text_columns = [
+        c for c in frame.columns if c not in NEVER_DROPPED and c not in blank and c not in LAT_LNG
+    ]
     for column in text_columns:
         frame[column] = to_text(frame[column]).fillna(MISSING_TEXT)
 
@@ -329,7 +341,9 @@ def validate_and_fix(
     num_missing_val = int(frame["value"].isna().sum())
 
     if weight_column and weight_column in frame.columns:
-        frame[weight_column] = pd.to_numeric(frame[weight_column], errors="coerce").fillna(0).astype("float64")
+        frame[weight_column] = (
+            pd.to_numeric(frame[weight_column], errors="coerce").fillna(0).astype("float64")
+        )
     else:
         weight_column = ""
 
@@ -342,7 +356,9 @@ def validate_and_fix(
     num_invalid_ts = int(invalid.sum())
     if num_invalid_ts:
         frame = frame.loc[~invalid]
-    return Validated(frame.reset_index(drop=True), weight_column, num_missing_ts, num_missing_val, num_invalid_ts, dropped)
+    return Validated(
+        frame.reset_index(drop=True), weight_column, num_missing_ts, num_missing_val, num_invalid_ts, dropped
+    )
 
 
 # ================================================================ 3. configuration, region and qualifier lists
@@ -410,7 +426,9 @@ def qualifier_values(feature_rows: pd.DataFrame, qualifiers: Sequence[str]) -> d
     return {q: feature_rows[q].dropna().unique().tolist() for q in qualifiers}
 
 
-def qualifier_counts_document(values: Mapping[str, Sequence[Any]], thresholds: Mapping[str, Any]) -> dict[str, Any]:
+def qualifier_counts_document(
+    values: Mapping[str, Sequence[Any]], thresholds: Mapping[str, Any]
+) -> dict[str, Any]:
     """``qualifier_counts.json`` of one feature."""
     return {"thresholds": dict(thresholds), "counts": {q: len(v) for q, v in values.items()}}
 
@@ -443,7 +461,9 @@ def feature_qualifiers(limited_map: Mapping[str, Sequence[str]], feature_value: 
 # ================================================================ group sums
 
 
-def group_aggregate(frame: pd.DataFrame, keys: Sequence[str], named: Mapping[str, tuple[str, str]]) -> pd.DataFrame:
+def group_aggregate(
+    frame: pd.DataFrame, keys: Sequence[str], named: Mapping[str, tuple[str, str]]
+) -> pd.DataFrame:
     """``frame.groupby(keys, sort=False, dropna=False).agg(**named)``, groups in order of first appearance,
     except that float sums are always the compensated (Kahan) sums in row order.
 
@@ -456,10 +476,7 @@ def group_aggregate(frame: pd.DataFrame, keys: Sequence[str], named: Mapping[str
     grouped = frame.groupby(list(keys), sort=False, dropna=False)
     float_sums = {n: c for n, (c, how) in named.items() if how == "sum" and frame[c].dtype.kind == "f"}
     others = {n: spec for n, spec in named.items() if n not in float_sums}
-    if others:
-        table = grouped.agg(**others)
-    else:
-        table = grouped.size().to_frame("_rows").iloc[:, :0]
+    table = grouped.agg(**others) if others else grouped.size().to_frame("_rows").iloc[:, :0]
     if float_sums:
         codes = grouped.ngroup().to_numpy().astype(np.intp)
         columns = list(float_sums.values())
@@ -477,7 +494,9 @@ def kahan_group_sums(codes: np.ndarray, values: np.ndarray, ngroups: int) -> np.
 
     out = np.zeros((ngroups, values.shape[1]), dtype=np.float64)
     counts = np.zeros(ngroups, dtype=np.int64)
-    libgroupby.group_sum(out, counts, values, codes, mask=None, result_mask=None, min_count=0, is_datetimelike=False)
+    libgroupby.group_sum(
+        out, counts, values, codes, mask=None, result_mask=None, min_count=0, is_datetimelike=False
+    )
     return out
 
 
@@ -528,7 +547,11 @@ def temporal_partials(frame: pd.DataFrame, time_res: str, weight_column: str) ->
     aggregations: dict[str, tuple[str, str]] = {"t_sum": ("value", "sum"), "_t_n": ("value", "count")}
     if weighted:
         work["_t_wvalue"] = work["value"] * work[weight_column]
-        aggregations |= {"_t_wsum": ("_t_wvalue", "sum"), "_t_w": (weight_column, "sum"), "_t_wn": (weight_column, "count")}
+        aggregations |= {
+            "_t_wsum": ("_t_wvalue", "sum"),
+            "_t_w": (weight_column, "sum"),
+            "_t_wn": (weight_column, "count"),
+        }
     partials = group_aggregate(work, keys, aggregations).reset_index()
     partials["timestamp"] = partials["timestamp"].astype("int64")
     return partials
@@ -641,7 +664,9 @@ def qualifier_timeseries(points: pd.DataFrame, qualifier: str, weight_column: st
     value_order = pd.unique(ordered[qualifier])
     wide_tables: dict[str, pd.DataFrame] = {}
     for column in columns:
-        wide = ordered.pivot(index="timestamp", columns=qualifier, values=column).reindex(index=times, columns=value_order)
+        wide = ordered.pivot(index="timestamp", columns=qualifier, values=column).reindex(
+            index=times, columns=value_order
+        )
         wide.columns = pd.Index([str(c) for c in wide.columns], dtype=object)
         wide = wide.astype("float64")
         if column == "s_count":
@@ -676,14 +701,20 @@ def regional_aggregates(
         regional = with_region_id(points, present, index)
         for qualifier in [None, *qualifiers]:
             extra = [qualifier] if qualifier is not None else []
-            table, columns = spatial_aggregation(regional, ["timestamp", "region_id", *extra], SERIES_AGGS, weight_column)
-            renamed = table.rename(columns={"region_id": "id", **{q: "qualifier" for q in extra}})
+            table, columns = spatial_aggregation(
+                regional, ["timestamp", "region_id", *extra], SERIES_AGGS, weight_column
+            )
+            renamed = table.rename(columns={"region_id": "id", **dict.fromkeys(extra, "qualifier")})
             output_columns = ["id", *(["qualifier"] if extra else []), *columns]
             for timestamp, rows in renamed.groupby("timestamp", sort=True):
-                yield RegionalAggregate(level, int(timestamp), qualifier, rows[output_columns].reset_index(drop=True))
+                yield RegionalAggregate(
+                    level, int(timestamp), qualifier, rows[output_columns].reset_index(drop=True)
+                )
 
 
-def regional_extrema(regional: pd.DataFrame, agg_columns: Sequence[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def regional_extrema(
+    regional: pd.DataFrame, agg_columns: Sequence[str]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """``extrema.json``: for each aggregate column, up to 20 rows equal to its min (max), newest first
     (ties in row order, as ``nlargest(keep="first")``); an all-NaN column gives empty lists."""
     result: dict[str, dict[str, list[dict[str, Any]]]] = {"min": {}, "max": {}}
@@ -699,7 +730,8 @@ def regional_extrema(regional: pd.DataFrame, agg_columns: Sequence[str]) -> dict
             rows = np.flatnonzero(values == target)
             rows = rows[np.argsort(-timestamps[rows], kind="stable")][:MAX_EXTREMA_ITEMS]
             result[side][column] = [
-                {"region_id": str(ids[r]), "timestamp": int(timestamps[r]), "value": float(values[r])} for r in rows
+                {"region_id": str(ids[r]), "timestamp": int(timestamps[r]), "value": float(values[r])}
+                for r in rows
             ]
     return result
 
@@ -744,7 +776,9 @@ def regional_timeseries(
         level_qualifiers: list[str | None] = [None, *(qualifiers if position <= max_qualifier_level else [])]
         for qualifier in level_qualifiers:
             extra = [qualifier] if qualifier is not None else []
-            table, columns = spatial_aggregation(regional, ["region_id", *extra, "timestamp"], SERIES_AGGS, weight_column)
+            table, columns = spatial_aggregation(
+                regional, ["region_id", *extra, "timestamp"], SERIES_AGGS, weight_column
+            )
             for key, series in _split_by_time(table, ["region_id", *extra], ["timestamp", *columns]):
                 value = str(key[1]) if extra else None
                 yield RegionalSeries(level, str(key[0]), qualifier, value, series)
@@ -760,7 +794,11 @@ def _split_by_time(
     order = np.lexsort((table["timestamp"].to_numpy(), codes))
     ordered = table.iloc[order].reset_index(drop=True)
     sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(order) else np.zeros(0, dtype=np.int64)
+    starts = (
+        np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        if len(order)
+        else np.zeros(0, dtype=np.int64)
+    )
     ends = np.r_[starts[1:], len(order)]
     key_values = [ordered[k].to_numpy(dtype=object) for k in keys]
     selected = ordered[list(columns)]
@@ -787,7 +825,10 @@ def cell_y(lat: np.ndarray, zoom: int = MAX_CELL_LEVEL) -> np.ndarray:
     distinct, inverse = np.unique(lat, return_inverse=True)
     n = 2.0**zoom
     rows = np.array(
-        [math.trunc((1.0 - math.asinh(math.tan(math.radians(v))) / math.pi) / 2.0 * n) for v in distinct.tolist()],
+        [
+            math.trunc((1.0 - math.asinh(math.tan(math.radians(v))) / math.pi) / 2.0 * n)
+            for v in distinct.tolist()
+        ],
         dtype=np.float64,
     )
     return rows[inverse].reshape(lat.shape)
@@ -804,8 +845,14 @@ def tile_cells(points: pd.DataFrame) -> pd.DataFrame:
     """
     columns = ["timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count"]
     if not all(c in points.columns for c in LAT_LNG) or points.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("timestamp", "cell_x", "cell_y", "s_count") else "float64")
-                             for c in columns})
+        return pd.DataFrame(
+            {
+                c: pd.Series(
+                    dtype="int64" if c in ("timestamp", "cell_x", "cell_y", "s_count") else "float64"
+                )
+                for c in columns
+            }
+        )
     lat = pd.to_numeric(points["lat"], errors="coerce").to_numpy(dtype=np.float64)
     lng = pd.to_numeric(points["lng"], errors="coerce").to_numpy(dtype=np.float64)
     located = np.isfinite(lat) & np.isfinite(lng)
@@ -813,16 +860,24 @@ def tile_cells(points: pd.DataFrame) -> pd.DataFrame:
     ys = cell_y(lat[located])
     sane = (np.abs(xs) < _SAFE_CELL) & (np.abs(ys) < _SAFE_CELL)  # absurd coordinates crash the reference
     rows = points.loc[located].loc[sane]
-    work = pd.DataFrame({
-        "timestamp": rows["timestamp"].to_numpy(dtype=np.int64),
-        "cell_x": xs[sane].astype(np.int64),
-        "cell_y": ys[sane].astype(np.int64),
-        "t_sum": rows["t_sum"].to_numpy(dtype=np.float64),
-        "t_mean": rows["t_mean"].to_numpy(dtype=np.float64),
-    })
-    cells = group_aggregate(work, ["timestamp", "cell_x", "cell_y"], {
-        "s_sum_t_sum": ("t_sum", "sum"), "s_sum_t_mean": ("t_mean", "sum"), "s_count": ("t_mean", "count"),
-    }).reset_index()
+    work = pd.DataFrame(
+        {
+            "timestamp": rows["timestamp"].to_numpy(dtype=np.int64),
+            "cell_x": xs[sane].astype(np.int64),
+            "cell_y": ys[sane].astype(np.int64),
+            "t_sum": rows["t_sum"].to_numpy(dtype=np.float64),
+            "t_mean": rows["t_mean"].to_numpy(dtype=np.float64),
+        }
+    )
+    cells = group_aggregate(
+        work,
+        ["timestamp", "cell_x", "cell_y"],
+        {
+            "s_sum_t_sum": ("t_sum", "sum"),
+            "s_sum_t_mean": ("t_mean", "sum"),
+            "s_count": ("t_mean", "count"),
+        },
+    ).reset_index()
     cells["s_count"] = cells["s_count"].astype("int64")
     return cells[columns]
 
@@ -842,8 +897,9 @@ class TileData:
 
     def encode(self) -> bytes:
         """``tiles.Tile`` bytes; ``weight`` is the bin's ``s_count``, ``totalBins`` 4096."""
-        return encode_tile_arrays(self.z, self.x, self.y, self.bins, self.s_sum_t_sum, self.s_sum_t_mean,
-                                  self.weight, TOTAL_BINS)
+        return encode_tile_arrays(
+            self.z, self.x, self.y, self.bins, self.s_sum_t_sum, self.s_sum_t_mean, self.weight, TOTAL_BINS
+        )
 
 
 @dataclass(frozen=True)
@@ -867,15 +923,33 @@ class LevelTiles:
     def tiles(self) -> Iterator[TileData]:
         ends = np.r_[self.starts[1:], len(self.bins)].tolist() if len(self.starts) else []
         for index, (start, end) in enumerate(zip(self.starts.tolist(), ends, strict=True)):
-            yield TileData(int(self.timestamps[index]), self.z, int(self.xs[index]), int(self.ys[index]),
-                           self.bins[start:end], self.s_sum_t_sum[start:end], self.s_sum_t_mean[start:end],
-                           self.weight[start:end])
+            yield TileData(
+                int(self.timestamps[index]),
+                self.z,
+                int(self.xs[index]),
+                int(self.ys[index]),
+                self.bins[start:end],
+                self.s_sum_t_sum[start:end],
+                self.s_sum_t_mean[start:end],
+                self.weight[start:end],
+            )
 
     def encoded(self) -> Iterator[tuple[int, int, int, int, bytes]]:
         """``(timestamp, z, x, y, tile bytes)`` of every tile, encoded in one vectorised pass."""
-        blobs = encode_tiles(self.z, self.xs, self.ys, self.starts, self.bins, self.s_sum_t_sum,
-                             self.s_sum_t_mean, self.weight, TOTAL_BINS)
-        for timestamp, x, y, blob in zip(self.timestamps.tolist(), self.xs.tolist(), self.ys.tolist(), blobs, strict=True):
+        blobs = encode_tiles(
+            self.z,
+            self.xs,
+            self.ys,
+            self.starts,
+            self.bins,
+            self.s_sum_t_sum,
+            self.s_sum_t_mean,
+            self.weight,
+            TOTAL_BINS,
+        )
+        for timestamp, x, y, blob in zip(
+            self.timestamps.tolist(), self.xs.tolist(), self.ys.tolist(), blobs, strict=True
+        ):
             yield timestamp, self.z, x, y, blob
 
 
@@ -890,12 +964,16 @@ def level_tiles(cells: pd.DataFrame, cell_level: int) -> LevelTiles:
     parent_y = cells["cell_y"].to_numpy(dtype=np.int64) >> shift
     tile_x, tile_y = parent_x >> LEVEL_DIFF, parent_y >> LEVEL_DIFF
     keep = (tile_x >= 0) & (tile_y >= 0)
-    frame = pd.DataFrame({
-        "timestamp": cells["timestamp"].to_numpy(dtype=np.int64)[keep],
-        "tile_x": tile_x[keep],
-        "tile_y": tile_y[keep],
-        "bin": ((parent_x - (tile_x << LEVEL_DIFF)) + (parent_y - (tile_y << LEVEL_DIFF)) * BINS_PER_SIDE)[keep],
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": cells["timestamp"].to_numpy(dtype=np.int64)[keep],
+            "tile_x": tile_x[keep],
+            "tile_y": tile_y[keep],
+            "bin": (
+                (parent_x - (tile_x << LEVEL_DIFF)) + (parent_y - (tile_y << LEVEL_DIFF)) * BINS_PER_SIDE
+            )[keep],
+        }
+    )
     grouped = frame.groupby(["timestamp", "tile_x", "tile_y", "bin"], sort=True)
     codes = grouped.ngroup().to_numpy()
     sums, means, weights = (np.zeros(grouped.ngroups) for _ in range(3))
@@ -907,7 +985,9 @@ def level_tiles(cells: pd.DataFrame, cell_level: int) -> LevelTiles:
     starts = np.flatnonzero(np.r_[True, (ts[1:] != ts[:-1]) | (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])])
     if len(ts) == 0:
         starts = np.zeros(0, dtype=np.int64)
-    return LevelTiles(cell_level - LEVEL_DIFF, ts[starts], xs[starts], ys[starts], starts, bins, sums, means, weights)
+    return LevelTiles(
+        cell_level - LEVEL_DIFF, ts[starts], xs[starts], ys[starts], starts, bins, sums, means, weights
+    )
 
 
 def tiles_from_cells(cells: pd.DataFrame) -> Iterator[TileData]:
@@ -931,17 +1011,21 @@ def grid_stats(cells: pd.DataFrame) -> dict[int, pd.DataFrame]:
     rows: list[pd.DataFrame] = []
     for cell_level in range(MAX_CELL_LEVEL, MIN_CELL_LEVEL - 1, -1):
         shift = MAX_CELL_LEVEL - cell_level
-        parents = pd.DataFrame({
-            "timestamp": cells["timestamp"].to_numpy(dtype=np.int64),
-            "px": cells["cell_x"].to_numpy(dtype=np.int64) >> shift,
-            "py": cells["cell_y"].to_numpy(dtype=np.int64) >> shift,
-            "s_sum_t_sum": cells["s_sum_t_sum"].to_numpy(dtype=np.float64),
-            "s_sum_t_mean": cells["s_sum_t_mean"].to_numpy(dtype=np.float64),
-            "s_count": cells["s_count"].to_numpy(dtype=np.int64),
-        })
-        summed = group_aggregate(parents, ["timestamp", "px", "py"], {
-            c: (c, "sum") for c in ("s_sum_t_sum", "s_sum_t_mean", "s_count")
-        }).reset_index()
+        parents = pd.DataFrame(
+            {
+                "timestamp": cells["timestamp"].to_numpy(dtype=np.int64),
+                "px": cells["cell_x"].to_numpy(dtype=np.int64) >> shift,
+                "py": cells["cell_y"].to_numpy(dtype=np.int64) >> shift,
+                "s_sum_t_sum": cells["s_sum_t_sum"].to_numpy(dtype=np.float64),
+                "s_sum_t_mean": cells["s_sum_t_mean"].to_numpy(dtype=np.float64),
+                "s_count": cells["s_count"].to_numpy(dtype=np.int64),
+            }
+        )
+        summed = group_aggregate(
+            parents,
+            ["timestamp", "px", "py"],
+            {c: (c, "sum") for c in ("s_sum_t_sum", "s_sum_t_mean", "s_count")},
+        ).reset_index()
         summed["s_mean_t_sum"] = summed["s_sum_t_sum"] / summed["s_count"]
         summed["s_mean_t_mean"] = summed["s_sum_t_mean"] / summed["s_count"]
         values = ["s_sum_t_sum", "s_sum_t_mean", "s_mean_t_sum", "s_mean_t_mean"]
@@ -952,7 +1036,9 @@ def grid_stats(cells: pd.DataFrame) -> dict[int, pd.DataFrame]:
         rows.append(stats)
     combined = pd.concat(rows, ignore_index=True)
     return {
-        int(timestamp): table.sort_values("zoom", kind="stable")[list(GRID_STATS_COLUMNS)].reset_index(drop=True)
+        int(timestamp): table.sort_values("zoom", kind="stable")[list(GRID_STATS_COLUMNS)].reset_index(
+            drop=True
+        )
         for timestamp, table in combined.groupby("timestamp", sort=True)
     }
 
@@ -1039,7 +1125,10 @@ def info_objects(
         yield layout.region_lists_json(data_id, run_id, feature), json_bytes(lists)
     for qualifier, distinct in values.items():
         yield layout.qualifier_values_json(data_id, run_id, feature, qualifier), json_bytes(distinct)
-    yield layout.qualifier_counts_json(data_id, run_id, feature), json_bytes(qualifier_counts_document(values, thresholds))
+    yield (
+        layout.qualifier_counts_json(data_id, run_id, feature),
+        json_bytes(qualifier_counts_document(values, thresholds)),
+    )
 
 
 @dataclass(frozen=True)
@@ -1074,20 +1163,26 @@ def global_timeseries_objects(points: pd.DataFrame, ctx: FeatureContext) -> Obje
 def regional_stats_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectStream:
     """``compute_regional_stats``: ``extrema.json`` per region level."""
     for level, document in regional_extrema_by_level(points, ctx.present, ctx.weight_column).items():
-        yield layout.regional_extrema_json(ctx.data_id, ctx.run_id, ctx.time_res, ctx.feature, level), json_bytes(document)
+        yield (
+            layout.regional_extrema_json(ctx.data_id, ctx.run_id, ctx.time_res, ctx.feature, level),
+            json_bytes(document),
+        )
 
 
 def regional_timeseries_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectStream:
     """``compute_regional_timeseries``: one CSV per region (and per qualifier value on the first levels)."""
     d, r, t, f = ctx.data_id, ctx.run_id, ctx.time_res, ctx.feature
-    items = regional_timeseries(points, ctx.present, ctx.regional_qualifiers, ctx.max_qualifier_level, ctx.weight_column)
+    items = regional_timeseries(
+        points, ctx.present, ctx.regional_qualifiers, ctx.max_qualifier_level, ctx.weight_column
+    )
     for item in items:
         if item.qualifier is None:
             name = layout.regional_timeseries_csv(d, r, t, f, item.level, item.region_id)
         else:
             assert item.qualifier_value is not None
-            name = layout.regional_qualifier_timeseries_csv(d, r, t, f, item.level, item.qualifier, item.qualifier_value,
-                                                            item.region_id)
+            name = layout.regional_qualifier_timeseries_csv(
+                d, r, t, f, item.level, item.qualifier, item.qualifier_value, item.region_id
+            )
         yield name, csv_bytes(item.table)
 
 
@@ -1098,7 +1193,9 @@ def regional_aggregation_objects(points: pd.DataFrame, ctx: FeatureContext) -> O
         if aggregate.qualifier is None:
             name = layout.regional_aggregate_csv(d, r, t, f, aggregate.level, aggregate.timestamp)
         else:
-            name = layout.regional_qualifier_aggregate_csv(d, r, t, f, aggregate.level, aggregate.timestamp, aggregate.qualifier)
+            name = layout.regional_qualifier_aggregate_csv(
+                d, r, t, f, aggregate.level, aggregate.timestamp, aggregate.qualifier
+            )
         yield name, csv_bytes(aggregate.table)
 
 
@@ -1164,7 +1261,9 @@ class Parameters:
     qualifier_map: Mapping[str, Sequence[str]] = field(default_factory=dict)
     weight_column: str = ""
     selected_output_tasks: Sequence[str] | None = None
-    qualifier_thresholds: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_QUALIFIER_THRESHOLDS))
+    qualifier_thresholds: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_QUALIFIER_THRESHOLDS)
+    )
     raw_count_threshold: int = DEFAULT_RAW_COUNT_THRESHOLD
     fill_timestamp: int = 0
 
@@ -1205,7 +1304,9 @@ def run_in_memory(frames: Sequence[tuple[str, pd.DataFrame]], params: Parameters
         for key, rows in by_feature.items():
             points = temporal_aggregation(rows, time_res, weight)
             sizes[time_res][key] = int(points["timestamp"].nunique())
-            ctx = feature_context(params, time_res, key, rows["feature"].iloc[0], present, weight, counts, coordinates)
+            ctx = feature_context(
+                params, time_res, key, rows["feature"].iloc[0], present, weight, counts, coordinates
+            )
             for family in families:
                 out.update(FAMILY_OBJECTS[family](points, ctx))
 

@@ -73,7 +73,9 @@ def parse_qualifier_map(text: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict) or not all(
         isinstance(columns, list) and all(isinstance(c, str) for c in columns) for columns in value.values()
     ):
-        raise InputError('must be a JSON object of lists of column names, e.g. {"F1": ["camp"]}', field="--qualifier-map")
+        raise InputError(
+            'must be a JSON object of lists of column names, e.g. {"F1": ["camp"]}', field="--qualifier-map"
+        )
     return {str(feature): tuple(columns) for feature, columns in value.items()}
 
 
@@ -85,10 +87,16 @@ def parse_thresholds(text: str) -> dict[str, Any]:
         return thresholds
     value = _json_option(text, "--qualifier-thresholds")
     if not isinstance(value, dict):
-        raise InputError(f"must be a JSON object with keys {', '.join(THRESHOLD_KEYS)}", field="--qualifier-thresholds")
+        raise InputError(
+            f"must be a JSON object with keys {', '.join(THRESHOLD_KEYS)}", field="--qualifier-thresholds"
+        )
     for key in THRESHOLD_KEYS:
-        if key in value and (isinstance(value[key], bool) or not isinstance(value[key], int) or value[key] < 0):
-            raise InputError(f"{key} must be a non-negative integer, not {value[key]!r}", field="--qualifier-thresholds")
+        if key in value and (
+            isinstance(value[key], bool) or not isinstance(value[key], int) or value[key] < 0
+        ):
+            raise InputError(
+                f"{key} must be a non-negative integer, not {value[key]!r}", field="--qualifier-thresholds"
+            )
     thresholds.update(value)
     return thresholds
 
@@ -109,7 +117,9 @@ def parse_selected(text: str) -> tuple[str, ...] | None:
 
 def _check_id(value: str, option: str) -> str:
     if not value or value in (".", "..") or "/" in value or value.startswith("_"):
-        raise InputError(f"{value!r} must be a non-empty name without '/' that does not start with '_'", field=option)
+        raise InputError(
+            f"{value!r} must be a non-empty name without '/' that does not start with '_'", field=option
+        )
     return value
 
 
@@ -193,7 +203,9 @@ def family_fingerprint(prepare_fp: str, family: str, context: recipe.FeatureCont
     """What one output task of one (feature, time resolution) depends on: the points and its context."""
     from dataclasses import asdict
 
-    return digest({"version": FORMAT_VERSION, "prepare": prepare_fp, "family": family, "context": asdict(context)})
+    return digest(
+        {"version": FORMAT_VERSION, "prepare": prepare_fp, "family": family, "context": asdict(context)}
+    )
 
 
 def run_fingerprint(prepare_fp: str, settings: RunSettings) -> str:

@@ -64,7 +64,10 @@ def parse_data_paths(text: str, s3: S3Options) -> list[Source]:
         if scheme in ("s3", "http", "https"):
             sources.append(Source(part, s3))
         elif scheme and len(scheme) > 1:  # "C:" is a drive, not a scheme
-            raise InputError(f"{part}: unsupported scheme {scheme!r} (local path, s3://, http:// or https://)", field=OPTION)
+            raise InputError(
+                f"{part}: unsupported scheme {scheme!r} (local path, s3://, http:// or https://)",
+                field=OPTION,
+            )
         else:
             sources.append(Source(os.path.abspath(part), s3))
     return sources

@@ -68,7 +68,9 @@ def render(docs: dict[str, dict[str, Any]]) -> runstats.Rendered | None:
     lines = [f"run {run['data_id']}/{run['run_id']} -> {run['dest']}"]
     source = docs.get("input")
     if source:
-        lines.append(f"input: {source['rows']:,} rows in {source['sources']} file(s), {source['features']} feature(s)")
+        lines.append(
+            f"input: {source['rows']:,} rows in {source['sources']} file(s), {source['features']} feature(s)"
+        )
     if run.get("kind") == "dry run":
         return runstats.Rendered(title="Causemos dry run", lines=[*lines, "nothing was written"])
     complete = docs.get("complete")
@@ -92,8 +94,14 @@ def render(docs: dict[str, dict[str, Any]]) -> runstats.Rendered | None:
     results = docs.get("results")
     if results is not None:
         if results["stale_features"]:
-            lines.append(f"features no longer in the input: {results['stale_features']} (their outputs deleted)")
-        lines.append("results.json written" if results["written"] else "results.json not written (not all output tasks selected)")
+            lines.append(
+                f"features no longer in the input: {results['stale_features']} (their outputs deleted)"
+            )
+        lines.append(
+            "results.json written"
+            if results["written"]
+            else "results.json not written (not all output tasks selected)"
+        )
     advice = ["Rerun the same command: finished tasks are kept, failed pieces are redone."] if failed else []
     return runstats.Rendered(title="Causemos summary", lines=lines, failed=failed, advice=advice)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
@@ -33,17 +32,14 @@ from pipeline.causemos import layout, pieces, recipe, summary
 from pipeline.causemos.outputs import (
     ObjectWriter,
     OwnedOutputs,
-    delete_keys,
     failure_record_key,
     family_manifest_key,
-    list_tree,
     manifests_prefix,
     points_prefix,
     prepare_info_key,
     prepare_manifest_key,
     read_manifest,
     run_marker_key,
-    shared_store,
     state_prefix,
 )
 from pipeline.causemos.prepare import feature_context, prepare, results_bytes
@@ -57,24 +53,32 @@ from pipeline.causemos.settings import (
 from pipeline.config import output
 from pipeline.failures import Failure, FailureRecord, FailuresRecorded, write_record
 from pipeline.progress import Progress
+from pipeline.task_base import PipelineTask
 from targets.s3config import S3Options
-from targets.store import Store
+from targets.store import Store, shared_store
 from targets.target import StoreTarget
 
 log = logging.getLogger("pipeline.causemos")
-
-# The reference flow's variable for an existing Dask scheduler, accepted as an alias of ours.
-REFERENCE_SCHEDULER_ENV = "WM_DASK_SCHEDULER"
 
 
 class causemos(luigi.Config):
     """[causemos]: where S3 inputs are read from, and how an output task's work is cut for Dask."""
 
-    points_per_piece = luigi.IntParameter(default=20000, description="points per Dask piece of an output task (a piece is a run of periods or a share of the regions)")
-    max_pieces = luigi.IntParameter(default=0, description="pieces per output task at most; 0 = twice the Dask cluster's threads")
-    input_endpoint_url = luigi.Parameter(default="", description="S3 endpoint of s3:// inputs; empty = [output] endpoint_url, else AWS_ENDPOINT_URL_S3")
+    points_per_piece = luigi.IntParameter(
+        default=20000,
+        description="points per Dask piece of an output task (a piece is a run of periods or a share of the regions)",
+    )
+    max_pieces = luigi.IntParameter(
+        default=0, description="pieces per output task at most; 0 = twice the Dask cluster's threads"
+    )
+    input_endpoint_url = luigi.Parameter(
+        default="",
+        description="S3 endpoint of s3:// inputs; empty = [output] endpoint_url, else AWS_ENDPOINT_URL_S3",
+    )
     input_region = luigi.Parameter(default="", description="region of s3:// inputs; empty = [output] region")
-    input_profile = luigi.Parameter(default="", description="AWS profile for s3:// inputs; empty = [output] profile")
+    input_profile = luigi.Parameter(
+        default="", description="AWS profile for s3:// inputs; empty = [output] profile"
+    )
 
     def input_s3(self) -> S3Options:
         out = output()
@@ -82,17 +86,6 @@ class causemos(luigi.Config):
             endpoint_url=self.input_endpoint_url or out.endpoint_url, region=self.input_region or out.region,
             profile=self.input_profile or out.profile,
         )  # fmt: skip
-
-
-def dask_client() -> Any:
-    """The process's Dask client; ``WM_DASK_SCHEDULER`` (the reference's variable) names an existing
-    scheduler when neither ``PIPELINE_DASK_SCHEDULER`` nor ``[dask] scheduler_address`` does."""
-    if cluster.has_client():
-        return cluster.get_client()
-    alias = os.environ.get(REFERENCE_SCHEDULER_ENV, "")
-    if alias and not os.environ.get("PIPELINE_DASK_SCHEDULER") and not cluster.dask().scheduler_address:
-        return cluster.get_client(cluster.dask(scheduler_address=alias))
-    return cluster.get_client()
 
 
 def store_for(dest: str) -> Store:
@@ -106,18 +99,37 @@ def _read_json(store: Store, key: str) -> Any:
         return None
 
 
-class _CausemosTask(luigi.Task):
+class _CausemosTask(PipelineTask):
     data_id = luigi.Parameter(description="the model or indicator id (the first key segment)")
-    run_id = luigi.Parameter(description="the run id (\"indicator\" for indicators; the second key segment)")
-    data_paths = luigi.Parameter(description="comma-separated parquet files: local paths, s3:// or https:// URLs (*_str.parquet.gzip skipped)")
-    dest = luigi.Parameter(description="where the outputs go (the reference's bucket): a local directory or s3://bucket/prefix")
-    indicator = luigi.BoolParameter(default=False, description="the data is an indicator (results.json without output_agg_values)")
-    qualifier_map = luigi.Parameter(default="", description='JSON {feature: [qualifier column, ...]}: the breakdowns to compute')
+    run_id = luigi.Parameter(description='the run id ("indicator" for indicators; the second key segment)')
+    data_paths = luigi.Parameter(
+        description="comma-separated parquet files: local paths, s3:// or https:// URLs (*_str.parquet.gzip skipped)"
+    )
+    dest = luigi.Parameter(
+        description="where the outputs go (the reference's bucket): a local directory or s3://bucket/prefix"
+    )
+    indicator = luigi.BoolParameter(
+        default=False, description="the data is an indicator (results.json without output_agg_values)"
+    )
+    qualifier_map = luigi.Parameter(
+        default="", description="JSON {feature: [qualifier column, ...]}: the breakdowns to compute"
+    )
     weight_column = luigi.Parameter(default="", description="column of weights for the weighted averages")
-    selected_output_tasks = luigi.Parameter(default="", description="comma-separated output tasks to run (default all; results.json only with all)")
-    qualifier_thresholds = luigi.Parameter(default="", description='JSON {"max_count": 10000, "regional_timeseries_count": 100, "regional_timeseries_max_level": 1}')
-    raw_count_threshold = luigi.IntParameter(default=recipe.DEFAULT_RAW_COUNT_THRESHOLD, description="raw.csv only for features with at most this many rows")
-    fill_timestamp = luigi.IntParameter(default=0, description="timestamp (epoch ms) given to rows without one")
+    selected_output_tasks = luigi.Parameter(
+        default="",
+        description="comma-separated output tasks to run (default all; results.json only with all)",
+    )
+    qualifier_thresholds = luigi.Parameter(
+        default="",
+        description='JSON {"max_count": 10000, "regional_timeseries_count": 100, "regional_timeseries_max_level": 1}',
+    )
+    raw_count_threshold = luigi.IntParameter(
+        default=recipe.DEFAULT_RAW_COUNT_THRESHOLD,
+        description="raw.csv only for features with at most this many rows",
+    )
+    fill_timestamp = luigi.IntParameter(
+        default=0, description="timestamp (epoch ms) given to rows without one"
+    )
 
     @cached_property
     def settings(self) -> RunSettings:
@@ -144,8 +156,8 @@ class _CausemosTask(luigi.Task):
         return info if isinstance(info, dict) else None
 
     def progress(self, done: int, total: int, what: str) -> None:
-        self.set_progress_percentage(round(100 * done / max(total, 1)))
-        self.set_status_message(f"{done}/{total} {what}")
+        self.show_progress(round(100 * done / max(total, 1)))
+        self.show_status(f"{done}/{total} {what}")
 
 
 class CausemosPrepare(_CausemosTask):
@@ -161,29 +173,38 @@ class CausemosPrepare(_CausemosTask):
 
     def owned(self) -> OwnedOutputs:
         d, r = self.data_id, self.run_id
-        return OwnedOutputs(self.store, prepare_manifest_key(d, r), self.base, [f"{self.base}raw/"], self.fingerprint)
+        return OwnedOutputs(
+            self.store, prepare_manifest_key(d, r), self.base, [f"{self.base}raw/"], self.fingerprint
+        )
 
     def complete(self) -> bool:
         if getattr(self, "_known_complete", False):
             return True
-        fingerprint = self.fingerprint  # looks at every input first: a missing one stops the run before it starts
+        fingerprint = (
+            self.fingerprint
+        )  # looks at every input first: a missing one stops the run before it starts
         info = self.prepare_info()
-        done = bool(info and info.get("fingerprint") == fingerprint and self.owned().is_complete() and self._points_present(info))
+        done = bool(
+            info
+            and info.get("fingerprint") == fingerprint
+            and self.owned().is_complete()
+            and self._points_present(info)
+        )
         if done and info is not None:
             summary.record_already_done("prepare", int(info.get("objects", 0)))
         self._known_complete = done
         return done
 
     def _points_present(self, info: Mapping[str, Any]) -> bool:
-        listed = list_tree(self.store, f"{points_prefix(self.data_id, self.run_id)}{self.fingerprint}/").keys
+        listed = self.store.list_tree(f"{points_prefix(self.data_id, self.run_id)}{self.fingerprint}/").keys
         return all(p["key"] in listed for f in info["features"] for p in f["points"].values())
 
     def run(self) -> None:
         started = time.perf_counter()
         store = self.store
         store.check()
-        self.set_status_message("reading and aggregating the input on Dask")
-        prepared = prepare(dask_client(), self.settings, store, self.fingerprint)
+        self.show_status("reading and aggregating the input on Dask")
+        prepared = prepare(cluster.get_client(), self.settings, store, self.fingerprint)
         info = prepared.info
         summary.record_input(info["num_rows"], len(info["features"]), len(self.settings.sources))
         owned = self.owned()
@@ -194,13 +215,30 @@ class CausemosPrepare(_CausemosTask):
             stats = writer.close()
         deleted = owned.finish(stats.objects)
         keep = {p["key"] for f in info["features"] for p in f["points"].values()}
-        old_points = list_tree(store, points_prefix(self.data_id, self.run_id))
-        delete_keys(store, (old_points.keys - keep) | set(old_points.temporaries), prune_below=points_prefix(self.data_id, self.run_id))
+        old_points = store.list_tree(points_prefix(self.data_id, self.run_id))
+        store.delete_many(
+            (old_points.keys - keep) | set(old_points.temporaries),
+            prune_below=points_prefix(self.data_id, self.run_id),
+        )
         self.output().write_bytes(json.dumps(info, indent=1).encode("utf-8"))
-        summary.record_task("prepare", written=stats.written, unchanged=stats.unchanged, deleted=deleted,
-                            bytes_written=stats.bytes_written, seconds=time.perf_counter() - started)
-        log.info("prepared %s/%s: %d rows, %d feature(s); %d raw/info object(s) written, %d unchanged, %d stale deleted",
-                 self.data_id, self.run_id, info["num_rows"], len(info["features"]), stats.written, stats.unchanged, deleted)
+        summary.record_task(
+            "prepare",
+            written=stats.written,
+            unchanged=stats.unchanged,
+            deleted=deleted,
+            bytes_written=stats.bytes_written,
+            seconds=time.perf_counter() - started,
+        )
+        log.info(
+            "prepared %s/%s: %d rows, %d feature(s); %d raw/info object(s) written, %d unchanged, %d stale deleted",
+            self.data_id,
+            self.run_id,
+            info["num_rows"],
+            len(info["features"]),
+            stats.written,
+            stats.unchanged,
+            deleted,
+        )
         self._known_complete = True
 
 
@@ -214,12 +252,23 @@ FAMILY_PREFIXES: dict[str, tuple[str, ...]] = {
 
 
 def family_owned(
-    store: Store, data_id: str, run_id: str, time_res: str, feature: str, family: str, fingerprint: str, features: Sequence[str]
+    store: Store,
+    data_id: str,
+    run_id: str,
+    time_res: str,
+    feature: str,
+    family: str,
+    fingerprint: str,
+    features: Sequence[str],
 ) -> OwnedOutputs:
     """The keys one output task owns: its family's prefixes under the feature's, less those of features
     whose name extends this one's (``a/b`` lives inside ``a``'s directory)."""
     own = layout.feature_prefix(data_id, run_id, time_res, feature)
-    nested = [layout.feature_prefix(data_id, run_id, time_res, f) for f in features if f != feature and f.startswith(feature + "/")]
+    nested = [
+        layout.feature_prefix(data_id, run_id, time_res, f)
+        for f in features
+        if f != feature and f.startswith(feature + "/")
+    ]
 
     def foreign(key: str) -> bool:
         return any(key.startswith(prefix) for prefix in nested)
@@ -245,14 +294,24 @@ class CausemosOutputs(_CausemosTask):
     def name(self) -> str:
         return f"{self.output_task} {self.feature} {self.time_res}"
 
-    def _plan(self, info: Mapping[str, Any]) -> tuple[dict[str, Any] | None, recipe.FeatureContext | None, OwnedOutputs | None]:
+    def _plan(
+        self, info: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, recipe.FeatureContext | None, OwnedOutputs | None]:
         entry = next((f for f in info["features"] if f["key"] == self.feature), None)
         if entry is None:
             return None, None, None
         context = feature_context(info, self.settings, entry, self.time_res)
         fingerprint = family_fingerprint(info["fingerprint"], self.output_task, context)
-        owned = family_owned(self.store, self.data_id, self.run_id, self.time_res, self.feature, self.output_task, fingerprint,
-                             [f["key"] for f in info["features"]])
+        owned = family_owned(
+            self.store,
+            self.data_id,
+            self.run_id,
+            self.time_res,
+            self.feature,
+            self.output_task,
+            fingerprint,
+            [f["key"] for f in info["features"]],
+        )
         return entry, context, owned
 
     def complete(self) -> bool:
@@ -279,7 +338,7 @@ class CausemosOutputs(_CausemosTask):
         if entry is None or context is None or owned is None:
             self._known_complete = True
             return
-        client = dask_client()
+        client = cluster.get_client()
         trusted = owned.begin()
         points_info = entry["points"][self.time_res]
         points = pieces.StatePoints(self.store, points_info["key"], points_info["digest"])
@@ -290,36 +349,68 @@ class CausemosOutputs(_CausemosTask):
             points_per_piece=config.points_per_piece, max_parts=pieces.max_parts_for(client, config.max_pieces),
         )  # fmt: skip
         trusted_ref = client.scatter(pieces.Trusted(trusted), hash=False) if trusted else None
-        self.set_status_message(f"{self.name}: {len(plan)} piece(s)")
+        self.show_status(f"{self.name}: {len(plan)} piece(s)")
         results, failures = self._run_pieces(client, plan, points, trusted_ref, owned)
         written = sum(r.written for r in results)
         unchanged = sum(r.unchanged for r in results)
         bytes_written = sum(r.bytes_written for r in results)
-        record_key = failure_record_key(self.data_id, self.run_id, self.time_res, self.feature, self.output_task)
+        record_key = failure_record_key(
+            self.data_id, self.run_id, self.time_res, self.feature, self.output_task
+        )
         if failures:
             owned.interrupted()
             write_record(self.store, record_key, FailureRecord(failed=failures, context={"task": self.name}))
-            summary.record_task(self.name, written=written, unchanged=unchanged, deleted=0, bytes_written=bytes_written,
-                                seconds=time.perf_counter() - started, failed=[(f.what, f.error) for f in failures])
-            raise FailuresRecorded(f"{self.name}: {len(failures)} of {len(plan)} piece(s) failed; everything else is written")
+            summary.record_task(
+                self.name,
+                written=written,
+                unchanged=unchanged,
+                deleted=0,
+                bytes_written=bytes_written,
+                seconds=time.perf_counter() - started,
+                failed=[(f.what, f.error) for f in failures],
+            )
+            raise FailuresRecorded(
+                f"{self.name}: {len(failures)} of {len(plan)} piece(s) failed; everything else is written"
+            )
         objects: dict[str, str] = {}
         for result in results:
             objects.update(result.objects)
         deleted = owned.finish(objects)
         write_record(self.store, record_key, FailureRecord())
         seconds = time.perf_counter() - started
-        summary.record_task(self.name, written=written, unchanged=unchanged, deleted=deleted, bytes_written=bytes_written,
-                            seconds=seconds)
-        log.info("%s: %d object(s) written, %d unchanged, %d stale deleted (%d piece(s), %.1f s)",
-                 self.name, written, unchanged, deleted, len(plan), seconds)
+        summary.record_task(
+            self.name,
+            written=written,
+            unchanged=unchanged,
+            deleted=deleted,
+            bytes_written=bytes_written,
+            seconds=seconds,
+        )
+        log.info(
+            "%s: %d object(s) written, %d unchanged, %d stale deleted (%d piece(s), %.1f s)",
+            self.name,
+            written,
+            unchanged,
+            deleted,
+            len(plan),
+            seconds,
+        )
         self._known_complete = True
 
     def _run_pieces(
-        self, client: Any, plan: list[pieces.Piece], points: pieces.StatePoints, trusted: Any, owned: OwnedOutputs
+        self,
+        client: Any,
+        plan: list[pieces.Piece],
+        points: pieces.StatePoints,
+        trusted: Any,
+        owned: OwnedOutputs,
     ) -> tuple[list[pieces.PieceResult], list[Failure]]:
         from distributed import as_completed
 
-        futures = {client.submit(pieces.run_piece, piece, points, self.store, trusted, pure=False): piece for piece in plan}
+        futures = {
+            client.submit(pieces.run_piece, piece, points, self.store, trusted, pure=False): piece
+            for piece in plan
+        }
         tracker = Progress(len(plan), "pieces", label=self.name, report=self.progress, logger=log)
         results: list[pieces.PieceResult] = []
         failures: list[Failure] = []
@@ -327,8 +418,12 @@ class CausemosOutputs(_CausemosTask):
             piece = futures[future]
             try:
                 result = future.result()
-            except Exception as e:  # noqa: BLE001  (recorded and reported; the other pieces go on)
-                failures.append(Failure(key=piece.label, error=f"{type(e).__name__}: {e}", what=f"{self.name} ({piece.label})"))
+            except Exception as e:
+                failures.append(
+                    Failure(
+                        key=piece.label, error=f"{type(e).__name__}: {e}", what=f"{self.name} ({piece.label})"
+                    )
+                )
             else:
                 results.append(result)
                 owned.add(result.objects)
@@ -386,17 +481,28 @@ class CausemosRun(_CausemosTask):
         assert info is not None
         tasks = self.output_tasks(info)
         yield tasks
-        stale = remove_vanished_features(self.store, self.data_id, self.run_id, [f["key"] for f in info["features"]])
+        stale = remove_vanished_features(
+            self.store, self.data_id, self.run_id, [f["key"] for f in info["features"]]
+        )
         objects = int(info.get("objects", 0)) + sum(_manifest_size(self.store, t) for t in tasks)
         if self.settings.records_results:
             started = time.perf_counter()
             document = results_bytes(info, self.settings)
             self.store.write_bytes(layout.results_json(self.data_id, self.run_id), document)
             objects += 1
-            summary.record_task("results.json", written=1, unchanged=0, deleted=0, bytes_written=len(document),
-                                seconds=time.perf_counter() - started)
-        marker = {"fingerprint": run_fingerprint(prepare_task.fingerprint, self.settings), "objects": objects,
-                  "features": [f["key"] for f in info["features"]]}
+            summary.record_task(
+                "results.json",
+                written=1,
+                unchanged=0,
+                deleted=0,
+                bytes_written=len(document),
+                seconds=time.perf_counter() - started,
+            )
+        marker = {
+            "fingerprint": run_fingerprint(prepare_task.fingerprint, self.settings),
+            "objects": objects,
+            "features": [f["key"] for f in info["features"]],
+        }
         self.store.write_bytes(run_marker_key(self.data_id, self.run_id), json.dumps(marker).encode("utf-8"))
         summary.record_input(info["num_rows"], len(info["features"]), len(self.settings.sources))
         summary.record_results(self.settings.records_results, stale)
@@ -404,8 +510,11 @@ class CausemosRun(_CausemosTask):
 
 
 def _manifest_size(store: Store, task: CausemosOutputs) -> int:
-    manifest = read_manifest(store, family_manifest_key(task.data_id, task.run_id, task.time_res, task.feature, task.output_task),
-                             layout.run_prefix(task.data_id, task.run_id))
+    manifest = read_manifest(
+        store,
+        family_manifest_key(task.data_id, task.run_id, task.time_res, task.feature, task.output_task),
+        layout.run_prefix(task.data_id, task.run_id),
+    )
     return len(manifest.objects) if manifest is not None and manifest.complete else 0
 
 
@@ -415,7 +524,7 @@ def remove_vanished_features(store: Store, data_id: str, run_id: str, features: 
     current = set(features)
     prefix = manifests_prefix(data_id, run_id)
     vanished: set[str] = set()
-    for key in sorted(list_tree(store, prefix).keys):
+    for key in sorted(store.list_tree(prefix).keys):
         parts = key[len(prefix) :].split("/")
         if len(parts) != 3 or not parts[2].endswith(".json.gz"):
             continue
@@ -426,12 +535,19 @@ def remove_vanished_features(store: Store, data_id: str, run_id: str, features: 
         manifest = read_manifest(store, key, layout.run_prefix(data_id, run_id))
         leftover = set(manifest.objects) | set(manifest.journal) if manifest is not None else set()
         listing = owned.list_owned()
-        delete_keys(store, leftover | listing.keys | set(listing.temporaries), prune_below=layout.run_prefix(data_id, run_id))
+        store.delete_many(
+            leftover | listing.keys | set(listing.temporaries),
+            prune_below=layout.run_prefix(data_id, run_id),
+        )
         state = [key, failure_record_key(data_id, run_id, time_res, feature, family)]
-        delete_keys(store, state, prune_below=state_prefix(data_id, run_id))
+        store.delete_many(state, prune_below=state_prefix(data_id, run_id))
         vanished.add(feature)
     if vanished:
-        log.info("deleted the outputs of %d feature(s) no longer in the input: %s", len(vanished), ", ".join(sorted(vanished)))
+        log.info(
+            "deleted the outputs of %d feature(s) no longer in the input: %s",
+            len(vanished),
+            ", ".join(sorted(vanished)),
+        )
     return len(vanished)
 
 
@@ -453,8 +569,12 @@ class CausemosDryRun(_CausemosTask):
         from pipeline.causemos.dryrun import estimate, format_estimate
 
         already = CausemosRun(**self.common()).complete()
-        summary.record_run(self.data_id, self.run_id, self.dest, kind="dry run")  # the check above recorded a run
-        result = estimate(dask_client(), self.settings, causemos().points_per_piece, causemos().max_pieces)
+        summary.record_run(
+            self.data_id, self.run_id, self.dest, kind="dry run"
+        )  # the check above recorded a run
+        result = estimate(
+            cluster.get_client(), self.settings, causemos().points_per_piece, causemos().max_pieces
+        )
         summary.record_text("causemos-dry-run", format_estimate(result, self.settings, already))
 
 

@@ -102,14 +102,16 @@ def encode_stats(stats: TileStats) -> bytes:
     count = b""
     if stats.count:
         count = _key(1, WIRE_VARINT) + encode_varint(stats.count & _UINT64_MASK)
-    return b"".join((
-        count,
-        _double_field(2, stats.sum),
-        _double_field(3, stats.avg),
-        _double_field(4, stats.s_sum_t_sum),
-        _double_field(5, stats.s_sum_t_mean),
-        _double_field(6, stats.weight),
-    ))
+    return b"".join(
+        (
+            count,
+            _double_field(2, stats.sum),
+            _double_field(3, stats.avg),
+            _double_field(4, stats.s_sum_t_sum),
+            _double_field(5, stats.s_sum_t_mean),
+            _double_field(6, stats.weight),
+        )
+    )
 
 
 def _coord_body(z: int, x: int, y: int, t: int) -> bytes:
@@ -153,7 +155,11 @@ def encode_tile_arrays(
     bin_array = np.asarray(bins, dtype=np.int64)
     order = np.argsort(bin_array, kind="stable")
     (encoded,) = encode_tiles(
-        z, [x], [y], [0], bin_array[order],
+        z,
+        [x],
+        [y],
+        [0],
+        bin_array[order],
         np.asarray(s_sum_t_sum, dtype=np.float64)[order],
         np.asarray(s_sum_t_mean, dtype=np.float64)[order],
         np.asarray(weight, dtype=np.float64)[order],
@@ -190,8 +196,8 @@ def _entries_bytes(bins: np.ndarray, doubles: np.ndarray) -> tuple[bytes, np.nda
     keep[:, 4] = two_byte_key
     for index, (at, tag) in enumerate(zip(_DOUBLE_AT, _DOUBLE_TAGS, strict=True)):
         matrix[:, at] = tag
-        matrix[:, at + 1:at + 9] = raw[:, index, :]
-        keep[:, at:at + 9] = present[:, index:index + 1]
+        matrix[:, at + 1 : at + 9] = raw[:, index, :]
+        keep[:, at : at + 9] = present[:, index : index + 1]
     ends = np.cumsum(2 + entry_len)
     return matrix[keep].tobytes(), ends
 
@@ -216,18 +222,24 @@ def encode_tiles(
     bin_array = np.asarray(bins, dtype=np.int64)
     if len(bin_array) and (bin_array.min() < 0 or bin_array.max() >= 1 << 14):
         raise ValueError("bin index out of range 0..16383")
-    doubles = np.column_stack([
-        np.asarray(s_sum_t_sum, dtype=np.float64),
-        np.asarray(s_sum_t_mean, dtype=np.float64),
-        np.asarray(weight, dtype=np.float64),
-    ]) if len(bin_array) else np.zeros((0, 3))
+    doubles = (
+        np.column_stack(
+            [
+                np.asarray(s_sum_t_sum, dtype=np.float64),
+                np.asarray(s_sum_t_mean, dtype=np.float64),
+                np.asarray(weight, dtype=np.float64),
+            ]
+        )
+        if len(bin_array)
+        else np.zeros((0, 3))
+    )
     body, ends = _entries_bytes(bin_array, doubles)
     first = np.asarray(starts, dtype=np.int64)
     offsets = np.r_[0, ends][np.r_[first, len(bin_array)]].tolist()
     total_field = _uint32_field(2, total_bins)
     encoded = []
     for index, (x, y) in enumerate(zip(np.asarray(xs).tolist(), np.asarray(ys).tolist(), strict=True)):
-        bins_body = body[offsets[index]:offsets[index + 1]] + total_field
+        bins_body = body[offsets[index] : offsets[index + 1]] + total_field
         encoded.append(_len_field(1, _coord_body(z, int(x), int(y), 0)) + _len_field(2, bins_body))
     return encoded
 
@@ -275,12 +287,12 @@ def iter_fields(data: bytes) -> Iterable[tuple[int, int, int | float | bytes]]:
             length, pos = _read_varint(data, pos)
             if pos + length > len(data):
                 raise ValueError("truncated length-delimited field")
-            value = data[pos:pos + length]
+            value = data[pos : pos + length]
             pos += length
         elif wire_type == WIRE_FIXED32:
             if pos + 4 > len(data):
                 raise ValueError("truncated fixed32")
-            value = data[pos:pos + 4]
+            value = data[pos : pos + 4]
             pos += 4
         else:
             raise ValueError(f"unsupported wire type {wire_type}")
@@ -354,7 +366,13 @@ def decode_tile(data: bytes) -> Tile:
 
 def tiles_equal(left: Tile, right: Tile) -> bool:
     """Decoded tiles equal, NaN bins equal to NaN bins (dataclass ``==`` says NaN != NaN)."""
-    if (left.z, left.x, left.y, left.t, left.total_bins) != (right.z, right.x, right.y, right.t, right.total_bins):
+    if (left.z, left.x, left.y, left.t, left.total_bins) != (
+        right.z,
+        right.x,
+        right.y,
+        right.t,
+        right.total_bins,
+    ):
         return False
     if left.stats.keys() != right.stats.keys():
         return False

@@ -134,7 +134,9 @@ def parse_dateranges(text: str) -> list[Period]:
     given order, both ends inclusive; an :class:`InputError` naming ``dateranges`` otherwise."""
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p for p in parts):
-        raise InputError(f"{text!r}: expected START/END[,START/END...] with dates YYYY-MM-DD", field="dateranges")
+        raise InputError(
+            f"{text!r}: expected START/END[,START/END...] with dates YYYY-MM-DD", field="dateranges"
+        )
     periods: list[Period] = []
     for part in parts:
         ends = part.split("/")
@@ -156,7 +158,9 @@ def _calendar_date(text: str, part: str) -> date:
         raise InputError(f"{part!r}: {text!r} is not a date YYYY-MM-DD", field="dateranges") from None
 
 
-def search_periods(index: int, dateranges: Sequence[Period] | None = None, years: Iterable[int] = YEARS) -> list[Period]:
+def search_periods(
+    index: int, dateranges: Sequence[Period] | None = None, years: Iterable[int] = YEARS
+) -> list[Period]:
     """The periods a tile tries, in order: the explicit date ranges when given, else its years
     in :func:`year_order`."""
     if dateranges:
@@ -186,7 +190,9 @@ def item_datetime(item: Item) -> datetime:
     try:
         return parse_item_datetime(props[name])
     except (KeyError, ValueError) as e:
-        raise ItemError(f"no usable datetime ({e})", source=f"item {item.get('id')}", field=f"properties.{name}") from None
+        raise ItemError(
+            f"no usable datetime ({e})", source=f"item {item.get('id')}", field=f"properties.{name}"
+        ) from None
 
 
 def item_date(item: Item) -> date:
@@ -200,7 +206,9 @@ def footprint(item: Item) -> BaseGeometry:
     try:
         geom = shape(geometry) if geometry else None
     except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as e:
-        raise ItemError(f"unreadable geometry ({e})", source=f"item {item.get('id')}", field="geometry") from None
+        raise ItemError(
+            f"unreadable geometry ({e})", source=f"item {item.get('id')}", field="geometry"
+        ) from None
     if geom is None or geom.is_empty:
         raise ItemError("no geometry", source=f"item {item.get('id')}", field="geometry")
     return geom if geom.is_valid else shapely.make_valid(geom)
@@ -394,7 +402,11 @@ def _epsg(item: Item) -> int:
         return int(code[5:])
     if epsg is None and code is None:
         raise ItemError("no proj:epsg or proj:code", source=where, field="properties.proj:epsg")
-    raise ItemError(f"{epsg if epsg is not None else code!r} is not an EPSG code", source=where, field="properties.proj:epsg")
+    raise ItemError(
+        f"{epsg if epsg is not None else code!r} is not an EPSG code",
+        source=where,
+        field="properties.proj:epsg",
+    )
 
 
 def _bounds_of(doc: dict[str, Any], where: str, field: str) -> tuple[float, float, float, float] | None:
@@ -414,13 +426,19 @@ def _bounds_of(doc: dict[str, Any], where: str, field: str) -> tuple[float, floa
             and all(isinstance(v, int) and v > 0 for v in shape_)
         )
         if not ok:
-            raise ItemError(f"{transform!r} / {shape_!r} is not a north-up grid", source=where, field=f"{field}.proj:transform")
+            raise ItemError(
+                f"{transform!r} / {shape_!r} is not a north-up grid",
+                source=where,
+                field=f"{field}.proj:transform",
+            )
         a, _, c, _, e, f = (float(v) for v in transform[:6])
         rows, cols = shape_
         return (c, f + e * rows, c + a * cols, f)
     if bbox is not None:
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise ItemError(f"{bbox!r} is not [xmin, ymin, xmax, ymax]", source=where, field=f"{field}.proj:bbox")
+            raise ItemError(
+                f"{bbox!r} is not [xmin, ymin, xmax, ymax]", source=where, field=f"{field}.proj:bbox"
+            )
         x0, y0, x1, y1 = (float(v) for v in bbox)
         return (x0, y0, x1, y1)
     return None
@@ -431,7 +449,9 @@ def _grid_bounds(item: Item) -> tuple[float, float, float, float]:
     then the item's own properties, then any asset (S2 bands of all resolutions share bounds)."""
     where = f"item {item.get('id')}"
     assets = item.get("assets") or {}
-    sources: list[tuple[str, dict[str, Any]]] = [(f"assets.{k}", assets[k]) for k in GRID_ASSETS if k in assets]
+    sources: list[tuple[str, dict[str, Any]]] = [
+        (f"assets.{k}", assets[k]) for k in GRID_ASSETS if k in assets
+    ]
     sources.append(("properties", item.get("properties") or {}))
     sources += [(f"assets.{k}", a) for k, a in assets.items() if k not in GRID_ASSETS and isinstance(a, dict)]
     for field, doc in sources:
@@ -532,7 +552,9 @@ def drop_reason(
     arrays: dict[str, npt.NDArray[Any]] = {"B02": b02, "vh": vh, "vv": vv, "dem": dem, "SCL": scl}
     shapes = {a.shape for a in arrays.values()}
     if len(shapes) != 1 or scl.size == 0:
-        raise ValueError(f"chip arrays must share one non-empty shape, got { {k: a.shape for k, a in arrays.items()} }")
+        raise ValueError(
+            f"chip arrays must share one non-empty shape, got { {k: a.shape for k, a in arrays.items()} }"
+        )
     if bool((b02 == 0).any()):
         return DROP_B02_ZERO
     for name, band in (("vh", vh), ("vv", vv), ("dem", dem)):

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import os
@@ -54,12 +55,13 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -79,7 +81,7 @@ BUCKET = "usgs-landsat-ard"
 COLLECTION = "landsat-c2ard-sr"
 STAC_ROOT = "https://landsatlook.usgs.gov/stac-server"
 BANDS: tuple[str, ...] = ("blue", "green", "red", "nir08", "swir16", "swir22")
-ASSETS: tuple[str, ...] = BANDS + ("qa_pixel",)
+ASSETS: tuple[str, ...] = (*BANDS, "qa_pixel")
 SR_NODATA = 0
 QA_NODATA = 1
 VALID_DN = (7273, 43636)  # reflectance 0..1 = DN * 0.0000275 - 0.2
@@ -128,8 +130,12 @@ _OPEN_END = date(2024, 12, 31)  # the archive's time span ends here
 SENSORS: dict[str, Sensor] = {
     "LT05": Sensor("LT05", "LANDSAT_5", ("TM",), "tm", date(1984, 3, 16), date(2011, 11, 18), _TM_FILES),
     "LE07": Sensor("LE07", "LANDSAT_7", ("ETM",), "etm", date(1999, 7, 1), date(2022, 4, 6), _TM_FILES),
-    "LC08": Sensor("LC08", "LANDSAT_8", ("OLI", "TIRS"), "oli-tirs", date(2013, 4, 11), _OPEN_END, _OLI_FILES),
-    "LC09": Sensor("LC09", "LANDSAT_9", ("OLI", "TIRS"), "oli-tirs", date(2021, 10, 31), _OPEN_END, _OLI_FILES),
+    "LC08": Sensor(
+        "LC08", "LANDSAT_8", ("OLI", "TIRS"), "oli-tirs", date(2013, 4, 11), _OPEN_END, _OLI_FILES
+    ),
+    "LC09": Sensor(
+        "LC09", "LANDSAT_9", ("OLI", "TIRS"), "oli-tirs", date(2021, 10, 31), _OPEN_END, _OLI_FILES
+    ),
 }
 SLC_FAILURE = date(2003, 5, 31)  # ETM+ scan-line corrector off: wedge-shaped gaps afterwards
 
@@ -271,7 +277,7 @@ class BuiltArchive:
         prefix = f"s3://{BUCKET}/"
         if not s3_href.startswith(prefix):
             raise ValueError(f"not an {BUCKET} href: {s3_href}")
-        return self.bucket_dir / s3_href[len(prefix):]
+        return self.bucket_dir / s3_href[len(prefix) :]
 
 
 def small_spec(seed: int = 0) -> ArchiveSpec:
@@ -425,29 +431,82 @@ def _make_plots(spec: ArchiveSpec, region: Region, rng: np.random.Generator) -> 
         plots.append(_Plot(pid, plot_id, x, y, gx, gy, kind, note))
 
     # Offsets from the edges are small against the chip half-width (127), so chips cross them.
-    at_centre(p1, "001", ge - 3400, gv - 3300, "interior",
-              "ordinary plot inside one tile; one date pins swir22 = 0 at the centre")
-    at_centre(p1, "002", ge + 2600, gv + 3100, "interior-disturbed",
-              "inside one tile, in a clear-cut; first date pins DNs 1 / 7272 / 7001 at the centre")
-    at_centre(p1, "003", ge - 40, gv - 2500, "vertical-edge",
-              "plot 40 px west of a vertical tile edge: chip spans two tiles side by side")
-    at_centre(p1, "004", ge + 1500, gv + 30, "horizontal-edge",
-              "plot 30 px south of a horizontal tile edge: the first tile in search order "
-              "is the northern one, which does not contain the plot")
-    at_centre(p1, "005", ge + 50, gv - 70, "corner",
-              "plot near a tile corner: chip spans four tiles")
-    at_corner(p1, "010", ge - 3000, gv + 2000, "pixel-edge",
-              "x and y exactly on pixel edges (the upper-left corner of its pixel)")
-    at_corner(p1, "011", ge, gv, "tile-corner-point",
-              "x, y exactly on the corner point of four tiles: belongs to the south-east tile, "
-              "pixel (0, 0); chip spans four tiles")
-    at_centre(p2, "007", ge - 2200, gv + 1400, "fill-centre",
-              "a swath edge passes 8-60 px from the centre on every third date: the centre is "
-              "fill but the chip keeps valid pixels on the other side of the edge")
-    at_centre(p2, "008", ge - 1300, gv - 1200, "water",
-              "centre of a lake: water bit 7 on clear dates, SWIR DNs around and below 7273")
-    at_centre(p2, "001", ge + 3600, gv - 3900, "same-id-other-project",
-              f"same plot_id as {p1}/001 but another project and place; in a clear-cut")
+    at_centre(
+        p1,
+        "001",
+        ge - 3400,
+        gv - 3300,
+        "interior",
+        "ordinary plot inside one tile; one date pins swir22 = 0 at the centre",
+    )
+    at_centre(
+        p1,
+        "002",
+        ge + 2600,
+        gv + 3100,
+        "interior-disturbed",
+        "inside one tile, in a clear-cut; first date pins DNs 1 / 7272 / 7001 at the centre",
+    )
+    at_centre(
+        p1,
+        "003",
+        ge - 40,
+        gv - 2500,
+        "vertical-edge",
+        "plot 40 px west of a vertical tile edge: chip spans two tiles side by side",
+    )
+    at_centre(
+        p1,
+        "004",
+        ge + 1500,
+        gv + 30,
+        "horizontal-edge",
+        "plot 30 px south of a horizontal tile edge: the first tile in search order "
+        "is the northern one, which does not contain the plot",
+    )
+    at_centre(p1, "005", ge + 50, gv - 70, "corner", "plot near a tile corner: chip spans four tiles")
+    at_corner(
+        p1,
+        "010",
+        ge - 3000,
+        gv + 2000,
+        "pixel-edge",
+        "x and y exactly on pixel edges (the upper-left corner of its pixel)",
+    )
+    at_corner(
+        p1,
+        "011",
+        ge,
+        gv,
+        "tile-corner-point",
+        "x, y exactly on the corner point of four tiles: belongs to the south-east tile, "
+        "pixel (0, 0); chip spans four tiles",
+    )
+    at_centre(
+        p2,
+        "007",
+        ge - 2200,
+        gv + 1400,
+        "fill-centre",
+        "a swath edge passes 8-60 px from the centre on every third date: the centre is "
+        "fill but the chip keeps valid pixels on the other side of the edge",
+    )
+    at_centre(
+        p2,
+        "008",
+        ge - 1300,
+        gv - 1200,
+        "water",
+        "centre of a lake: water bit 7 on clear dates, SWIR DNs around and below 7273",
+    )
+    at_centre(
+        p2,
+        "001",
+        ge + 3600,
+        gv - 3900,
+        "same-id-other-project",
+        f"same plot_id as {p1}/001 but another project and place; in a clear-cut",
+    )
 
     tiles = [Tile(h, v) for h, v in spec.tiles]
     margin = half + 16
@@ -466,11 +525,17 @@ def _make_patches(plots: list[_Plot], rng: np.random.Generator) -> list[_Patch]:
         if p.kind in ("interior-disturbed", "same-id-other-project") or (
             p.kind == "interior-extra" and rng.random() < 0.5
         ):
-            patches.append(_Patch(
-                cx=p.gx + 0.5 + rng.uniform(-15, 15), cy=p.gy + 0.5 + rng.uniform(-15, 15),
-                half_w=rng.uniform(45, 90), half_h=rng.uniform(35, 70), angle=rng.uniform(0, math.pi),
-                t_dist=rng.uniform(1997.0, 2012.0), recovery_years=rng.uniform(18.0, 30.0),
-            ))
+            patches.append(
+                _Patch(
+                    cx=p.gx + 0.5 + rng.uniform(-15, 15),
+                    cy=p.gy + 0.5 + rng.uniform(-15, 15),
+                    half_w=rng.uniform(45, 90),
+                    half_h=rng.uniform(35, 70),
+                    angle=rng.uniform(0, math.pi),
+                    t_dist=rng.uniform(1997.0, 2012.0),
+                    recovery_years=rng.uniform(18.0, 30.0),
+                )
+            )
     return patches
 
 
@@ -556,7 +621,9 @@ def _line_distance(hp: HalfPlane, col: float, row: float) -> float:
     return (a * col + b * row + c) / math.hypot(a, b)
 
 
-def _plan_acquisitions(spec: ArchiveSpec, region: Region, plots: list[_Plot], rng: np.random.Generator) -> list[_Acq]:
+def _plan_acquisitions(
+    spec: ArchiveSpec, region: Region, plots: list[_Plot], rng: np.random.Generator
+) -> list[_Acq]:
     """Dates, swath coverage, clouds, snow and pinned values of every acquisition.
 
     Coverage cycles with the date index: 0 full block, 1 a swath edge just beside the
@@ -590,8 +657,10 @@ def _plan_acquisitions(spec: ArchiveSpec, region: Region, plots: list[_Plot], rn
             hp = _edge_halfplane(col, fill_plot.gy + 0.5, data_west)
             coverage = (hp,)
             side = "west" if data_west else "east"
-            note = (f"swath edge {d:.0f} px {side} of {fill_plot.project_id}/{fill_plot.plot_id}, "
-                    f"data on its {side} side: the plot is fill")
+            note = (
+                f"swath edge {d:.0f} px {side} of {fill_plot.project_id}/{fill_plot.plot_id}, "
+                f"data on its {side} side: the plot is fill"
+            )
             centre = (col + (-SWATH_HALF_PX if data_west else SWATH_HALF_PX), fill_plot.gy + 0.5)
         else:
             data_west = bool(rng.random() < 0.5)
@@ -634,20 +703,33 @@ def _plan_acquisitions(spec: ArchiveSpec, region: Region, plots: list[_Plot], rn
         # Background clouds somewhere in the plots' neighbourhoods.
         for _ in range(int(rng.poisson(cloudiness * 14))):
             p = plots[int(rng.integers(len(plots)))]
-            clouds.append((p.gx + rng.uniform(-reach, reach), p.gy + rng.uniform(-reach, reach), rng.uniform(8, 55)))
-        acqs.append(_Acq(
-            index=i, sensor=code, day=day,
-            when=datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-            + timedelta(seconds=base_seconds + int(rng.integers(-300, 300))),
-            proc=_processing_date(day, rng),
-            coverage=coverage, coverage_note=note, swath_centre=centre,
-            slc_off=code == "LE07" and day > SLC_FAILURE, slc_phase=float(rng.uniform(0, SLC_PERIOD_PX)),
-            clouds=tuple(clouds), shadow_offset=shadow, cirrus=tuple(cirrus),
-            snow_amount=float(rng.uniform(0.3, 0.9)) if winter else 0.0, snow_discs=tuple(snow_discs),
-            overrides=(), cloudiness=cloudiness,
-            atmos=tuple(float(a) for a in rng.normal(0.0, 0.004, 6)),
-            key=_key(spec.seed, 1000 + i),
-        ))
+            clouds.append(
+                (p.gx + rng.uniform(-reach, reach), p.gy + rng.uniform(-reach, reach), rng.uniform(8, 55))
+            )
+        acqs.append(
+            _Acq(
+                index=i,
+                sensor=code,
+                day=day,
+                when=datetime(day.year, day.month, day.day, tzinfo=UTC)
+                + timedelta(seconds=base_seconds + int(rng.integers(-300, 300))),
+                proc=_processing_date(day, rng),
+                coverage=coverage,
+                coverage_note=note,
+                swath_centre=centre,
+                slc_off=code == "LE07" and day > SLC_FAILURE,
+                slc_phase=float(rng.uniform(0, SLC_PERIOD_PX)),
+                clouds=tuple(clouds),
+                shadow_offset=shadow,
+                cirrus=tuple(cirrus),
+                snow_amount=float(rng.uniform(0.3, 0.9)) if winter else 0.0,
+                snow_discs=tuple(snow_discs),
+                overrides=(),
+                cloudiness=cloudiness,
+                atmos=tuple(float(a) for a in rng.normal(0.0, 0.004, 6)),
+                key=_key(spec.seed, 1000 + i),
+            )
+        )
     return _pin_plot_centres(acqs, plots)
 
 
@@ -661,14 +743,20 @@ def _pin_plot_centres(acqs: list[_Acq], plots: list[_Plot]) -> list[_Acq]:
     by_kind = {p.kind: p for p in plots}
     out = list(acqs)
     d = by_kind["interior-disturbed"]
-    out[0] = replace(out[0], overrides=out[0].overrides + ((d.gx, d.gy, 0, 1), (d.gx, d.gy, 2, 7272), (d.gx, d.gy, 5, 7001)))
+    out[0] = replace(
+        out[0],
+        overrides=(*out[0].overrides, (d.gx, d.gy, 0, 1), (d.gx, d.gy, 2, 7272), (d.gx, d.gy, 5, 7001)),
+    )
     p = by_kind["interior"]
-    out[3] = replace(out[3], overrides=out[3].overrides + ((p.gx, p.gy, 5, 0),))
+    out[3] = replace(out[3], overrides=(*out[3].overrides, (p.gx, p.gy, 5, 0)))
     # Clouds and shadows at centres are random above; make sure both exist (full-block date 0).
     a0 = out[0]
     c = by_kind["corner"]
     e = by_kind["pixel-edge"]
-    extra = ((c.gx + 0.5, c.gy + 0.5 + 10, 30.0), (e.gx + 0.5 - a0.shadow_offset[0], e.gy + 0.5 - a0.shadow_offset[1], 18.0))
+    extra = (
+        (c.gx + 0.5, c.gy + 0.5 + 10, 30.0),
+        (e.gx + 0.5 - a0.shadow_offset[0], e.gy + 0.5 - a0.shadow_offset[1], 18.0),
+    )
     out[0] = replace(a0, clouds=a0.clouds + extra)
     return out
 
@@ -701,14 +789,17 @@ def _clip_polygon(poly: list[tuple[float, float]], hp: HalfPlane) -> list[tuple[
 
 
 def _area(poly: Sequence[tuple[float, float]]) -> float:
-    return abs(sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(poly, list(poly[1:]) + [poly[0]]))) / 2.0
+    return (
+        abs(sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(poly, [*list(poly[1:]), poly[0]], strict=True)))
+        / 2.0
+    )
 
 
 def _tile_footprint(tile: Tile, coverage: Sequence[HalfPlane]) -> list[tuple[float, float]]:
     """Covered part of a tile, as a polygon in global pixel coordinates (col, row)."""
     c0, r0 = tile.h * TILE_PIXELS, tile.v * TILE_PIXELS
-    poly = [(c0, r0), (c0 + TILE_PIXELS, r0), (c0 + TILE_PIXELS, r0 + TILE_PIXELS), (c0, r0 + TILE_PIXELS)]
-    poly = [(float(a), float(b)) for a, b in poly]
+    corners = [(c0, r0), (c0 + TILE_PIXELS, r0), (c0 + TILE_PIXELS, r0 + TILE_PIXELS), (c0, r0 + TILE_PIXELS)]
+    poly = [(float(a), float(b)) for a, b in corners]
     for hp in coverage:
         if len(poly) < 3:
             break
@@ -721,17 +812,19 @@ def _lonlat(region: Region, pts: Sequence[tuple[float, float]]) -> list[tuple[fl
     xs = [region.x0 + c * PIXEL_SIZE for c, _ in pts]
     ys = [region.y0 - r * PIXEL_SIZE for _, r in pts]
     lons, lats = warp_transform(CRS.from_proj4(region.proj4), CRS.from_epsg(4326), xs, ys)
-    return list(zip(lons, lats))
+    return list(zip(lons, lats, strict=True))
 
 
-def _geojson_polygon(region: Region, poly: Sequence[tuple[float, float]]) -> tuple[dict[str, Any], list[float]]:
+def _geojson_polygon(
+    region: Region, poly: Sequence[tuple[float, float]]
+) -> tuple[dict[str, Any], list[float]]:
     """GeoJSON Polygon (edges densified: straight Albers edges are curves in lon/lat) + bbox."""
     dense: list[tuple[float, float]] = []
-    for p, q in zip(poly, list(poly[1:]) + [poly[0]]):
+    for p, q in zip(poly, [*list(poly[1:]), poly[0]], strict=True):
         dense.extend((p[0] + (q[0] - p[0]) * k / 8, p[1] + (q[1] - p[1]) * k / 8) for k in range(8))
     ll = [(round(lo, 8), round(la, 8)) for lo, la in _lonlat(region, dense)]
     # RFC 7946: exterior rings counter-clockwise in lon/lat.
-    signed = sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(ll, ll[1:] + ll[:1]))
+    signed = sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(ll, ll[1:] + ll[:1], strict=True))
     if signed < 0:
         ll.reverse()
     ring = [list(p) for p in ll] + [list(ll[0])]
@@ -767,22 +860,26 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     x = x + _U(0x9E3779B97F4A7C15)
     x = (x ^ (x >> _U(30))) * _U(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> _U(27))) * _U(0x94D049BB133111EB)
-    return x ^ (x >> _U(31))
+    return np.asarray(x ^ (x >> _U(31)))
 
 
 def _hash(cols: np.ndarray, rows: np.ndarray, key: int) -> np.ndarray:
     """64 random bits per (col, row): broadcasting (1, w) and (h, 1) gives (h, w)."""
-    return _splitmix((cols.astype(_U) * _U(0xD1B54A32D192ED03)) ^ (rows.astype(_U) * _U(0xABC98388FB8FAC03)) ^ _U(key))
+    return _splitmix(
+        (cols.astype(_U) * _U(0xD1B54A32D192ED03)) ^ (rows.astype(_U) * _U(0xABC98388FB8FAC03)) ^ _U(key)
+    )
 
 
 def _unit(h: np.ndarray) -> np.ndarray:
-    return ((h >> _U(40)).astype(np.float32)) * np.float32(1.0 / (1 << 24))
+    return np.asarray(((h >> _U(40)).astype(np.float32)) * np.float32(1.0 / (1 << 24)))
 
 
 def _band_noise(h: np.ndarray) -> np.ndarray:
     """Six values in [-1, 1] per pixel from the low 48 bits of a hash: shape (6, h, w)."""
     shifts = (np.arange(6, dtype=_U) * _U(8))[:, None, None]
-    return ((h[None] >> shifts) & _U(0xFF)).astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+    return np.asarray(
+        ((h[None] >> shifts) & _U(0xFF)).astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+    )
 
 
 def _value_noise(cols: np.ndarray, rows: np.ndarray, cell: float, key: int) -> np.ndarray:
@@ -794,13 +891,17 @@ def _value_noise(cols: np.ndarray, rows: np.ndarray, cell: float, key: int) -> n
     tx, ty = fx - ix, fy - iy
     tx, ty = (tx * tx * (3 - 2 * tx)).astype(np.float32), (ty * ty * (3 - 2 * ty)).astype(np.float32)
     x0, y0 = int(ix.min()), int(iy.min())
-    lat = _unit(_hash(np.arange(x0, int(ix.max()) + 2)[None, :], np.arange(y0, int(iy.max()) + 2)[:, None], key))
+    lat = _unit(
+        _hash(np.arange(x0, int(ix.max()) + 2)[None, :], np.arange(y0, int(iy.max()) + 2)[:, None], key)
+    )
     jx, jy = ix - x0, iy - y0
     along = lat[:, jx] * (1 - tx) + lat[:, jx + 1] * tx  # (lattice rows, w)
-    return along[jy] * (1 - ty)[:, None] + along[jy + 1] * ty[:, None]
+    return np.asarray(along[jy] * (1 - ty)[:, None] + along[jy + 1] * ty[:, None])
 
 
-def _disc_view(cx: float, cy: float, radius: float, gx0: int, gy0: int, h: int, w: int):
+def _disc_view(
+    cx: float, cy: float, radius: float, gx0: int, gy0: int, h: int, w: int
+) -> tuple[slice, slice, np.ndarray] | None:
     """(row slice, col slice, distance array) of a disc's bounding box inside the window,
     or None when they do not meet. Distances are from pixel centres."""
     c0, c1 = max(int(cx - radius) - gx0, 0), min(int(cx + radius) + 2 - gx0, w)
@@ -812,7 +913,9 @@ def _disc_view(cx: float, cy: float, radius: float, gx0: int, gy0: int, h: int, 
     return slice(r0, r1), slice(c0, c1), np.sqrt(dr[:, None] ** 2 + dc[None, :] ** 2)
 
 
-def _render(plan: _Plan, acq: _Acq, gx0: int, gy0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render(
+    plan: _Plan, acq: _Acq, gx0: int, gy0: int, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SR DNs (6, h, w) uint16, QA_PIXEL (h, w) uint16 and pixel classes (h, w) of one
     acquisition over the global-pixel window whose upper-left pixel is (gx0, gy0)."""
     cols = np.arange(gx0, gx0 + w, dtype=np.int64)[None, :]
@@ -822,9 +925,11 @@ def _render(plan: _Plan, acq: _Acq, gx0: int, gy0: int, h: int, w: int) -> tuple
 
     # Land surface: vegetation fraction from smooth noise, clear-cuts, seasonality.
     # Mostly forest (the TimeSync use case) with meadows and stands at three scales.
-    veg = (0.45 * _value_noise(cols, rows, 420.0, _key(k, 1))
-           + 0.35 * _value_noise(cols, rows, 60.0, _key(k, 2))
-           + 0.20 * _value_noise(cols, rows, 14.0, _key(k, 3)))
+    veg = (
+        0.45 * _value_noise(cols, rows, 420.0, _key(k, 1))
+        + 0.35 * _value_noise(cols, rows, 60.0, _key(k, 2))
+        + 0.20 * _value_noise(cols, rows, 14.0, _key(k, 3))
+    )
     veg = np.clip(0.1 + 1.3 * veg, 0.15, 0.97).astype(np.float32)
     for p in plan.patches:  # a dense stand until it is cut, then slow regrowth
         reach = math.hypot(p.half_w, p.half_h)
@@ -893,7 +998,9 @@ def _render(plan: _Plan, acq: _Acq, gx0: int, gy0: int, h: int, w: int) -> tuple
             rs, cs, d = view
             ring = (d > r) & (d <= r + DILATE_PX) & (cls[rs, cs] < DILATED)
             cls[rs, cs] = np.where(ring, DILATED, cls[rs, cs])
-            refl[:, rs, cs] = np.where(ring[None], refl[:, rs, cs] * 0.8 + 0.2 * _CLOUD[:, None, None], refl[:, rs, cs])
+            refl[:, rs, cs] = np.where(
+                ring[None], refl[:, rs, cs] * 0.8 + 0.2 * _CLOUD[:, None, None], refl[:, rs, cs]
+            )
     for cx, cy, r in acq.clouds:
         view = _disc_view(cx, cy, r, gx0, gy0, h, w)
         if view is not None:
@@ -901,7 +1008,9 @@ def _render(plan: _Plan, acq: _Acq, gx0: int, gy0: int, h: int, w: int) -> tuple
             core = d <= r
             alpha = (0.75 + 0.25 * (1 - d / r)).astype(np.float32)[None]
             cls[rs, cs] = np.where(core, CLOUD, cls[rs, cs])
-            refl[:, rs, cs] = np.where(core[None], refl[:, rs, cs] * (1 - alpha) + alpha * _CLOUD[:, None, None], refl[:, rs, cs])
+            refl[:, rs, cs] = np.where(
+                core[None], refl[:, rs, cs] * (1 - alpha) + alpha * _CLOUD[:, None, None], refl[:, rs, cs]
+            )
 
     dn = np.clip(np.rint((refl + 0.2) / 0.0000275), 1, VALID_DN[1]).astype(np.uint16)
 
@@ -946,7 +1055,12 @@ def _in_patch(p: _Patch, col: Any, row: Any) -> Any:
 
 def _window_uncovered(acq: _Acq, gx0: int, gy0: int, h: int, w: int) -> bool:
     """True when a whole window lies outside the swath (nothing to render: it stays sparse)."""
-    corners = [(gx0 + 0.5, gy0 + 0.5), (gx0 + w - 0.5, gy0 + 0.5), (gx0 + 0.5, gy0 + h - 0.5), (gx0 + w - 0.5, gy0 + h - 0.5)]
+    corners = [
+        (gx0 + 0.5, gy0 + 0.5),
+        (gx0 + w - 0.5, gy0 + 0.5),
+        (gx0 + 0.5, gy0 + h - 0.5),
+        (gx0 + w - 0.5, gy0 + h - 0.5),
+    ]
     return any(all(a * c + b * r + cc < 0 for c, r in corners) for a, b, cc in acq.coverage)
 
 
@@ -964,15 +1078,19 @@ def _format_datetime(dt: datetime, ticks: int, digits: int) -> str:
 
 def _asset_key(sensor: Sensor, region: str, tile: Tile, day: date, product_id: str, suffix: str) -> str:
     """Object key inside the bucket (everything after ``s3://usgs-landsat-ard/``)."""
-    return (f"collection02/{sensor.folder}/{day:%Y}/{region}/{tile.h:03d}/{tile.v:03d}/"
-            f"{product_id}/{product_id}_{suffix}.TIF")
+    return (
+        f"collection02/{sensor.folder}/{day:%Y}/{region}/{tile.h:03d}/{tile.v:03d}/"
+        f"{product_id}/{product_id}_{suffix}.TIF"
+    )
 
 
 def _asset_suffix(sensor: Sensor, asset: str) -> str:
     return "QA_PIXEL" if asset == "qa_pixel" else sensor.band_files[BANDS.index(asset)]
 
 
-def _plan_items(spec: ArchiveSpec, region: Region, acqs: list[_Acq], rng: np.random.Generator) -> list[_ItemPlan]:
+def _plan_items(
+    spec: ArchiveSpec, region: Region, acqs: list[_Acq], rng: np.random.Generator
+) -> list[_ItemPlan]:
     """One item per (acquisition, tile) whose swath covers more than 0.5 % of the tile.
 
     Fractional-second digits cycle 0..7 over the items; tiles one row further south are
@@ -993,17 +1111,29 @@ def _plan_items(spec: ArchiveSpec, region: Region, acqs: list[_Acq], rng: np.ran
             ticks = int(rng.integers(0, 10_000_000))
             scenes = int(rng.integers(1, 4))
             half_span = timedelta(seconds=6 + 8 * scenes)
-            start_ticks, end_ticks = int(rng.integers(0, 10)) * 1_000_000, int(rng.integers(0, 10)) * 1_000_000
+            start_ticks, end_ticks = (
+                int(rng.integers(0, 10)) * 1_000_000,
+                int(rng.integers(0, 10)) * 1_000_000,
+            )
             pid = f"{acq.sensor}_{region.code}_{tile.h:03d}{tile.v:03d}_{acq.day:%Y%m%d}_{acq.proc:%Y%m%d}_02"
-            created = datetime(acq.proc.year, acq.proc.month, acq.proc.day) + timedelta(seconds=int(rng.integers(3600, 86000)))
-            items.append(_ItemPlan(
-                acq=acq, tile=tile, product_id=pid, item_id=f"{pid}_SR",
-                datetime=_format_datetime(dt, ticks, len(items) % 8),
-                start_datetime=_format_datetime(dt - half_span, start_ticks, 1),
-                end_datetime=_format_datetime(dt + half_span, end_ticks, 1),
-                created=created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(rng.integers(0, 1000)):03d}Z",
-                scene_count=scenes, fill_pct=fill_pct, footprint=tuple(poly),
-            ))
+            created = datetime(acq.proc.year, acq.proc.month, acq.proc.day) + timedelta(
+                seconds=int(rng.integers(3600, 86000))
+            )
+            items.append(
+                _ItemPlan(
+                    acq=acq,
+                    tile=tile,
+                    product_id=pid,
+                    item_id=f"{pid}_SR",
+                    datetime=_format_datetime(dt, ticks, len(items) % 8),
+                    start_datetime=_format_datetime(dt - half_span, start_ticks, 1),
+                    end_datetime=_format_datetime(dt + half_span, end_ticks, 1),
+                    created=created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(rng.integers(0, 1000)):03d}Z",
+                    scene_count=scenes,
+                    fill_pct=fill_pct,
+                    footprint=tuple(poly),
+                )
+            )
     return items
 
 
@@ -1024,18 +1154,23 @@ def _stac_item(plan: _Plan, ip: _ItemPlan, bucket_dir: Path) -> dict[str, Any]:
             "type": "image/vnd.stac.geotiff; cloud-optimized=true",
         }
         if asset == "qa_pixel":
-            entry.update(title="Pixel Quality Assessment Band",
-                         description="Collection 2 ARD Pixel Quality Assessment Band",
-                         roles=["cloud", "cloud-shadow", "snow-ice", "water-mask"])
+            entry.update(
+                title="Pixel Quality Assessment Band",
+                description="Collection 2 ARD Pixel Quality Assessment Band",
+                roles=["cloud", "cloud-shadow", "snow-ice", "water-mask"],
+            )
         else:
             word, wl = _BAND_META[asset]
             b = suffix.split("_")[1]
-            entry.update(title=f"{word} ({b})",
-                         description=f"Collection 2 ARD {word} ({b}) Surface Reflectance",
-                         **{"eo:bands": [{"name": b, "common_name": asset, "gsd": 30, "center_wavelength": wl}]},
-                         roles=["data", "reflectance"])
-        entry["alternate"] = {"s3": {"storage:platform": "AWS", "storage:requester_pays": True,
-                                     "href": f"s3://{BUCKET}/{key}"}}
+            entry.update(
+                title=f"{word} ({b})",
+                description=f"Collection 2 ARD {word} ({b}) Surface Reflectance",
+                **{"eo:bands": [{"name": b, "common_name": asset, "gsd": 30, "center_wavelength": wl}]},
+                roles=["data", "reflectance"],
+            )
+        entry["alternate"] = {
+            "s3": {"storage:platform": "AWS", "storage:requester_pays": True, "href": f"s3://{BUCKET}/{key}"}
+        }
         assets[asset] = entry
     return {
         "type": "Feature",
@@ -1089,10 +1224,19 @@ def _collection(items: list[dict[str, Any]]) -> dict[str, Any]:
         "id": COLLECTION,
         "title": "Landsat Collection 2 ARD Surface Reflectance (synthetic demo archive)",
         "description": "Synthetic stand-in for USGS Landsat Collection 2 U.S. ARD Surface Reflectance, "
-                       "generated by pipeline.demo.archive.",
+        "generated by pipeline.demo.archive.",
         "license": "PDDL-1.0",
         "extent": {
-            "spatial": {"bbox": [[min(b[0] for b in bb), min(b[1] for b in bb), max(b[2] for b in bb), max(b[3] for b in bb)]]},
+            "spatial": {
+                "bbox": [
+                    [
+                        min(b[0] for b in bb),
+                        min(b[1] for b in bb),
+                        max(b[2] for b in bb),
+                        max(b[3] for b in bb),
+                    ]
+                ]
+            },
             "temporal": {"interval": [[times[0], times[-1]]]},
         },
         "links": [{"rel": "root", "href": STAC_ROOT, "type": "application/json"}],
@@ -1121,15 +1265,20 @@ def _decimate(row: int, col: int, h: int, w: int, f: int) -> tuple[Window, slice
 def _vrt(plan: _Plan, tile: Tile, nodata: int, full: str, overviews: Sequence[str]) -> str:
     """A one-band VRT over the full-resolution GeoTIFF that declares our overview files."""
     ulx, uly = tile.origin(plan.region)
-    ovr = "".join(f'<Overview><SourceFilename relativeToVRT="0">{path}</SourceFilename>'
-                  f"<SourceBand>1</SourceBand></Overview>" for path in overviews)
+    ovr = "".join(
+        f'<Overview><SourceFilename relativeToVRT="0">{path}</SourceFilename>'
+        f"<SourceBand>1</SourceBand></Overview>"
+        for path in overviews
+    )
     n = TILE_PIXELS
-    return (f'<VRTDataset rasterXSize="{n}" rasterYSize="{n}"><SRS>{plan.crs.to_wkt()}</SRS>'
-            f"<GeoTransform>{ulx}, {PIXEL_SIZE}, 0, {uly}, 0, {-PIXEL_SIZE}</GeoTransform>"
-            f'<VRTRasterBand dataType="UInt16" band="1"><NoDataValue>{nodata}</NoDataValue>'
-            f'<SimpleSource><SourceFilename relativeToVRT="0">{full}</SourceFilename><SourceBand>1</SourceBand>'
-            f'<SrcRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/><DstRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/>'
-            f"</SimpleSource>{ovr}</VRTRasterBand></VRTDataset>")
+    return (
+        f'<VRTDataset rasterXSize="{n}" rasterYSize="{n}"><SRS>{plan.crs.to_wkt()}</SRS>'
+        f"<GeoTransform>{ulx}, {PIXEL_SIZE}, 0, {uly}, 0, {-PIXEL_SIZE}</GeoTransform>"
+        f'<VRTRasterBand dataType="UInt16" band="1"><NoDataValue>{nodata}</NoDataValue>'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{full}</SourceFilename><SourceBand>1</SourceBand>'
+        f'<SrcRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/><DstRect xOff="0" yOff="0" xSize="{n}" ySize="{n}"/>'
+        f"</SimpleSource>{ovr}</VRTRasterBand></VRTDataset>"
+    )
 
 
 def _write_item_rasters(plan: _Plan, ip: _ItemPlan, bucket_dir: Path) -> int:
@@ -1139,7 +1288,7 @@ def _write_item_rasters(plan: _Plan, ip: _ItemPlan, bucket_dir: Path) -> int:
     tile, acq = ip.tile, ip.acq
     sensor = SENSORS[acq.sensor]
     ulx, uly = tile.origin(plan.region)
-    levels = (1,) + OVERVIEW_FACTORS
+    levels = (1, *OVERVIEW_FACTORS)
     # Unique names: several builds may run in one process (e.g. threads in a test run).
     tmp_dir = f"/vsimem/eo-demo-archive/{uuid.uuid4().hex}"
     tmp = {(a, f): f"{tmp_dir}/{a}_{f}.tif" for a in ASSETS for f in levels}
@@ -1148,23 +1297,36 @@ def _write_item_rasters(plan: _Plan, ip: _ItemPlan, bucket_dir: Path) -> int:
     def profile(a: str, f: int) -> dict[str, Any]:
         n = math.ceil(TILE_PIXELS / f)
         return {
-            "driver": "GTiff", "width": n, "height": n, "count": 1, "dtype": "uint16", "nodata": nodata[a],
-            "crs": plan.crs, "transform": Affine(PIXEL_SIZE * f, 0, ulx, 0, -PIXEL_SIZE * f, uly),
-            "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "sparse_ok": True, "compress": "NONE",
+            "driver": "GTiff",
+            "width": n,
+            "height": n,
+            "count": 1,
+            "dtype": "uint16",
+            "nodata": nodata[a],
+            "crs": plan.crs,
+            "transform": Affine(PIXEL_SIZE * f, 0, ulx, 0, -PIXEL_SIZE * f, uly),
+            "tiled": True,
+            "blockxsize": BLOCK,
+            "blockysize": BLOCK,
+            "sparse_ok": True,
+            "compress": "NONE",
         }
 
     written = 0
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):  # no .aux.xml side files in the bucket
         try:
             with ExitStack() as stack:
-                out = {(a, f): stack.enter_context(rasterio.open(tmp[a, f], "w", **profile(a, f)))
-                       for a in ASSETS for f in levels}
+                out = {
+                    (a, f): stack.enter_context(rasterio.open(tmp[a, f], "w", **profile(a, f)))
+                    for a in ASSETS
+                    for f in levels
+                }
                 for row, col, h, w in plan.windows[tile]:
                     gx0, gy0 = tile.h * TILE_PIXELS + col, tile.v * TILE_PIXELS + row
                     if _window_uncovered(acq, gx0, gy0, h, w):
                         continue  # all fill: leave the blocks sparse
                     dn, qa, _cls = _render(plan, acq, gx0, gy0, h, w)
-                    arrays = dict(zip(BANDS, dn)) | {"qa_pixel": qa}
+                    arrays = dict(zip(BANDS, dn, strict=True)) | {"qa_pixel": qa}
                     for a, arr in arrays.items():
                         out[a, 1].write(arr, 1, window=Window(col, row, w, h))
                         for f in OVERVIEW_FACTORS:
@@ -1174,7 +1336,9 @@ def _write_item_rasters(plan: _Plan, ip: _ItemPlan, bucket_dir: Path) -> int:
                                 out[a, f].write(arr[rs, cs], 1, window=win)
             for a in ASSETS:
                 vrt = _vrt(plan, tile, nodata[a], tmp[a, 1], [tmp[a, f] for f in OVERVIEW_FACTORS])
-                dst = bucket_dir / _asset_key(sensor, plan.region.code, tile, acq.day, ip.product_id, _asset_suffix(sensor, a))
+                dst = bucket_dir / _asset_key(
+                    sensor, plan.region.code, tile, acq.day, ip.product_id, _asset_suffix(sensor, a)
+                )
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 options = dict(_COG_OPTIONS, sparse_ok="TRUE" if plan.spec.sparse_fill else "FALSE")
                 rasterio.shutil.copy(vrt, str(dst), driver="COG", **options)
@@ -1195,8 +1359,13 @@ def _plot_truth(plan: _Plan, plot: _Plot, have: set[tuple[int, Tile]]) -> dict[s
     dates = []
     for acq in plan.acqs:
         present = [t for t in chip if (acq.index, t) in have]
-        rec: dict[str, Any] = {"date": acq.day.isoformat(), "year": acq.day.year, "doy": acq.doy,
-                               "sensor": acq.sensor, "tiles": [t.hv for t in present]}
+        rec: dict[str, Any] = {
+            "date": acq.day.isoformat(),
+            "year": acq.day.year,
+            "doy": acq.doy,
+            "sensor": acq.sensor,
+            "tiles": [t.hv for t in present],
+        }
         if not present:
             rec.update(status="absent", qa=None, dn=None)
         elif (acq.index, own) not in have:
@@ -1209,13 +1378,24 @@ def _plot_truth(plan: _Plan, plot: _Plot, have: set[tuple[int, Tile]]) -> dict[s
                 rec["pinned"] = {BANDS[b]: v for _c, _r, b, v in pinned}
         dates.append(rec)
     return {
-        "project_id": plot.project_id, "plot_id": plot.plot_id, "x": plot.x, "y": plot.y,
-        "kind": plot.kind, "note": plot.note,
-        "tile": own.hv, "pixel": [plot.gy - own.v * TILE_PIXELS, plot.gx - own.h * TILE_PIXELS],
+        "project_id": plot.project_id,
+        "plot_id": plot.plot_id,
+        "x": plot.x,
+        "y": plot.y,
+        "kind": plot.kind,
+        "note": plot.note,
+        "tile": own.hv,
+        "pixel": [plot.gy - own.v * TILE_PIXELS, plot.gx - own.h * TILE_PIXELS],
         "chip_tiles": [t.hv for t in chip],
         # Clear-cut under the centre: vegetation drops at this decimal year, then regrows.
-        "disturbance": next(({"year": round(pa.t_dist, 2), "recovery_years": round(pa.recovery_years, 1)}
-                             for pa in plan.patches if _in_patch(pa, plot.gx + 0.5, plot.gy + 0.5)), None),
+        "disturbance": next(
+            (
+                {"year": round(pa.t_dist, 2), "recovery_years": round(pa.recovery_years, 1)}
+                for pa in plan.patches
+                if _in_patch(pa, plot.gx + 0.5, plot.gy + 0.5)
+            ),
+            None,
+        ),
         "fill_dates": [d["date"] for d in dates if d["status"] == "fill"],
         "observation_dates": [d["date"] for d in dates if d["status"] not in ("fill", "absent")],
         "dates": dates,
@@ -1230,13 +1410,28 @@ def plan_archive(spec: ArchiveSpec) -> _Plan:
     plots = _make_plots(spec, region, rng)
     patches = _make_patches(plots, rng)
     lake_plot = next(p for p in plots if p.kind == "water")
-    lakes: list[Disc] = [(lake_plot.gx + 0.5 + rng.uniform(-6, 6), lake_plot.gy + 0.5 + rng.uniform(-6, 6), rng.uniform(28, 45))]
+    lakes: list[Disc] = [
+        (
+            lake_plot.gx + 0.5 + rng.uniform(-6, 6),
+            lake_plot.gy + 0.5 + rng.uniform(-6, 6),
+            rng.uniform(28, 45),
+        )
+    ]
     acqs = _plan_acquisitions(spec, region, plots, rng)
     tiles = sorted(Tile(h, v) for h, v in spec.tiles)
     plan = _Plan(
-        spec=spec, region=region, crs=crs, wkt2=crs.to_wkt(version="WKT2_2019"), tiles=tiles,
-        plots=plots, patches=patches, lakes=lakes, acqs=acqs, items=[],
-        windows={t: _content_windows(spec, plots, t) for t in tiles}, static_key=_key(spec.seed, 1),
+        spec=spec,
+        region=region,
+        crs=crs,
+        wkt2=crs.to_wkt(version="WKT2_2019"),
+        tiles=tiles,
+        plots=plots,
+        patches=patches,
+        lakes=lakes,
+        acqs=acqs,
+        items=[],
+        windows={t: _content_windows(spec, plots, t) for t in tiles},
+        static_key=_key(spec.seed, 1),
     )
     _bracket_disturbance(plan, rng)
     plan.items = _plan_items(spec, region, plan.acqs, rng)
@@ -1250,9 +1445,12 @@ def _bracket_disturbance(plan: _Plan, rng: np.random.Generator) -> None:
     plot = next(p for p in plan.plots if p.kind == "interior-disturbed")
     col, row = plot.gx + 0.5, plot.gy + 0.5
     k = next(i for i, pa in enumerate(plan.patches) if _in_patch(pa, col, row))
-    usable = [a.index for a in plan.acqs[1:]  # date 0 carries pinned DNs at this plot
-              if not a.winter and _render(plan, a, plot.gx, plot.gy, 1, 1)[2][0, 0] != FILL]
-    pairs = list(zip(usable, usable[1:]))
+    usable = [
+        a.index
+        for a in plan.acqs[1:]  # date 0 carries pinned DNs at this plot
+        if not a.winter and _render(plan, a, plot.gx, plot.gy, 1, 1)[2][0, 0] != FILL
+    ]
+    pairs = list(itertools.pairwise(usable))
     if not pairs:
         raise AssertionError("fewer than two usable dates for the disturbed plot")
     preferred = [(i, j) for i, j in pairs if plan.acqs[i].t >= 1990 and plan.acqs[j].t <= 2020] or pairs
@@ -1268,12 +1466,18 @@ def _bracket_disturbance(plan: _Plan, rng: np.random.Generator) -> None:
         sdx, sdy = a.shadow_offset
         plan.acqs[idx] = replace(
             a,
-            clouds=tuple(d for d in a.clouds if not hits(d[0], d[1], d[2] + DILATE_PX) and not hits(d[0] + sdx, d[1] + sdy, d[2])),
+            clouds=tuple(
+                d
+                for d in a.clouds
+                if not hits(d[0], d[1], d[2] + DILATE_PX) and not hits(d[0] + sdx, d[1] + sdy, d[2])
+            ),
             cirrus=tuple(d for d in a.cirrus if not hits(*d)),
         )
 
 
-def build_archive(root: Path | str, spec: ArchiveSpec, *, workers: int | None = None, overwrite: bool = False) -> BuiltArchive:
+def build_archive(
+    root: Path | str, spec: ArchiveSpec, *, workers: int | None = None, overwrite: bool = False
+) -> BuiltArchive:
     """Build the archive described by ``spec`` under ``root`` (see the module docstring).
 
     ``workers`` threads write COGs in parallel (GDAL releases the GIL); default
@@ -1324,22 +1528,52 @@ def build_archive(root: Path | str, spec: ArchiveSpec, *, workers: int | None = 
 
     have = {(ip.acq.index, ip.tile) for ip in plan.items}
     plots = [_plot_truth(plan, p, have) for p in plan.plots]
-    acquisitions = [{
-        "index": a.index, "date": a.day.isoformat(), "sensor": a.sensor, "coverage": a.coverage_note,
-        "tiles": [t.hv for t in plan.tiles if (a.index, t) in have], "slc_off": a.slc_off, "winter": a.winter,
-    } for a in plan.acqs]
+    acquisitions = [
+        {
+            "index": a.index,
+            "date": a.day.isoformat(),
+            "sensor": a.sensor,
+            "coverage": a.coverage_note,
+            "tiles": [t.hv for t in plan.tiles if (a.index, t) in have],
+            "slc_off": a.slc_off,
+            "winter": a.winter,
+        }
+        for a in plan.acqs
+    ]
     n_files = len(plan.items) * len(ASSETS)
     seconds = round(time.perf_counter() - t0, 2)
-    manifest.write_text(json.dumps({
-        "generator": "pipeline.demo.archive", "spec": asdict(spec), "region": spec.region,
-        "bucket": BUCKET, "collection": COLLECTION, "n_items": len(items), "n_files": n_files,
-        "total_bytes": total_bytes, "build_seconds": seconds,
-        "acquisitions": acquisitions, "plots": plots,
-    }, indent=1) + "\n")
+    manifest.write_text(
+        json.dumps(
+            {
+                "generator": "pipeline.demo.archive",
+                "spec": asdict(spec),
+                "region": spec.region,
+                "bucket": BUCKET,
+                "collection": COLLECTION,
+                "n_items": len(items),
+                "n_files": n_files,
+                "total_bytes": total_bytes,
+                "build_seconds": seconds,
+                "acquisitions": acquisitions,
+                "plots": plots,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     return BuiltArchive(
-        root=root, bucket_dir=bucket_dir, catalog_ndjson=ndjson, catalog_geojson=geojson,
-        plot_file=plot_file, items=items, plots=plots, collection_json=collection_json,
-        manifest=manifest, acquisitions=acquisitions, n_files=n_files, total_bytes=total_bytes,
+        root=root,
+        bucket_dir=bucket_dir,
+        catalog_ndjson=ndjson,
+        catalog_geojson=geojson,
+        plot_file=plot_file,
+        items=items,
+        plots=plots,
+        collection_json=collection_json,
+        manifest=manifest,
+        acquisitions=acquisitions,
+        n_files=n_files,
+        total_bytes=total_bytes,
         build_seconds=seconds,
     )
 
@@ -1366,25 +1600,47 @@ def _parser() -> argparse.ArgumentParser:
             "  catalog/items.ndjson   landsat-c2ard-sr STAC items (href = local path,\n"
             "                         alternate.s3.href = bucket key); also items.geojson, collection.json\n"
             "  plots.csv              project_id,plot_id,x,y\n"
-            "  archive.json           spec, acquisitions, each plot's kind and per-date truth"),
-        epilog=("examples:\n"
-                "  make_demo_archive.py demo/archive              the README demo (~0.5 GB, under a minute)\n"
-                "  make_demo_archive.py /tmp/a --small --seed 3   the test archive (~80 MB, seconds)"),
+            "  archive.json           spec, acquisitions, each plot's kind and per-date truth"
+        ),
+        epilog=(
+            "examples:\n"
+            "  make_demo_archive.py demo/archive              the README demo (~0.5 GB, under a minute)\n"
+            "  make_demo_archive.py /tmp/a --small --seed 3   the test archive (~80 MB, seconds)"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="directory to write into (created if missing)")
-    p.add_argument("--small", action="store_true", help="the small test spec (8 acquisitions, special plots only)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; equal seeds give identical archives (default 0)")
-    p.add_argument("--acquisitions", type=int, metavar="N", help=f"number of acquisition dates (>= {MIN_ACQUISITIONS})")
+    p.add_argument(
+        "out_dir", metavar="OUT_DIR", type=Path, help="directory to write into (created if missing)"
+    )
+    p.add_argument(
+        "--small", action="store_true", help="the small test spec (8 acquisitions, special plots only)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed; equal seeds give identical archives (default 0)"
+    )
+    p.add_argument(
+        "--acquisitions", type=int, metavar="N", help=f"number of acquisition dates (>= {MIN_ACQUISITIONS})"
+    )
     p.add_argument("--extra-plots", type=int, metavar="N", help="ordinary plots beyond the special ones")
-    p.add_argument("--context-px", type=int, metavar="PX", help="real content this far beyond each plot's chip")
-    p.add_argument("--chip-size", type=int, metavar="PX", help="chip size the content must cover (odd, default 255)")
-    p.add_argument("--tiles", type=_parse_tiles, nargs="+", metavar="H,V",
-                   help=f"ARD tiles (must include a 2x2 block; default {' '.join(f'{h},{v}' for h, v in DEFAULT_TILES)})")
+    p.add_argument(
+        "--context-px", type=int, metavar="PX", help="real content this far beyond each plot's chip"
+    )
+    p.add_argument(
+        "--chip-size", type=int, metavar="PX", help="chip size the content must cover (odd, default 255)"
+    )
+    p.add_argument(
+        "--tiles",
+        type=_parse_tiles,
+        nargs="+",
+        metavar="H,V",
+        help=f"ARD tiles (must include a 2x2 block; default {' '.join(f'{h},{v}' for h, v in DEFAULT_TILES)})",
+    )
     p.add_argument("--region", default="CU", help="ARD region code (default CU)")
     p.add_argument("--workers", type=int, help="parallel writer threads (default min(4, cpus))")
     p.add_argument("--force", action="store_true", help="replace an archive already in OUT_DIR")
-    p.add_argument("--dense", action="store_true", help="write every block, fill too, as the real archive does (slower)")
+    p.add_argument(
+        "--dense", action="store_true", help="write every block, fill too, as the real archive does (slower)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     return p
 
@@ -1394,8 +1650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     base = small_spec(args.seed) if args.small else demo_spec(args.seed)
     changes: dict[str, Any] = {"region": args.region.upper()}
-    for name, value in (("n_acquisitions", args.acquisitions), ("n_extra_plots", args.extra_plots),
-                        ("context_px", args.context_px), ("chip_size", args.chip_size)):
+    for name, value in (
+        ("n_acquisitions", args.acquisitions),
+        ("n_extra_plots", args.extra_plots),
+        ("context_px", args.context_px),
+        ("chip_size", args.chip_size),
+    ):
         if value is not None:
             changes[name] = value
     if args.tiles:
@@ -1408,15 +1668,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{built.root}: {len(built.items)} items, {built.n_files} COGs, "
-          f"{built.total_bytes / 1e6:.1f} MB, {len(built.plots)} plots, {built.build_seconds:.1f} s")
+    print(
+        f"{built.root}: {len(built.items)} items, {built.n_files} COGs, "
+        f"{built.total_bytes / 1e6:.1f} MB, {len(built.plots)} plots, {built.build_seconds:.1f} s"
+    )
     if not args.quiet:
         print(f"  bucket   {built.bucket_dir}  (upload as s3://{BUCKET}/)")
         print(f"  items    {built.catalog_ndjson}\n           {built.catalog_geojson}")
         print(f"  plots    {built.plot_file}\n  manifest {built.manifest}")
         for p in built.plots:
-            print(f"  {p['project_id']}/{p['plot_id']:<4} {p['kind']:<22} tiles {','.join(p['chip_tiles']):<19} "
-                  f"observations {len(p['observation_dates']):>3}  fill {len(p['fill_dates']):>2}")
+            print(
+                f"  {p['project_id']}/{p['plot_id']:<4} {p['kind']:<22} tiles {','.join(p['chip_tiles']):<19} "
+                f"observations {len(p['observation_dates']):>3}  fill {len(p['fill_dates']):>2}"
+            )
     return 0
 
 

@@ -113,35 +113,105 @@ THERMAL_ASSETS = {(L30, "B10"), (L30, "B11")}
 _Band = dict[str, Any]
 ITEM_ASSETS: dict[str, dict[str, tuple[str, _Band]]] = {
     L30: {
-        "B01": ("Coastal Aerosol",
-                {"name": "B01", "common_name": "coastal", "center_wavelength": 0.48, "full_width_half_max": 0.02}),
-        "B02": ("Blue", {"name": "B02", "common_name": "blue", "center_wavelength": 0.44, "full_width_half_max": 0.06}),
-        "B03": ("Green", {"name": "B03", "common_name": "green", "center_wavelength": 0.56, "full_width_half_max": 0.06}),
-        "B04": ("Red", {"name": "B04", "common_name": "red", "center_wavelength": 0.65, "full_width_half_max": 0.04}),
-        "B05": ("NIR Narrow", {"name": "B05", "common_name": "nir", "center_wavelength": 0.86, "full_width_half_max": 0.03}),
-        "B06": ("SWIR 1", {"name": "B06", "common_name": "swir16", "center_wavelength": 1.6, "full_width_half_max": 0.08}),
-        "B07": ("SWIR 2", {"name": "B07", "common_name": "swir22", "center_wavelength": 2.2, "full_width_half_max": 0.2}),
-        "B09": ("Cirrus", {"name": "B09", "common_name": "cirrus", "center_wavelength": 1.37, "full_width_half_max": 0.02}),
-        "B10": ("Thermal Infrared 1",
-                {"name": "B10", "common_name": "lwir11", "center_wavelength": 10.9, "full_width_half_max": 0.8}),
-        "B11": ("Thermal Infrared 2",
-                {"name": "B11", "common_name": "lwir12", "center_wavelength": 12.0, "full_width_half_max": 1.0}),
+        "B01": (
+            "Coastal Aerosol",
+            {"name": "B01", "common_name": "coastal", "center_wavelength": 0.48, "full_width_half_max": 0.02},
+        ),
+        "B02": (
+            "Blue",
+            {"name": "B02", "common_name": "blue", "center_wavelength": 0.44, "full_width_half_max": 0.06},
+        ),
+        "B03": (
+            "Green",
+            {"name": "B03", "common_name": "green", "center_wavelength": 0.56, "full_width_half_max": 0.06},
+        ),
+        "B04": (
+            "Red",
+            {"name": "B04", "common_name": "red", "center_wavelength": 0.65, "full_width_half_max": 0.04},
+        ),
+        "B05": (
+            "NIR Narrow",
+            {"name": "B05", "common_name": "nir", "center_wavelength": 0.86, "full_width_half_max": 0.03},
+        ),
+        "B06": (
+            "SWIR 1",
+            {"name": "B06", "common_name": "swir16", "center_wavelength": 1.6, "full_width_half_max": 0.08},
+        ),
+        "B07": (
+            "SWIR 2",
+            {"name": "B07", "common_name": "swir22", "center_wavelength": 2.2, "full_width_half_max": 0.2},
+        ),
+        "B09": (
+            "Cirrus",
+            {"name": "B09", "common_name": "cirrus", "center_wavelength": 1.37, "full_width_half_max": 0.02},
+        ),
+        "B10": (
+            "Thermal Infrared 1",
+            {"name": "B10", "common_name": "lwir11", "center_wavelength": 10.9, "full_width_half_max": 0.8},
+        ),
+        "B11": (
+            "Thermal Infrared 2",
+            {"name": "B11", "common_name": "lwir12", "center_wavelength": 12.0, "full_width_half_max": 1.0},
+        ),
         "Fmask": ("Fmask", {"name": "Fmask"}),
     },
     S30: {
-        "B01": ("Coastal Aerosol",
-                {"name": "B01", "common_name": "coastal", "center_wavelength": 0.4439, "full_width_half_max": 0.027}),
-        "B02": ("Blue", {"name": "B02", "common_name": "blue", "center_wavelength": 0.4966, "full_width_half_max": 0.098}),
-        "B03": ("Green", {"name": "B03", "common_name": "green", "center_wavelength": 0.56, "full_width_half_max": 0.045}),
-        "B04": ("Red", {"name": "B04", "common_name": "red", "center_wavelength": 0.6645, "full_width_half_max": 0.038}),
+        "B01": (
+            "Coastal Aerosol",
+            {
+                "name": "B01",
+                "common_name": "coastal",
+                "center_wavelength": 0.4439,
+                "full_width_half_max": 0.027,
+            },
+        ),
+        "B02": (
+            "Blue",
+            {"name": "B02", "common_name": "blue", "center_wavelength": 0.4966, "full_width_half_max": 0.098},
+        ),
+        "B03": (
+            "Green",
+            {"name": "B03", "common_name": "green", "center_wavelength": 0.56, "full_width_half_max": 0.045},
+        ),
+        "B04": (
+            "Red",
+            {"name": "B04", "common_name": "red", "center_wavelength": 0.6645, "full_width_half_max": 0.038},
+        ),
         "B05": ("Red-Edge 1", {"name": "B05", "center_wavelength": 0.7039, "full_width_half_max": 0.019}),
         "B06": ("Red-Edge 2", {"name": "B06", "center_wavelength": 0.7402, "full_width_half_max": 0.018}),
         "B07": ("Red-Edge 3", {"name": "B07", "center_wavelength": 0.7825, "full_width_half_max": 0.028}),
-        "B08": ("NIR Broad", {"name": "B08", "common_name": "nir", "center_wavelength": 0.8351, "full_width_half_max": 0.145}),
+        "B08": (
+            "NIR Broad",
+            {"name": "B08", "common_name": "nir", "center_wavelength": 0.8351, "full_width_half_max": 0.145},
+        ),
         "B09": ("Water Vapor", {"name": "B09", "center_wavelength": 0.945, "full_width_half_max": 0.026}),
-        "B10": ("Cirrus", {"name": "B10", "common_name": "cirrus", "center_wavelength": 1.3735, "full_width_half_max": 0.075}),
-        "B11": ("SWIR 1", {"name": "B11", "common_name": "swir16", "center_wavelength": 1.6137, "full_width_half_max": 0.143}),
-        "B12": ("SWIR 2", {"name": "B12", "common_name": "swir22", "center_wavelength": 2.22024, "full_width_half_max": 0.242}),
+        "B10": (
+            "Cirrus",
+            {
+                "name": "B10",
+                "common_name": "cirrus",
+                "center_wavelength": 1.3735,
+                "full_width_half_max": 0.075,
+            },
+        ),
+        "B11": (
+            "SWIR 1",
+            {
+                "name": "B11",
+                "common_name": "swir16",
+                "center_wavelength": 1.6137,
+                "full_width_half_max": 0.143,
+            },
+        ),
+        "B12": (
+            "SWIR 2",
+            {
+                "name": "B12",
+                "common_name": "swir22",
+                "center_wavelength": 2.22024,
+                "full_width_half_max": 0.242,
+            },
+        ),
         "B8A": ("NIR Narrow", {"name": "B8A", "center_wavelength": 0.8648, "full_width_half_max": 0.033}),
         "Fmask": ("Fmask", {"name": "Fmask"}),
     },
@@ -178,10 +248,18 @@ class TileWindow:
     years: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if not (0 <= self.row_off and 0 <= self.col_off and self.height > 0 and self.width > 0
-                and self.row_off + self.height <= FULL_TILE_PX and self.col_off + self.width <= FULL_TILE_PX):
-            raise ValueError(f"{self.tile}: window {self.row_off, self.col_off, self.height, self.width} is not "
-                             f"inside the {FULL_TILE_PX} px grid")
+        if not (
+            self.row_off >= 0
+            and self.col_off >= 0
+            and self.height > 0
+            and self.width > 0
+            and self.row_off + self.height <= FULL_TILE_PX
+            and self.col_off + self.width <= FULL_TILE_PX
+        ):
+            raise ValueError(
+                f"{self.tile}: window {self.row_off, self.col_off, self.height, self.width} is not "
+                f"inside the {FULL_TILE_PX} px grid"
+            )
 
     @property
     def is_full(self) -> bool:
@@ -272,10 +350,12 @@ class HlsArchiveSpec:
         if self.unique_scenes is not None:
             if self.unique_scenes < 1:
                 raise ValueError("unique_scenes must be >= 1")
-            for i, s in enumerate(self.scenes[self.unique_scenes:], start=self.unique_scenes):
+            for i, s in enumerate(self.scenes[self.unique_scenes :], start=self.unique_scenes):
                 src = self.scenes[i % self.unique_scenes]
                 if (src.product, src.tiles, src.fill_edge) != (s.product, s.tiles, s.fill_edge):
-                    raise ValueError(f"scene {i} cannot reuse scene {i % self.unique_scenes}: product, tiles or fill differ")
+                    raise ValueError(
+                        f"scene {i} cannot reuse scene {i % self.unique_scenes}: product, tiles or fill differ"
+                    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,13 +471,15 @@ def _footprint(grid: _Grid) -> tuple[dict[str, Any], list[float]]:
     x1, y1 = x0 + grid.width * PIXEL, y0 - grid.height * PIXEL
     corners = [(x0, y1), (x1, y1), (x1, y0), (x0, y0)]  # counter-clockwise in x/y
     dense: list[tuple[float, float]] = []
-    for (ax, ay), (bx, by) in zip(corners, corners[1:] + corners[:1]):
+    for (ax, ay), (bx, by) in zip(corners, corners[1:] + corners[:1], strict=True):
         dense.extend((ax + (bx - ax) * k / 8, ay + (by - ay) * k / 8) for k in range(8))
     lons, lats = _transformer(grid.epsg, 4326).transform([p[0] for p in dense], [p[1] for p in dense])
-    ring = [[round(float(lo), 8), round(float(la), 8)] for lo, la in zip(lons, lats)]
+    ring = [[round(float(lo), 8), round(float(la), 8)] for lo, la in zip(lons, lats, strict=True)]
     ring.append(list(ring[0]))
-    return ({"type": "Polygon", "coordinates": [ring]},
-            [min(p[0] for p in ring), min(p[1] for p in ring), max(p[0] for p in ring), max(p[1] for p in ring)])
+    return (
+        {"type": "Polygon", "coordinates": [ring]},
+        [min(p[0] for p in ring), min(p[1] for p in ring), max(p[0] for p in ring), max(p[1] for p in ring)],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,11 +577,21 @@ def _smooth_noise(gx: np.ndarray, gy: np.ndarray, cell: float, key: int) -> np.n
 # Reflectance of the end members at these wavelengths (um); interpolated per band.
 _WL = np.array([0.44, 0.49, 0.56, 0.665, 0.705, 0.74, 0.78, 0.84, 0.865, 0.945, 1.375, 1.61, 2.2])
 _SPECTRA = {
-    "veg": np.array([0.020, 0.030, 0.060, 0.030, 0.090, 0.250, 0.330, 0.360, 0.370, 0.300, 0.001, 0.180, 0.080]),
-    "soil": np.array([0.060, 0.080, 0.110, 0.150, 0.170, 0.190, 0.200, 0.210, 0.220, 0.220, 0.002, 0.300, 0.250]),
-    "water": np.array([0.050, 0.048, 0.040, 0.020, 0.015, 0.010, 0.008, 0.005, 0.004, 0.002, 0.000, -0.002, -0.003]),
-    "snow": np.array([0.900, 0.900, 0.880, 0.850, 0.830, 0.800, 0.780, 0.750, 0.720, 0.600, 0.010, 0.080, 0.050]),
-    "cloud": np.array([0.550, 0.550, 0.550, 0.560, 0.560, 0.570, 0.570, 0.580, 0.580, 0.500, 0.250, 0.450, 0.350]),
+    "veg": np.array(
+        [0.020, 0.030, 0.060, 0.030, 0.090, 0.250, 0.330, 0.360, 0.370, 0.300, 0.001, 0.180, 0.080]
+    ),
+    "soil": np.array(
+        [0.060, 0.080, 0.110, 0.150, 0.170, 0.190, 0.200, 0.210, 0.220, 0.220, 0.002, 0.300, 0.250]
+    ),
+    "water": np.array(
+        [0.050, 0.048, 0.040, 0.020, 0.015, 0.010, 0.008, 0.005, 0.004, 0.002, 0.000, -0.002, -0.003]
+    ),
+    "snow": np.array(
+        [0.900, 0.900, 0.880, 0.850, 0.830, 0.800, 0.780, 0.750, 0.720, 0.600, 0.010, 0.080, 0.050]
+    ),
+    "cloud": np.array(
+        [0.550, 0.550, 0.550, 0.560, 0.560, 0.570, 0.570, 0.580, 0.580, 0.500, 0.250, 0.450, 0.350]
+    ),
 }
 
 
@@ -582,8 +674,8 @@ def _zone_canvas(spec: HlsArchiveSpec, grids: list[_Grid]) -> _Canvas:
     origins = [probe.global_of(g) for g in grids]
     gx0 = min(o[0] for o in origins)
     gy0 = min(o[1] for o in origins)
-    gx1 = max(o[0] + g.width for o, g in zip(origins, grids))
-    gy1 = max(o[1] + g.height for o, g in zip(origins, grids))
+    gx1 = max(o[0] + g.width for o, g in zip(origins, grids, strict=True))
+    gy1 = max(o[1] + g.height for o, g in zip(origins, grids, strict=True))
     if spec.pattern_px is not None:
         p = spec.pattern_px
         return _Canvas(epsg, xoff, yoff, gx0, gy0, min(p, gx1 - gx0), min(p, gy1 - gy0), p)
@@ -599,8 +691,9 @@ def _scene_time(rng: np.random.Generator, scene: Scene) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(seconds=seconds, milliseconds=millis)
 
 
-def _plan_scene(spec: HlsArchiveSpec, index: int, scene: Scene, canvas_of: dict[str, _Canvas],
-                rng: np.random.Generator) -> _ScenePlan:
+def _plan_scene(
+    spec: HlsArchiveSpec, index: int, scene: Scene, canvas_of: dict[str, _Canvas], rng: np.random.Generator
+) -> _ScenePlan:
     """Draw a scene's clouds, cirrus, shadow direction and atmosphere."""
     tiles = scene.tiles or tuple(t.tile for t in spec.tiles if scene.day.year in t.years)
     when = _scene_time(rng, scene)
@@ -611,17 +704,34 @@ def _plan_scene(spec: HlsArchiveSpec, index: int, scene: Scene, canvas_of: dict[
         canvas = canvas_of[tiles[0]]
         scale = min(canvas.width, canvas.height) / 240.0
         for _ in range(int(rng.poisson(1 + scene.cloudiness * 10))):
-            clouds.append((canvas.gx0 + rng.uniform(0, canvas.width), canvas.gy0 + rng.uniform(0, canvas.height),
-                           rng.uniform(4, 20) * scale))
+            clouds.append(
+                (
+                    canvas.gx0 + rng.uniform(0, canvas.width),
+                    canvas.gy0 + rng.uniform(0, canvas.height),
+                    rng.uniform(4, 20) * scale,
+                )
+            )
         if rng.random() < 0.5:
-            cirrus.append((canvas.gx0 + rng.uniform(0, canvas.width), canvas.gy0 + rng.uniform(0, canvas.height),
-                           rng.uniform(15, 40) * scale))
+            cirrus.append(
+                (
+                    canvas.gx0 + rng.uniform(0, canvas.width),
+                    canvas.gy0 + rng.uniform(0, canvas.height),
+                    rng.uniform(15, 40) * scale,
+                )
+            )
     az = math.radians(rng.uniform(125, 160))
     mag = rng.uniform(8, 20) * scale
     return _ScenePlan(
-        index=index, scene=scene, collection=COLLECTION_OF[scene.product], when=when, tiles=tiles,
-        clouds=tuple(clouds), cirrus=tuple(cirrus), shadow_offset=(-math.sin(az) * mag, math.cos(az) * mag),
-        atmos=tuple(float(a) for a in rng.normal(0.0, 0.004, len(_WL))), temp_offset=float(rng.normal(0, 2)),
+        index=index,
+        scene=scene,
+        collection=COLLECTION_OF[scene.product],
+        when=when,
+        tiles=tiles,
+        clouds=tuple(clouds),
+        cirrus=tuple(cirrus),
+        shadow_offset=(-math.sin(az) * mag, math.cos(az) * mag),
+        atmos=tuple(float(a) for a in rng.normal(0.0, 0.004, len(_WL))),
+        temp_offset=float(rng.normal(0, 2)),
         key=_key(spec.seed, 1000 + index),
     )
 
@@ -648,8 +758,19 @@ def _place_points(spec: HlsArchiveSpec, grids: dict[str, _Grid]) -> list[dict[st
             if grid.chip_origin(gx, gy) is not None:
                 fits.append(name)
         serving = own if own in fits else (fits[0] if fits else None)
-        records.append({"id": p.id, "lat": lat, "lon": lon, "year": p.year, "site": p.site, "kind": p.kind,
-                        "own": own, "fits": fits, "serving": serving})
+        records.append(
+            {
+                "id": p.id,
+                "lat": lat,
+                "lon": lon,
+                "year": p.year,
+                "site": p.site,
+                "kind": p.kind,
+                "own": own,
+                "fits": fits,
+                "serving": serving,
+            }
+        )
     return records
 
 
@@ -672,8 +793,12 @@ def plan_hls_archive(spec: HlsArchiveSpec) -> _Plan:
     return _Plan(spec=spec, grids=grids, canvases=canvases, lakes=lakes, scenes=scenes, points=points)
 
 
-def _cloud_over_points(scenes: list[_ScenePlan], points: list[dict[str, Any]], grids: dict[str, _Grid],
-                       canvas_of: dict[str, _Canvas]) -> list[_ScenePlan]:
+def _cloud_over_points(
+    scenes: list[_ScenePlan],
+    points: list[dict[str, Any]],
+    grids: dict[str, _Grid],
+    canvas_of: dict[str, _Canvas],
+) -> list[_ScenePlan]:
     """A small cloud beside each placed point in one scene of its year, so every sampled chip
     holds masked pixels next to clear ones."""
     out = list(scenes)
@@ -688,7 +813,7 @@ def _cloud_over_points(scenes: list[_ScenePlan], points: list[dict[str, Any]], g
         grid, canvas = grids[tile], canvas_of[tile]
         x, y = _transformer(4326, grid.epsg).transform(p["lon"], p["lat"])
         gx, gy = (x - canvas.xoff) / PIXEL, (canvas.yoff - y) / PIXEL
-        out[s.index] = replace(s, clouds=s.clouds + ((gx + 5.0, gy - 4.0, 6.0),))
+        out[s.index] = replace(s, clouds=(*s.clouds, (gx + 5.0, gy - 4.0, 6.0)))
     return out
 
 
@@ -704,8 +829,13 @@ class _SceneRaster:
     arrays: dict[str, np.ndarray]
 
 
-def _discs(gx: np.ndarray, gy: np.ndarray, discs: Sequence[Disc], grow: float = 0.0,
-           offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def _discs(
+    gx: np.ndarray,
+    gy: np.ndarray,
+    discs: Sequence[Disc],
+    grow: float = 0.0,
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
     """Pixels whose centre lies in any disc (radius + ``grow``, centre + ``offset``)."""
     out = np.zeros((gy.size, gx.size), dtype=bool)
     for cx, cy, r in discs:
@@ -732,14 +862,22 @@ def _render_scene(plan: _Plan, sp: _ScenePlan, canvas: _Canvas) -> _SceneRaster:
     static = _key(spec.seed, 1)
     doy = sp.when.timetuple().tm_yday
     season = 0.55 + 0.45 * math.exp(-(((doy - 195) / 65.0) ** 2))
-    cover = 0.45 * _smooth_noise(gx, gy, 80.0, _key(static, 1)) + 0.35 * _smooth_noise(gx, gy, 20.0, _key(static, 2))
+    cover = 0.45 * _smooth_noise(gx, gy, 80.0, _key(static, 1)) + 0.35 * _smooth_noise(
+        gx, gy, 20.0, _key(static, 2)
+    )
     veg: np.ndarray = np.clip(0.15 + 1.2 * cover, 0.1, 0.95).astype(np.float32) * np.float32(season)
 
     water = _discs(gx, gy, [plan.lakes[canvas.epsg]])
-    snow = (_smooth_noise(gx, gy, 30.0, _key(sp.key, 3)) < 0.5) & ~water if sp.scene.snow else np.zeros((h, w), bool)
+    snow = (
+        (_smooth_noise(gx, gy, 30.0, _key(sp.key, 3)) < 0.5) & ~water
+        if sp.scene.snow
+        else np.zeros((h, w), bool)
+    )
     cloud = _discs(gx, gy, sp.clouds)
     shadow = _discs(gx, gy, sp.clouds, offset=sp.shadow_offset) & ~cloud
-    adjacent = (_discs(gx, gy, sp.clouds, grow=3.0) | _discs(gx, gy, sp.clouds, grow=3.0, offset=sp.shadow_offset))
+    adjacent = _discs(gx, gy, sp.clouds, grow=3.0) | _discs(
+        gx, gy, sp.clouds, grow=3.0, offset=sp.shadow_offset
+    )
     adjacent &= ~cloud & ~shadow
     cirrus = _discs(gx, gy, sp.cirrus)
     aerosol_field = _smooth_noise(gx, gy, 40.0, _key(sp.key, 4))
@@ -751,8 +889,14 @@ def _render_scene(plan: _Plan, sp: _ScenePlan, canvas: _Canvas) -> _SceneRaster:
         edge = canvas.gx0 + sp.scene.fill_edge + 0.2 * (gy - (canvas.gy0 + h / 2))
         fill = (gx + 0.5)[None, :] > edge[:, None]
 
-    fmask = (cirrus * CIRRUS_BIT | cloud * CLOUD_BIT | adjacent * ADJACENT_BIT | shadow * SHADOW_BIT
-             | snow * SNOW_BIT | water * WATER_BIT).astype(np.uint8) | (aerosol << AEROSOL_SHIFT)
+    fmask = (
+        cirrus * CIRRUS_BIT
+        | cloud * CLOUD_BIT
+        | adjacent * ADJACENT_BIT
+        | shadow * SHADOW_BIT
+        | snow * SNOW_BIT
+        | water * WATER_BIT
+    ).astype(np.uint8) | (aerosol << AEROSOL_SHIFT)
     fmask[fill] = FMASK_NODATA
 
     arrays: dict[str, np.ndarray] = {}
@@ -784,8 +928,16 @@ def _render_scene(plan: _Plan, sp: _ScenePlan, canvas: _Canvas) -> _SceneRaster:
     return _SceneRaster(arrays)
 
 
-def _thermal(veg: np.ndarray, water: np.ndarray, snow: np.ndarray, cloud: np.ndarray, shadow: np.ndarray,
-             sp: _ScenePlan, rng: np.random.Generator, asset: str) -> np.ndarray:
+def _thermal(
+    veg: np.ndarray,
+    water: np.ndarray,
+    snow: np.ndarray,
+    cloud: np.ndarray,
+    shadow: np.ndarray,
+    sp: _ScenePlan,
+    rng: np.random.Generator,
+    asset: str,
+) -> np.ndarray:
     """Brightness temperature in 0.01 degC: warm soil, cooler vegetation and water, cold snow
     and cloud tops (negative values are valid here)."""
     doy = sp.when.timetuple().tm_yday
@@ -798,8 +950,13 @@ def _thermal(veg: np.ndarray, water: np.ndarray, snow: np.ndarray, cloud: np.nda
     return np.clip(np.rint(t * 100.0), -9000, 9000).astype(np.int16)
 
 
-def _artefacts(arrays: dict[str, np.ndarray], reflective: list[str], sp: _ScenePlan, rng: np.random.Generator,
-               canvas: _Canvas) -> None:
+def _artefacts(
+    arrays: dict[str, np.ndarray],
+    reflective: list[str],
+    sp: _ScenePlan,
+    rng: np.random.Generator,
+    canvas: _Canvas,
+) -> None:
     """Values the recipe must reject, each in one band only: 0.2 % of pixels out of range
     (above 10000 or negative), 0.1 % of pixels -9999, and optionally a -9999 column stripe."""
     h, w = canvas.height, canvas.width
@@ -810,12 +967,12 @@ def _artefacts(arrays: dict[str, np.ndarray], reflective: list[str], sp: _SceneP
     for k, flat in enumerate(pick[:n_bad]):
         band = reflective[int(rng.integers(len(reflective)))]
         arrays[band].flat[flat] = bad_values[k % len(bad_values)]
-    for flat in pick[n_bad:n_bad + n_fill]:
+    for flat in pick[n_bad : n_bad + n_fill]:
         band = reflective[int(rng.integers(len(reflective)))]
         arrays[band].flat[flat] = REFL_NODATA
     if sp.scene.stripe:
         c = w // 3
-        arrays[reflective[0]][h // 4:, c:c + 2] = REFL_NODATA
+        arrays[reflective[0]][h // 4 :, c : c + 2] = REFL_NODATA
 
 
 # --------------------------------------------------------------------------------------------
@@ -829,14 +986,33 @@ def _overview_count(h: int, w: int) -> int:
     return max(1, math.ceil(math.log2(max(h, w) / BLOCK))) if max(h, w) > BLOCK else 1
 
 
-def _write_cog(path: Path, arr: np.ndarray, grid: _Grid, *, nodata: int, zlevel: int,
-               tags: dict[str, str], band_tags: dict[str, str], description: str, scale: float | None) -> int:
+def _write_cog(
+    path: Path,
+    arr: np.ndarray,
+    grid: _Grid,
+    *,
+    nodata: int,
+    zlevel: int,
+    tags: dict[str, str],
+    band_tags: dict[str, str],
+    description: str,
+    scale: float | None,
+) -> int:
     """One single-band COG (GDAL COG driver through rasterio). Returns its size in bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     profile: dict[str, Any] = {
-        "driver": "COG", "width": grid.width, "height": grid.height, "count": 1, "dtype": arr.dtype.name,
-        "nodata": nodata, "crs": CRS.from_epsg(grid.epsg), "transform": Affine(*grid.transform),
-        "blocksize": BLOCK, "compress": "DEFLATE", "level": zlevel, "overview_resampling": "nearest",
+        "driver": "COG",
+        "width": grid.width,
+        "height": grid.height,
+        "count": 1,
+        "dtype": arr.dtype.name,
+        "nodata": nodata,
+        "crs": CRS.from_epsg(grid.epsg),
+        "transform": Affine(*grid.transform),
+        "blocksize": BLOCK,
+        "compress": "DEFLATE",
+        "level": zlevel,
+        "overview_resampling": "nearest",
         "overview_count": _overview_count(grid.height, grid.width),
     }
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path, "w", **profile) as ds:
@@ -850,7 +1026,9 @@ def _write_cog(path: Path, arr: np.ndarray, grid: _Grid, *, nodata: int, zlevel:
     return path.stat().st_size
 
 
-def _write_scene(plan: _Plan, sp: _ScenePlan, data_dir: Path) -> list[tuple[str, str, str, int, dict[str, Any]]]:
+def _write_scene(
+    plan: _Plan, sp: _ScenePlan, data_dir: Path
+) -> list[tuple[str, str, str, int, dict[str, Any]]]:
     """Render a scene once and write the files of each of its items. Returns, per item
     written, ``(tile, item id, collection, bytes, stats)``; items whose window is all fill
     are skipped."""
@@ -879,31 +1057,60 @@ def _write_scene(plan: _Plan, sp: _ScenePlan, data_dir: Path) -> list[tuple[str,
             title = ITEM_ASSETS[sp.collection][asset][0]
             dst = data_dir / asset_key(product, tile, sp.when, ident, asset)
             if asset == "Fmask":
-                written += _write_cog(dst, arr, grid, nodata=FMASK_NODATA, zlevel=spec.zlevel, scale=None,
-                                      tags=_file_tags(sp, stats), description="Fmask",
-                                      band_tags={"long_name": "Fmask", "_FillValue": str(FMASK_NODATA),
-                                                 "Fmask description": _FMASK_DESCRIPTION})
+                written += _write_cog(
+                    dst,
+                    arr,
+                    grid,
+                    nodata=FMASK_NODATA,
+                    zlevel=spec.zlevel,
+                    scale=None,
+                    tags=_file_tags(sp, stats),
+                    description="Fmask",
+                    band_tags={
+                        "long_name": "Fmask",
+                        "_FillValue": str(FMASK_NODATA),
+                        "Fmask description": _FMASK_DESCRIPTION,
+                    },
+                )
             else:
                 thermal = (sp.collection, asset) in THERMAL_ASSETS
                 scale = THERMAL_SCALE if thermal else REFL_SCALE
-                written += _write_cog(dst, arr, grid, nodata=REFL_NODATA, zlevel=spec.zlevel, scale=scale,
-                                      tags=_file_tags(sp, stats), description=title,
-                                      band_tags={"long_name": title, "scale_factor": str(scale), "add_offset": "0",
-                                                 "_FillValue": str(REFL_NODATA)})
+                written += _write_cog(
+                    dst,
+                    arr,
+                    grid,
+                    nodata=REFL_NODATA,
+                    zlevel=spec.zlevel,
+                    scale=scale,
+                    tags=_file_tags(sp, stats),
+                    description=title,
+                    band_tags={
+                        "long_name": title,
+                        "scale_factor": str(scale),
+                        "add_offset": "0",
+                        "_FillValue": str(REFL_NODATA),
+                    },
+                )
         out.append((tile, ident, sp.collection, written, stats))
     return out
 
 
-def _link_scene(src: _ScenePlan, src_written: list[tuple[str, str, str, int, dict[str, Any]]], sp: _ScenePlan,
-                data_dir: Path) -> list[tuple[str, str, str, int, dict[str, Any]]]:
+def _link_scene(
+    src: _ScenePlan,
+    src_written: list[tuple[str, str, str, int, dict[str, Any]]],
+    sp: _ScenePlan,
+    data_dir: Path,
+) -> list[tuple[str, str, str, int, dict[str, Any]]]:
     """Give scene ``sp`` the files of scene ``src`` (hard links; a copy where links fail):
     the repeated content of ``HlsArchiveSpec.unique_scenes``."""
     out = []
     product = sp.scene.product
     for tile, src_id, collection, nbytes, stats in src_written:
         ident = item_id(product, tile, sp.when)
-        for src_file in sorted((data_dir / asset_key(product, tile, src.when, src_id, "x")).parent.glob("*.tif")):
-            asset = src_file.name[len(src_id) + 1:-len(".tif")]
+        for src_file in sorted(
+            (data_dir / asset_key(product, tile, src.when, src_id, "x")).parent.glob("*.tif")
+        ):
+            asset = src_file.name[len(src_id) + 1 : -len(".tif")]
             dst = data_dir / asset_key(product, tile, sp.when, ident, asset)
             dst.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -914,8 +1121,10 @@ def _link_scene(src: _ScenePlan, src_written: list[tuple[str, str, str, int, dic
     return out
 
 
-_FMASK_DESCRIPTION = ("Bits are listed from the MSB (bit 7) to the LSB (bit 0): 7-6 aerosol level; "
-                      "5 water; 4 snow/ice; 3 cloud shadow; 2 adjacent to cloud/shadow; 1 cloud; 0 cirrus")
+_FMASK_DESCRIPTION = (
+    "Bits are listed from the MSB (bit 7) to the LSB (bit 0): 7-6 aerosol level; "
+    "5 water; 4 snow/ice; 3 cloud shadow; 2 adjacent to cloud/shadow; 1 cloud; 0 cirrus"
+)
 
 
 def _file_tags(sp: _ScenePlan, stats: dict[str, Any]) -> dict[str, str]:
@@ -938,8 +1147,9 @@ def _format_datetime(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
-def _stac_item(plan: _Plan, sp: _ScenePlan, tile: str, ident: str, stats: dict[str, Any],
-               data_dir: Path) -> dict[str, Any]:
+def _stac_item(
+    plan: _Plan, sp: _ScenePlan, tile: str, ident: str, stats: dict[str, Any], data_dir: Path
+) -> dict[str, Any]:
     grid = plan.grids[tile]
     geometry, bbox = _footprint(grid)
     collection = sp.collection
@@ -971,10 +1181,18 @@ def _stac_item(plan: _Plan, sp: _ScenePlan, tile: str, ident: str, stats: dict[s
             "proj:shape": [grid.height, grid.width],
         },
         "links": [
-            {"rel": "collection", "type": "application/json", "href": f"{STAC_ROOT}/collections/{collection}"},
+            {
+                "rel": "collection",
+                "type": "application/json",
+                "href": f"{STAC_ROOT}/collections/{collection}",
+            },
             {"rel": "parent", "type": "application/json", "href": f"{STAC_ROOT}/collections/{collection}"},
             {"rel": "root", "type": "application/json", "href": f"{STAC_ROOT}/"},
-            {"rel": "self", "type": "application/geo+json", "href": f"{STAC_ROOT}/collections/{collection}/items/{ident}"},
+            {
+                "rel": "self",
+                "type": "application/geo+json",
+                "href": f"{STAC_ROOT}/collections/{collection}/items/{ident}",
+            },
         ],
         "assets": assets,
         "collection": collection,
@@ -991,18 +1209,36 @@ def _collection_doc(collection: str, items: list[dict[str, Any]], extra: bool) -
         "type": "Collection",
         "id": collection,
         "stac_version": "1.0.0",
-        "stac_extensions": ["https://stac-extensions.github.io/item-assets/v1.0.0/schema.json", *STAC_EXTENSIONS],
+        "stac_extensions": [
+            "https://stac-extensions.github.io/item-assets/v1.0.0/schema.json",
+            *STAC_EXTENSIONS,
+        ],
         "title": f"HLS2 {'Landsat' if product == 'L30' else 'Sentinel-2'} 30 m (synthetic demo archive)",
         "description": f"Synthetic stand-in for Planetary Computer's {collection}, generated by pipeline.demo.hls_archive.",
         "license": "proprietary",
         "extent": {
-            "spatial": {"bbox": [[min(b[0] for b in bb), min(b[1] for b in bb), max(b[2] for b in bb), max(b[3] for b in bb)]]},
+            "spatial": {
+                "bbox": [
+                    [
+                        min(b[0] for b in bb),
+                        min(b[1] for b in bb),
+                        max(b[2] for b in bb),
+                        max(b[3] for b in bb),
+                    ]
+                ]
+            },
             "temporal": {"interval": [[times[0] if times else None, times[-1] if times else None]]},
         },
         "summaries": {"gsd": [30], "platform": sorted({i["properties"]["platform"] for i in mine})},
-        "item_assets": {a: {"type": COG_TYPE, "roles": ["data"], "title": ITEM_ASSETS[collection][a][0],
-                            "eo:bands": [dict(ITEM_ASSETS[collection][a][1])]}
-                        for a in _assets_of(collection, extra)},
+        "item_assets": {
+            a: {
+                "type": COG_TYPE,
+                "roles": ["data"],
+                "title": ITEM_ASSETS[collection][a][0],
+                "eo:bands": [dict(ITEM_ASSETS[collection][a][1])],
+            }
+            for a in _assets_of(collection, extra)
+        },
         "msft:storage_account": STORAGE_ACCOUNT,
         "msft:container": CONTAINER,
         "links": [{"rel": "root", "type": "application/json", "href": f"{STAC_ROOT}/"}],
@@ -1014,8 +1250,9 @@ def _collection_doc(collection: str, items: list[dict[str, Any]], extra: bool) -
 # --------------------------------------------------------------------------------------------
 
 
-def build_hls_archive(root: Path | str, spec: HlsArchiveSpec, *, workers: int | None = None,
-                      overwrite: bool = False) -> HlsArchive:
+def build_hls_archive(
+    root: Path | str, spec: HlsArchiveSpec, *, workers: int | None = None, overwrite: bool = False
+) -> HlsArchive:
     """Build the archive described by ``spec`` under ``root`` (see the module docstring).
 
     ``workers`` threads render and write scenes in parallel (GDAL releases the GIL); default
@@ -1049,7 +1286,7 @@ def build_hls_archive(root: Path | str, spec: HlsArchiveSpec, *, workers: int | 
     items: list[dict[str, Any]] = []
     total_bytes = 0
     have: set[tuple[str, int]] = set()
-    for sp, written in zip(plan.scenes, per_scene):
+    for sp, written in zip(plan.scenes, per_scene, strict=True):
         for tile, ident, _collection, nbytes, stats in written:
             items.append(_stac_item(plan, sp, tile, ident, stats, data_dir))
             total_bytes += nbytes
@@ -1076,23 +1313,60 @@ def build_hls_archive(root: Path | str, spec: HlsArchiveSpec, *, workers: int | 
         wr.writerows([p["id"], f"{p['lat']:.7f}", f"{p['lon']:.7f}", p["year"], p["site"]] for p in points)
     edge = next(((p["id"], p["year"], p["own"], p["serving"]) for p in points if p["kind"] == "edge"), None)
     seconds = round(time.perf_counter() - t0, 2)
-    manifest.write_text(json.dumps({
-        "generator": "pipeline.demo.hls_archive", "spec": asdict(spec), "container": CONTAINER,
-        "n_items": len(items), "n_files": len(files), "total_bytes": total_bytes, "build_seconds": seconds,
-        "tiles": {t: {"epsg": g.epsg, "transform": g.transform, "shape": [g.height, g.width]} for t, g in plan.grids.items()},
-        "scenes": [{"date": sp.scene.day.isoformat(), "product": sp.scene.product, "platform": sp.scene.platform,
-                    "tiles": [w[0] for w in ws], "items": [w[1] for w in ws], "note": sp.scene.note}
-                   for sp, ws in zip(plan.scenes, per_scene)],
-        "points": points, "edge_point": edge,
-    }, indent=1, default=str) + "\n")
+    manifest.write_text(
+        json.dumps(
+            {
+                "generator": "pipeline.demo.hls_archive",
+                "spec": asdict(spec),
+                "container": CONTAINER,
+                "n_items": len(items),
+                "n_files": len(files),
+                "total_bytes": total_bytes,
+                "build_seconds": seconds,
+                "tiles": {
+                    t: {"epsg": g.epsg, "transform": g.transform, "shape": [g.height, g.width]}
+                    for t, g in plan.grids.items()
+                },
+                "scenes": [
+                    {
+                        "date": sp.scene.day.isoformat(),
+                        "product": sp.scene.product,
+                        "platform": sp.scene.platform,
+                        "tiles": [w[0] for w in ws],
+                        "items": [w[1] for w in ws],
+                        "note": sp.scene.note,
+                    }
+                    for sp, ws in zip(plan.scenes, per_scene, strict=True)
+                ],
+                "points": points,
+                "edge_point": edge,
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
     return HlsArchive(
-        root=root, data_dir=data_dir, items=items, catalog=catalog, points=points_csv, tiles=tiles_csv,
-        files=files, collections=collections, manifest=manifest, point_records=points, edge_point=edge,
-        n_files=len(files), total_bytes=total_bytes, build_seconds=seconds,
+        root=root,
+        data_dir=data_dir,
+        items=items,
+        catalog=catalog,
+        points=points_csv,
+        tiles=tiles_csv,
+        files=files,
+        collections=collections,
+        manifest=manifest,
+        point_records=points,
+        edge_point=edge,
+        n_files=len(files),
+        total_bytes=total_bytes,
+        build_seconds=seconds,
     )
 
 
-def _points_with_data(points: list[dict[str, Any]], have: set[tuple[str, int]], grids: dict[str, _Grid]) -> list[dict[str, Any]]:
+def _points_with_data(
+    points: list[dict[str, Any]], have: set[tuple[str, int]], grids: dict[str, _Grid]
+) -> list[dict[str, Any]]:
     """Point records with ``fits`` / ``serving`` restricted to tile-years that got items
     (a planned scene may have produced none), and the edge point checked: its chip must not
     fit its own tile's window but must fit a neighbour's."""
@@ -1106,7 +1380,9 @@ def _points_with_data(points: list[dict[str, Any]], have: set[tuple[str, int]], 
         if rec["kind"].startswith("unplaced") and fits:
             raise ValueError(f"point {rec['id']} should fit nowhere but fits {fits}")
         if rec["kind"] == "own-without-data" and (rec["own"] in fits or serving is None):
-            raise ValueError(f"point {rec['id']}: its own tile {rec['own']} has data in {rec['year']}, or nothing fits")
+            raise ValueError(
+                f"point {rec['id']}: its own tile {rec['own']} has data in {rec['year']}, or nothing fits"
+            )
         out.append(rec)
     return out
 
@@ -1127,21 +1403,70 @@ def _special_points(tet: TileWindow, tft: TileWindow, years: tuple[int, int]) ->
     y1, y2 = years
     r = tft.row_off  # 10TFT's window top row (10TET's top is 40+ rows higher)
     return [
-        PointSpec("tet-inside", "10TET", tet.row_off + 100.37, tet.col_off + 67.61, y1, "10TET", "inside",
-                  "forest-west"),
-        PointSpec("tft-inside", "10TFT", r + tft.height - 25.42, tft.col_off + 150.28, y1, "10TFT", "inside",
-                  "meadow-east"),
-        PointSpec("tft-both", "10TFT", r + 80.33, tft.col_off + 120.71, y1, "10TFT", "inside-both",
-                  "overlap"),
+        PointSpec(
+            "tet-inside",
+            "10TET",
+            tet.row_off + 100.37,
+            tet.col_off + 67.61,
+            y1,
+            "10TET",
+            "inside",
+            "forest-west",
+        ),
+        PointSpec(
+            "tft-inside",
+            "10TFT",
+            r + tft.height - 25.42,
+            tft.col_off + 150.28,
+            y1,
+            "10TFT",
+            "inside",
+            "meadow-east",
+        ),
+        PointSpec(
+            "tft-both", "10TFT", r + 80.33, tft.col_off + 120.71, y1, "10TFT", "inside-both", "overlap"
+        ),
         PointSpec("edge-1", "10TFT", r + 5.36, tft.col_off + 67.22, y1, "10TFT", "edge", "window-edge"),
-        PointSpec("nowhere-east", "10TFT", r + 60.44, tft.col_off + tft.width + 350.18, y1, "10TFT",
-                  "unplaced-outside", "far-east"),
-        PointSpec("nowhere-west", "10TET", tet.row_off + 90.29, tet.col_off + 5.47, y1, "10TET",
-                  "unplaced-window-edge", "west-edge"),
-        PointSpec("tet-inside-y2", "10TET", tet.row_off + 60.58, tet.col_off + 30.12, y2, "10TET", "inside",
-                  "forest-west"),
-        PointSpec("tft-square-y2", "10TET", tet.row_off + 150.19, tet.col_off + 390.67, y2, "10TFT",
-                  "own-without-data", "overlap-late"),
+        PointSpec(
+            "nowhere-east",
+            "10TFT",
+            r + 60.44,
+            tft.col_off + tft.width + 350.18,
+            y1,
+            "10TFT",
+            "unplaced-outside",
+            "far-east",
+        ),
+        PointSpec(
+            "nowhere-west",
+            "10TET",
+            tet.row_off + 90.29,
+            tet.col_off + 5.47,
+            y1,
+            "10TET",
+            "unplaced-window-edge",
+            "west-edge",
+        ),
+        PointSpec(
+            "tet-inside-y2",
+            "10TET",
+            tet.row_off + 60.58,
+            tet.col_off + 30.12,
+            y2,
+            "10TET",
+            "inside",
+            "forest-west",
+        ),
+        PointSpec(
+            "tft-square-y2",
+            "10TET",
+            tet.row_off + 150.19,
+            tet.col_off + 390.67,
+            y2,
+            "10TFT",
+            "own-without-data",
+            "overlap-late",
+        ),
     ]
 
 
@@ -1165,7 +1490,12 @@ def small_hls_spec(seed: int = 0) -> HlsArchiveSpec:
         _L("2019-05-03"),
         _S("2019-05-11", "sentinel-2a", note="L30 and S30 in May"),
         _S("2019-06-15", "sentinel-2b", tiles=("10TET",), note="10TET only"),
-        _S("2019-06-25", "sentinel-2a", fill_edge=300.0, note="swath edge: 10TFT's east part and 10TET's east end are fill"),
+        _S(
+            "2019-06-25",
+            "sentinel-2a",
+            fill_edge=300.0,
+            note="swath edge: 10TFT's east part and 10TET's east end are fill",
+        ),
         _L("2019-07-02", stripe=True, note="a -9999 stripe in B01 only"),
         _S("2019-07-10", "sentinel-2b"),
         _S("2019-07-20", "sentinel-2a", cloudiness=1.5, note="cloudy"),
@@ -1178,11 +1508,18 @@ def small_hls_spec(seed: int = 0) -> HlsArchiveSpec:
         _L("2020-09-21"),
         _S("2020-09-29", "sentinel-2a"),
     )
-    return HlsArchiveSpec(name="small", tiles=(tet, tft), scenes=scenes,
-                          points=tuple(_special_points(tet, tft, (2019, 2020))), seed=seed)
+    return HlsArchiveSpec(
+        name="small",
+        tiles=(tet, tft),
+        scenes=scenes,
+        points=tuple(_special_points(tet, tft, (2019, 2020))),
+        seed=seed,
+    )
 
 
-def _random_scenes(rng: np.random.Generator, year: int, skip_months: Sequence[int], tiles: tuple[str, ...] = ()) -> list[Scene]:
+def _random_scenes(
+    rng: np.random.Generator, year: int, skip_months: Sequence[int], tiles: tuple[str, ...] = ()
+) -> list[Scene]:
     """One to three scenes in every month but ``skip_months``, L30 and S30 mixed."""
     out = []
     for month in range(1, 13):
@@ -1210,8 +1547,11 @@ def demo_hls_spec(seed: int = 0) -> HlsArchiveSpec:
     rng = np.random.default_rng(_key(seed, 99) >> 1)
     tet = TileWindow("10TET", 1000, 3000, 400, 660, (2019, 2020, 2022))
     tft = TileWindow("10TFT", 1040, 0, 400, 440, (2019, 2020))
-    scenes = (_random_scenes(rng, 2019, (2, 11)) + _random_scenes(rng, 2020, (1, 4, 12))
-              + _random_scenes(rng, 2022, (3, 10), tiles=("10TET",)))
+    scenes = (
+        _random_scenes(rng, 2019, (2, 11))
+        + _random_scenes(rng, 2020, (1, 4, 12))
+        + _random_scenes(rng, 2022, (3, 10), tiles=("10TET",))
+    )
     scenes[2] = replace(scenes[2], fill_edge=500.0, note="swath edge")
     scenes[5] = replace(scenes[5], stripe=True, note="a -9999 stripe in one band")
     points = _special_points(tet, tft, (2019, 2022))
@@ -1219,9 +1559,21 @@ def demo_hls_spec(seed: int = 0) -> HlsArchiveSpec:
         tw = (tet, tft)[k % 2]
         row = round(tw.row_off + float(rng.uniform(30, tw.height - 30)), 2) + 0.13
         col = round(tw.col_off + float(rng.uniform(30, tw.width - 30)), 2) + 0.29
-        points.append(PointSpec(f"p{k + 1:02d}", tw.tile, row, col, (2019, 2020)[k % 2], plan_own(tw.tile, row, col),
-                                "ordinary", f"site-{k + 1}"))
-    return HlsArchiveSpec(name="demo", tiles=(tet, tft), scenes=tuple(scenes), points=tuple(points), seed=seed)
+        points.append(
+            PointSpec(
+                f"p{k + 1:02d}",
+                tw.tile,
+                row,
+                col,
+                (2019, 2020)[k % 2],
+                plan_own(tw.tile, row, col),
+                "ordinary",
+                f"site-{k + 1}",
+            )
+        )
+    return HlsArchiveSpec(
+        name="demo", tiles=(tet, tft), scenes=tuple(scenes), points=tuple(points), seed=seed
+    )
 
 
 def plan_own(tile: str, row: float, col: float) -> str:
@@ -1231,8 +1583,15 @@ def plan_own(tile: str, row: float, col: float) -> str:
     return mgrs_tile_of(round(float(lat), 7), round(float(lon), 7))
 
 
-def full_size_hls_spec(n_scenes: int = 200, *, tile: str = "10TET", year: int = 2019, seed: int = 0,
-                       pattern_px: int = 256, unique_scenes: int = 24) -> HlsArchiveSpec:
+def full_size_hls_spec(
+    n_scenes: int = 200,
+    *,
+    tile: str = "10TET",
+    year: int = 2019,
+    seed: int = 0,
+    pattern_px: int = 256,
+    unique_scenes: int = 24,
+) -> HlsArchiveSpec:
     """Full 3660 x 3660 tiles for the memory benchmark: ``n_scenes`` scenes of ``tile`` in
     ``year``, L30 and S30 alternating, spread over the year. Each is a ``pattern_px`` pattern
     repeated over the tile (block aligned), noise-free and quantised to 20 DN, DEFLATE level 1;
@@ -1256,15 +1615,40 @@ def full_size_hls_spec(n_scenes: int = 200, *, tile: str = "10TET", year: int = 
         while (product, d) in used:  # one granule per sensor and day
             d = date.fromordinal(d.toordinal() + 1) if d.year == year else date(year, 1, 1)
         used.add((product, d))
-        plat = PLATFORMS[product][(i // 2) % 2] if product == "S30" else (
-            "landsat-9" if d >= _LANDSAT9_FIRST and (i // 2) % 2 else "landsat-8")
-        scenes.append(Scene(d, product, plat, cloudiness=0.4 + 0.4 * ((i * 7) % 5) / 4, snow=d.month in (1, 2, 12)))
-    points = tuple(PointSpec(f"full-{k}", tile, 400.3 + 900 * k, 500.6 + 800 * k, year,
-                             plan_own(tile, 400.3 + 900 * k, 500.6 + 800 * k), "inside", "full")
-                   for k in range(4))
-    return HlsArchiveSpec(name="full-size", tiles=(tw,), scenes=tuple(scenes), points=points, seed=seed,
-                          extra_bands=False, pattern_px=pattern_px, noise_dn=0.0, quantum_dn=20, zlevel=1,
-                          unique_scenes=n_unique)
+        plat = (
+            PLATFORMS[product][(i // 2) % 2]
+            if product == "S30"
+            else ("landsat-9" if d >= _LANDSAT9_FIRST and (i // 2) % 2 else "landsat-8")
+        )
+        scenes.append(
+            Scene(d, product, plat, cloudiness=0.4 + 0.4 * ((i * 7) % 5) / 4, snow=d.month in (1, 2, 12))
+        )
+    points = tuple(
+        PointSpec(
+            f"full-{k}",
+            tile,
+            400.3 + 900 * k,
+            500.6 + 800 * k,
+            year,
+            plan_own(tile, 400.3 + 900 * k, 500.6 + 800 * k),
+            "inside",
+            "full",
+        )
+        for k in range(4)
+    )
+    return HlsArchiveSpec(
+        name="full-size",
+        tiles=(tw,),
+        scenes=tuple(scenes),
+        points=points,
+        seed=seed,
+        extra_bands=False,
+        pattern_px=pattern_px,
+        noise_dn=0.0,
+        quantum_dn=20,
+        zlevel=1,
+        unique_scenes=n_unique,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1280,20 +1664,29 @@ def _parser() -> argparse.ArgumentParser:
             "  data/                 COGs with the real container keys (upload as container 'hls2')\n"
             "  catalog/items.ndjson  STAC items (href = local path)\n"
             "  tiles.csv, points.csv the HLS workflow's inputs\n"
-            "  archive.json          spec, scenes, every point's kind and placement"),
-        epilog=("examples:\n"
-                "  make_hls_demo_archive.py demo/hls                    the README demo\n"
-                "  make_hls_demo_archive.py /tmp/h --small --seed 3     the test archive (seconds)\n"
-                "  make_hls_demo_archive.py /tmp/f --full-size 200      200 full 3660 px scenes (benchmark)"),
+            "  archive.json          spec, scenes, every point's kind and placement"
+        ),
+        epilog=(
+            "examples:\n"
+            "  make_hls_demo_archive.py demo/hls                    the README demo\n"
+            "  make_hls_demo_archive.py /tmp/h --small --seed 3     the test archive (seconds)\n"
+            "  make_hls_demo_archive.py /tmp/f --full-size 200      200 full 3660 px scenes (benchmark)"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="directory to write into (created if missing)")
+    p.add_argument(
+        "out_dir", metavar="OUT_DIR", type=Path, help="directory to write into (created if missing)"
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--small", action="store_true", help="the small test spec")
-    size.add_argument("--full-size", type=int, metavar="N_SCENES", help="N full-size scenes of one tile (benchmark)")
+    size.add_argument(
+        "--full-size", type=int, metavar="N_SCENES", help="N full-size scenes of one tile (benchmark)"
+    )
     p.add_argument("--tile", default="10TET", help="tile of --full-size (default 10TET)")
     p.add_argument("--year", type=int, default=2019, help="year of --full-size (default 2019)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; equal seeds give identical archives (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed; equal seeds give identical archives (default 0)"
+    )
     p.add_argument("--workers", type=int, help="parallel writer threads (default min(4, cpus))")
     p.add_argument("--force", action="store_true", help="replace an archive already in OUT_DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
@@ -1314,14 +1707,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{built.root}: {len(built.items)} items, {built.n_files} COGs, {built.total_bytes / 1e6:.1f} MB, "
-          f"{len(built.point_records)} points, {built.build_seconds:.1f} s")
+    print(
+        f"{built.root}: {len(built.items)} items, {built.n_files} COGs, {built.total_bytes / 1e6:.1f} MB, "
+        f"{len(built.point_records)} points, {built.build_seconds:.1f} s"
+    )
     if not args.quiet:
         print(f"  data     {built.data_dir}  (upload as container '{CONTAINER}')")
-        print(f"  items    {built.catalog}\n  tiles    {built.tiles}\n  points   {built.points}\n  manifest {built.manifest}")
+        print(
+            f"  items    {built.catalog}\n  tiles    {built.tiles}\n  points   {built.points}\n  manifest {built.manifest}"
+        )
         for p in built.point_records:
-            print(f"  {p['id']:<14} {p['year']} {p['kind']:<22} own {p['own']:<6} fits {','.join(p['fits']) or '-':<12} "
-                  f"served by {p['serving'] or 'nobody (unplaced)'}")
+            print(
+                f"  {p['id']:<14} {p['year']} {p['kind']:<22} own {p['own']:<6} fits {','.join(p['fits']) or '-':<12} "
+                f"served by {p['serving'] or 'nobody (unplaced)'}"
+            )
     return 0
 
 

@@ -176,7 +176,9 @@ class BuiltBundle:
     broken_member: str | None  # the member a truncated / incomplete bundle's error must name
 
 
-def demo_specs(width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT, bad_size: int = 300) -> list[BundleSpec]:
+def demo_specs(
+    width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT, bad_size: int = 300
+) -> list[BundleSpec]:
     """The demo set: Level-2 OLI (``.tar``), Level-2 TM (``.tar.gz``, no ``MTL.json``),
     Level-1 OLI (``.tar``, ``MTL.txt`` and ``.json`` but no ``MTL.xml``), a truncated tar and
     a bundle without ``SR_B4`` (both ``bad_size`` x ``bad_size``)."""
@@ -262,7 +264,9 @@ def _smooth_field(height: int, width: int, rng: np.random.Generator) -> np.ndarr
     return field / max(float(field.max()), 1e-6)
 
 
-def _patches(height: int, width: int, values: Sequence[int], rng: np.random.Generator, size: int = 3) -> np.ndarray:
+def _patches(
+    height: int, width: int, values: Sequence[int], rng: np.random.Generator, size: int = 3
+) -> np.ndarray:
     """Categorical 3 x 3 patches of ``values``."""
     cells = rng.integers(0, len(values), size=(height // size + 1, width // size + 1))
     full = np.repeat(np.repeat(cells, size, axis=0), size, axis=1)[:height, :width]
@@ -296,7 +300,9 @@ def _render(spec: BundleSpec, suffix: str, rng: np.random.Generator) -> np.ndarr
     if suffix == "QA_PIXEL":
         values = _patches(height, width, QA_PIXEL_VALUES[sensor], rng)
     elif suffix == "QA_RADSAT":
-        values = np.where(rng.random((height, width)) < 0.02, 1 << rng.integers(0, 8, size=(height, width)), 0)
+        values = np.where(
+            rng.random((height, width)) < 0.02, 1 << rng.integers(0, 8, size=(height, width)), 0
+        )
     elif suffix == "SR_QA_AEROSOL":
         values = _patches(height, width, AEROSOL_VALUES, rng)
     elif suffix == "SR_CLOUD_QA":
@@ -358,7 +364,9 @@ def _n(key: str, value: float | str) -> Entry:
     return (key, str(value), False)
 
 
-def _pairs(pattern: str, bands: Sequence[int], first: tuple[str, object], second: tuple[str, object]) -> list[Entry]:
+def _pairs(
+    pattern: str, bands: Sequence[int], first: tuple[str, object], second: tuple[str, object]
+) -> list[Entry]:
     """``pattern.format(kind, band)`` entries, the two kinds of each band together (as USGS orders them)."""
     return [_n(pattern.format(kind, n), str(value)) for n in bands for kind, value in (first, second)]
 
@@ -435,7 +443,11 @@ def mtl_groups(spec: BundleSpec) -> list[Group]:
         _n("WRS_ROW", scene.row),
     ]
     if oli:
-        image += [_q("NADIR_OFFNADIR", "NADIR"), _n("TARGET_WRS_PATH", scene.path), _n("TARGET_WRS_ROW", scene.row)]
+        image += [
+            _q("NADIR_OFFNADIR", "NADIR"),
+            _n("TARGET_WRS_PATH", scene.path),
+            _n("TARGET_WRS_ROW", scene.row),
+        ]
     image += [
         _n("DATE_ACQUIRED", scene.acquired.isoformat()),
         _q("SCENE_CENTER_TIME", spec.scene_center_time),
@@ -453,7 +465,11 @@ def mtl_groups(spec: BundleSpec) -> list[Group]:
         _n("EARTH_SUN_DISTANCE", "0.9854607"),
     ]
     if oli:
-        image += [_q("TRUNCATION_OLI", "UPPER"), _q("TIRS_SSM_MODEL", "FINAL"), _q("TIRS_SSM_POSITION_STATUS", "ESTIMATED")]
+        image += [
+            _q("TRUNCATION_OLI", "UPPER"),
+            _q("TIRS_SSM_MODEL", "FINAL"),
+            _q("TIRS_SSM_POSITION_STATUS", "ESTIMATED"),
+        ]
     else:
         image += [_q("SENSOR_MODE", "SAM"), _q("SENSOR_MODE_SLC", "ON"), _q("SENSOR_ANOMALIES", "NONE")]
     projection: list[Entry] = [
@@ -466,7 +482,10 @@ def mtl_groups(spec: BundleSpec) -> list[Group]:
         projection.append(_n("GRID_CELL_SIZE_PANCHROMATIC", "15.00"))
     projection += [_n("GRID_CELL_SIZE_REFLECTIVE", "30.00"), _n("GRID_CELL_SIZE_THERMAL", "30.00")]
     if not level2 and oli:
-        projection += [_n("PANCHROMATIC_LINES", 2 * spec.height - 1), _n("PANCHROMATIC_SAMPLES", 2 * spec.width - 1)]
+        projection += [
+            _n("PANCHROMATIC_LINES", 2 * spec.height - 1),
+            _n("PANCHROMATIC_SAMPLES", 2 * spec.width - 1),
+        ]
     projection += [
         _n("REFLECTIVE_LINES", spec.height),
         _n("REFLECTIVE_SAMPLES", spec.width),
@@ -476,7 +495,10 @@ def mtl_groups(spec: BundleSpec) -> list[Group]:
     ]
     corners = _corners(spec)
     for name, (_, _, lat, lon) in corners.items():
-        projection += [_n(f"CORNER_{name}_LAT_PRODUCT", f"{lat:.5f}"), _n(f"CORNER_{name}_LON_PRODUCT", f"{lon:.5f}")]
+        projection += [
+            _n(f"CORNER_{name}_LAT_PRODUCT", f"{lat:.5f}"),
+            _n(f"CORNER_{name}_LON_PRODUCT", f"{lon:.5f}"),
+        ]
     for name, (x, y, _, _) in corners.items():
         projection += [
             _n(f"CORNER_{name}_PROJECTION_X_PRODUCT", f"{x:.3f}"),
@@ -484,7 +506,11 @@ def mtl_groups(spec: BundleSpec) -> list[Group]:
         ]
     generated_l1 = f"{scene.processed.isoformat()}T05:35:53Z"
     generated_l2 = f"{scene.processed.isoformat()}T05:55:12Z"
-    groups: list[Group] = [("PRODUCT_CONTENTS", contents), ("IMAGE_ATTRIBUTES", image), ("PROJECTION_ATTRIBUTES", projection)]
+    groups: list[Group] = [
+        ("PRODUCT_CONTENTS", contents),
+        ("IMAGE_ATTRIBUTES", image),
+        ("PROJECTION_ATTRIBUTES", projection),
+    ]
     if level2:
         st_band = "ST_B10" if oli else "ST_B6"
         sr_bands = [int(s[4:]) for s in rasters if s.startswith("SR_B")]
@@ -510,7 +536,10 @@ def mtl_groups(spec: BundleSpec) -> list[Group]:
         ))  # fmt: skip
         reflectance: list[Entry] = []
         for n in sr_bands:
-            reflectance += [_n(f"REFLECTANCE_MAXIMUM_BAND_{n}", "1.602213"), _n(f"REFLECTANCE_MINIMUM_BAND_{n}", "-0.199972")]
+            reflectance += [
+                _n(f"REFLECTANCE_MAXIMUM_BAND_{n}", "1.602213"),
+                _n(f"REFLECTANCE_MINIMUM_BAND_{n}", "-0.199972"),
+            ]
         for n in sr_bands:
             reflectance += [_n(f"QUANTIZE_CAL_MAX_BAND_{n}", 65535), _n(f"QUANTIZE_CAL_MIN_BAND_{n}", 1)]
         reflectance += [_n(f"REFLECTANCE_MULT_BAND_{n}", "2.75e-05") for n in sr_bands]
@@ -557,7 +586,10 @@ def mtl_groups(spec: BundleSpec) -> list[Group]:
     all_bands = range(1, n_bands + 1)
     cal_max = 65535 if oli else 255
     groups.append(
-        ("LEVEL1_MIN_MAX_RADIANCE", _pairs("RADIANCE_{}_BAND_{}", all_bands, ("MAXIMUM", "622.76880"), ("MINIMUM", "-51.42845")))
+        (
+            "LEVEL1_MIN_MAX_RADIANCE",
+            _pairs("RADIANCE_{}_BAND_{}", all_bands, ("MAXIMUM", "622.76880"), ("MINIMUM", "-51.42845")),
+        )
     )
     groups.append(
         (
@@ -565,13 +597,22 @@ def mtl_groups(spec: BundleSpec) -> list[Group]:
             _pairs("REFLECTANCE_{}_BAND_{}", reflective, ("MAXIMUM", "1.210700"), ("MINIMUM", "-0.099980")),
         )
     )
-    groups.append(("LEVEL1_MIN_MAX_PIXEL_VALUE", _pairs("QUANTIZE_CAL_{}_BAND_{}", all_bands, ("MAX", cal_max), ("MIN", 1))))
-    rescaling: list[Entry] = [_n(f"RADIANCE_MULT_BAND_{n}", f"{0.0102880 + 0.0001 * n:.4E}") for n in range(1, n_bands + 1)]
+    groups.append(
+        (
+            "LEVEL1_MIN_MAX_PIXEL_VALUE",
+            _pairs("QUANTIZE_CAL_{}_BAND_{}", all_bands, ("MAX", cal_max), ("MIN", 1)),
+        )
+    )
+    rescaling: list[Entry] = [
+        _n(f"RADIANCE_MULT_BAND_{n}", f"{0.0102880 + 0.0001 * n:.4E}") for n in range(1, n_bands + 1)
+    ]
     rescaling += [_n(f"RADIANCE_ADD_BAND_{n}", f"{-51.43874 + 0.5 * n:.5f}") for n in range(1, n_bands + 1)]
     rescaling += [_n(f"REFLECTANCE_MULT_BAND_{n}", "2.0000E-05") for n in reflective]
     rescaling += [_n(f"REFLECTANCE_ADD_BAND_{n}", "-0.100000") for n in reflective]
     groups.append(("LEVEL1_RADIOMETRIC_RESCALING", rescaling))
-    thermal = [(10, "774.8853", "1321.0789"), (11, "480.8883", "1201.1442")] if oli else [(6, "607.76", "1260.56")]
+    thermal = (
+        [(10, "774.8853", "1321.0789"), (11, "480.8883", "1201.1442")] if oli else [(6, "607.76", "1260.56")]
+    )
     groups.append((
         "LEVEL1_THERMAL_CONSTANTS",
         [entry for n, k1, k2 in thermal for entry in (_n(f"K1_CONSTANT_BAND_{n}", k1), _n(f"K2_CONSTANT_BAND_{n}", k2))],
@@ -599,7 +640,9 @@ def mtl_txt(groups: list[Group]) -> str:
     lines = ["GROUP = LANDSAT_METADATA_FILE"]
     for name, entries in groups:
         lines.append(f"  GROUP = {name}")
-        lines += [f'    {key} = "{value}"' if quoted else f"    {key} = {value}" for key, value, quoted in entries]
+        lines += [
+            f'    {key} = "{value}"' if quoted else f"    {key} = {value}" for key, value, quoted in entries
+        ]
         lines.append(f"  END_GROUP = {name}")
     lines += ["END_GROUP = LANDSAT_METADATA_FILE", "END", ""]
     return "\n".join(lines)
@@ -616,7 +659,13 @@ def mtl_xml(groups: list[Group]) -> str:
 
 
 def mtl_json(groups: list[Group]) -> str:
-    return json.dumps({"LANDSAT_METADATA_FILE": {name: {key: value for key, value, _ in entries} for name, entries in groups}})
+    return json.dumps(
+        {
+            "LANDSAT_METADATA_FILE": {
+                name: {key: value for key, value, _ in entries} for name, entries in groups
+            }
+        }
+    )
 
 
 def ang_txt(spec: BundleSpec) -> str:
@@ -626,7 +675,9 @@ def ang_txt(spec: BundleSpec) -> str:
     lines_ = ", ".join(f"{r * (h - 1):11.6f}" for r, _ in FOOTPRINT)
     samps = ", ".join(f"{c * (w - 1):11.6f}" for _, c in FOOTPRINT)
     corners = _corners(spec)
-    corner_lines = [f"  {n}_CORNER = ({corners[n][0]:12.3f}, {corners[n][1]:13.3f})" for n in ("UL", "UR", "LL", "LR")]
+    corner_lines = [
+        f"  {n}_CORNER = ({corners[n][0]:12.3f}, {corners[n][1]:13.3f})" for n in ("UL", "UR", "LL", "LR")
+    ]
     return "\n".join([
         "GROUP = FILE_HEADER",
         f'  LANDSAT_SCENE_ID = "{_scene_id(scene)}"',
@@ -668,14 +719,21 @@ def bundle_members(spec: BundleSpec) -> list[tuple[str, bytes]]:
         if suffix not in spec.omit:
             members.append((f"{pid}_{suffix}.TIF", _geotiff_bytes(spec, suffix, data)))
     groups = mtl_groups(spec)
-    texts = {"MTL.txt": mtl_txt(groups), "MTL.xml": mtl_xml(groups), "MTL.json": mtl_json(groups), "ANG.txt": ang_txt(spec)}
+    texts = {
+        "MTL.txt": mtl_txt(groups),
+        "MTL.xml": mtl_xml(groups),
+        "MTL.json": mtl_json(groups),
+        "ANG.txt": ang_txt(spec),
+    }
     members += [(f"{pid}_{tail}", texts[tail].encode()) for tail in spec.metadata]
     return sorted(members)
 
 
 def _tar_bytes(members: list[tuple[str, bytes]], compression: str) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w" if compression == "tar" else "w:gz", format=tarfile.USTAR_FORMAT) as archive:
+    with tarfile.open(
+        fileobj=buffer, mode="w" if compression == "tar" else "w:gz", format=tarfile.USTAR_FORMAT
+    ) as archive:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)

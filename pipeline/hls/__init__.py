@@ -21,4 +21,13 @@ from pipeline.hls.tasks import (
 _luigi_setup.install()
 summary.install()
 
-__all__ = ["HlsComposite", "HlsComposites", "HlsDryRun", "HlsPlacement", "HlsReport", "HlsSampleTile", "HlsSamples", "HlsSearch"]
+__all__ = [
+    "HlsComposite",
+    "HlsComposites",
+    "HlsDryRun",
+    "HlsPlacement",
+    "HlsReport",
+    "HlsSampleTile",
+    "HlsSamples",
+    "HlsSearch",
+]

@@ -44,14 +44,19 @@ BLOCK_BUDGET_BYTES = 96 * 1024 * 1024
 # Bytes of one input pixel of one scene in a window: 8 int16 bands + Fmask, plus the
 # recipe's float32 working copy of one band.
 _BYTES_PER_SCENE_PIXEL = 8 * 2 + 1 + 4
-# COG creation options: DEFLATE with the floating-point predictor, 512 x 512 blocks,
-# overviews (averaged, NaN-aware) down to one block.
+# COG creation options: DEFLATE with the floating-point predictor, 512 x 512 blocks, the
+# overviews the month's uncompressed stripes file already has (built there by
+# _add_overviews: averaged, NaN-aware, down to one block). Measured on a 2048 px month
+# (scripts/bench_hls.py --breakdown): letting the COG driver build the overviews itself
+# costs 3.4x the CPU of this (it writes them DEFLATE-compressed to a temporary file, reads
+# them back and compresses them again), and DEFLATE level 6 costs 1.8x level 1 for a file
+# 1 % smaller (noisy float32 reflectances barely compress further).
 COG_OPTIONS = {
     "COMPRESS": "DEFLATE",
+    "LEVEL": "1",
     "PREDICTOR": "YES",  # floating-point predictor (3) for float32
     "BLOCKSIZE": str(BLOCK),
-    "OVERVIEWS": "AUTO",
-    "OVERVIEW_RESAMPLING": "AVERAGE",
+    "OVERVIEWS": "FORCE_USE_EXISTING",
     "BIGTIFF": "IF_SAFER",
     "NUM_THREADS": "1",  # one Dask thread per month already
 }
@@ -93,7 +98,7 @@ class TileYearPlan:
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "TileYearPlan":
+    def from_json(cls, doc: dict[str, Any]) -> TileYearPlan:
         return cls(
             doc["tile"], int(doc["year"]), TileGrid.from_json(doc["grid"]) if doc.get("grid") else None,
             [Scene(**{**s, "bands": tuple(s["bands"])}) for s in doc["scenes"]],
@@ -113,7 +118,9 @@ def search_tile_year(catalog: Catalog, tile: str, year: int) -> list[Item]:
     items: list[Item] = []
     for collection in COLLECTIONS:
         kind = "L30" if collection == recipe.L30_COLLECTION else "S30"
-        items += catalog.search_bbox(collection=collection, interval=year_interval(year), bbox=bbox, id_prefix=f"HLS.{kind}.T{tile}.")
+        items += catalog.search_bbox(
+            collection=collection, interval=year_interval(year), bbox=bbox, id_prefix=f"HLS.{kind}.T{tile}."
+        )
     return items
 
 
@@ -121,7 +128,11 @@ def _trim(item: Item) -> Item:
     """What the plan needs of an item (search states stay small)."""
     keep = {"id", "collection", "properties", "assets", "_source"}
     doc = {k: v for k, v in item.items() if k in keep}
-    doc["assets"] = {k: {"href": (a or {}).get("href")} for k, a in (item.get("assets") or {}).items() if isinstance(a, dict)}
+    doc["assets"] = {
+        k: {"href": (a or {}).get("href")}
+        for k, a in (item.get("assets") or {}).items()
+        if isinstance(a, dict)
+    }
     return doc
 
 
@@ -171,11 +182,17 @@ def _scene_of(tile: str, year: int, collection: str, item: Item) -> tuple[Scene,
     where = f"item {item_id}"
     m = ITEM_ID.match(item_id)
     if not m:
-        raise ItemError("id is not HLS.{L30|S30}.T{tile}.{YYYYDDD}T{HHMMSS}.v{version}", source=where, field="id")
+        raise ItemError(
+            "id is not HLS.{L30|S30}.T{tile}.{YYYYDDD}T{HHMMSS}.v{version}", source=where, field="id"
+        )
     if m.group(2) != tile:
         raise _OtherTileYear
     if collection not in recipe.ASSET_KEYS:
-        raise ItemError(f"collection {collection!r} is not one of {', '.join(COLLECTIONS)}", source=where, field="collection")
+        raise ItemError(
+            f"collection {collection!r} is not one of {', '.join(COLLECTIONS)}",
+            source=where,
+            field="collection",
+        )
     props = item.get("properties") or {}
     text = props.get("datetime")
     try:
@@ -192,7 +209,9 @@ def _scene_of(tile: str, year: int, collection: str, item: Item) -> tuple[Scene,
             raise ItemError("required asset missing (or without href)", source=where, field=f"assets.{key}")
         hrefs.append(href)
     grid = grid_of_item(item)
-    scene = Scene(item_id, collection, dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), dt.month, tuple(hrefs[:-1]), hrefs[-1])
+    scene = Scene(
+        item_id, collection, dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), dt.month, tuple(hrefs[:-1]), hrefs[-1]
+    )
     return scene, grid
 
 
@@ -226,14 +245,18 @@ def windows(grid: TileGrid, n_scenes: int) -> Iterator[tuple[int, int, int, int]
                 yield (c0, r, w, min(step, r0 + BLOCK - r, grid.height - r))
 
 
-def composite_window(reader: RasterReader, scenes: Sequence[Scene], window: tuple[int, int, int, int]) -> npt.NDArray[np.float32]:
+def composite_window(
+    reader: RasterReader, scenes: Sequence[Scene], window: tuple[int, int, int, int]
+) -> npt.NDArray[np.float32]:
     """The 9-band composite of one window: Fmask of every scene first; a scene with no
     usable pixel there costs no band reads (it adds nothing to a median or the count)."""
     col, row, w, h = window
     fmasks = np.empty((len(scenes), h, w), dtype=np.uint8)
     for i, s in enumerate(scenes):
         fmasks[i] = reader.block(s.fmask, col, row, w, h)
-    usable = recipe.fmask_usable(fmasks).reshape(len(scenes), -1).any(axis=1)
+    usable: npt.NDArray[np.bool_] = np.asarray(
+        recipe.fmask_usable(fmasks).reshape(len(scenes), -1).any(axis=1)
+    )
     keep = [i for i in range(len(scenes)) if usable[i]]
     if not keep:
         out = np.full((len(recipe.OUTPUT_BANDS), h, w), np.nan, dtype=np.float32)
@@ -258,7 +281,13 @@ class MonthResult:
 
 
 def composite_month(
-    tile: str, year: int, month: int, grid: TileGrid, scenes: Sequence[Scene], store: Store, access: ArchiveAccess
+    tile: str,
+    year: int,
+    month: int,
+    grid: TileGrid,
+    scenes: Sequence[Scene],
+    store: Store,
+    access: ArchiveAccess,
 ) -> MonthResult:
     """Composite one month into its COG target (runs on a Dask worker). The COG is built in
     a local temporary directory and moved or uploaded whole."""
@@ -269,6 +298,7 @@ def composite_month(
         with RasterReader(access) as reader:
             stripes = _write_stripes(os.path.join(tmpdir, "blocks.tif"), grid, scenes, reader)
             reads = reader.opened
+        _add_overviews(stripes)
         cog = os.path.join(tmpdir, "cog.tif")
         _to_cog(stripes, cog)
         store.put_file(rel, cog)
@@ -288,8 +318,10 @@ def _write_stripes(path: str, grid: TileGrid, scenes: Sequence[Scene], reader: R
     profile = {
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(recipe.OUTPUT_BANDS),
         "dtype": "float32", "crs": CRS.from_epsg(grid.epsg), "transform": Affine(*grid.transform), "nodata": float("nan"),
-        "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "ZSTD", "zstd_level": 1, "bigtiff": "IF_SAFER",
+        "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "interleave": "band", "bigtiff": "IF_SAFER",
     }  # fmt: skip
+    # Uncompressed (a local temporary read once by _add_overviews and once by _to_cog):
+    # compressing it costs more than the disk writes it saves.
     with rasterio.open(path, "w", **profile) as dst:
         for i, name in enumerate(recipe.OUTPUT_BANDS, start=1):
             dst.set_band_description(i, name)
@@ -297,6 +329,27 @@ def _write_stripes(path: str, grid: TileGrid, scenes: Sequence[Scene], reader: R
         for col, row, w, h in windows(grid, len(scenes)):
             dst.write(composite_window(reader, scenes, (col, row, w, h)), window=Window(col, row, w, h))
     return path
+
+
+def overview_factors(width: int, height: int, block: int = BLOCK) -> list[int]:
+    """Overview decimation factors down to one block, as GDAL's COG driver picks them."""
+    factors: list[int] = []
+    factor = 1
+    while -(-width // factor) > block or -(-height // factor) > block:
+        factor *= 2
+        factors.append(factor)
+    return factors
+
+
+def _add_overviews(path: str) -> None:
+    """Averaged overviews (NaN pixels left out of each average) inside the stripes file."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    with rasterio.Env(GDAL_NUM_THREADS="1"), rasterio.open(path, "r+") as ds:
+        factors = overview_factors(ds.width, ds.height)
+        if factors:
+            ds.build_overviews(factors, Resampling.average)
 
 
 def _to_cog(src: str, dst: str) -> None:
@@ -308,7 +361,10 @@ def _to_cog(src: str, dst: str) -> None:
 
 
 def run_months(
-    jobs: Sequence[tuple[str, int, int, TileGrid, list[Scene]]], store: Store, access: ArchiveAccess, progress: Any = None
+    jobs: Sequence[tuple[str, int, int, TileGrid, list[Scene]]],
+    store: Store,
+    access: ArchiveAccess,
+    progress: Any = None,
 ) -> list[MonthResult]:
     """Every (tile, year, month) job on the Dask cluster, one task each, results as they come."""
     from distributed import as_completed
@@ -319,7 +375,18 @@ def run_months(
         return []
     client = get_client()
     futures = [
-        client.submit(composite_month, tile, year, month, grid, scenes, store, access, pure=False, key=f"hls-{tile}-{year}-{month:02d}-{os.getpid()}-{time.monotonic_ns()}")
+        client.submit(
+            composite_month,
+            tile,
+            year,
+            month,
+            grid,
+            scenes,
+            store,
+            access,
+            pure=False,
+            key=f"hls-{tile}-{year}-{month:02d}-{os.getpid()}-{time.monotonic_ns()}",
+        )
         for tile, year, month, grid, scenes in jobs
     ]
     results = []
@@ -341,7 +408,9 @@ def points_fingerprint(points: Sequence[Any], chip_size: int) -> str:
     return h.hexdigest()[:12]
 
 
-def place_points(points: Sequence[Any], plans: dict[str, TileYearPlan], chip_size: int) -> dict[str, dict[str, Any]]:
+def place_points(
+    points: Sequence[Any], plans: dict[str, TileYearPlan], chip_size: int
+) -> dict[str, dict[str, Any]]:
     """Per point id: ``{"tile": id or None, "col0", "row0", "reason"}``. Candidates are the
     tiles with at least one usable scene (so composites) whose grid holds the whole chip;
     the point's own MGRS tile wins, then the first by id."""
@@ -383,7 +452,13 @@ def open_output_raster(store: Store, rel: str) -> Any:
 
 
 def sample_tile(
-    store: Store, tile: str, year: int, months: Sequence[int], points: Sequence[Any], placement: dict[str, dict[str, Any]], chip_size: int
+    store: Store,
+    tile: str,
+    year: int,
+    months: Sequence[int],
+    points: Sequence[Any],
+    placement: dict[str, dict[str, Any]],
+    chip_size: int,
 ) -> None:
     """Cut the chips of the points placed in ``tile`` from its composites and write the
     Zarr store, then the centre table (the completion marker)."""
@@ -406,8 +481,10 @@ def sample_tile(
                 centres[i, month - 1, : len(recipe.BANDS)] = medians
                 centres[i, month - 1, recipe.VALID_COUNT_INDEX] = count
     _write_zarr(store, layout.samples_zarr(year, tile), chips, points)
-    table = recipe.centre_table([p.id for p in points], [p.lat for p in points], [p.lon for p in points], year, centres)
-    for name, _ in (points[0].extra if points else ()):
+    table = recipe.centre_table(
+        [p.id for p in points], [p.lat for p in points], [p.lon for p in points], year, centres
+    )
+    for name, _ in points[0].extra if points else ():
         table[name] = np.repeat([dict(p.extra)[name] for p in points], 12)
     import io
 
@@ -423,7 +500,13 @@ def _write_zarr(store: Store, rel: str, chips: npt.NDArray[np.float32], points: 
     path = os.path.join(tmp, "store.zarr")
     try:
         root = zarr.open_group(path, mode="w", zarr_format=2)
-        arr = root.create_array("chips", shape=chips.shape, chunks=(max(1, min(len(points), 64)), 12, len(recipe.BANDS), chips.shape[3], chips.shape[4]), dtype="float32", fill_value=float("nan"))
+        arr = root.create_array(
+            "chips",
+            shape=chips.shape,
+            chunks=(max(1, min(len(points), 64)), 12, len(recipe.BANDS), chips.shape[3], chips.shape[4]),
+            dtype="float32",
+            fill_value=float("nan"),
+        )
         arr[...] = chips
         arr.attrs["_ARRAY_DIMENSIONS"] = ["point", "month", "band", "y", "x"]
         arr.attrs["coordinates"] = "id lat lon"  # xarray: per-point coordinates of the chips
@@ -437,7 +520,12 @@ def _write_zarr(store: Store, rel: str, chips: npt.NDArray[np.float32], points: 
         dims = {"id": "point", "lat": "point", "lon": "point", "month": "month", "band": "band"}
         for name, values in coords.items():
             # No fill value: coordinates are all present, and one would make xarray decode them as floats.
-            a = root.create_array(name, shape=values.shape, dtype=values.dtype if values.dtype.kind != "U" else str, fill_value=None)
+            a = root.create_array(
+                name,
+                shape=values.shape,
+                dtype=values.dtype if values.dtype.kind != "U" else str,
+                fill_value=None,
+            )
             a[...] = values
             a.attrs["_ARRAY_DIMENSIONS"] = [dims[name]]
         zarr.consolidate_metadata(path)
@@ -448,5 +536,3 @@ def _write_zarr(store: Store, rel: str, chips: npt.NDArray[np.float32], points: 
 
 def jdump(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n"
-
-

@@ -39,7 +39,9 @@ class TileYearEstimate:
 def estimate_tile_year(plan: TileYearPlan, store: Store) -> TileYearEstimate:
     months = plan.months()
     present = store.list_names(layout.composite_dir(plan.tile, plan.year))
-    todo = {m: sc for m, sc in months.items() if layout.composite_name(plan.tile, plan.year, m) not in present}
+    todo = {
+        m: sc for m, sc in months.items() if layout.composite_name(plan.tile, plan.year, m) not in present
+    }
     files = gets = 0
     nbytes = 0.0
     if plan.grid is not None:
@@ -62,9 +64,18 @@ def format_estimates(rows: list[TileYearEstimate], project_dir: str) -> str:
         lines.append(
             f"{r.tile:<6} {r.year:>4} {r.items:>6} {r.unusable:>8} {r.months:>6} {r.months_done:>5} {r.files:>7} {r.gets:>9} {r.bytes / 1e9:>8.2f}"
         )
-    total = TileYearEstimate("total", 0, *(sum(getattr(r, f) for r in rows) for f in ("items", "unusable", "months", "months_done", "files", "gets", "bytes")))
+    total = TileYearEstimate(
+        "total",
+        0,
+        *(
+            sum(getattr(r, f) for r in rows)
+            for f in ("items", "unusable", "months", "months_done", "files", "gets", "bytes")
+        ),
+    )
     lines.append(
         f"{'total':<6} {'':>4} {total.items:>6} {total.unusable:>8} {total.months:>6} {total.months_done:>5} {total.files:>7} {total.gets:>9} {total.bytes / 1e9:>8.2f}"
     )
-    lines.append("GETs assume every scene usable in every window (cloudy scenes cost less); nothing was read or written.")
+    lines.append(
+        "GETs assume every scene usable in every window (cloudy scenes cost less); nothing was read or written."
+    )
     return "\n".join(lines) + "\n"

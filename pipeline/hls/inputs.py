@@ -33,7 +33,9 @@ class Point:
     extra: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
-def _read_rows(path: str | Path, required: tuple[str, ...], what: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def _read_rows(
+    path: str | Path, required: tuple[str, ...], what: str
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -46,20 +48,26 @@ def _read_rows(path: str | Path, required: tuple[str, ...], what: str) -> tuple[
     except UnicodeDecodeError as e:
         raise InputError(f"not UTF-8 text (byte {e.start})", source=source) from None
     if not text.strip():
-        raise InputError(f"empty {what}: expected a header {','.join(required)} and rows", source=source, line=1)
+        raise InputError(
+            f"empty {what}: expected a header {','.join(required)} and rows", source=source, line=1
+        )
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader)]
     missing = [c for c in required if c not in header]
     if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}; the header is {','.join(header)}", source=source, line=1)
+        raise InputError(
+            f"missing column(s) {', '.join(missing)}; the header is {','.join(header)}", source=source, line=1
+        )
     rows = []
     for values in reader:
         line = reader.line_num
         if not any(v.strip() for v in values):
             continue
         if len(values) != len(header):
-            raise InputError(f"{len(values)} fields where the header has {len(header)}", source=source, line=line)
-        rows.append((line, {h: v.strip() for h, v in zip(header, values)}))
+            raise InputError(
+                f"{len(values)} fields where the header has {len(header)}", source=source, line=line
+            )
+        rows.append((line, {h: v.strip() for h, v in zip(header, values, strict=True)}))
     if not rows:
         raise InputError(f"no rows in the {what}", source=source, line=2)
     return header, rows
@@ -102,9 +110,19 @@ def read_points_file(path: str | Path) -> list[Point]:
     for line, row in rows:
         pid = row["id"]
         if not pid or not _ID.match(pid):
-            raise InputError(f"{pid!r} is not an id (empty or with control characters)", source=source, line=line, field="id")
+            raise InputError(
+                f"{pid!r} is not an id (empty or with control characters)",
+                source=source,
+                line=line,
+                field="id",
+            )
         if pid in first_line:
-            raise InputError(f"duplicate id {pid!r} (first on line {first_line[pid]})", source=source, line=line, field="id")
+            raise InputError(
+                f"duplicate id {pid!r} (first on line {first_line[pid]})",
+                source=source,
+                line=line,
+                field="id",
+            )
         first_line[pid] = line
         lat = _number(row["lat"], -80.0, 83.999999, source=source, line=line, field_name="lat")
         lon = _number(row["lon"], -180.0, 180.0, source=source, line=line, field_name="lon")
@@ -127,7 +145,7 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def parse_years(text: str) -> list[int]:
-    years = []
+    years: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if "-" in part:

@@ -176,7 +176,11 @@ def _sort_planes(work: npt.NDArray[np.uint16], n: int) -> npt.NDArray[np.intp]:
 
 
 def _median_of_sorted(
-    work: npt.NDArray[np.uint16], plane_of: npt.NDArray[np.intp], count: npt.NDArray[np.intp], *, out: FloatArray
+    work: npt.NDArray[np.uint16],
+    plane_of: npt.NDArray[np.intp],
+    count: npt.NDArray[np.intp],
+    *,
+    out: FloatArray,
 ) -> None:
     """Write the median of the first ``count`` sorted values per pixel into ``out``, as numpy's
     nanmedian does for float32: (low + high) in float32, then / 2 in float32; NaN where count is 0."""
@@ -202,7 +206,9 @@ def chip_fits(col0: int, row0: int, chip_size: int, width: int, height: int) -> 
     return col0 >= 0 and row0 >= 0 and col0 + chip_size <= width and row0 + chip_size <= height
 
 
-def choose_tile(own_tile: str, positions: Mapping[str, TilePosition], chip_size: int = DEFAULT_CHIP_SIZE) -> str | None:
+def choose_tile(
+    own_tile: str, positions: Mapping[str, TilePosition], chip_size: int = DEFAULT_CHIP_SIZE
+) -> str | None:
     """The tile a point's chip is cut from: its own MGRS tile when the chip fits there, else
     the first other candidate (by tile id, string order) where it fits, else None.
 
@@ -223,7 +229,9 @@ def _chip_window(composite: FloatArray, col0: int, row0: int, chip_size: int) ->
     silently clip it or wrap negative starts)."""
     height, width = composite.shape[-2:]
     if not chip_fits(col0, row0, chip_size, width, height):
-        raise ValueError(f"chip {chip_size}x{chip_size} at col {col0}, row {row0} is not inside {width}x{height}")
+        raise ValueError(
+            f"chip {chip_size}x{chip_size} at col {col0}, row {row0} is not inside {width}x{height}"
+        )
     return slice(row0, row0 + chip_size), slice(col0, col0 + chip_size)
 
 
@@ -234,7 +242,9 @@ def cut_chip(composite: FloatArray, col0: int, row0: int, chip_size: int = DEFAU
     return np.array(composite[: len(BANDS), rows, cols], dtype=np.float32)
 
 
-def centre_values(composite: FloatArray, col0: int, row0: int, chip_size: int = DEFAULT_CHIP_SIZE) -> tuple[FloatArray, int]:
+def centre_values(
+    composite: FloatArray, col0: int, row0: int, chip_size: int = DEFAULT_CHIP_SIZE
+) -> tuple[FloatArray, int]:
     """The chip's centre pixel, chip pixel ``[chip_size // 2, chip_size // 2]`` (row, then col):
     its 8 medians (float32, NaN where none) and its valid_count."""
     _chip_window(composite, col0, row0, chip_size)
@@ -258,14 +268,20 @@ def empty_centres(n_points: int) -> FloatArray:
 
 
 def centre_table(
-    ids: Sequence[object] | npt.ArrayLike | pd.Index, lats: npt.ArrayLike, lons: npt.ArrayLike, year: int, centres: npt.ArrayLike
+    ids: Sequence[object] | npt.ArrayLike | pd.Index,
+    lats: npt.ArrayLike,
+    lons: npt.ArrayLike,
+    year: int,
+    centres: npt.ArrayLike,
 ) -> pd.DataFrame:
     """One row per point and month 1..12 (point order, then month) with columns CENTRE_COLUMNS:
     id (as given), lat, lon (float64), year, month (int32), the 8 medians (float32) and
     valid_count (int32), from ``centres`` ``(n_points, 12, 9)`` in OUTPUT_BANDS order (see
     :func:`empty_centres` for months without a composite; a NaN valid_count is refused)."""
     values = np.asarray(centres, dtype=np.float32)
-    id_values = pd.Index(ids)  # keeps the ids' own type: strings stay strings (numpy would coerce mixed ids to text)
+    id_values = pd.Index(
+        ids
+    )  # keeps the ids' own type: strings stay strings (numpy would coerce mixed ids to text)
     n_points = len(id_values)
     if values.shape != (n_points, len(MONTHS), len(OUTPUT_BANDS)):
         raise ValueError(f"centres must be {(n_points, len(MONTHS), len(OUTPUT_BANDS))}, got {values.shape}")
@@ -274,7 +290,9 @@ def centre_table(
         raise ValueError(f"lats and lons must each hold {n_points} values")
     counts = values[..., VALID_COUNT_INDEX].reshape(-1)
     if not np.all(np.isfinite(counts) & (counts >= 0) & (counts == np.round(counts))):
-        raise ValueError("valid_count must be a whole number >= 0 in every month (0 where there is no composite)")
+        raise ValueError(
+            "valid_count must be a whole number >= 0 in every month (0 where there is no composite)"
+        )
     n_months = len(MONTHS)
     columns: dict[str, npt.ArrayLike | pd.Index] = {
         "id": id_values.repeat(n_months),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import posixpath
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,8 @@ def _thumbnail(store: Store, rel: str) -> np.ndarray:
     with open_output_raster(store, rel) as ds:
         scale = max(1, max(ds.width, ds.height) // THUMB)
         shape = (ds.count, max(1, ds.height // scale), max(1, ds.width // scale))
-        return ds.read(out_shape=shape, resampling=_nearest()).astype(np.float32)
+        data: np.ndarray = np.asarray(ds.read(out_shape=shape, resampling=_nearest()), dtype=np.float32)
+        return data
 
 
 def _nearest() -> Any:
@@ -72,7 +73,9 @@ def tile_year_cells(
                 data = _thumbnail(store, rel)
                 store.write_bytes(f"{PAGE_DIR}/{img}_rgb.png", frame.rgb_png(data[list(RGB)]))
                 counts = data[recipe.VALID_COUNT_INDEX]
-                store.write_bytes(f"{PAGE_DIR}/{img}_count.png", frame.colormap_png(counts, vmax=len(entry["scenes"])))
+                store.write_bytes(
+                    f"{PAGE_DIR}/{img}_count.png", frame.colormap_png(counts, vmax=len(entry["scenes"]))
+                )
                 known = drawn[img] = {"digest": entry["digest"], "empty": float(np.mean(counts <= 0))}
             cell.rgb, cell.count = f"{img}_rgb.png", f"{img}_count.png"
             cell.cog = posixpath.relpath(rel, PAGE_DIR)
@@ -106,7 +109,7 @@ def write_report(store: Store, tile_years: list[tuple[str, int]]) -> str:
     frame.write_page(
         store, rel, "hls_index.html",
         title="HLS monthly composites · QA", generator="pipeline.hls.report", project_dir=store.url,
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), tile_years=rows, unusable=unusable,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), tile_years=rows, unusable=unusable,
         failed=failed, months_written=months_written, cloudy_fraction=CLOUDY_FRACTION,
     )  # fmt: skip
     return rel

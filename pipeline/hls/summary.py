@@ -27,7 +27,11 @@ def record_composites(tile: str, year: int, plan: Any, results: list[Any], *, sk
             "scenes": len(plan.scenes),
             "months_written": sum(r.status == "written" for r in results),
             "months_done_before": skipped,
-            "failed": [{"what": f"{tile} {r.year}-{r.month:02d}", "error": r.error} for r in results if r.status == "failed"],
+            "failed": [
+                {"what": f"{tile} {r.year}-{r.month:02d}", "error": r.error}
+                for r in results
+                if r.status == "failed"
+            ],
             "unusable": [u.to_json() for u in plan.unusable],
         },
     )
@@ -38,7 +42,9 @@ def record_unplaced(year: int, unplaced: list[tuple[str, str]]) -> None:
 
 
 def record_samples(tile: str, year: int, points: int, months: int) -> None:
-    runstats.record(WORKFLOW, f"samples-{tile}-{year}", {"tile": tile, "year": year, "points": points, "months": months})
+    runstats.record(
+        WORKFLOW, f"samples-{tile}-{year}", {"tile": tile, "year": year, "points": points, "months": months}
+    )
 
 
 def record_text(name: str, text: str) -> None:
@@ -64,7 +70,9 @@ def render(docs: dict[str, dict[str, Any]]) -> runstats.Rendered:
     elif tile_years:
         lines.append(f"composites: nothing to do: all {tile_years} tile-year(s) were already complete")
     if samples:
-        lines.append(f"samples: {sum(d['points'] for d in samples)} point(s) written in {len(samples)} tile-year(s)")
+        lines.append(
+            f"samples: {sum(d['points'] for d in samples)} point(s) written in {len(samples)} tile-year(s)"
+        )
     elif any(d["kind"] == "samples" for d in runs):
         lines.append("samples: nothing to do: every point's samples were already written")
     if unplaced:

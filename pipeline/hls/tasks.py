@@ -48,22 +48,26 @@ from pipeline.mgrs_grid import tiles_in_bbox, tiles_near
 from pipeline.progress import Progress
 from pipeline.raster import ArchiveAccess
 from pipeline.signing import Signing
+from pipeline.task_base import PipelineTask
 from targets.store import Store
 from targets.target import StoreTarget
 
 log = logging.getLogger("pipeline.hls")
 
 
-class hls(luigi.Config):  # noqa: N801  (section name)
+class hls(luigi.Config):
     """[hls]: how HLS assets are reached and how work is cut."""
 
     signing = luigi.ChoiceParameter(
         choices=["auto", "none", "planetary-computer"], default="auto",
         description="sign blob hrefs with Planetary Computer SAS tokens (auto: when an href is an Azure blob URL)",
     )  # fmt: skip
-    sas_url = luigi.Parameter(default="", description="token service root; empty = PC_SDK_SAS_URL or Planetary Computer's")
+    sas_url = luigi.Parameter(
+        default="", description="token service root; empty = PC_SDK_SAS_URL or Planetary Computer's"
+    )
     path_style_blob_hosts = luigi.Parameter(
-        default="", description="comma-separated host:port of blob endpoints with the account in the path (Azurite)"
+        default="",
+        description="comma-separated host:port of blob endpoints with the account in the path (Azurite)",
     )
 
 
@@ -93,9 +97,13 @@ def catalog_fingerprint(catalog: str) -> str:
     return hashlib.sha1(f"hls2|{catalog}".encode()).hexdigest()[:12]
 
 
-class _HlsTask(luigi.Task):
-    catalog = luigi.Parameter(description="STAC API root (http/https) or a local catalogue file (NDJSON items or a FeatureCollection)")
-    project_dir = luigi.Parameter(description="output directory: a local path, s3://bucket/prefix or az://container/prefix")
+class _HlsTask(PipelineTask):
+    catalog = luigi.Parameter(
+        description="STAC API root (http/https) or a local catalogue file (NDJSON items or a FeatureCollection)"
+    )
+    project_dir = luigi.Parameter(
+        description="output directory: a local path, s3://bucket/prefix or az://container/prefix"
+    )
 
     @property
     def store(self) -> Store:
@@ -105,8 +113,8 @@ class _HlsTask(luigi.Task):
         return {"catalog": self.catalog, "project_dir": self.project_dir}
 
     def progress(self, done: int, total: int, what: str) -> None:
-        self.set_progress_percentage(round(100 * done / max(total, 1)))
-        self.set_status_message(f"{done}/{total} {what}")
+        self.show_progress(round(100 * done / max(total, 1)))
+        self.show_status(f"{done}/{total} {what}")
 
 
 class HlsSearch(_HlsTask):
@@ -118,7 +126,9 @@ class HlsSearch(_HlsTask):
     year = luigi.IntParameter()
 
     def output(self) -> StoreTarget:
-        return StoreTarget(self.store, layout.search_state(catalog_fingerprint(self.catalog), self.tile, self.year))
+        return StoreTarget(
+            self.store, layout.search_state(catalog_fingerprint(self.catalog), self.tile, self.year)
+        )
 
     def complete(self) -> bool:
         if getattr(self, "_known_complete", False):
@@ -128,7 +138,7 @@ class HlsSearch(_HlsTask):
         return done
 
     def run(self) -> None:
-        self.set_status_message(f"searching {self.catalog} for {self.tile} {self.year}")
+        self.show_status(f"searching {self.catalog} for {self.tile} {self.year}")
         doc = search_doc(catalog_for(self.catalog), self.tile, self.year)
         self.output().write_text(jdump(doc))
         self._known_complete = True
@@ -179,12 +189,14 @@ class HlsComposite(_HlsTask):
             assert plan.grid is not None
             jobs.append((self.tile, self.year, month, plan.grid, scenes))
         for name in sorted(present):  # months without scenes now: stale outputs
-            month = _month_of_name(name)
-            if month is not None and month not in months:
+            stale_month = _month_of_name(name)
+            if stale_month is not None and stale_month not in months:
                 store.delete(f"{layout.composite_dir(self.tile, self.year)}/{name}")
-        self.set_status_message(f"{self.tile} {self.year}: {len(jobs)} of {len(months)} months to composite")
+        self.show_status(f"{self.tile} {self.year}: {len(jobs)} of {len(months)} months to composite")
 
-        tracker = Progress(len(jobs), "months", label=f"{self.tile} {self.year}", report=self.progress, logger=log)
+        tracker = Progress(
+            len(jobs), "months", label=f"{self.tile} {self.year}", report=self.progress, logger=log
+        )
 
         def progress(done: int, total: int, result: MonthResult) -> None:
             tracker.update(done)
@@ -195,15 +207,24 @@ class HlsComposite(_HlsTask):
             store.delete(layout.report_index())  # its view of the project is now stale
         results = run_months(jobs, store, access_for(), progress)
         if jobs:
-            tracker.finish(f"{len(months) - len(jobs)} already done, {sum(len(sc) for sc in months.values())} scenes")
+            tracker.finish(
+                f"{len(months) - len(jobs)} already done, {sum(len(sc) for sc in months.values())} scenes"
+            )
         failed = [
-            Failure(key=f"{r.month:02d}", error=r.error, what=f"{r.tile} {r.year}-{r.month:02d}", targets=(layout.composite_tif(r.tile, r.year, r.month),))
+            Failure(
+                key=f"{r.month:02d}",
+                error=r.error,
+                what=f"{r.tile} {r.year}-{r.month:02d}",
+                targets=(layout.composite_tif(r.tile, r.year, r.month),),
+            )
             for r in results
             if r.status == "failed"
         ]
         summary.record_composites(self.tile, self.year, plan, results, skipped=len(months) - len(jobs))
         context = {"tile": self.tile, "year": self.year}
-        write_record(store, layout.failure_record(self.tile, self.year), FailureRecord(failed=failed, context=context))
+        write_record(
+            store, layout.failure_record(self.tile, self.year), FailureRecord(failed=failed, context=context)
+        )
         write_unusable(store, layout.unusable_record(self.tile, self.year), plan.unusable)
         if failed or plan.unusable:
             raise FailuresRecorded(
@@ -257,16 +278,24 @@ class HlsComposites(luigi.WrapperTask):
     catalog = _HlsTask.catalog
     project_dir = _HlsTask.project_dir
     tiles = luigi.Parameter(default="", description="CSV with header tile,year")
-    bbox = luigi.Parameter(default="", description="minlon,minlat,maxlon,maxlat (with --years): every MGRS tile meeting it")
+    bbox = luigi.Parameter(
+        default="", description="minlon,minlat,maxlon,maxlat (with --years): every MGRS tile meeting it"
+    )
     years = luigi.Parameter(default="", description="years for --bbox, e.g. 2019,2020 or 2018-2020")
 
     def tile_years(self) -> list[TileYear]:
         return selected_tile_years(self.tiles, self.bbox, self.years)
 
-    def requires(self) -> "HlsReport":
+    def requires(self) -> HlsReport:
         tys = self.tile_years()
         summary.record_run("composites", self.project_dir, tile_years=len(tys))
-        return HlsReport(catalog=self.catalog, project_dir=self.project_dir, tiles=self.tiles, bbox=self.bbox, years=self.years)
+        return HlsReport(
+            catalog=self.catalog,
+            project_dir=self.project_dir,
+            tiles=self.tiles,
+            bbox=self.bbox,
+            years=self.years,
+        )
 
 
 class HlsReport(_HlsTask):
@@ -291,7 +320,7 @@ class HlsReport(_HlsTask):
     def run(self) -> None:
         from pipeline.hls.report import write_report
 
-        self.set_status_message("writing the QA report")
+        self.show_status("writing the QA report")
         write_report(self.store, [(r.tile, r.year) for r in self.requires()])
 
 
@@ -301,7 +330,9 @@ def selected_tile_years(tiles: str, bbox: str, years: str) -> list[TileYear]:
     if tiles:
         return read_tiles_file(tiles)
     if not (bbox and years):
-        raise InputError("give --tiles TILES.csv, or --bbox minlon,minlat,maxlon,maxlat with --years", field="tiles")
+        raise InputError(
+            "give --tiles TILES.csv, or --bbox minlon,minlat,maxlon,maxlat with --years", field="tiles"
+        )
     box, ys = parse_bbox(bbox), parse_years(years)
     return [TileYear(t, y) for t in tiles_in_bbox(box) for y in ys]
 
@@ -384,14 +415,16 @@ class HlsSampleTile(_PointsTask):
         return StoreTarget(self.store, layout.samples_centre(self.year, self.tile))
 
     def complete(self) -> bool:
-        return self.output().exists() and self.store.exists(f"{layout.samples_zarr(self.year, self.tile)}/.zmetadata")
+        return self.output().exists() and self.store.exists(
+            f"{layout.samples_zarr(self.year, self.tile)}/.zmetadata"
+        )
 
     def run(self) -> None:
         placement = json.loads(self.input()["placement"].read_text())
         manifest = json.loads(self.input()["composite"].read_text())
         points = [p for p in self.all_points if p.year == self.year and placement[p.id]["tile"] == self.tile]
         months = sorted(int(m) for m in manifest["months"])
-        self.set_status_message(f"cutting {len(points)} chips x {len(months)} months")
+        self.show_status(f"cutting {len(points)} chips x {len(months)} months")
         sample_tile(self.store, self.tile, self.year, months, points, placement, self.chip_size)
         summary.record_samples(self.tile, self.year, len(points), len(months))
 
@@ -438,7 +471,10 @@ class HlsDryRun(luigi.Task):
 
     def requires(self) -> list[HlsSearch]:
         tys = selected_tile_years(self.tiles, self.bbox, self.years)
-        return [HlsSearch(catalog=self.catalog, project_dir=self.project_dir, tile=t.tile, year=t.year) for t in tys]
+        return [
+            HlsSearch(catalog=self.catalog, project_dir=self.project_dir, tile=t.tile, year=t.year)
+            for t in tys
+        ]
 
     def complete(self) -> bool:
         return False
@@ -451,4 +487,13 @@ class HlsDryRun(luigi.Task):
         summary.record_text("hls-dry-run", format_estimates(rows, store.url))
 
 
-__all__ = ["HlsComposite", "HlsComposites", "HlsDryRun", "HlsPlacement", "HlsReport", "HlsSampleTile", "HlsSamples", "HlsSearch"]
+__all__ = [
+    "HlsComposite",
+    "HlsComposites",
+    "HlsDryRun",
+    "HlsPlacement",
+    "HlsReport",
+    "HlsSampleTile",
+    "HlsSamples",
+    "HlsSearch",
+]

@@ -38,7 +38,10 @@ class SourceAccess:
 
     def s3_options(self) -> S3Options:
         return S3Options(
-            endpoint_url=self.endpoint_url, region=self.region, profile=self.profile, requester_pays=self.requester_pays
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            profile=self.profile,
+            requester_pays=self.requester_pays,
         )
 
     def filesystem(self, scheme: str = "s3") -> Any:
@@ -55,9 +58,15 @@ class SourceAccess:
         resolved = self.s3_options().resolved()
         options = dict(GDAL_REMOTE_READ)
         if resolved.endpoint_url:
-            parsed = urlparse(resolved.endpoint_url if "://" in resolved.endpoint_url else f"https://{resolved.endpoint_url}")
+            parsed = urlparse(
+                resolved.endpoint_url
+                if "://" in resolved.endpoint_url
+                else f"https://{resolved.endpoint_url}"
+            )
             options.update(
-                AWS_S3_ENDPOINT=parsed.netloc, AWS_HTTPS="NO" if parsed.scheme == "http" else "YES", AWS_VIRTUAL_HOSTING="FALSE"
+                AWS_S3_ENDPOINT=parsed.netloc,
+                AWS_HTTPS="NO" if parsed.scheme == "http" else "YES",
+                AWS_VIRTUAL_HOSTING="FALSE",
             )
         if resolved.region:
             options["AWS_REGION"] = resolved.region

@@ -62,7 +62,9 @@ _PRODUCT_ID = re.compile(
     r"(?P<path>\d{3})(?P<row>\d{3})_(?P<acquired>\d{8})_(?P<processed>\d{8})_"
     r"(?P<collection>\d{2})_(?P<category>T1|T2|RT)$"
 )
-_MTL_NAME = re.compile(r"^(?P<product_id>L[COTEM]\d{2}_L\d[A-Z]{2}_\d{6}_\d{8}_\d{8}_\d{2}_[A-Z0-9]{2})_MTL\.(txt|xml|json)$")
+_MTL_NAME = re.compile(
+    r"^(?P<product_id>L[COTEM]\d{2}_L\d[A-Z]{2}_\d{6}_\d{8}_\d{8}_\d{2}_[A-Z0-9]{2})_MTL\.(txt|xml|json)$"
+)
 
 
 class BundleError(PipelineError):
@@ -247,11 +249,17 @@ def is_bundle_name(name: str) -> bool:
 
 
 def is_compressed_name(href: str) -> bool:
-    return urlparse(href).path.endswith((".tar.gz", ".tgz")) if "://" in href else href.endswith((".tar.gz", ".tgz"))
+    return (
+        urlparse(href).path.endswith((".tar.gz", ".tgz"))
+        if "://" in href
+        else href.endswith((".tar.gz", ".tgz"))
+    )
 
 
 @contextmanager
-def _open_binary(href: str, access: SourceAccess | None = None, *, sequential: bool = False) -> Iterator[IO[bytes]]:
+def _open_binary(
+    href: str, access: SourceAccess | None = None, *, sequential: bool = False
+) -> Iterator[IO[bytes]]:
     """The bundle as a seekable binary file: local files directly, URLs through fsspec.
 
     ``sequential``: the whole file will be read in order (a compressed stream), so remote
@@ -367,7 +375,9 @@ def _product_id_of(href: str, names: list[str]) -> str:
     stem = bundle_stem(href)
     if _PRODUCT_ID.match(stem):
         return stem
-    raise BundleError(href, "no *_MTL.txt / *_MTL.xml / *_MTL.json member and the file name is not a product id")
+    raise BundleError(
+        href, "no *_MTL.txt / *_MTL.xml / *_MTL.json member and the file name is not a product id"
+    )
 
 
 def thumbnail_band_suffixes(scene: SceneId) -> tuple[str, str, str]:
@@ -424,7 +434,9 @@ def check_complete(bundle: Bundle) -> None:
     """Raise :class:`BundleError` for the first thing that keeps the scene from being whole."""
     mtl = preferred_mtl(bundle)
     if mtl is None:
-        raise BundleError(bundle.href, f"no {bundle.scene.product_id}_MTL.xml nor _MTL.txt: the item is built from one")
+        raise BundleError(
+            bundle.href, f"no {bundle.scene.product_id}_MTL.xml nor _MTL.txt: the item is built from one"
+        )
     try:
         listed = mtl_listed_files(text_bytes(bundle, mtl), mtl.kind)
     except (etree.XMLSyntaxError, ValueError) as error:
@@ -432,15 +444,21 @@ def check_complete(bundle: Bundle) -> None:
     for key, filename in listed.items():
         if filename.upper().endswith(".TIF") and not bundle.has_file(filename):
             raise BundleError(
-                bundle.href, f"missing: the MTL lists it ({key}) but the bundle has no such member", member=filename
+                bundle.href,
+                f"missing: the MTL lists it ({key}) but the bundle has no such member",
+                member=filename,
             )
     for suffix in required_raster_suffixes(bundle.scene):
         if bundle.raster(suffix) is None:
             filename = f"{bundle.scene.product_id}_{suffix}.TIF"
-            raise BundleError(bundle.href, "missing: a band the scene needs (thumbnails, QA)", member=filename)
+            raise BundleError(
+                bundle.href, "missing: a band the scene needs (thumbnails, QA)", member=filename
+            )
     if bundle.scene.sensor == "oli-tirs" and bundle.text_member("ang") is None:
         filename = f"{bundle.scene.product_id}_ANG.txt"
-        raise BundleError(bundle.href, "missing: stactools-landsat takes the OLI/TIRS footprint from it", member=filename)
+        raise BundleError(
+            bundle.href, "missing: stactools-landsat takes the OLI/TIRS footprint from it", member=filename
+        )
 
 
 def list_bundle(href: str, access: SourceAccess | None = None) -> Bundle:
@@ -449,9 +467,18 @@ def list_bundle(href: str, access: SourceAccess | None = None) -> Bundle:
     product_id = _product_id_of(href, [name for name, _, _ in listing.entries])
     scene = parse_product_id(product_id, bundle=href)
     members = tuple(classify_member(name, size, product_id, offset) for name, size, offset in listing.entries)
-    texts = {m.name: listing.texts[m.name] for m in members if m.kind in TEXT_KINDS.values() and m.name in listing.texts}
+    texts = {
+        m.name: listing.texts[m.name]
+        for m in members
+        if m.kind in TEXT_KINDS.values() and m.name in listing.texts
+    }
     return Bundle(
-        href=href, scene=scene, members=members, texts=texts, compressed=listing.compressed, file_size=listing.file_size
+        href=href,
+        scene=scene,
+        members=members,
+        texts=texts,
+        compressed=listing.compressed,
+        file_size=listing.file_size,
     )
 
 
@@ -470,7 +497,10 @@ def iter_members(bundle: Bundle, access: SourceAccess | None = None) -> Iterator
     by_name = {m.name: m for m in bundle.members}
     current = ""
     try:
-        with _open_binary(bundle.href, access, sequential=True) as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:
+        with (
+            _open_binary(bundle.href, access, sequential=True) as raw,
+            tarfile.open(fileobj=raw, mode="r|*") as archive,
+        ):
             for info in archive:
                 member = by_name.get(info.name)
                 if member is None or not info.isfile():

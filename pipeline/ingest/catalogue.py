@@ -39,10 +39,11 @@ STAC_VERSION = "1.1.0"
 CATALOG_ID = "landsat-c2"
 JSON_TYPE = "application/json"
 STRUCTURAL_RELS = frozenset({"self", "root", "parent", "collection", "child", "item"})
-COLLECTION_TITLES = {"landsat-c2-l1": "Landsat Collection 2 Level-1", "landsat-c2-l2": "Landsat Collection 2 Level-2"}
-LEVEL1_DESCRIPTION = (
-    "Landsat Collection 2 Level-1 scenes (MSS, TM, ETM+ and OLI/TIRS): calibrated digital numbers, as Cloud Optimized GeoTIFFs."
-)
+COLLECTION_TITLES = {
+    "landsat-c2-l1": "Landsat Collection 2 Level-1",
+    "landsat-c2-l2": "Landsat Collection 2 Level-2",
+}
+LEVEL1_DESCRIPTION = "Landsat Collection 2 Level-1 scenes (MSS, TM, ETM+ and OLI/TIRS): calibrated digital numbers, as Cloud Optimized GeoTIFFs."
 
 Doc = dict[str, Any]
 
@@ -136,7 +137,9 @@ _failed: dict[str, set[str]] = {}
 def failed_stems(store: Store, *, fresh: bool = False) -> set[str]:
     """The bundles (file names less extension) with a failure record, from one listing."""
     if fresh or store.url not in _failed:
-        _failed[store.url] = {n[: -len(".json")] for n in store.list_names(layout.failed_dir()) if n.endswith(".json")}
+        _failed[store.url] = {
+            n[: -len(".json")] for n in store.list_names(layout.failed_dir()) if n.endswith(".json")
+        }
     return _failed[store.url]
 
 
@@ -147,13 +150,26 @@ def relative_item(item: Doc, scene: SceneId) -> Doc:
     """The item as written next to its files: relative asset hrefs and catalogue links."""
     here = layout.scene_dir(scene)
     doc = dict(item)
-    doc["assets"] = {key: {**asset, "href": "./" + posixpath.basename(asset["href"])} for key, asset in item["assets"].items()}
+    doc["assets"] = {
+        key: {**asset, "href": "./" + posixpath.basename(asset["href"])}
+        for key, asset in item["assets"].items()
+    }
     catalog = layout.relative(layout.catalog_json(), here)
     collection = layout.relative(layout.collection_json(scene.collection_id), here)
     doc["links"] = [
         {"rel": "root", "href": catalog, "type": JSON_TYPE, "title": "Landsat Collection 2 scenes"},
-        {"rel": "parent", "href": collection, "type": JSON_TYPE, "title": COLLECTION_TITLES[scene.collection_id]},
-        {"rel": "collection", "href": collection, "type": JSON_TYPE, "title": COLLECTION_TITLES[scene.collection_id]},
+        {
+            "rel": "parent",
+            "href": collection,
+            "type": JSON_TYPE,
+            "title": COLLECTION_TITLES[scene.collection_id],
+        },
+        {
+            "rel": "collection",
+            "href": collection,
+            "type": JSON_TYPE,
+            "title": COLLECTION_TITLES[scene.collection_id],
+        },
         *[link for link in item.get("links", []) if link.get("rel") not in STRUCTURAL_RELS],
     ]
     doc["collection"] = scene.collection_id
@@ -247,13 +263,21 @@ def _collection_base(collection_id: str) -> Doc:
         # stactools' Level-1 collection describes MSS alone (its DOI, assets and summaries)
         doc["description"] = LEVEL1_DESCRIPTION
         doc["links"] = [link for link in doc.get("links", []) if link.get("rel") != "cite-as"]
+    if not any(key.startswith("sci:") for key in doc):
+        # The scientific extension's schema requires a sci:* field of a collection that declares
+        # it; stactools declares it on collections spanning several DOIs (one per sensor), with none.
         doc["stac_extensions"] = [uri for uri in doc.get("stac_extensions", []) if "/scientific/" not in uri]
     return doc
 
 
 def spatial_extent(items: Iterable[Doc]) -> list[float]:
     boxes = [item["bbox"] for item in items]
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]
 
 
 def temporal_extent(items: Iterable[Doc]) -> list[str]:
@@ -286,7 +310,10 @@ def build_collection(collection_id: str, items: Mapping[str, Doc]) -> Doc:
     docs = [items[k] for k in sorted(items)]
     doc = _collection_base(collection_id)
     here = posixpath.dirname(layout.collection_json(collection_id))
-    doc["extent"] = {"spatial": {"bbox": [spatial_extent(docs)]}, "temporal": {"interval": [temporal_extent(docs)]}}
+    doc["extent"] = {
+        "spatial": {"bbox": [spatial_extent(docs)]},
+        "temporal": {"interval": [temporal_extent(docs)]},
+    }
     doc["item_assets"] = item_assets(docs)
     doc["summaries"] = summaries(docs)
     catalog = layout.relative(layout.catalog_json(), here)
@@ -295,21 +322,33 @@ def build_collection(collection_id: str, items: Mapping[str, Doc]) -> Doc:
         {"rel": "parent", "href": catalog, "type": JSON_TYPE, "title": "Landsat Collection 2 scenes"},
         *[link for link in doc.get("links", []) if link.get("rel") not in STRUCTURAL_RELS],
     ]
-    links += [{"rel": "item", "href": layout.relative(key, here), "type": "application/geo+json"} for key in sorted(items)]
+    links += [
+        {"rel": "item", "href": layout.relative(key, here), "type": "application/geo+json"}
+        for key in sorted(items)
+    ]
     doc["links"] = links
     return doc
 
 
 def build_catalog(collection_ids: Iterable[str]) -> Doc:
     """The root catalogue: its collections, and the parquet and browse pages beside it."""
-    links: list[Doc] = [{"rel": "root", "href": "./catalog.json", "type": JSON_TYPE, "title": "Landsat Collection 2 scenes"}]
+    links: list[Doc] = [
+        {"rel": "root", "href": "./catalog.json", "type": JSON_TYPE, "title": "Landsat Collection 2 scenes"}
+    ]
     for collection_id in sorted(collection_ids):
         links.append({"rel": "child", "href": f"./{layout.collection_json(collection_id)}", "type": JSON_TYPE,
                       "title": COLLECTION_TITLES[collection_id]})  # fmt: skip
     if links[1:]:  # items.parquet and the pages exist when some scene is published
         links.append({"rel": "alternate", "href": f"./{layout.items_parquet()}", "type": "application/vnd.apache.parquet",
                       "title": "Every item (stac-geoparquet)"})  # fmt: skip
-        links.append({"rel": "alternate", "href": f"./{layout.top_index()}", "type": "text/html", "title": "Browse pages"})
+        links.append(
+            {
+                "rel": "alternate",
+                "href": f"./{layout.top_index()}",
+                "type": "text/html",
+                "title": "Browse pages",
+            }
+        )
     return {
         "type": "Catalog",
         "stac_version": STAC_VERSION,
@@ -327,9 +366,14 @@ def parquet_item(key: str, item: Doc) -> Doc:
     """The item with every href relative to the destination's root (where items.parquet is)."""
     here = posixpath.dirname(key)
     doc = dict(item)
-    doc["assets"] = {k: {**a, "href": posixpath.normpath(posixpath.join(here, a["href"]))} for k, a in item["assets"].items()}
+    doc["assets"] = {
+        k: {**a, "href": posixpath.normpath(posixpath.join(here, a["href"]))}
+        for k, a in item["assets"].items()
+    }
     doc["links"] = [
-        {**link, "href": posixpath.normpath(posixpath.join(here, link["href"]))} if link.get("rel") in STRUCTURAL_RELS else link
+        {**link, "href": posixpath.normpath(posixpath.join(here, link["href"]))}
+        if link.get("rel") in STRUCTURAL_RELS
+        else link
         for link in item.get("links", [])
     ]
     return doc

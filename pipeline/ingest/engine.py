@@ -127,7 +127,9 @@ def _temp_dir(workdir: str) -> str:
     return tempfile.mkdtemp(prefix="ingest-", dir=workdir or None)
 
 
-def _cog_to_store(source_path: str, member: Member, store: Store, rel: str, workdir: str, num_threads: int) -> FileResult:
+def _cog_to_store(
+    source_path: str, member: Member, store: Store, rel: str, workdir: str, num_threads: int
+) -> FileResult:
     """Convert the raster at ``source_path`` in a temporary directory, then put it whole."""
     started = time.perf_counter()
     tmp = _temp_dir(workdir)
@@ -147,17 +149,24 @@ def convert_member(
     """Dask task: one raster member of an uncompressed bundle -> its COG at ``rel``."""
     try:
         with rasterio.Env(**gdal_options):
-            return TaskOutcome((_cog_to_store(bundle.read_path(member), member, worker_store(store), rel, workdir, 1),))
+            return TaskOutcome(
+                (_cog_to_store(bundle.read_path(member), member, worker_store(store), rel, workdir, 1),)
+            )
     except cog.RASTER_ERRORS as error:
         return TaskOutcome(reason=f"unreadable raster ({error})", member=member.name)
 
 
-def _put_thumbnails(rendered: thumbs.Thumbnails, scene: SceneId, store: Store, started: float) -> tuple[FileResult, ...]:
+def _put_thumbnails(
+    rendered: thumbs.Thumbnails, scene: SceneId, store: Store, started: float
+) -> tuple[FileResult, ...]:
     small, large = layout.thumb_small(scene), layout.thumb_large(scene)
     store.write_bytes(small, rendered.small_jpeg)
     store.write_bytes(large, rendered.large_jpeg)
     seconds = time.perf_counter() - started
-    return (FileResult(small, len(rendered.small_jpeg), 0, seconds), FileResult(large, len(rendered.large_jpeg), 0, 0.0))
+    return (
+        FileResult(small, len(rendered.small_jpeg), 0, seconds),
+        FileResult(large, len(rendered.large_jpeg), 0, 0.0),
+    )
 
 
 def _thumbnail_members(bundle: Bundle) -> tuple[Member, Member, Member]:
@@ -165,7 +174,9 @@ def _thumbnail_members(bundle: Bundle) -> tuple[Member, Member, Member]:
     for suffix in thumbnail_band_suffixes(bundle.scene):
         member = bundle.raster(suffix)
         if member is None:
-            raise BundleError(bundle.href, "missing: a thumbnail band", member=f"{bundle.scene.product_id}_{suffix}.TIF")
+            raise BundleError(
+                bundle.href, "missing: a thumbnail band", member=f"{bundle.scene.product_id}_{suffix}.TIF"
+            )
         found.append(member)
     return found[0], found[1], found[2]
 
@@ -203,7 +214,12 @@ def _convert_in_memory(
 
 
 def convert_streamed(
-    bundle: Bundle, store: Store, access: SourceAccess, gdal_options: dict[str, str], workdir: str, num_threads: int
+    bundle: Bundle,
+    store: Store,
+    access: SourceAccess,
+    gdal_options: dict[str, str],
+    workdir: str,
+    num_threads: int,
 ) -> TaskOutcome:
     """Dask task: every raster member of a compressed bundle, from one sequential read of it,
     then the thumbnails. The read (decompression) goes on while ``num_threads`` threads convert
@@ -236,7 +252,9 @@ def convert_streamed(
                     if member.suffix in wanted:
                         kept[member.suffix] = memory
                     rel = layout.cog(bundle.scene, member.suffix)
-                    pending[pool.submit(_convert_in_memory, memory, member, store, rel, gdal_options, workdir)] = (member, memory)
+                    pending[
+                        pool.submit(_convert_in_memory, memory, member, store, rel, gdal_options, workdir)
+                    ] = (member, memory)
                     if len(pending) >= 2 * threads:
                         settle(wait(pending, return_when=FIRST_COMPLETED).done)
                 settle(wait(pending).done)
@@ -279,7 +297,9 @@ def submit_conversions(
         streamed = (light, store, access, gdal_options, workdir, threads_per_task)
         return [_submit(client, convert_streamed, *streamed, key=f"ingest-{stem}-stream")]
     futures = []
-    for member in sorted(bundle.rasters, key=lambda m: -m.size):  # largest first: the pan band does not finish last
+    for member in sorted(
+        bundle.rasters, key=lambda m: -m.size
+    ):  # largest first: the pan band does not finish last
         args = (light, member, store, layout.cog(bundle.scene, member.suffix), gdal_options, workdir)
         futures.append(_submit(client, convert_member, *args, key=f"ingest-{stem}-{member.suffix}"))
     futures.append(_submit(client, make_thumbnails, light, store, gdal_options, key=f"ingest-{stem}-thumbs"))
@@ -360,7 +380,13 @@ def publish_scene(
     pages.write_scene_page(store, scene, item, bundle, files)
     store.write_text(layout.item_json(scene), catalogue.dump(item))  # last: the scene is published
     return SceneOutcome(
-        bundle_href, stem, "published", scene, files=files, seconds=time.perf_counter() - started, bundle_bytes=bundle.file_size
+        bundle_href,
+        stem,
+        "published",
+        scene,
+        files=files,
+        seconds=time.perf_counter() - started,
+        bundle_bytes=bundle.file_size,
     )
 
 
@@ -392,11 +418,15 @@ def build_item(bundle: Bundle, dest: str) -> dict[str, Any]:
     return doc
 
 
-def _missing_asset_files(bundle_href: str, item: dict[str, Any], files: list[FileResult]) -> BundleError | None:
+def _missing_asset_files(
+    bundle_href: str, item: dict[str, Any], files: list[FileResult]
+) -> BundleError | None:
     """An asset whose file this run did not write (never expected: a guard for the marker)."""
     written = {posixpath.basename(f.rel) for f in files}
     for key, asset in item["assets"].items():
         name = posixpath.basename(asset["href"])
         if name not in written:
-            return BundleError(bundle_href, f"asset {key!r} has no file: nothing was written for it", member=name)
+            return BundleError(
+                bundle_href, f"asset {key!r} has no file: nothing was written for it", member=name
+            )
     return None

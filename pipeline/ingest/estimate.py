@@ -50,7 +50,9 @@ def estimate_bundle(bundle: SourceBundle, done: bool, access: SourceAccess) -> B
     )  # fmt: skip
 
 
-def estimate(bundles: list[SourceBundle], done: set[str], access: SourceAccess, store: Store) -> list[BundleEstimate]:
+def estimate(
+    bundles: list[SourceBundle], done: set[str], access: SourceAccess, store: Store
+) -> list[BundleEstimate]:
     return [estimate_bundle(b, b.href in done, access) for b in bundles]
 
 
@@ -70,7 +72,9 @@ def format_estimate(rows: list[BundleEstimate], source: str, dest: str) -> str:
     lines = ["", "===== Landsat ingest dry run =====", f"source: {source}", f"outputs: {dest}"]
     lines.append(f"{'bundle':<48} {'status':<6} {'MB':>9} {'raster MB':>10} {'objects':>8}")
     for r in rows:
-        lines.append(f"{r.stem:<48} {r.status:<6} {r.bundle_bytes / 1e6:>9.1f} {r.raster_bytes / 1e6:>10.1f} {r.objects:>8}")
+        lines.append(
+            f"{r.stem:<48} {r.status:<6} {r.bundle_bytes / 1e6:>9.1f} {r.raster_bytes / 1e6:>10.1f} {r.objects:>8}"
+        )
     scene_objects = sum(r.objects for r in todo)
     bytes_in, raster_bytes = sum(r.bundle_bytes for r in todo), sum(r.raster_bytes for r in todo)
     cat = catalogue_objects(rows)

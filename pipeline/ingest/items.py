@@ -26,10 +26,13 @@ projection / landsat / classification / grid / scientific extensions, asset keys
   with ``eo:bands`` from stactools' own fragments where it has the band, ``raster:bands`` with
   the MTL's radiance rescaling as scale/offset (what stactools does for MSS), the panchromatic
   band's own ``proj:shape``/``proj:transform`` and the Level-1 DOI the MTL states.
+- **created**: the MTL's ``DATE_PRODUCT_GENERATED`` (:func:`product_generated`), not the
+  time of the run: the same bundle always gives byte-identical item JSON.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import posixpath
 import tempfile
@@ -159,7 +162,9 @@ def load_mtl(bundle: Bundle, workdir: str) -> tuple[MtlMetadata, Member]:
     except (MTLError, ValueError, SyntaxError) as error:
         raise BundleError(bundle.href, f"unreadable MTL ({error})", member=member.name) from error
     if product_id != bundle.scene.product_id:
-        raise BundleError(bundle.href, f"the MTL is for {product_id}, not {bundle.scene.product_id}", member=member.name)
+        raise BundleError(
+            bundle.href, f"the MTL is for {product_id}, not {bundle.scene.product_id}", member=member.name
+        )
     return mtl, member
 
 
@@ -178,10 +183,14 @@ def create_scene_item(bundle: Bundle, dest: str) -> pystac.Item:
     """The scene's STAC Item, asset hrefs on ``dest`` (a directory or ``s3://`` prefix)."""
     scene = bundle.scene
     if not stactools_supported(scene):
-        raise BundleError(bundle.href, f"unsupported sensor: {scene.product_id[:4]} (OLI-only / TIRS-only products)")
+        raise BundleError(
+            bundle.href, f"unsupported sensor: {scene.product_id[:4]} (OLI-only / TIRS-only products)"
+        )
     base_href = scene_base_href(dest, scene)
     with tempfile.TemporaryDirectory(prefix="ingest-item-") as workdir:
         mtl, mtl_member = load_mtl(bundle, workdir)
+        # before stactools, which also parses this field but says neither which nor why
+        created = product_generated(mtl, scene, bundle.href, mtl_member.name)
         try:
             item: pystac.Item = create_item_from_mtl_metadata(
                 base_href, mtl, use_usgs_geometry=False, read_href_modifier=_ang_reader(bundle, workdir)
@@ -192,13 +201,33 @@ def create_scene_item(bundle: Bundle, dest: str) -> pystac.Item:
             ) from error
         if scene.level == "level-1" and scene.sensor != "mss":
             _use_level1_assets(item, scene, mtl, base_href)
+        item.common_metadata.created = created
     drop_absent_assets(item, bundle)
     return item
 
 
+def product_generated(mtl: MtlMetadata, scene: SceneId, bundle_href: str, mtl_name: str) -> dt.datetime:
+    """The item's ``created``: when USGS generated the product (the MTL's ``DATE_PRODUCT_GENERATED``
+    of the scene's level), not the moment this run built the item (stactools' ``now()``), so
+    that a rerun or a second ingest of the same bundle writes the same bytes. An MTL without
+    the field gives the product id's processing date (midnight UTC)."""
+    record = "LEVEL2_PROCESSING_RECORD" if scene.level == "level-2" else "LEVEL1_PROCESSING_RECORD"
+    field = f"{record}/DATE_PRODUCT_GENERATED"
+    text = (_mtl_root(mtl).find_text(field) or "").strip()
+    if not text:
+        return dt.datetime.combine(scene.processed, dt.time(), tzinfo=dt.UTC)
+    try:
+        generated = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise BundleError(bundle_href, f"{field}: not a date and time ({text!r})", member=mtl_name) from error
+    return generated if generated.tzinfo else generated.replace(tzinfo=dt.UTC)
+
+
 def produced_files(scene: SceneId) -> frozenset[str]:
     """Files of the scene this workflow makes itself (not members of the bundle)."""
-    return frozenset({posixpath.basename(layout.thumb_small(scene)), posixpath.basename(layout.thumb_large(scene))})
+    return frozenset(
+        {posixpath.basename(layout.thumb_small(scene)), posixpath.basename(layout.thumb_large(scene))}
+    )
 
 
 def drop_absent_assets(item: pystac.Item, bundle: Bundle) -> None:
@@ -304,12 +333,16 @@ def _use_level1_assets(item: pystac.Item, scene: SceneId, mtl: MtlMetadata, base
         )
         item.add_asset(band.key, asset)
         if band.grid == "angle":
-            RasterExtension.ext(asset, add_if_missing=True).bands = [RasterBand.create(**_angle_raster(mtl, band))]
+            RasterExtension.ext(asset, add_if_missing=True).bands = [
+                RasterBand.create(**_angle_raster(mtl, band))
+            ]
             continue
         eo_band = band.eo_band or eo_bands.get(band.key) or eo_bands.get(band.key.removesuffix("_high"))
         if eo_band is not None:
             EOExtension.ext(asset, add_if_missing=True).bands = [Band.create(**eo_band)]
-        RasterExtension.ext(asset, add_if_missing=True).bands = [RasterBand.create(**_band_raster(mtl, band, scene))]
+        RasterExtension.ext(asset, add_if_missing=True).bands = [
+            RasterBand.create(**_band_raster(mtl, band, scene))
+        ]
         if band.grid == "thermal" and thermal_gsd:
             asset.common_metadata.gsd = thermal_gsd
         elif band.grid == "pan" and (pan := _pan_projection(mtl)) is not None:

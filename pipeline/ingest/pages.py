@@ -71,7 +71,9 @@ class FileRow:
 
 def file_rows(item: Doc, files: Sequence[FileResult]) -> list[FileRow]:
     """Every file of the scene (by name), with the asset key and title that name it."""
-    assets = {posixpath.basename(a["href"]): (key, str(a.get("title", ""))) for key, a in item["assets"].items()}
+    assets = {
+        posixpath.basename(a["href"]): (key, str(a.get("title", ""))) for key, a in item["assets"].items()
+    }
     rows = []
     for f in sorted(files, key=lambda f: posixpath.basename(f.rel)):
         name = posixpath.basename(f.rel)
@@ -80,7 +82,9 @@ def file_rows(item: Doc, files: Sequence[FileResult]) -> list[FileRow]:
     return rows
 
 
-def write_scene_page(store: Store, scene: SceneId, item: Doc, bundle: Bundle, files: Sequence[FileResult]) -> None:
+def write_scene_page(
+    store: Store, scene: SceneId, item: Doc, bundle: Bundle, files: Sequence[FileResult]
+) -> None:
     here = layout.scene_dir(scene)
     props = item["properties"]
     date, clock = date_time(item)
@@ -182,7 +186,9 @@ def pathrow_lines(by_pathrow: Mapping[tuple[int, int], Mapping[str, Doc]]) -> li
     return lines
 
 
-def write_top_page(store: Store, by_pathrow: Mapping[tuple[int, int], Mapping[str, Doc]], collections: Mapping[str, int]) -> None:
+def write_top_page(
+    store: Store, by_pathrow: Mapping[tuple[int, int], Mapping[str, Doc]], collections: Mapping[str, int]
+) -> None:
     lines = pathrow_lines(by_pathrow)
     frame.write_page(
         store, layout.top_index(), "ingest_index.html",

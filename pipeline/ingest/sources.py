@@ -85,7 +85,12 @@ def _read_list_file(path: str, access: SourceAccess) -> list[SourceBundle]:
             if not entry or entry.startswith("#"):
                 continue
             if not is_bundle_name(entry):
-                raise InputError(f"{entry!r} is not a bundle (.tar, .tar.gz, .tgz)", source=path, line=number, field="source")
+                raise InputError(
+                    f"{entry!r} is not a bundle (.tar, .tar.gz, .tgz)",
+                    source=path,
+                    line=number,
+                    field="source",
+                )
             if _is_remote(entry):
                 found.append(_remote_bundle(entry, access, path, number))
                 continue
@@ -99,13 +104,17 @@ def _read_list_file(path: str, access: SourceAccess) -> list[SourceBundle]:
 def _remote_bundle(url: str, access: SourceAccess, list_file: str, line: int) -> SourceBundle:
     parsed = urlparse(url)
     if parsed.scheme != "s3":
-        raise InputError(f"{url!r}: only local paths and s3:// URLs are read", source=list_file, line=line, field="source")
+        raise InputError(
+            f"{url!r}: only local paths and s3:// URLs are read", source=list_file, line=line, field="source"
+        )
     try:
         info = access.filesystem("s3").info(f"{parsed.netloc}{parsed.path}")
     except FileNotFoundError as error:
         raise InputError(f"{url!r} does not exist", source=list_file, line=line, field="source") from error
     except Exception as error:
-        raise InputError(f"cannot reach {url!r}: {error}", source=list_file, line=line, field="source") from error
+        raise InputError(
+            f"cannot reach {url!r}: {error}", source=list_file, line=line, field="source"
+        ) from error
     return SourceBundle(url, int(info.get("size") or 0))
 
 
@@ -114,7 +123,9 @@ def list_source(source: str, access: SourceAccess | None = None) -> list[SourceB
     when the source cannot be read, or when two bundles are of one scene."""
     access = access or SourceAccess()
     if not source:
-        raise InputError("give --source: a directory, an s3:// prefix or a list file of bundles", field="source")
+        raise InputError(
+            "give --source: a directory, an s3:// prefix or a list file of bundles", field="source"
+        )
     if _is_remote(source):
         if urlparse(source).scheme != "s3":
             raise InputError("only local paths and s3:// prefixes are read", source=source, field="source")
@@ -124,7 +135,11 @@ def list_source(source: str, access: SourceAccess | None = None) -> list[SourceB
         if os.path.isdir(path):
             bundles = _list_local_dir(path)
         elif os.path.isfile(path):
-            bundles = [SourceBundle(path, os.path.getsize(path))] if is_bundle_name(path) else _read_list_file(path, access)
+            bundles = (
+                [SourceBundle(path, os.path.getsize(path))]
+                if is_bundle_name(path)
+                else _read_list_file(path, access)
+            )
         else:
             raise InputError("no such directory or file", source=source, field="source")
     if not bundles:
@@ -137,6 +152,8 @@ def _unique_scenes(bundles: list[SourceBundle], source: str) -> list[SourceBundl
     for bundle in bundles:
         other = seen.get(bundle.stem)
         if other is not None and other.href != bundle.href:
-            raise InputError(f"two bundles of one scene: {other.href} and {bundle.href}", source=source, field="source")
+            raise InputError(
+                f"two bundles of one scene: {other.href} and {bundle.href}", source=source, field="source"
+            )
         seen[bundle.stem] = bundle
     return list(seen.values())

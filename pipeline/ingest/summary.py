@@ -43,7 +43,9 @@ def attempted(stem: str) -> dict[str, Any] | None:
 def published_in_run() -> frozenset[str]:
     """The bundles (stems) this run published so far, in any of its processes."""
     return frozenset(
-        d["stem"] for k, d in runstats.read(WORKFLOW).items() if k.startswith("scene-") and d["status"] == "published"
+        d["stem"]
+        for k, d in runstats.read(WORKFLOW).items()
+        if k.startswith("scene-") and d["status"] == "published"
     )
 
 
@@ -102,7 +104,9 @@ def render(docs: dict[str, dict[str, Any]]) -> runstats.Rendered | None:
             "Bad bundles published nothing (reasons below; recorded in _state/ingest/failed/). Replace them and rerun "
             "the same command: only they are read again."
         )
-    return runstats.Rendered(title="Landsat ingest summary", lines=lines, failed=[failure_of(d) for d in failed], advice=advice)
+    return runstats.Rendered(
+        title="Landsat ingest summary", lines=lines, failed=[failure_of(d) for d in failed], advice=advice
+    )
 
 
 def _short(names: list[str], limit: int = 8) -> list[str]:

@@ -30,6 +30,7 @@ and the next run tries the bundle again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ from pipeline.ingest.access import SourceAccess
 from pipeline.ingest.bundle import BundleError, SceneId, bundle_stem, list_bundle
 from pipeline.ingest.sources import SourceBundle, list_source
 from pipeline.progress import Progress
+from pipeline.task_base import PipelineTask
 from targets.store import Store
 from targets.target import StoreTarget
 
@@ -61,14 +63,17 @@ class ingest(luigi.Config):
         default="", description="S3 endpoint of s3:// sources; empty = AWS (or AWS_ENDPOINT_URL_S3)"
     )
     source_region = luigi.Parameter(default="", description="region of the source bucket")
-    source_profile = luigi.Parameter(default="", description="AWS profile for source reads; empty = environment/default chain")
+    source_profile = luigi.Parameter(
+        default="", description="AWS profile for source reads; empty = environment/default chain"
+    )
     source_requester_pays = luigi.BoolParameter(
         default=False,
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
         description="send x-amz-request-payer: requester on source reads",
     )
     workdir = luigi.Parameter(
-        default="", description="local directory for COGs being built; empty = the system's temporary directory"
+        default="",
+        description="local directory for COGs being built; empty = the system's temporary directory",
     )
     threads_per_stream = luigi.IntParameter(
         default=2, description="DEFLATE threads of a compressed bundle's conversion (one Dask task)"
@@ -117,14 +122,16 @@ def scene_of_bundle(href: str) -> SceneId | None:
     return _scenes[href]
 
 
-class IngestScene(luigi.Task):
+class IngestScene(PipelineTask):
     """One bundle: its COGs, thumbnails and metadata copies, its ``index.html``, then its item
     JSON (the completion marker). Complete when the item JSON and every file it names are
     listed (one listing of the destination serves every scene)."""
 
     bundle = luigi.Parameter(description="the bundle: a local path or s3:// URL (.tar, .tar.gz, .tgz)")
     dest = luigi.Parameter(description="the destination: a local directory or s3://bucket/prefix")
-    overwrite = luigi.BoolParameter(default=False, description="convert and publish again even when already published")
+    overwrite = luigi.BoolParameter(
+        default=False, description="convert and publish again even when already published"
+    )
 
     @property
     def store(self) -> Store:
@@ -165,7 +172,7 @@ class IngestScene(luigi.Task):
     def run(self) -> None:
         cfg = ingest()
         store = self.store
-        self.set_status_message(f"converting {self.stem}")
+        self.show_status(f"converting {self.stem}")
         tracker = Progress(0, "Dask tasks", label=self.stem, report=self._progress, logger=log)
         outcome = engine.publish_scene(
             self.bundle, store, access_for(cfg), workdir=cfg.workdir, threads_per_task=cfg.threads_per_stream,
@@ -182,8 +189,8 @@ class IngestScene(luigi.Task):
         self._known_complete = True
 
     def _progress(self, done: int, total: int, what: str) -> None:
-        self.set_progress_percentage(round(100 * done / max(total, 1)))
-        self.set_status_message(f"{self.stem}: {done}/{total} {what}")
+        self.show_progress(round(100 * done / max(total, 1)))
+        self.show_status(f"{self.stem}: {done}/{total} {what}")
 
 
 def sweep_for(store: Store, *rels: str) -> None:
@@ -225,7 +232,7 @@ def _write_if_changed(store: Store, stem: str, record: FailureRecord) -> None:
 # ---------------------------------------------------------------- the catalogue and pages
 
 
-class _PublishTask(luigi.Task):
+class _PublishTask(PipelineTask):
     """A catalogue file or page built from published items; see the module docstring."""
 
     dest = IngestScene.dest
@@ -263,7 +270,9 @@ class _PublishTask(luigi.Task):
 
     def is_current(self, tree: catalogue.Tree) -> bool:
         value = self.built_from(tree)
-        return catalogue.is_current(self.store, self.name, self.rel(), value, expect_output=self.expects_output(tree))
+        return catalogue.is_current(
+            self.store, self.name, self.rel(), value, expect_output=self.expects_output(tree)
+        )
 
     def complete(self) -> bool:
         if getattr(self, "_known_complete", False):
@@ -280,7 +289,7 @@ class _PublishTask(luigi.Task):
         if not self.forced() and self.is_current(tree):
             self._known_complete = True  # it ran for what it requires only: this file is current
             return
-        self.set_status_message(f"writing {self.rel()}")
+        self.show_status(f"writing {self.rel()}")
         sweep_for(store, self.rel(), layout.built_record(self.name))
         count = self.build(store, tree)
         catalogue.record_built(store, self.name, self.built_from(tree), count)
@@ -323,7 +332,11 @@ class IngestCollection(_ItemsPage):
         return layout.collection_json(self.collection_id)
 
     def covered(self, tree: catalogue.Tree) -> dict[str, int]:
-        return {k: tree.files[k] for k, scene in tree.published().items() if scene.collection_id == self.collection_id}
+        return {
+            k: tree.files[k]
+            for k, scene in tree.published().items()
+            if scene.collection_id == self.collection_id
+        }
 
     def write(self, store: Store, items: dict[str, dict[str, Any]], tree: catalogue.Tree) -> None:
         store.write_text(self.rel(), catalogue.dump(catalogue.build_collection(self.collection_id, items)))
@@ -341,7 +354,10 @@ class IngestCatalog(_PublishTask):
 
     def requires(self) -> list[IngestCollection]:
         tree = self.current_tree()
-        return [IngestCollection(dest=self.dest, overwrite=self.overwrite, collection_id=c) for c in collections_of(tree)]
+        return [
+            IngestCollection(dest=self.dest, overwrite=self.overwrite, collection_id=c)
+            for c in collections_of(tree)
+        ]
 
     def rel(self) -> str:
         return layout.catalog_json()
@@ -362,7 +378,10 @@ class IngestParquet(_ItemsPage):
     def requires(self) -> list[IngestCollection]:
         """The collections, which the parquet file carries as its collection metadata."""
         tree = self.current_tree()
-        return [IngestCollection(dest=self.dest, overwrite=self.overwrite, collection_id=c) for c in collections_of(tree)]
+        return [
+            IngestCollection(dest=self.dest, overwrite=self.overwrite, collection_id=c)
+            for c in collections_of(tree)
+        ]
 
     def rel(self) -> str:
         return layout.items_parquet()
@@ -370,10 +389,10 @@ class IngestParquet(_ItemsPage):
     def write(self, store: Store, items: dict[str, dict[str, Any]], tree: catalogue.Tree) -> None:
         collections = {}
         for collection_id in collections_of(tree):
-            try:
-                collections[collection_id] = json.loads(store.read_text(layout.collection_json(collection_id)))
-            except FileNotFoundError:
-                pass
+            with contextlib.suppress(FileNotFoundError):
+                collections[collection_id] = json.loads(
+                    store.read_text(layout.collection_json(collection_id))
+                )
         workdir = ingest().workdir
         if workdir:
             os.makedirs(workdir, exist_ok=True)
@@ -401,7 +420,9 @@ class IngestPathRow(_ItemsPage):
         return layout.pathrow_index(self.path, self.row)
 
     def covered(self, tree: catalogue.Tree) -> dict[str, int]:
-        return {k: tree.files[k] for k, s in tree.published().items() if (s.path, s.row) == (self.path, self.row)}
+        return {
+            k: tree.files[k] for k, s in tree.published().items() if (s.path, s.row) == (self.path, self.row)
+        }
 
     def write(self, store: Store, items: dict[str, dict[str, Any]], tree: catalogue.Tree) -> None:
         pages.write_pathrow_page(store, self.path, self.row, items)
@@ -414,7 +435,10 @@ class IngestTopIndex(_ItemsPage):
 
     def requires(self) -> list[IngestPathRow]:
         tree = self.current_tree()
-        return [IngestPathRow(dest=self.dest, overwrite=self.overwrite, path=p, row=r) for p, r in pathrows_of(tree)]
+        return [
+            IngestPathRow(dest=self.dest, overwrite=self.overwrite, path=p, row=r)
+            for p, r in pathrows_of(tree)
+        ]
 
     def rel(self) -> str:
         return layout.top_index()
@@ -465,7 +489,11 @@ class IngestScenes(luigi.Task):
         catalogue.forget(store_for(self.dest))  # the scenes changed what is published
         yield publishing_tasks(self.dest, self.overwrite)
         stems = {b.stem for b in source_bundles(self.source)}
-        failed = [d for d in (summary.attempted(s) for s in sorted(stems)) if d is not None and d["status"] == "failed"]
+        failed = [
+            d
+            for d in (summary.attempted(s) for s in sorted(stems))
+            if d is not None and d["status"] == "failed"
+        ]
         if failed:
             raise FailuresRecorded(
                 f"{len(failed)} bundle(s) published nothing (listed at the end with their reasons); everything else is published."

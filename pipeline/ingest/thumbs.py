@@ -99,7 +99,9 @@ def apply_stretch(rgb: np.ma.MaskedArray, limits: StretchLimits) -> np.ndarray:
 
 def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(np.moveaxis(rgb, 0, -1)), mode="RGB").save(buffer, "JPEG", quality=quality)
+    Image.fromarray(np.ascontiguousarray(np.moveaxis(rgb, 0, -1)), mode="RGB").save(
+        buffer, "JPEG", quality=quality
+    )
     return buffer.getvalue()
 
 
@@ -131,10 +133,14 @@ def scene_thumbnails(bundle: Bundle) -> Thumbnails:
     for suffix in thumbnail_band_suffixes(bundle.scene):
         member = bundle.raster(suffix)
         if member is None:
-            raise BundleError(bundle.href, "missing: a thumbnail band", member=f"{bundle.scene.product_id}_{suffix}.TIF")
+            raise BundleError(
+                bundle.href, "missing: a thumbnail band", member=f"{bundle.scene.product_id}_{suffix}.TIF"
+            )
         members.append(member)
     try:
-        return render_thumbnails((bundle.gdal_path(members[0]), bundle.gdal_path(members[1]), bundle.gdal_path(members[2])))
+        return render_thumbnails(
+            (bundle.gdal_path(members[0]), bundle.gdal_path(members[1]), bundle.gdal_path(members[2]))
+        )
     except RASTER_ERRORS as error:
         names = ", ".join(m.name for m in members)
         raise BundleError(bundle.href, f"thumbnail bands unreadable ({error})", member=names) from error

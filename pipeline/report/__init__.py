@@ -38,7 +38,9 @@ def write_page(store: Store, rel: str, template: str, **context: Any) -> None:
     store.write_text(rel, render(template, **context))
 
 
-def stretch_rgb(bands: npt.NDArray[np.floating[Any]], lo_pct: float = 2.0, hi_pct: float = 98.0) -> npt.NDArray[np.uint8]:
+def stretch_rgb(
+    bands: npt.NDArray[np.floating[Any]], lo_pct: float = 2.0, hi_pct: float = 98.0
+) -> npt.NDArray[np.uint8]:
     """``(3, rows, cols)`` values -> ``(rows, cols, 3)`` uint8, each channel stretched
     between its own percentiles of the finite values; NaN pixels black."""
     out = np.zeros((bands.shape[1], bands.shape[2], 3), dtype=np.uint8)
@@ -55,7 +57,17 @@ def stretch_rgb(bands: npt.NDArray[np.floating[Any]], lo_pct: float = 2.0, hi_pc
 
 # viridis at 9 stops, for small count maps without matplotlib
 _VIRIDIS = np.array(
-    [[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142], [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44]],
+    [
+        [68, 1, 84],
+        [72, 40, 120],
+        [62, 74, 137],
+        [49, 104, 142],
+        [38, 130, 142],
+        [31, 158, 137],
+        [53, 183, 121],
+        [109, 205, 89],
+        [180, 222, 44],
+    ],
     dtype=np.float64,
 )
 

@@ -20,6 +20,7 @@ names per batch instead of one HEAD per plot.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -47,7 +48,16 @@ from pipeline.raster import ArchiveAccess
 from pipeline.timesync import layout
 from pipeline.timesync.extract import ObservationJob, ObservationResult, run_batch
 from pipeline.timesync.plan import (
-    GRID_H, GRID_REGION, GRID_V, ItemRef, Observation, Rejected, classify_items, fingerprint, group_observations, tile_key,
+    GRID_H,
+    GRID_REGION,
+    GRID_V,
+    ItemRef,
+    Observation,
+    Rejected,
+    classify_items,
+    fingerprint,
+    group_observations,
+    tile_key,
 )  # fmt: skip
 from pipeline.timesync.plots import Plot, read_plot_file
 from pipeline.timesync.recipe import ALL_BANDS, SPECTRAL_COLUMNS, format_csv
@@ -141,7 +151,10 @@ class Project:
     def plots(self) -> list[Plot]:
         chip = self.options.chip_size
         if chip <= 0 or chip % 2 == 0:
-            raise InputError(f"chip size {chip} must be a positive odd number (the plot pixel is the centre)", field="chip-size")
+            raise InputError(
+                f"chip size {chip} must be a positive odd number (the plot pixel is the centre)",
+                field="chip-size",
+            )
         if self.options.asset_href not in ("s3", "href"):
             raise InputError(f"{self.options.asset_href!r} is not one of s3, href", field="asset-href")
         _ = self.interval
@@ -153,7 +166,11 @@ class Project:
         _ = self.plots
         if not self.options.catalog.startswith(("http://", "https://")):
             if not Path(self.options.catalog).is_file():
-                raise InputError("catalogue file not found (give an http(s) STAC API root or a local item file)", source=self.options.catalog, field="catalog")
+                raise InputError(
+                    "catalogue file not found (give an http(s) STAC API root or a local item file)",
+                    source=self.options.catalog,
+                    field="catalog",
+                )
             _ = self.catalog
         self.store.check()
 
@@ -180,18 +197,26 @@ class Project:
         try:
             return self._plot_index[(project_id, plot_id)]
         except KeyError:
-            raise InputError(f"no plot ({project_id}, {plot_id}) in the plot file", source=self.options.plot_file, field="plot_id") from None
+            raise InputError(
+                f"no plot ({project_id}, {plot_id}) in the plot file",
+                source=self.options.plot_file,
+                field="plot_id",
+            ) from None
 
     def batches(self, project_id: str, plots_per_batch: int) -> list[list[Plot]]:
         key = (project_id, plots_per_batch)
         if key not in self._batches:
             plots = self.plots_of(project_id)
-            self._batches[key] = [plots[i : i + plots_per_batch] for i in range(0, len(plots), plots_per_batch)]
+            self._batches[key] = [
+                plots[i : i + plots_per_batch] for i in range(0, len(plots), plots_per_batch)
+            ]
         return self._batches[key]
 
     def tiles_of(self, plot: Plot) -> list[Tile]:
         if plot not in self._tiles:
-            self._tiles[plot] = chip_tiles(self.region, plot.x, plot.y, self.options.chip_size, self.options.chip_size)
+            self._tiles[plot] = chip_tiles(
+                self.region, plot.x, plot.y, self.options.chip_size, self.options.chip_size
+            )
         return self._tiles[plot]
 
     # ---- catalogue searches (one state file per ARD tile) ---------------------------
@@ -209,7 +234,14 @@ class Project:
         equals = {GRID_H: tile.hh, GRID_V: tile.vv, GRID_REGION: self.region.code}
         started = time.perf_counter()
         items = catalog.search(collection=self.options.collection, interval=self.interval, equals=equals)
-        log.info("searched %s tile h%sv%s: %d items in %.1f s", catalog.description, tile.hh, tile.vv, len(items), time.perf_counter() - started)
+        log.info(
+            "searched %s tile h%sv%s: %d items in %.1f s",
+            catalog.description,
+            tile.hh,
+            tile.vv,
+            len(items),
+            time.perf_counter() - started,
+        )
         doc: dict[str, Any] = {
             "catalog": catalog.description,
             "collection": self.options.collection,
@@ -226,7 +258,9 @@ class Project:
 
     def _classify(self, tile: Tile, doc: dict[str, Any]) -> tuple[list[ItemRef], list[Rejected]]:
         tile_id = (self.region.code, tile.h, tile.v)
-        return classify_items(doc["items"], self.options.asset_href, collection=self.options.collection, tile=tile_id)
+        return classify_items(
+            doc["items"], self.options.asset_href, collection=self.options.collection, tile=tile_id
+        )
 
     def tile_items(self, tile: Tile) -> list[ItemRef]:
         """The usable items of the tile's search (its unusable ones: :meth:`tile_unusable`)."""
@@ -270,7 +304,9 @@ class Project:
         tiles = tuple(self.tiles_of(plot))
         if tiles not in self._observations:
             items = [self.tile_items(t) for t in tiles]
-            self._observations[tiles] = group_observations(items, [[r.entry() for r in self._rejected[t]] for t in tiles])
+            self._observations[tiles] = group_observations(
+                items, [[r.entry() for r in self._rejected[t]] for t in tiles]
+            )
         return self._observations[tiles]
 
     def unusable_of(self, plot: Plot) -> list[UnusableItem]:
@@ -303,7 +339,9 @@ class Project:
         """The plot's fill record, read afresh: other processes (luigi workers, other
         machines) write it, so a cached answer could hide their work."""
         try:
-            return set(json.loads(self.store.read_text(layout.fill_record(plot.project_id, plot.plot_id)))["fill"])
+            return set(
+                json.loads(self.store.read_text(layout.fill_record(plot.project_id, plot.plot_id)))["fill"]
+            )
         except FileNotFoundError:
             return set()
 
@@ -363,7 +401,9 @@ class Project:
             else:
                 listing = self.store.names_in(rel_dir)
                 names, temporaries = listing.names, temporaries + listing.temporaries
-            present[kind] = {name[n:-4] for name in names if name.startswith(chip_prefix) and name.endswith(".png")}
+            present[kind] = {
+                name[n:-4] for name in names if name.startswith(chip_prefix) and name.endswith(".png")
+            }
         return present, temporaries
 
     def existing_keys(self, plot: Plot) -> set[str]:
@@ -380,18 +420,34 @@ class Project:
         entry_before = None if self.store.is_s3 else self.current_entry(plot)  # stats before the listings
         present, temporaries = self._existing_files(plot)
         done = set.intersection(*present.values())
-        remaining = [o for o, key in zip(observations, self.observation_keys(plot)) if key not in done]
+        remaining = [
+            o for o, key in zip(observations, self.observation_keys(plot), strict=True) if key not in done
+        ]
         fill = self.fill_keys(plot) if remaining else set()
         missing = [o for o in remaining if o.key not in fill]
         series_exists = False
         if not missing:
             series_name = layout.series_csv(plot.project_id, plot.plot_id).rsplit("/", 1)[1]
-            series_exists = series_name in series_names if series_names is not None else self.store.exists(layout.series_csv(plot.project_id, plot.plot_id))
+            series_exists = (
+                series_name in series_names
+                if series_names is not None
+                else self.store.exists(layout.series_csv(plot.project_id, plot.plot_id))
+            )
         partial = {
-            o.key: frozenset(rel for kind, rel in zip(("tc", "b743", "b432", "csv"), layout.obs_files(plot.project_id, plot.plot_id, o.key)) if o.key in present[kind])
+            o.key: frozenset(
+                rel
+                for kind, rel in zip(
+                    ("tc", "b743", "b432", "csv"),
+                    layout.obs_files(plot.project_id, plot.plot_id, o.key),
+                    strict=True,
+                )
+                if o.key in present[kind]
+            )
             for o in missing
         }
-        status = PlotStatus(plot, observations, missing, fill, series_exists, {k: v for k, v in partial.items() if v})
+        status = PlotStatus(
+            plot, observations, missing, fill, series_exists, {k: v for k, v in partial.items() if v}
+        )
         if status.complete and entry_before is not None and not temporaries:
             self._remember(plot, entry_before, stat_time)
         return status
@@ -415,8 +471,15 @@ class Project:
         flat CSV directory (``csv_dir_stat`` if the caller has it), its three chip
         directories, its series and its fill record."""
         prj, pid = plot.project_id, plot.plot_id
-        entry: SnapshotEntry = [self.plan_digest(plot), *(csv_dir_stat or self.store.stat(layout.project_dir(prj)))]
-        for rel in (*(layout.chip_dir(k, prj, pid) for k in layout.COMPOSITE_DIRS), layout.series_csv(prj, pid), layout.fill_record(prj, pid)):
+        entry: SnapshotEntry = [
+            self.plan_digest(plot),
+            *(csv_dir_stat or self.store.stat(layout.project_dir(prj))),
+        ]
+        for rel in (
+            *(layout.chip_dir(k, prj, pid) for k in layout.COMPOSITE_DIRS),
+            layout.series_csv(prj, pid),
+            layout.fill_record(prj, pid),
+        ):
             entry.extend(self.store.stat(rel))
         return entry
 
@@ -465,7 +528,9 @@ class Project:
         plots = {**recorded, **new}
         doc = {"format": SNAPSHOT_FORMAT, "project_dir": self.store.root, "plots": plots}
         try:
-            self.snapshot_store.write_text(layout.completeness_snapshot(project_id), json.dumps(doc, separators=(",", ":")) + "\n")
+            self.snapshot_store.write_text(
+                layout.completeness_snapshot(project_id), json.dumps(doc, separators=(",", ":")) + "\n"
+            )
         except PipelineError as e:  # a cache: the next run lists again, nothing is lost
             log.warning("completeness snapshot not saved: %s", e)
             return 0
@@ -484,9 +549,11 @@ class Project:
         csv_dir_stats = {prj: self.store.stat(layout.project_dir(prj)) for prj in snapshots}
         for plot in todo:
             recorded = snapshots[plot.project_id].get(plot.plot_id)
-            if recorded is None or recorded != self.current_entry(plot, csv_dir_stats[plot.project_id]):
-                if not self.plot_status(plot).complete:
-                    return False
+            snapshot_stale = recorded is None or recorded != self.current_entry(
+                plot, csv_dir_stats[plot.project_id]
+            )
+            if snapshot_stale and not self.plot_status(plot).complete:
+                return False
             self._known_complete.add((plot.project_id, plot.plot_id))
         return True
 
@@ -495,7 +562,9 @@ class Project:
             self.observation_keys(plot)  # plan here: the caches are filled by one thread
         series = self._series_names(plots)
         with ThreadPoolExecutor(max_workers=S3_CHECK_THREADS) as pool:
-            futures: list[Future[PlotStatus]] = [pool.submit(self.plot_status, p, series_names=series) for p in plots]
+            futures: list[Future[PlotStatus]] = [
+                pool.submit(self.plot_status, p, series_names=series) for p in plots
+            ]
             for future in futures:
                 if not future.result().complete:
                     for f in futures:
@@ -512,7 +581,7 @@ class Project:
         for project_id in sorted({p.project_id for p in plots}):
             ids = [p.plot_id for p in plots if p.project_id == project_id]
             series_dir = layout.series_csv(project_id, ids[0]).rsplit("/", 1)[0]
-            names |= self.store.list_names(series_dir, "plot_" + os.path.commonprefix(ids))
+            names |= self.store.list_names(series_dir, "plot_" + os.path.commonprefix(ids))  # noqa: RUF071  (a string prefix is meant: plot ids)
         return names
 
     def record_completeness(self, project_id: str) -> int:
@@ -539,19 +608,29 @@ class Project:
         """Stale temporaries in the directories completeness checks never list (a killed
         writer's debris): the series and the project's state directories."""
         prj = layout.project_dir(project_id)
-        for rel_dir in (f"{prj}/series", f"{layout.STATE}/{prj}", f"{layout.STATE}/{prj}/fill", f"{layout.STATE}/{prj}/failed", ""):
+        for rel_dir in (
+            f"{prj}/series",
+            f"{layout.STATE}/{prj}",
+            f"{layout.STATE}/{prj}/fill",
+            f"{layout.STATE}/{prj}/failed",
+            "",
+        ):
             self.store.names_in(rel_dir)
 
     # ---- execution ------------------------------------------------------------------
     def job(self, plot: Plot, obs: Observation, existing: frozenset[str] = frozenset()) -> ObservationJob:
         own = tile_of(self.region, plot.x, plot.y)
         p = plot
-        return ObservationJob(p.project_id, p.plot_id, p.x, p.y, self.options.chip_size, obs, existing, tile_key(own.h, own.v))
+        return ObservationJob(
+            p.project_id, p.plot_id, p.x, p.y, self.options.chip_size, obs, existing, tile_key(own.h, own.v)
+        )
 
     def jobs_for(self, status: PlotStatus) -> list[ObservationJob]:
         return [self.job(status.plot, o, status.partial.get(o.key, frozenset())) for o in status.missing]
 
-    def execute(self, jobs: list[ObservationJob], *, jobs_per_task: int, progress: ProgressCallback | None = None) -> list[ObservationResult]:
+    def execute(
+        self, jobs: list[ObservationJob], *, jobs_per_task: int, progress: ProgressCallback | None = None
+    ) -> list[ObservationResult]:
         """Run jobs on the Dask cluster in pieces of ``jobs_per_task`` observations, grouped
         so that a piece reads the same acquisitions (observation-major order)."""
         if not jobs:
@@ -570,7 +649,9 @@ class Project:
                 progress(len(results), len(jobs), "observations")
         return results
 
-    def process(self, plots: Iterable[Plot], *, jobs_per_task: int, progress: ProgressCallback | None = None) -> BatchOutcome:
+    def process(
+        self, plots: Iterable[Plot], *, jobs_per_task: int, progress: ProgressCallback | None = None
+    ) -> BatchOutcome:
         """Bring every given plot up to date: missing observations, fill record, series."""
         outcome = BatchOutcome()
         statuses = [self.plot_status(p) for p in plots]
@@ -612,7 +693,11 @@ class Project:
 
     def _write_record(self, plot: Plot, failed: list[Failure], unusable: list[UnusableItem]) -> None:
         context = {"project_id": plot.project_id, "plot_id": plot.plot_id}
-        write_record(self.store, layout.failure_record(plot.project_id, plot.plot_id), FailureRecord(failed, unusable, context))
+        write_record(
+            self.store,
+            layout.failure_record(plot.project_id, plot.plot_id),
+            FailureRecord(failed, unusable, context),
+        )
 
     def record_failures(self, plot: Plot, failed: list[ObservationResult]) -> None:
         previous = {f.key: f for f in self.failure_record(plot).failed}
@@ -620,8 +705,12 @@ class Project:
             plot,
             [
                 Failure(
-                    key=r.key, error=r.error, what=f"prj {plot.project_id} plot {plot.plot_id} {r.key}",
-                    targets=tuple(self.store.uri(rel) for rel in layout.obs_files(plot.project_id, plot.plot_id, r.key)),
+                    key=r.key,
+                    error=r.error,
+                    what=f"prj {plot.project_id} plot {plot.plot_id} {r.key}",
+                    targets=tuple(
+                        self.store.uri(rel) for rel in layout.obs_files(plot.project_id, plot.plot_id, r.key)
+                    ),
                     attempts=(previous[r.key].attempts if r.key in previous else 0) + 1,
                 )
                 for r in failed
@@ -641,7 +730,10 @@ class Project:
             recorded = self.store.list_names(record_dir, "plot_")
             for plot in mine:
                 unusable = self.unusable_of(plot)
-                if not unusable and layout.failure_record(project_id, plot.plot_id).rsplit("/", 1)[1] not in recorded:
+                if (
+                    not unusable
+                    and layout.failure_record(project_id, plot.plot_id).rsplit("/", 1)[1] not in recorded
+                ):
                     continue
                 record = self.failure_record(plot)
                 if record.failed or record.unusable != unusable:  # a complete plot has no failed observation
@@ -650,7 +742,10 @@ class Project:
     def record_fill(self, plot: Plot, keys: set[str]) -> None:
         """Add observation keys to the plot's fill record (read, merge, atomic rewrite)."""
         fill = self.fill_keys(plot) | keys
-        self.store.write_text(layout.fill_record(plot.project_id, plot.plot_id), json.dumps({"fill": sorted(fill)}, indent=0) + "\n")
+        self.store.write_text(
+            layout.fill_record(plot.project_id, plot.plot_id),
+            json.dumps({"fill": sorted(fill)}, indent=0) + "\n",
+        )
 
     def finish_plot(self, status: PlotStatus, results: list[ObservationResult]) -> None:
         """Write the fill record (if it changed) and the per-plot time series."""
@@ -673,7 +768,9 @@ class Project:
         self._write_record(p, [], self.unusable_of(p))  # last: the plot is whole (but for unusable items)
 
     # ---- the dry run ------------------------------------------------------------------
-    def estimate(self, project_id: str, *, plots_per_batch: int, jobs_per_task: int, model: "CostModel") -> "Estimate":
+    def estimate(
+        self, project_id: str, *, plots_per_batch: int, jobs_per_task: int, model: CostModel
+    ) -> Estimate:
         """What running ``project_id`` will need, from the catalogue searches and listings
         only: the same batches and Dask pieces the run will use (see estimate.py)."""
         from pipeline.timesync.estimate import Estimate, piece_cost
@@ -708,7 +805,9 @@ class Project:
     def ingest_expected(self, project_id: str) -> list[str] | None:
         """Files the manifest promises, or None when there is no manifest yet."""
         try:
-            doc = json.loads(self.store.read_text(layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id))))
+            doc = json.loads(
+                self.store.read_text(layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id)))
+            )
         except FileNotFoundError:
             return None
         return list(doc["files"])
@@ -739,14 +838,17 @@ class Project:
                 self.store.write_bytes(rel, data)
                 del data
         manifest = {"project_id": project_id, "files": files, "plots": len(plots)}
-        self.store.write_text(layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id)), json.dumps(manifest, indent=1) + "\n")
+        self.store.write_text(
+            layout.ingest_manifest(project_id, self.ingest_fingerprint(project_id)),
+            json.dumps(manifest, indent=1) + "\n",
+        )
         return files
 
     def _spool_rows_by_year(self, project_id: str, plots: list[Plot], spool_dir: str) -> set[int]:
         """Append each row, as its ingest line, to ``spool_dir/{year}.csv``; returns the years."""
         year_col = SPECTRAL_COLUMNS.index("year")
         spools: dict[int, Any] = {}
-        try:
+        with contextlib.ExitStack() as open_spools:
             for text in self._series_texts(sorted(plots, key=lambda p: p.plot_id)):
                 for line in text.splitlines()[1:]:
                     if not line:
@@ -754,11 +856,10 @@ class Project:
                     year = int(line.split(",", year_col + 1)[year_col])
                     spool = spools.get(year)
                     if spool is None:
-                        spool = spools[year] = open(os.path.join(spool_dir, f"{year}.csv"), "w", encoding="utf-8", newline="")
+                        spool = spools[year] = open_spools.enter_context(
+                            open(os.path.join(spool_dir, f"{year}.csv"), "w", encoding="utf-8", newline="")
+                        )
                     spool.write(f"{project_id},{line}\n")
-        finally:
-            for spool in spools.values():
-                spool.close()
         return set(spools)
 
     def _series_texts(self, plots: list[Plot]) -> Iterator[str]:
@@ -775,7 +876,10 @@ def _sorted_year_rows(spool_path: str) -> bytes:
     """A year's spooled ingest lines, ordered by (plot_id, doy) as the ingest file wants.
     Appended in plot id order from date-ordered series, they already are: the spool is
     returned as it is after a check, and only sorted when a series was out of order."""
-    plot_col, doy_col = 1 + SPECTRAL_COLUMNS.index("plot_id"), 1 + SPECTRAL_COLUMNS.index("doy")  # +1: project_id1
+    plot_col, doy_col = (
+        1 + SPECTRAL_COLUMNS.index("plot_id"),
+        1 + SPECTRAL_COLUMNS.index("doy"),
+    )  # +1: project_id1
 
     def order(line: str) -> tuple[str, int]:
         cells = line.split(",", max(plot_col, doy_col) + 1)
@@ -784,8 +888,8 @@ def _sorted_year_rows(spool_path: str) -> bytes:
     with open(spool_path, encoding="utf-8", newline="\n") as f:
         in_order = all(a <= b for a, b in itertools.pairwise(map(order, f)))  # one line at a time
     if in_order:
-        with open(spool_path, "rb") as f:
-            return f.read()
+        with open(spool_path, "rb") as raw:
+            return raw.read()
     with open(spool_path, encoding="utf-8", newline="\n") as f:
         lines = [line.rstrip("\n") for line in f]
     lines.sort(key=order)  # stable: equal keys keep their order, as before
@@ -795,7 +899,9 @@ def _sorted_year_rows(spool_path: str) -> bytes:
 def snapshot_cache_dir() -> str:
     """The machine's completeness-snapshot cache: ``$EO_EXTRACT_CACHE``, else
     ``$XDG_CACHE_HOME/eo-extract``, else ``~/.cache/eo-extract``; then ``completeness``."""
-    root = os.environ.get("EO_EXTRACT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "eo-extract")
+    root = os.environ.get("EO_EXTRACT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "eo-extract"
+    )
     return os.path.join(root, "completeness")
 
 
@@ -846,7 +952,11 @@ def _trim(item: dict[str, Any]) -> dict[str, Any]:
         a = assets.get(band)
         if isinstance(a, dict):
             kept = {"href": a.get("href")}
-            s3 = ((a.get("alternate") or {}).get("s3") or {}).get("href") if isinstance(a.get("alternate"), dict) else None
+            s3 = (
+                ((a.get("alternate") or {}).get("s3") or {}).get("href")
+                if isinstance(a.get("alternate"), dict)
+                else None
+            )
             if s3:
                 kept["alternate"] = {"s3": {"href": s3}}
             kept_assets[band] = kept

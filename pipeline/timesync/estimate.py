@@ -67,7 +67,11 @@ def _blocks(item: ItemRef, x: float, y: float, size: int) -> set[Block] | None:
     c0, c1 = max(col - half, 0), min(col + half + 1, item.shape[1])
     if r0 >= r1 or c0 >= c1:
         return set()
-    return {(by, bx) for by in range(r0 // BLOCK, (r1 - 1) // BLOCK + 1) for bx in range(c0 // BLOCK, (c1 - 1) // BLOCK + 1)}
+    return {
+        (by, bx)
+        for by in range(r0 // BLOCK, (r1 - 1) // BLOCK + 1)
+        for bx in range(c0 // BLOCK, (c1 - 1) // BLOCK + 1)
+    }
 
 
 def _window_cost(item: ItemRef, new: set[Block], model: CostModel) -> tuple[float, float]:
@@ -178,4 +182,3 @@ def format_estimates(estimates: list[Estimate], model: CostModel, project_dir: s
             "are not counted, and the run will name them and exit non-zero until the catalogue is fixed."
         )
     return "\n".join(lines) + "\n"
-

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from pipeline.errors import ItemError
+from pipeline.grid import pixel_of
 from pipeline.png import encode_rgb_png
 from pipeline.raster import ArchiveAccess, RasterReader
 from pipeline.timesync import layout
-from pipeline.grid import pixel_of
 from pipeline.timesync.plan import ItemRef, Observation
-from pipeline.timesync.recipe import OPTICAL_BANDS, QA_BAND, format_csv, is_fill, mosaic, process_optical, spectral_row
+from pipeline.timesync.recipe import (
+    OPTICAL_BANDS,
+    QA_BAND,
+    format_csv,
+    is_fill,
+    mosaic,
+    process_optical,
+    spectral_row,
+)
 from targets.store import Store
+
 
 @dataclass(frozen=True)
 class ObservationJob:
@@ -53,7 +61,9 @@ def item_may_hold(item: ItemRef, x: float, y: float, size: int) -> bool:
     return row + half >= 0 and row - half < rows and col + half >= 0 and col - half < cols
 
 
-def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str, list[str] | None, dict[str, bytes]]:
+def extract_observation(
+    job: ObservationJob, reader: RasterReader
+) -> tuple[str, list[str] | None, dict[str, bytes]]:
     """Fill test, reads, recipe, encoding. Returns (status, row, files) without writing."""
     obs = job.obs
     # Fill test first: a fill observation costs one QA read per item, not seven band reads.
@@ -62,7 +72,9 @@ def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str,
         for item in obs.items
     ]
     fill = all(is_fill(v) for v in qa_at_plot)
-    if obs.unusable and not (fill and job.plot_tile and all(t is not None and t != job.plot_tile for t in obs.unusable_tiles)):
+    if obs.unusable and not (
+        fill and job.plot_tile and all(t is not None and t != job.plot_tile for t in obs.unusable_tiles)
+    ):
         # Unusable items of this acquisition (or of an unknown one) on the chip: written from
         # the others, its mosaic would be partial. Only when none of them can hold the plot
         # pixel and the others say fill there is the observation fill whatever they hold.
@@ -80,7 +92,9 @@ def extract_observation(job: ObservationJob, reader: RasterReader) -> tuple[str,
     for item in obs.items:
         if not item_may_hold(item, job.x, job.y, job.chip):
             continue  # its tile does not reach the chip: all zeros, nothing to open
-        windows.append(reader.windows([item.href(band) for band in OPTICAL_BANDS], job.x, job.y, job.chip, job.chip))
+        windows.append(
+            reader.windows([item.href(band) for band in OPTICAL_BANDS], job.x, job.y, job.chip, job.chip)
+        )
     optical = mosaic(windows) if len(windows) > 1 else windows[0]
     result = process_optical(optical, qa_centre)
     first = obs.first
@@ -107,7 +121,15 @@ def run_batch(jobs: list[ObservationJob], store: Store, access: ArchiveAccess) -
                 for rel, data in files.items():
                     if rel not in job.existing:
                         store.write_bytes(rel, data)
-                results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, status, tuple(row) if row else None))
+                results.append(
+                    ObservationResult(
+                        job.project_id, job.plot_id, job.obs.key, status, tuple(row) if row else None
+                    )
+                )
             except Exception as e:  # one bad asset fails its observation only
-                results.append(ObservationResult(job.project_id, job.plot_id, job.obs.key, "failed", error=f"{type(e).__name__}: {e}"))
+                results.append(
+                    ObservationResult(
+                        job.project_id, job.plot_id, job.obs.key, "failed", error=f"{type(e).__name__}: {e}"
+                    )
+                )
     return results

@@ -42,7 +42,10 @@ def chip_png(kind: str, project_id: str, plot_id: str, key: str) -> str:
 
 def obs_files(project_id: str, plot_id: str, key: str) -> list[str]:
     """The four files of one observation: three PNGs, then the CSV (written last)."""
-    return [*(chip_png(k, project_id, plot_id, key) for k in COMPOSITE_DIRS), obs_csv(project_id, plot_id, key)]
+    return [
+        *(chip_png(k, project_id, plot_id, key) for k in COMPOSITE_DIRS),
+        obs_csv(project_id, plot_id, key),
+    ]
 
 
 def series_csv(project_id: str, plot_id: str) -> str:

@@ -67,7 +67,9 @@ class UnusableItemError(ItemError):
         super().__init__(message, source=where, field=field)
 
     def unusable(self, collection: str) -> UnusableItem:
-        return UnusableItem(collection, self.item_id, f"field {self.field!r}: {self.message}", self.item_source)
+        return UnusableItem(
+            collection, self.item_id, f"field {self.field!r}: {self.message}", self.item_source
+        )
 
 
 # A Landsat Collection 2 ARD id: sensor, region, tile hhhvvv, acquisition date, ...
@@ -192,7 +194,9 @@ def classify_items(
             if owner is not None and owner != tile:
                 continue
             hv = tile_key(owner[1], owner[2]) if owner else None
-            rejected.append(Rejected(e.unusable(str(item.get("collection") or collection)), acquisition_date(item), hv))
+            rejected.append(
+                Rejected(e.unusable(str(item.get("collection") or collection)), acquisition_date(item), hv)
+            )
     return refs, rejected
 
 
@@ -207,7 +211,14 @@ def _own_tile(item: dict[str, Any]) -> tuple[str, int, int] | None:
     props = item.get("properties")
     props = props if isinstance(props, dict) else {}
     h, v, region = props.get(GRID_H), props.get(GRID_V), props.get(GRID_REGION)
-    if isinstance(h, str) and h.isdigit() and isinstance(v, str) and v.isdigit() and isinstance(region, str) and region:
+    if (
+        isinstance(h, str)
+        and h.isdigit()
+        and isinstance(v, str)
+        and v.isdigit()
+        and isinstance(region, str)
+        and region
+    ):
         return region, int(h), int(v)
     item_id = item.get("id")
     return id_tile(item_id) if isinstance(item_id, str) else None
@@ -271,12 +282,16 @@ def group_observations(
         for entry in rejected:
             year, doy, error = entry[0], entry[1], entry[2]
             tile = entry[3] if len(entry) > 3 else None
-            unusable.setdefault((year, doy) if year is not None and doy is not None else None, []).append((error, tile))
+            unusable.setdefault((year, doy) if year is not None and doy is not None else None, []).append(
+                (error, tile)
+            )
     undated = unusable.get(None, [])
     observations = []
     for (y, d), refs in sorted(groups.items()):
         blockers = unusable.get((y, d), []) + undated
-        observations.append(Observation(y, d, tuple(refs), tuple(e for e, _ in blockers), tuple(t for _, t in blockers)))
+        observations.append(
+            Observation(y, d, tuple(refs), tuple(e for e, _ in blockers), tuple(t for _, t in blockers))
+        )
     return observations
 
 

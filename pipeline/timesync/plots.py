@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.grid import Region, tile_of, Tile
+from pipeline.grid import Region, Tile, tile_of
 
 REQUIRED_COLUMNS = ("project_id", "plot_id", "x", "y")
 # Ids become file and directory names: letters, digits, '.', '-', '_' only, no '..'.
@@ -73,7 +73,9 @@ def read_plot_file(path: str | Path, region: Region) -> list[Plot]:
     except UnicodeDecodeError as e:
         raise InputError(f"not UTF-8 text (byte {e.start})", source=source) from None
     if not text.strip():
-        raise InputError("empty plot file: expected a header project_id,plot_id,x,y and plot rows", source=source, line=1)
+        raise InputError(
+            "empty plot file: expected a header project_id,plot_id,x,y and plot rows", source=source, line=1
+        )
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader)]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -8,7 +8,7 @@ Numbers are the contract of ``shared/spec/timesync.md``. Arrays are band-first
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -66,7 +66,7 @@ def rescale(dn: npt.ArrayLike) -> npt.NDArray[np.int16]:
 
 def mask_of(optical: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
     """True where any of the six rescaled optical bands (axis 0) is fill (-2000)."""
-    return np.any(optical == FILL_REFLECTANCE, axis=0)
+    return np.asarray(np.any(optical == FILL_REFLECTANCE, axis=0))
 
 
 def tasseled_cap(optical: npt.NDArray[np.int16]) -> FloatArray:
@@ -122,7 +122,9 @@ def composite(name: str, optical: npt.NDArray[np.int16]) -> FloatArray:
     return optical[list(COMPOSITE_BANDS[name])].astype(np.float64)
 
 
-def stretch(channels: FloatArray, bounds: tuple[tuple[int, int], ...], mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+def stretch(
+    channels: FloatArray, bounds: tuple[tuple[int, int], ...], mask: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.uint8]:
     """Linear stretch per channel: ``v = (255 / (hi - lo)) * (x - lo)``, clipped to [0, 255],
     truncated to uint8; masked pixels become 0 in every channel."""
     out = np.empty(channels.shape, dtype=np.uint8)
@@ -155,7 +157,7 @@ class ObservationImages:
     qa: int
 
 
-def mosaic(windows: list[IntArray]) -> npt.NDArray[np.int64]:
+def mosaic(windows: Sequence[IntArray]) -> npt.NDArray[np.int64]:
     """Band-wise sum of the items' windows (each ``(bands, rows, cols)``)."""
     total = np.zeros(windows[0].shape, dtype=np.int64)
     for w in windows:
@@ -186,7 +188,9 @@ def process_optical(optical_dn: npt.NDArray[np.integer], qa_centre: int) -> Obse
     for name in COMPOSITES:
         image = np.empty((rows, cols, 3), dtype=np.uint8)  # written in place: no stack, no transpose copy
         if name == "tc":
-            for k, (channel, (lo, hi)) in enumerate(zip(tasseled_cap_channels(optical), STRETCH[name])):
+            for k, (channel, (lo, hi)) in enumerate(
+                zip(tasseled_cap_channels(optical), STRETCH[name], strict=True)
+            ):
                 # stretch(), one channel at a time, in the channel's own array: the same operations
                 np.subtract(channel, lo, out=channel)
                 np.multiply(255 / (hi - lo), channel, out=channel)
@@ -194,7 +198,9 @@ def process_optical(optical_dn: npt.NDArray[np.integer], qa_centre: int) -> Obse
                 image[..., k] = channel  # the unsafe cast astype(np.uint8) makes: truncation
         else:
             for k, band in enumerate(COMPOSITE_BANDS[name]):
-                np.take(_stretch_table(name, k), offset[band], out=image[..., k], mode="clip")  # indices are in range
+                np.take(
+                    _stretch_table(name, k), offset[band], out=image[..., k], mode="clip"
+                )  # indices are in range
         image[mask] = 0
         images[name] = image
     r, c = rows // 2, cols // 2

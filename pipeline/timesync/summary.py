@@ -59,7 +59,10 @@ def record_batch(task_id: str, outcome: Any, *, started: float, plots: int) -> N
             "plots_done": outcome.plots_done,
             "plots_failed": outcome.plots_failed,
             "already_done_plots": outcome.already_done_plots,
-            "failed": [{"what": f"prj {r.project_id} plot {r.plot_id} {r.key}", "error": r.error} for r in outcome.failed],
+            "failed": [
+                {"what": f"prj {r.project_id} plot {r.plot_id} {r.key}", "error": r.error}
+                for r in outcome.failed
+            ],
             "unusable": [u.to_json() for u in outcome.unusable],
             "started": started,
             "finished": time.time(),
@@ -123,20 +126,28 @@ def render(docs: dict[str, dict[str, Any]]) -> runstats.Rendered | None:
     already = project["plots"] - plots_updated - plots_failed
     lines = []
     if not batches and not ingests:
-        lines.append(f"Nothing to do: all {project['plots']} plots of {len(project['projects'])} project(s) were already complete.")
+        lines.append(
+            f"Nothing to do: all {project['plots']} plots of {len(project['projects'])} project(s) were already complete."
+        )
     else:
         lines.append(
             f"plots: {project['plots']} in {len(project['projects'])} project(s): {plots_updated} brought up to date, "
             f"{already} already done, {plots_failed} with failures"
         )
-        lines.append(f"observations this run: {written} written, {fill} skipped for fill at the plot, {len(failed)} failed")
+        lines.append(
+            f"observations this run: {written} written, {fill} skipped for fill at the plot, {len(failed)} failed"
+        )
         if ingests:
-            lines.append(f"ingest files: written for project(s) {', '.join(d['project_id'] for d in ingests)}")
+            lines.append(
+                f"ingest files: written for project(s) {', '.join(d['project_id'] for d in ingests)}"
+            )
     if project["project_dir"]:
         lines.append(f"outputs: {project['project_dir']}")
         lines.append(f"QA report: {project['project_dir'].rstrip('/')}/report/index.html")
     advice = [ADVICE] if failed else []
-    return runstats.Rendered(title="TimeSync summary", lines=lines, failed=failed, unusable=unusable, advice=advice)
+    return runstats.Rendered(
+        title="TimeSync summary", lines=lines, failed=failed, unusable=unusable, advice=advice
+    )
 
 
 def install() -> None:

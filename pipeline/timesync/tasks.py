@@ -24,26 +24,29 @@ from typing import Any
 
 import luigi
 
-from pipeline.config import archive, output
 from pipeline import cluster  # noqa: F401  (registers the [dask] section for luigi.cfg and --dask-* flags)
+from pipeline.config import archive, output
 from pipeline.errors import InputError, PipelineError
 from pipeline.failures import FailuresRecorded, UnusableItem
-from pipeline.progress import Progress
-from pipeline.timesync.plots import check_id
 from pipeline.grid import Tile
+from pipeline.progress import Progress
+from pipeline.task_base import PipelineTask
 from pipeline.timesync import layout, report, summary
 from pipeline.timesync.engine import BatchOutcome, Project, RunOptions
+from pipeline.timesync.plots import check_id
 from targets.store import Store
 from targets.target import StoreTarget
 
 log = logging.getLogger("pipeline.timesync")
 
 
-class timesync(luigi.Config):  # noqa: N801  (section name)
+class timesync(luigi.Config):
     """[timesync]: how work is cut into pieces."""
 
     plots_per_task = luigi.IntParameter(default=50, description="plots per scheduled batch task")
-    observations_per_dask_task = luigi.IntParameter(default=24, description="observations per Dask task (>= ~100 ms of work each)")
+    observations_per_dask_task = luigi.IntParameter(
+        default=24, description="observations per Dask task (>= ~100 ms of work each)"
+    )
 
 
 _projects: dict[tuple[Any, ...], Project] = {}
@@ -60,10 +63,12 @@ def project_for(options: RunOptions) -> Project:
 class ChoiceParameter(luigi.Parameter):
     """One of ``choices``; a wrong value is an input error naming the option."""
 
-    def __init__(self, *args: Any, choices: tuple[str, ...], option: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, choices: tuple[str, ...], option: str, description: str = "", **kwargs: Any
+    ) -> None:
         self.choices = choices
         self.option = option
-        super().__init__(*args, description=f"{kwargs.pop('description', '')} Choices: {{{', '.join(choices)}}}", **kwargs)
+        super().__init__(description=f"{description} Choices: {{{', '.join(choices)}}}", **kwargs)
 
     def normalize(self, x: Any) -> Any:
         if isinstance(x, str) and x not in self.choices:
@@ -100,21 +105,41 @@ class ObsKeyParameter(luigi.Parameter):
 
     def normalize(self, x: Any) -> Any:
         if isinstance(x, str) and not re.fullmatch(r"\d{4}_\d{3}", x):
-            raise InputError(f"{x!r} is not YYYY_DDD (year and zero-padded day of year)", source="command line", field="date")
+            raise InputError(
+                f"{x!r} is not YYYY_DDD (year and zero-padded day of year)",
+                source="command line",
+                field="date",
+            )
         return x
 
 
-class _TimeSyncTask(luigi.Task):
+class _TimeSyncTask(PipelineTask):
     """Parameters every TimeSync task shares (they decide the outputs)."""
 
-    plot_file = luigi.Parameter(description="CSV with header project_id,plot_id,x,y (integer metres, ARD Albers)")
+    plot_file = luigi.Parameter(
+        description="CSV with header project_id,plot_id,x,y (integer metres, ARD Albers)"
+    )
     project_dir = luigi.Parameter(description="output directory: a local path or s3://bucket/prefix")
-    catalog = luigi.Parameter(description="STAC API root (http/https) or a local catalogue file (NDJSON items or a FeatureCollection)")
-    region = ChoiceParameter(choices=("CU", "AK", "HI"), option="region", default="CU", description="ARD grid region.")
-    datetime = luigi.Parameter(default="1984-01-01/..", description="acquisition interval, e.g. 1984-01/2022-12-31 (default: 1984 on)")
-    asset_href = ChoiceParameter(choices=("s3", "href"), option="asset-href", default="s3", description="read assets[band].alternate.s3.href (s3) or assets[band].href (href).")
+    catalog = luigi.Parameter(
+        description="STAC API root (http/https) or a local catalogue file (NDJSON items or a FeatureCollection)"
+    )
+    region = ChoiceParameter(
+        choices=("CU", "AK", "HI"), option="region", default="CU", description="ARD grid region."
+    )
+    datetime = luigi.Parameter(
+        default="1984-01-01/..",
+        description="acquisition interval, e.g. 1984-01/2022-12-31 (default: 1984 on)",
+    )
+    asset_href = ChoiceParameter(
+        choices=("s3", "href"),
+        option="asset-href",
+        default="s3",
+        description="read assets[band].alternate.s3.href (s3) or assets[band].href (href).",
+    )
     collection = luigi.Parameter(default="landsat-c2ard-sr", description="STAC collection")
-    chip_size = IntOptionParameter(option="chip-size", default=255, description="chip width and height in pixels (odd)")
+    chip_size = IntOptionParameter(
+        option="chip-size", default=255, description="chip width and height in pixels (odd)"
+    )
 
     @property
     def run_options(self) -> RunOptions:
@@ -128,8 +153,8 @@ class _TimeSyncTask(luigi.Task):
         return project_for(self.run_options)
 
     def progress(self, done: int, total: int, what: str) -> None:
-        self.set_progress_percentage(round(100 * done / max(total, 1)))
-        self.set_status_message(f"{done}/{total} {what}")
+        self.show_progress(round(100 * done / max(total, 1)))
+        self.show_status(f"{done}/{total} {what}")
 
     def shared(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
@@ -143,7 +168,11 @@ class _TimeSyncTask(luigi.Task):
 
 def short_repr(task: luigi.Task, shared: Iterable[str]) -> str:
     common = set(shared)
-    params = [f"{name}={getattr(task, name)}" for name, p in task.get_params() if p.significant and name not in common]
+    params = [
+        f"{name}={getattr(task, name)}"
+        for name, p in task.get_params()
+        if p.significant and name not in common
+    ]
     return f"{task.get_task_family()}({', '.join(params)})"
 
 
@@ -171,7 +200,7 @@ class TimeSyncSearch(_TimeSyncTask):
         return bool(self._known_complete)
 
     def run(self) -> None:
-        self.set_status_message(f"searching {self.catalog} for tile h{self.tile.hh}v{self.tile.vv}")
+        self.show_status(f"searching {self.catalog} for tile h{self.tile.hh}v{self.tile.vv}")
         doc = self.project.run_search(self.tile)
         self.output().write_text(json.dumps(doc, separators=(",", ":")) + "\n")
         self.project.forget_search(self.tile)
@@ -197,7 +226,9 @@ class _PlotsTask(_TimeSyncTask):
         # instance (Luigi reuses instances): dependants ask again without new listings.
         if getattr(self, "_known_complete", False):
             return True
-        done = all(r.complete() for r in self.requires()) and self.project.plots_complete(self.selected_plots())
+        done = all(r.complete() for r in self.requires()) and self.project.plots_complete(
+            self.selected_plots()
+        )
         self._known_complete = done
         if not done:
             summary.note_pending_batch(self.task_id)
@@ -208,13 +239,18 @@ class _PlotsTask(_TimeSyncTask):
 
     def run(self) -> None:
         plots = self.selected_plots()
-        self.set_status_message(f"planning {len(plots)} plots")
+        self.show_status(f"planning {len(plots)} plots")
         started = time.time()
         tracker = Progress(0, "observations", label=self.progress_label(), report=self.progress, logger=log)
         per_task = timesync().observations_per_dask_task
-        outcome = self.project.process(plots, jobs_per_task=per_task, progress=lambda done, total, _: tracker.update(done, total))
+        outcome = self.project.process(
+            plots, jobs_per_task=per_task, progress=lambda done, total, _: tracker.update(done, total)
+        )
         summary.record_batch(self.task_id, outcome, started=started, plots=len(plots))
-        log.info("%s", summary.batch_line(self.progress_label(), outcome, plots=len(plots), seconds=tracker.elapsed))
+        log.info(
+            "%s",
+            summary.batch_line(self.progress_label(), outcome, plots=len(plots), seconds=tracker.elapsed),
+        )
         if outcome.written or outcome.fill or outcome.failed or outcome.plots_done:
             for project_id in {p.project_id for p in plots}:  # its view of the project is now stale
                 self.project.store.delete(report.report_index(project_id))
@@ -290,7 +326,10 @@ class TimeSyncObservation(_TimeSyncTask):
         return [TimeSyncSearch(**self.shared(), tile_h=t.h, tile_v=t.v) for t in self.project.tiles_of(plot)]
 
     def output(self) -> list[StoreTarget]:
-        return [StoreTarget(self.project.store, rel) for rel in layout.obs_files(self.project_id, self.plot_id, self.date)]
+        return [
+            StoreTarget(self.project.store, rel)
+            for rel in layout.obs_files(self.project_id, self.plot_id, self.date)
+        ]
 
     def complete(self) -> bool:
         if all(t.exists() for t in self.output()):
@@ -304,14 +343,18 @@ class TimeSyncObservation(_TimeSyncTask):
         for o in self.project.observations(plot):
             if o.key == self.date:
                 return o
-        raise PipelineError(f"plot {self.project_id}/{self.plot_id} has no observation {self.date} in the catalogue search")
+        raise PipelineError(
+            f"plot {self.project_id}/{self.plot_id} has no observation {self.date} in the catalogue search"
+        )
 
     def run(self) -> None:
         project = self.project
         plot = project.plot(self.project_id, self.plot_id)
         (result,) = project.execute([project.job(plot, self.observation)], jobs_per_task=1)
         if result.status == "failed":
-            raise PipelineError(f"observation {self.date} of plot {self.project_id}/{self.plot_id} failed: {result.error}")
+            raise PipelineError(
+                f"observation {self.date} of plot {self.project_id}/{self.plot_id} failed: {result.error}"
+            )
         if result.status == "fill":
             project.record_fill(plot, {self.date})
 
@@ -321,14 +364,26 @@ class TimeSyncIngest(_TimeSyncTask):
     written once all of its plots are done."""
 
     project_id = IdParameter()
+    # Run alone (the root task), it fails when an item of the project's tiles could not be
+    # used, as a project run does; under TimeSyncReport the report, or the project, fails
+    # for them after everything is written.
+    fail_on_unusable = luigi.BoolParameter(
+        default=True, significant=False, visibility=luigi.parameter.ParameterVisibility.PRIVATE
+    )
 
     def requires(self) -> list[TimeSyncPlotBatch]:
         n = timesync().plots_per_task
         count = len(self.project.batches(self.project_id, n))
-        return [TimeSyncPlotBatch(**self.shared(), project_id=self.project_id, batch=i, plots_per_task=n) for i in range(count)]
+        return [
+            TimeSyncPlotBatch(**self.shared(), project_id=self.project_id, batch=i, plots_per_task=n)
+            for i in range(count)
+        ]
 
     def output(self) -> StoreTarget:
-        return StoreTarget(self.project.store, layout.ingest_manifest(self.project_id, self.project.ingest_fingerprint(self.project_id)))
+        return StoreTarget(
+            self.project.store,
+            layout.ingest_manifest(self.project_id, self.project.ingest_fingerprint(self.project_id)),
+        )
 
     def complete(self) -> bool:
         # Also every batch: Luigi does not look below a complete task, and a deleted chip
@@ -348,12 +403,22 @@ class TimeSyncIngest(_TimeSyncTask):
         return done
 
     def run(self) -> None:
-        self.set_status_message("combining plot series into per-year ingest files")
+        self.show_status("combining plot series into per-year ingest files")
         project = self.project
         files = project.write_ingest(self.project_id)
         project.store.delete(report.report_index(self.project_id))
         summary.record_ingest(self.project_id, len(files))
         log.info("project %s: %d ingest files", self.project_id, len(files))
+        _fail_if_unusable(self.fail_on_unusable, project, self.project_id)
+
+
+def _fail_if_unusable(fail: bool, project: Any, project_id: str) -> None:
+    """The end of a project's ingest or report run as the root task: fail for the project's
+    unusable catalogue items (named at the end of the run), everything else being written."""
+    if fail:
+        unusable = project.project_unusable(project_id)
+        if unusable:
+            raise_unusable(unusable)
 
 
 class TimeSyncReport(_TimeSyncTask):
@@ -361,9 +426,10 @@ class TimeSyncReport(_TimeSyncTask):
     written after the ingest files; rewritten whenever a run changed the project."""
 
     project_id = IdParameter()
+    fail_on_unusable = TimeSyncIngest.fail_on_unusable  # see there
 
     def requires(self) -> TimeSyncIngest:
-        return TimeSyncIngest(**self.shared(), project_id=self.project_id)
+        return TimeSyncIngest(**self.shared(), project_id=self.project_id, fail_on_unusable=False)
 
     def output(self) -> StoreTarget:
         return StoreTarget(self.project.store, report.report_index(self.project_id))
@@ -373,15 +439,21 @@ class TimeSyncReport(_TimeSyncTask):
         return self.output().exists() and self.requires().complete()
 
     def run(self) -> None:
-        self.set_status_message("writing the QA report")
+        self.show_status("writing the QA report")
         started = time.perf_counter()
         files = report.write_report(self.project, self.project_id, progress=self.progress)
-        log.info("project %s: QA report written (%d files, %.1f s)", self.project_id, len(files), time.perf_counter() - started)
+        log.info(
+            "project %s: QA report written (%d files, %.1f s)",
+            self.project_id,
+            len(files),
+            time.perf_counter() - started,
+        )
         # Last in the run, so that the plots' directories have mostly settled (a snapshot
         # trusts only directories unchanged for 2 s): the wait overlaps the report.
-        self.set_status_message("recording the completeness snapshot")
+        self.show_status("recording the completeness snapshot")
         saved = self.project.record_completeness(self.project_id)
         log.debug("project %s: completeness snapshot of %d plot(s) recorded", self.project_id, saved)
+        _fail_if_unusable(self.fail_on_unusable, self.project, self.project_id)
 
 
 class TimeSyncDryRun(_TimeSyncTask):
@@ -390,8 +462,12 @@ class TimeSyncDryRun(_TimeSyncTask):
     need. Searches the catalogue (kept, so the run does not search again) and lists the
     outputs; reads no pixel and writes no output. Runs every time it is asked."""
 
-    price_per_1000_get = luigi.FloatParameter(default=0.0004, description="USD per 1,000 GET requests on the archive")
-    default_fill_percent = luigi.FloatParameter(default=30.0, description="chance (%) the plot pixel is fill when an item has no landsat:fill")
+    price_per_1000_get = luigi.FloatParameter(
+        default=0.0004, description="USD per 1,000 GET requests on the archive"
+    )
+    default_fill_percent = luigi.FloatParameter(
+        default=30.0, description="chance (%) the plot pixel is fill when an item has no landsat:fill"
+    )
 
     def requires(self) -> list[TimeSyncSearch]:
         project = self.project
@@ -412,7 +488,12 @@ class TimeSyncDryRun(_TimeSyncTask):
         cfg = timesync()
         project = self.project
         estimates = [
-            project.estimate(p, plots_per_batch=cfg.plots_per_task, jobs_per_task=cfg.observations_per_dask_task, model=model)
+            project.estimate(
+                p,
+                plots_per_batch=cfg.plots_per_task,
+                jobs_per_task=cfg.observations_per_dask_task,
+                model=model,
+            )
             for p in project.project_ids()
         ]
         text = format_estimates(estimates, model, project.store.url)
@@ -443,7 +524,10 @@ class TimeSyncProject(luigi.WrapperTask):
         project = project_for(RunOptions(**self.shared()))
         project.validate()  # fatal input errors stop the run here, before anything is written
         summary.record_project(project, plots_per_task=timesync().plots_per_task)
-        return [TimeSyncReport(**self.shared(), project_id=p) for p in project.project_ids()]
+        return [
+            TimeSyncReport(**self.shared(), project_id=p, fail_on_unusable=False)
+            for p in project.project_ids()
+        ]
 
     def shared(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}

@@ -62,9 +62,12 @@ def azurite_command(binary: str, port: int, location: Path) -> list[str]:
     headers ignored (``--loose``)."""
     return [
         binary,
-        "--blobHost", "127.0.0.1",
-        "--blobPort", str(port),
-        "--location", str(location),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(location),
         "--silent",
         "--skipApiVersionCheck",
         "--loose",
@@ -105,8 +108,10 @@ class AzuriteServer:
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={self.account_name};"
-                f"AccountKey={self.account_key};BlobEndpoint={self.blob_url};")
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={self.account_name};"
+            f"AccountKey={self.account_key};BlobEndpoint={self.blob_url};"
+        )
 
     def container_url(self, container: str) -> str:
         return f"{self.blob_url}/{container}"
@@ -131,7 +136,9 @@ class AzuriteServer:
                 raise
         return self.container_url(name)
 
-    def upload_tree(self, local_dir: Path | str, container: str, prefix: str = "", *, workers: int = 4) -> list[str]:
+    def upload_tree(
+        self, local_dir: Path | str, container: str, prefix: str = "", *, workers: int = 4
+    ) -> list[str]:
         """Upload every file under ``local_dir`` to ``container`` as ``{prefix}/{relative path}``
         (the container is created if missing). Returns the keys, sorted."""
         from azure.storage.blob import ContentSettings
@@ -145,10 +152,15 @@ class AzuriteServer:
         def put(path: Path) -> str:
             key = path.relative_to(root).as_posix()
             key = f"{pre}/{key}" if pre else key
-            ctype = "image/tiff" if path.suffix.lower() in (".tif", ".tiff") else (
-                mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+            ctype = (
+                "image/tiff"
+                if path.suffix.lower() in (".tif", ".tiff")
+                else (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+            )
             with open(path, "rb") as f:
-                client.upload_blob(key, f, overwrite=True, content_settings=ContentSettings(content_type=ctype))
+                client.upload_blob(
+                    key, f, overwrite=True, content_settings=ContentSettings(content_type=ctype)
+                )
             return key
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -157,8 +169,13 @@ class AzuriteServer:
     def container_sas(self, container: str, expiry_seconds: float = 3600, *, permission: str = "rl") -> str:
         """A container SAS query string (no leading ``?``) signed with the account key:
         read + list by default, valid for ``expiry_seconds``."""
-        return container_sas(self.account_name, self.account_key, container,
-                             datetime.now(UTC) + timedelta(seconds=expiry_seconds), permission=permission)
+        return container_sas(
+            self.account_name,
+            self.account_key,
+            container,
+            datetime.now(UTC) + timedelta(seconds=expiry_seconds),
+            permission=permission,
+        )
 
     def signed_url(self, container: str, key: str, expiry_seconds: float = 3600) -> str:
         return f"{self.blob_url_of(container, key)}?{self.container_sas(container, expiry_seconds)}"
@@ -186,14 +203,21 @@ class AzuriteServer:
         self.stop()
 
 
-def container_sas(account_name: str, account_key: str, container: str, expiry: datetime, *, permission: str = "rl") -> str:
+def container_sas(
+    account_name: str, account_key: str, container: str, expiry: datetime, *, permission: str = "rl"
+) -> str:
     """``azure.storage.blob.generate_container_sas`` for ``permission`` (letters of "racwdl")."""
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-    return str(generate_container_sas(
-        account_name, container, account_key=account_key,
-        permission=ContainerSasPermissions.from_string(permission), expiry=expiry,
-    ))
+    return str(
+        generate_container_sas(
+            account_name,
+            container,
+            account_key=account_key,
+            permission=ContainerSasPermissions.from_string(permission),
+            expiry=expiry,
+        )
+    )
 
 
 def _ready(server: AzuriteServer) -> str | None:
@@ -205,13 +229,19 @@ def _ready(server: AzuriteServer) -> str | None:
         return f"connect: {e}"
     try:
         list(server.service_client().list_containers(results_per_page=1))
-    except Exception as e:  # noqa: BLE001 - anything means "not yet"
+    except Exception as e:
         return f"list containers: {e!r}"
     return None
 
 
-def start_azurite(workdir: Path | str, *, port: int | None = None, timeout: float = 30.0,
-                  die_with_parent: bool | None = None, attempts: int = 3) -> AzuriteServer:
+def start_azurite(
+    workdir: Path | str,
+    *,
+    port: int | None = None,
+    timeout: float = 30.0,
+    die_with_parent: bool | None = None,
+    attempts: int = 3,
+) -> AzuriteServer:
     """Start ``azurite-blob`` with its data under ``workdir``; return once signed requests
     work. Retries with a fresh port if one was taken between choosing and binding it.
     ``die_with_parent`` (default: when called from the main thread) kills the server with
@@ -232,12 +262,18 @@ def start_azurite(workdir: Path | str, *, port: int | None = None, timeout: floa
             log.write(f"\n==== attempt {attempt}: {' '.join(cmd)}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() kills all of it
-                preexec_fn=pdeathsig_preexec() if die_with_parent else None,  # noqa: PLW1509 - prctl only
+                preexec_fn=pdeathsig_preexec() if die_with_parent else None,
                 env={k: v for k, v in os.environ.items() if not k.startswith("AZURE_")},
             )
-        server = AzuriteServer(port=chosen, workdir=workdir, pid=proc.pid, proc=proc, log_path=log_path, command=cmd)
+        server = AzuriteServer(
+            port=chosen, workdir=workdir, pid=proc.pid, proc=proc, log_path=log_path, command=cmd
+        )
         delay = 0.05
         while True:
             if proc.poll() is not None:
@@ -250,7 +286,9 @@ def start_azurite(workdir: Path | str, *, port: int | None = None, timeout: floa
                 return server
             if time.monotonic() - t0 > timeout:
                 server.stop(grace=1)
-                raise RuntimeError(f"Azurite not ready after {timeout:.0f} s ({why}); log {log_path}:\n{server.log_tail()}")
+                raise RuntimeError(
+                    f"Azurite not ready after {timeout:.0f} s ({why}); log {log_path}:\n{server.log_tail()}"
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
         server.stop(grace=0.5)

@@ -21,8 +21,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 PLAYWRIGHT_REQUIREMENT = "playwright==1.65.2"
@@ -54,7 +55,9 @@ def _lock(name: str) -> Iterator[None]:
 def _run(cmd: list[str], **kwargs: Any) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
 
 
 def ensure_chromium() -> str:
@@ -69,7 +72,11 @@ def ensure_chromium() -> str:
         prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         _run([*prefix, "apt-get", "update", "-q"], env=env, timeout=600)
-        _run([*prefix, "apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "chromium"], env=env, timeout=1800)
+        _run(
+            [*prefix, "apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "chromium"],
+            env=env,
+            timeout=1800,
+        )
     if not os.access(CHROMIUM, os.X_OK):
         raise RuntimeError(f"apt-get installed chromium but {CHROMIUM} is still missing")
     return CHROMIUM
@@ -78,18 +85,29 @@ def ensure_chromium() -> str:
 def ensure_playwright() -> None:
     """Import playwright, pip installing the pinned version into this interpreter first if needed."""
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api
 
         return
     except ImportError:
         pass
     with _lock("pip"):
         try:
-            import playwright.sync_api  # noqa: F401
+            import playwright.sync_api
 
             return
         except ImportError:
-            _run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", PLAYWRIGHT_REQUIREMENT], timeout=600)
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    PLAYWRIGHT_REQUIREMENT,
+                ],
+                timeout=600,
+            )
     import importlib
 
     importlib.invalidate_caches()

@@ -24,12 +24,13 @@ benchmarks measure.
 from __future__ import annotations
 
 import collections
+import contextlib
 import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import parse_qs, unquote
 
 _CHUNK = 64 * 1024
@@ -152,7 +153,9 @@ class CountingProxy:
         self.upstream_connections = 0  # TCP connections opened to the server (reuse saves them)
         self.client_connections = 0  # TCP connections clients opened to the proxy
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, name=f"counting-proxy-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"counting-proxy-{self.port}", daemon=True
+        )
         self._thread.start()
 
     # ------------------------------------------------------------------ queries
@@ -169,7 +172,9 @@ class CountingProxy:
                     out[kind] = out.get(kind, 0) + n
         return out
 
-    def header_counts(self, name: str, value: str | None = None, *, bucket: str | None = None) -> dict[str, int]:
+    def header_counts(
+        self, name: str, value: str | None = None, *, bucket: str | None = None
+    ) -> dict[str, int]:
         """Exact counts by kind of requests that carried header ``name`` (with ``value``,
         compared case-insensitively, if given). Only for headers in ``track_headers``."""
         name = name.lower()
@@ -224,25 +229,17 @@ class CountingProxy:
         if self._closed.is_set():
             return
         self._closed.set()
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self._listener.close()
-        except OSError:
-            pass
         with self._conns_lock:
             conns = list(self._conns)
         for s in conns:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
         self._thread.join(timeout=2)
 
     def _accept_loop(self) -> None:
@@ -265,10 +262,8 @@ class CountingProxy:
     def _untrack(self, s: socket.socket) -> None:
         with self._conns_lock:
             self._conns.discard(s)
-        try:
+        with contextlib.suppress(OSError):
             s.close()
-        except OSError:
-            pass
 
     # ------------------------------------------------------------------ proxying
     def _serve_client(self, csock: socket.socket) -> None:
@@ -284,10 +279,8 @@ class CountingProxy:
             pass
         finally:
             kept.close()
-            try:
+            with contextlib.suppress(OSError):
                 cfile.close()
-            except OSError:
-                pass
             self._untrack(csock)
 
     def _connect(self) -> tuple[socket.socket, object]:
@@ -298,7 +291,7 @@ class CountingProxy:
         usock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return usock, usock.makefile("rb", buffering=_CHUNK)
 
-    def _one_exchange(self, csock: socket.socket, cfile, kept: "_Upstream") -> bool:
+    def _one_exchange(self, csock: socket.socket, cfile, kept: _Upstream) -> bool:
         """Proxy one request/response. Returns False when the client connection must close."""
         head = _read_head(cfile)
         if head is None:
@@ -320,7 +313,9 @@ class CountingProxy:
             st.records.append(rec)
 
         expect_continue = "100-continue" in headers.get("expect", "").lower()
-        out_head = request_line + b"".join(l for l in header_lines if not l.lower().startswith(b"expect:")) + b"\r\n"
+        out_head = (
+            request_line + b"".join(h for h in header_lines if not h.lower().startswith(b"expect:")) + b"\r\n"
+        )
         client_close = _wants_close(version, headers)
         # Only a bodiless GET/HEAD may go over a kept connection: it can be resent as is
         # if that connection turns out dead before the response starts.
@@ -338,7 +333,9 @@ class CountingProxy:
                 except OSError:
                     # Drain nothing; answer 502 and drop the connection (the body may be unread).
                     self._finish(rec, kind, bucket, 502, 0)
-                    csock.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    csock.sendall(
+                        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
                     return False
             keep_upstream = False
             try:
@@ -368,7 +365,9 @@ class CountingProxy:
                         if reused and attempt == 0:
                             break  # dead kept connection, nothing relayed yet: retry
                         self._finish(rec, kind, bucket, 502, 0)
-                        csock.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        csock.sendall(
+                            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
                         return False
                     status_line, rheader_lines, rheaders = rhead
                     parts = status_line.decode("latin-1").split(" ", 2)
@@ -388,11 +387,12 @@ class CountingProxy:
 
                 # ---- response body, verbatim
                 no_body = method.upper() == "HEAD" or status in (204, 304)
-                framed = no_body or "content-length" in rheaders or "chunked" in rheaders.get("transfer-encoding", "").lower()
-                if no_body:
-                    nbytes = 0
-                else:
-                    nbytes = _copy_body(ufile, csock.sendall, rheaders, request=False)
+                framed = (
+                    no_body
+                    or "content-length" in rheaders
+                    or "chunked" in rheaders.get("transfer-encoding", "").lower()
+                )
+                nbytes = 0 if no_body else _copy_body(ufile, csock.sendall, rheaders, request=False)
                 self._finish(rec, kind, bucket, status, nbytes)
                 resp_version = parts[0]
                 server_close = _wants_close(resp_version, rheaders)
@@ -419,15 +419,15 @@ class _ProtocolError(Exception):
 
 
 def _has_body(headers: dict[str, str]) -> bool:
-    return "chunked" in headers.get("transfer-encoding", "").lower() or headers.get("content-length", "0").strip() not in ("", "0")
+    return "chunked" in headers.get("transfer-encoding", "").lower() or headers.get(
+        "content-length", "0"
+    ).strip() not in ("", "0")
 
 
 def _close_pair(sock: socket.socket, f) -> None:
     for c in (f, sock):
-        try:
+        with contextlib.suppress(OSError):
             c.close()
-        except OSError:
-            pass
 
 
 class _Upstream:
@@ -515,9 +515,7 @@ def _wants_close(version: str, headers: dict[str, str]) -> bool:
     conn = headers.get("connection", "").lower()
     if "close" in conn:
         return True
-    if version.strip().upper() == "HTTP/1.0" and "keep-alive" not in conn:
-        return True
-    return False
+    return bool(version.strip().upper() == "HTTP/1.0" and "keep-alive" not in conn)
 
 
 def _copy_n(src, write, n: int) -> int:

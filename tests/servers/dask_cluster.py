@@ -113,11 +113,31 @@ def start_dask_cluster(
             name = f"worker-{i}"
             cluster.workers.append(
                 _spawn(
-                    [DASK, "worker", "--scheduler-file", str(scheduler_file), "--name", name, "--host", "127.0.0.1",
-                     "--nworkers", "1", "--nthreads", str(nthreads), "--memory-limit", memory_limit, "--no-dashboard",
-                     "--local-directory", str(workdir / name), "--death-timeout", "60"],
-                    workdir / f"{name}.log", workdir, die_with_parent,
-                )  # fmt: skip
+                    [
+                        DASK,
+                        "worker",
+                        "--scheduler-file",
+                        str(scheduler_file),
+                        "--name",
+                        name,
+                        "--host",
+                        "127.0.0.1",
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        str(nthreads),
+                        "--memory-limit",
+                        memory_limit,
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(workdir / name),
+                        "--death-timeout",
+                        "60",
+                    ],
+                    workdir / f"{name}.log",
+                    workdir,
+                    die_with_parent,
+                )
             )
         from distributed import Client
 

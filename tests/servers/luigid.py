@@ -20,7 +20,6 @@ for an hour (retry_delay) so a test, or a person, can still see it later in the 
 
 from __future__ import annotations
 
-
 import json
 import os
 import socket
@@ -30,13 +29,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-
-from tests.servers._proc import kill_process_group, pdeathsig_preexec  # re-exported for dask_cluster
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+
+from tests.servers._proc import kill_process_group, pdeathsig_preexec  # re-exported for dask_cluster
 
 LUIGID = str(Path(sys.executable).with_name("luigid"))
 
@@ -53,12 +53,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-
-
-
-
 
 
 def write_scheduler_config(path: Path, state_path: Path, overrides: dict[str, Any] | None = None) -> Path:
@@ -139,7 +133,7 @@ def start_luigid(
     env["LUIGI_CONFIG_PATH"] = str(cfg)
     out_path = workdir / "luigid.out"
     last_error = ""
-    for attempt in range(attempts if port is None else 1):
+    for _attempt in range(attempts if port is None else 1):
         chosen = port or free_port(host)
         cmd = [LUIGID, "--address", host, "--port", str(chosen), "--logdir", str(workdir / "log"),
                "--state-path", str(workdir / "luigid-state.pickle")]  # fmt: skip
@@ -149,7 +143,9 @@ def start_luigid(
                 start_new_session=True, preexec_fn=pdeathsig_preexec() if die_with_parent else None,
             )  # fmt: skip
         url = f"http://{host}:{chosen}"
-        server = LuigidServer(url, host, chosen, workdir, workdir / "log" / "luigi-server.log", out_path, proc)
+        server = LuigidServer(
+            url, host, chosen, workdir, workdir / "log" / "luigi-server.log", out_path, proc
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -162,7 +158,9 @@ def start_luigid(
     raise RuntimeError(f"luigid did not start in {workdir}:\n{last_error}")
 
 
-def session_singleton(request: pytest.FixtureRequest, key: str, factory: Callable[[], Any], stop: Callable[[Any], None]) -> Any:
+def session_singleton(
+    request: pytest.FixtureRequest, key: str, factory: Callable[[], Any], stop: Callable[[Any], None]
+) -> Any:
     """One object per pytest session even when the fixture is imported into several
     modules (each import makes its own fixture definition)."""
     config = request.config
@@ -175,11 +173,13 @@ def session_singleton(request: pytest.FixtureRequest, key: str, factory: Callabl
 
 
 @pytest.fixture(scope="session")
-def luigid_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LuigidServer]:
+def luigid_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LuigidServer]:
     """A central scheduler for the whole session (tests that need a fresh one call
     ``start_luigid`` themselves)."""
-    server = session_singleton(request, "luigid", lambda: start_luigid(tmp_path_factory.mktemp("luigid")), lambda s: s.stop())
+    server = session_singleton(
+        request, "luigid", lambda: start_luigid(tmp_path_factory.mktemp("luigid")), lambda s: s.stop()
+    )
     assert server.alive(), server.log_tail()
     yield server
-
-

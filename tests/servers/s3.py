@@ -24,7 +24,6 @@ are not used: they fold HEAD into GET and include the server's internal requests
 
 from __future__ import annotations
 
-
 import atexit
 import contextlib
 import json
@@ -38,9 +37,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tests.servers._proc import group_alive, kill_process_group, pdeathsig_preexec
 from tests.servers.counting_proxy import CountingProxy, RequestRecord
@@ -153,8 +153,6 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-
-
 def s3_config(access_key: str, secret_key: str) -> dict[str, Any]:
     """SeaweedFS S3 identity config: one admin identity, no anonymous access."""
     return {
@@ -166,10 +164,6 @@ def s3_config(access_key: str, secret_key: str) -> dict[str, Any]:
             }
         ]
     }
-
-
-
-
 
 
 @dataclass
@@ -232,7 +226,7 @@ class WeedProcess:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "WeedProcess":
+    def from_json(cls, d: dict[str, Any]) -> WeedProcess:
         return cls(
             pid=d["pid"],
             workdir=Path(d["workdir"]),
@@ -244,7 +238,9 @@ class WeedProcess:
         )
 
 
-def _weed_command(weed: str, workdir: Path, ports: dict[str, int], config_path: Path, volume_max: int) -> list[str]:
+def _weed_command(
+    weed: str, workdir: Path, ports: dict[str, int], config_path: Path, volume_max: int
+) -> list[str]:
     data = workdir / "data"
     run = workdir / "run"
     cmd = [
@@ -318,7 +314,7 @@ def _ready(ports: dict[str, int], access_key: str, secret_key: str, region: str)
     )
     try:
         client.list_buckets()
-    except Exception as e:  # noqa: BLE001 - anything means "not yet"
+    except Exception as e:
         return f"S3 signed ListBuckets -> {e!r}"
     return None
 
@@ -361,8 +357,14 @@ def launch_weed(
     for attempt in range(1, attempts + 1):
         exclude = {s3_port} if s3_port else set()
         free = iter(_free_ports(len(_PORT_NAMES) - 1, exclude))
-        ports = {name: (s3_port if name == "s3" and s3_port else next(free)) for name in _PORT_NAMES if name != "admin"}
-        ports["admin"] = _free_port_pair(10000, exclude | set(ports.values()) | {p - 10000 for p in ports.values()})
+        ports = {
+            name: (s3_port if name == "s3" and s3_port else next(free))
+            for name in _PORT_NAMES
+            if name != "admin"
+        }
+        ports["admin"] = _free_port_pair(
+            10000, exclude | set(ports.values()) | {p - 10000 for p in ports.values()}
+        )
         log_path = workdir / "logs" / "weed.log"
         cmd = _weed_command(weed, workdir, ports, config_path, volume_max)
         t0 = time.monotonic()
@@ -538,7 +540,9 @@ class S3Server:
         """Request headers (lower-cased names) of the recorded requests, oldest first."""
         return [r.headers for r in self._proxy().records()]
 
-    def header_counts(self, name: str, value: str | None = None, *, bucket: str | None = None) -> dict[str, int]:
+    def header_counts(
+        self, name: str, value: str | None = None, *, bucket: str | None = None
+    ) -> dict[str, int]:
         """Exact counts by kind of requests carrying header ``name`` (= ``value``).
         Exact for tracked headers (x-amz-request-payer by default)."""
         return self._proxy().header_counts(name, value, bucket=bucket)
@@ -567,7 +571,7 @@ class S3Server:
         if self.weed is not None:
             self.weed.stop(grace=grace)
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -588,9 +592,7 @@ def start_s3_server(
     else a free one); return once signed S3 requests work. Stopped at interpreter exit
     if not before."""
     t0 = time.monotonic()
-    weed = launch_weed(
-        workdir, access_key=access_key, secret_key=secret_key, region=region, timeout=timeout
-    )
+    weed = launch_weed(workdir, access_key=access_key, secret_key=secret_key, region=region, timeout=timeout)
     try:
         proxy = CountingProxy("127.0.0.1", weed.s3_port, listen_port=port or 0, track_headers=track_headers)
     except BaseException:
@@ -623,7 +625,7 @@ _shared_lock = threading.Lock()
 if pytest is not None:
 
     @pytest.fixture(scope="session")
-    def s3_server(tmp_path_factory: "pytest.TempPathFactory") -> Iterator[S3Server]:
+    def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         """One SeaweedFS S3 server per test session (counts are shared: call
         ``s3_server.reset_counts()`` before measuring). Fails, never skips, if the
         ``weed`` binary is missing. Importing this fixture into several conftests or

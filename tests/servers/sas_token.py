@@ -54,7 +54,9 @@ class SasTokenService:
     azurite: AzuriteServer
     token_ttl_seconds: float = 3600
     subscription_key: str | None = None
-    collections: dict[str, tuple[str, str]] = field(default_factory=dict)  # collection -> (account, container)
+    collections: dict[str, tuple[str, str]] = field(
+        default_factory=dict
+    )  # collection -> (account, container)
     port: int = 0
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -115,7 +117,7 @@ class SasTokenService:
             return 401, {"detail": f"missing or wrong {SUBSCRIPTION_HEADER}"}
         if not path.startswith(TOKEN_PATH + "/"):
             return 404, {"detail": "not found"}
-        parts = [p for p in path[len(TOKEN_PATH) + 1:].split("/") if p]
+        parts = [p for p in path[len(TOKEN_PATH) + 1 :].split("/") if p]
         if len(parts) == 1 and parts[0] in self.collections:
             account, container = self.collections[parts[0]]
         elif len(parts) == 2:
@@ -131,7 +133,7 @@ class SasTokenService:
     def _container_exists(self, container: str) -> bool:
         try:
             return bool(self.azurite.service_client().get_container_client(container).exists())
-        except Exception:  # noqa: BLE001 - a malformed name is an unknown container
+        except Exception:
             return False
 
     def start(self) -> SasTokenService:
@@ -144,8 +146,9 @@ class SasTokenService:
                 path = self.path.split("?", 1)[0]
                 status, body = service._answer(path, self.headers)
                 with service._lock:
-                    service._log.append(TokenRequest(path, status, self.headers.get(SUBSCRIPTION_HEADER),
-                                                     datetime.now(UTC)))
+                    service._log.append(
+                        TokenRequest(path, status, self.headers.get(SUBSCRIPTION_HEADER), datetime.now(UTC))
+                    )
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -159,7 +162,9 @@ class SasTokenService:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sas-token-service", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sas-token-service", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -179,12 +184,22 @@ class SasTokenService:
         self.stop()
 
 
-def start_sas_token_service(azurite: AzuriteServer, *, token_ttl_seconds: float = 3600,
-                            subscription_key: str | None = None,
-                            collections: dict[str, tuple[str, str]] | None = None, port: int = 0) -> SasTokenService:
+def start_sas_token_service(
+    azurite: AzuriteServer,
+    *,
+    token_ttl_seconds: float = 3600,
+    subscription_key: str | None = None,
+    collections: dict[str, tuple[str, str]] | None = None,
+    port: int = 0,
+) -> SasTokenService:
     """Start a token service for ``azurite``'s account (``port`` 0: a free one)."""
-    return SasTokenService(azurite, token_ttl_seconds=token_ttl_seconds, subscription_key=subscription_key,
-                           collections=dict(collections or {}), port=port).start()
+    return SasTokenService(
+        azurite,
+        token_ttl_seconds=token_ttl_seconds,
+        subscription_key=subscription_key,
+        collections=dict(collections or {}),
+        port=port,
+    ).start()
 
 
 try:
@@ -200,7 +215,9 @@ if pytest is not None:
         mapped to container ``hls2``. Shared: call ``reset()`` before counting, and put back
         any setting a test changes (``token_ttl_seconds``, ``subscription_key``)."""
         account = azurite.account_name
-        service = start_sas_token_service(azurite, collections={"hls2-l30": (account, "hls2"), "hls2-s30": (account, "hls2")})
+        service = start_sas_token_service(
+            azurite, collections={"hls2-l30": (account, "hls2"), "hls2-s30": (account, "hls2")}
+        )
         try:
             yield service
         finally:

@@ -17,14 +17,16 @@ The ``stac_server`` fixture is session-scoped and shared: each test loads the it
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pytest
 
@@ -63,7 +65,9 @@ class StacServer:
     collection_id: str = COLLECTION_ID
     _loads: int = field(default=0, repr=False, compare=False)
 
-    def load_items(self, items: list[dict] | Path, collection: dict | None = None, *, append: bool = False) -> None:
+    def load_items(
+        self, items: list[dict] | Path, collection: dict | None = None, *, append: bool = False
+    ) -> None:
         """(Re)load: upsert ``collection`` (default: the built-in ``landsat-c2ard-sr``), delete
         that collection's items (unless ``append``) and load ``items`` (dicts or an ndjson file)."""
         self._loads += 1
@@ -109,10 +113,8 @@ def start_stac_server(workdir: Path, *, port: int | None = None, timeout: float 
 
 
 def _stop_quietly(server: StacServer) -> None:
-    try:
+    with contextlib.suppress(Exception):
         server.stop()
-    except Exception:
-        pass
 
 
 _shared: dict[str, Any] = {"server": None, "users": 0}
@@ -146,14 +148,16 @@ def stac_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StacServer
 
 # CONUS ARD grid (EPSG:5070-like Albers): origin and 150 km tiles, see pipeline/grid.py
 _CU_X0, _CU_Y0, _TILE = -2565585, 3314805, 150000
-_ALBERS_CU = "+proj=aea +lat_0=23 +lon_0=-96 +lat_1=29.5 +lat_2=45.5 +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
+_ALBERS_CU = (
+    "+proj=aea +lat_0=23 +lon_0=-96 +lat_1=29.5 +lat_2=45.5 +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
+)
 
 # sensor by date: (platform, instrument(s), product prefix)
 _SENSORS = [
-    (datetime(1984, 3, 1, tzinfo=timezone.utc), "LANDSAT_5", ["TM"], "LT05"),
-    (datetime(1999, 6, 1, tzinfo=timezone.utc), "LANDSAT_7", ["ETM"], "LE07"),
-    (datetime(2013, 4, 11, tzinfo=timezone.utc), "LANDSAT_8", ["OLI", "TIRS"], "LC08"),
-    (datetime(2021, 11, 1, tzinfo=timezone.utc), "LANDSAT_9", ["OLI", "TIRS"], "LC09"),
+    (datetime(1984, 3, 1, tzinfo=UTC), "LANDSAT_5", ["TM"], "LT05"),
+    (datetime(1999, 6, 1, tzinfo=UTC), "LANDSAT_7", ["ETM"], "LE07"),
+    (datetime(2013, 4, 11, tzinfo=UTC), "LANDSAT_8", ["OLI", "TIRS"], "LC08"),
+    (datetime(2021, 11, 1, tzinfo=UTC), "LANDSAT_9", ["OLI", "TIRS"], "LC09"),
 ]
 
 
@@ -169,12 +173,12 @@ def _tile_lonlat_ring(h: int, v: int) -> list[list[float]]:
     except Exception:  # rasterio missing/broken: a rough linear stand-in, still in the US
         lons = [-125.0 + (x - _CU_X0) / 85000.0 for x in xs]
         lats = [50.0 - (_CU_Y0 - y) / 111000.0 for y in ys]
-    return [[round(lon, 9), round(lat, 9)] for lon, lat in zip(lons, lats)]
+    return [[round(lon, 9), round(lat, 9)] for lon, lat in zip(lons, lats, strict=True)]
 
 
 def format_datetime(dt: datetime, digits: int) -> str:
     """``YYYY-MM-DDTHH:MM:SS[.f{digits}]Z``; digits 0..9 (7+ digits: extra digits appended)."""
-    base = dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if digits == 0:
         return base + "Z"
     frac = f"{dt.microsecond:06d}" + "5037"  # deterministic sub-microsecond digits
@@ -220,8 +224,13 @@ def make_ard_item(
             "href": f"{asset_root}/{rel}/{fname}",
             "type": "image/vnd.stac.geotiff; cloud-optimized=true",
             "title": f"{key} band ({b})",
-            "alternate": {"s3": {"storage:platform": "AWS", "storage:requester_pays": True,
-                                 "href": f"{s3_root}/{rel}/{fname}"}},
+            "alternate": {
+                "s3": {
+                    "storage:platform": "AWS",
+                    "storage:requester_pays": True,
+                    "href": f"{s3_root}/{rel}/{fname}",
+                }
+            },
             "roles": ["data"],
         }
     fname = f"{product}_QA_PIXEL.TIF"
@@ -229,8 +238,13 @@ def make_ard_item(
         "href": f"{asset_root}/{rel}/{fname}",
         "type": "image/vnd.stac.geotiff; cloud-optimized=true",
         "title": "Pixel Quality Assessment Band",
-        "alternate": {"s3": {"storage:platform": "AWS", "storage:requester_pays": True,
-                             "href": f"{s3_root}/{rel}/{fname}"}},
+        "alternate": {
+            "s3": {
+                "storage:platform": "AWS",
+                "storage:requester_pays": True,
+                "href": f"{s3_root}/{rel}/{fname}",
+            }
+        },
         "roles": ["cloud", "cloud-shadow", "snow-ice", "water-mask"],
     }
     ring = _tile_lonlat_ring(hi, vi)
@@ -281,8 +295,8 @@ def make_ard_items(
     tiles: Iterable[tuple[str, str, str]] = DEFAULT_TILES,
     n_dates: int = 30,
     *,
-    start: datetime = datetime(1984, 4, 2, 17, 21, 5, 123456, tzinfo=timezone.utc),
-    end: datetime = datetime(2024, 6, 30, 18, 2, 44, 654321, tzinfo=timezone.utc),
+    start: datetime = datetime(1984, 4, 2, 17, 21, 5, 123456, tzinfo=UTC),
+    end: datetime = datetime(2024, 6, 30, 18, 2, 44, 654321, tzinfo=UTC),
     **item_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """``len(tiles) * n_dates`` items: dates spread evenly from ``start`` to ``end`` (the default

@@ -1,0 +1,457 @@
+"""The datacube workflow's work, between the thin Luigi tasks and the pure recipe: selecting a
+tile's dates from the catalogue, stacking and writing chips (on Dask workers), manifests.
+
+Memory: a chip is stacked on its own. Each of its 15 source files (10 S2 bands, SCL, S1 ``vh``
+and ``vv`` per S1 item, each DEM tile) is read only over the chip's footprint and resampled onto
+the chip's grid through the raster seam (:meth:`pipeline.raster.RasterReader.warped`), so a
+worker holds one chip (13 float32 bands: 13.6 MB at 512 x 512) and GDAL's bounded block cache,
+never a whole 10980 x 10980 tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.catalog import Catalog, Item
+from pipeline.datacube import layout, recipe
+from pipeline.datetimes import Interval
+from pipeline.errors import ItemError, PipelineError, RasterReadError
+from pipeline.failures import UnusableItem
+from pipeline.raster import ArchiveAccess, RasterReader
+from targets.store import Store
+
+log = logging.getLogger("pipeline.datacube")
+
+# The DEM is one undated mosaic (cop-dem-glo-30 items carry 2021-04-22): searched over all time.
+DEM_INTERVAL = Interval(datetime(1900, 1, 1, tzinfo=UTC), datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC))
+# Chips per Dask task: a chip is ~0.1-1 s of reads and a write, well above Dask's ~2-3 ms per
+# task, and a batch opens each source file once for all its chips.
+DEFAULT_CHIPS_PER_DASK_TASK = 8
+# GeoTIFF tiles of a chip: 256 x 256 (4 tiles per 512 chip; smaller chips get one tile).
+MAX_BLOCK = 256
+
+
+def jdump(doc: Any) -> str:
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+# ---- the selection of a tile's dates ------------------------------------------------------
+
+
+def selection_fingerprint(catalog: str, dateranges: str, dates_per_tile: int) -> str:
+    """What decides a tile's selection besides its row: a different catalogue, periods, date
+    count or recipe threshold selects again instead of reusing a stale state file."""
+    text = "|".join(
+        str(v)
+        for v in (
+            "datacube-selection-1", catalog, dateranges or "years", dates_per_tile, recipe.MAX_CLOUD_COVER,
+            recipe.MAX_NODATA_PERCENTAGE, recipe.S2_ATTEMPTS, recipe.S1_WINDOW_DAYS, list(recipe.YEARS),
+        )
+    )  # fmt: skip
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _href(item: Item, key: str) -> str:
+    asset = (item.get("assets") or {}).get(key)
+    href = asset.get("href") if isinstance(asset, dict) else None
+    if not isinstance(href, str) or not href:
+        raise ItemError(
+            "required asset missing (or without href)", source=f"item {item.get('id')}", field=f"assets.{key}"
+        )
+    return href
+
+
+def _unusable(item: Item, error: Exception) -> UnusableItem:
+    reason = (
+        f"field {error.field!r}: {str(error).split(': ', 1)[-1]}"
+        if isinstance(error, ItemError) and error.field
+        else str(error)
+    )
+    return UnusableItem(
+        str(item.get("collection", "")), str(item.get("id", "")), reason, str(item.get("_source", ""))
+    )
+
+
+def s2_entry(item: Item) -> dict[str, Any]:
+    """What the chips need of the S2 item: id, datetime, the 10 m grid and the asset hrefs."""
+    grid = recipe.s2_grid(item)
+    return {
+        "id": item["id"],
+        "datetime": recipe.item_datetime(item).isoformat(),
+        "grid": {
+            "epsg": grid.epsg,
+            "transform": list(grid.transform),
+            "width": grid.width,
+            "height": grid.height,
+        },
+        "bands": [_href(item, b) for b in recipe.S2_BANDS],
+        "scl": _href(item, recipe.SCL_ASSET),
+    }
+
+
+def s1_entry(item: Item) -> dict[str, Any]:
+    return {
+        "id": item["id"],
+        "datetime": recipe.item_datetime(item).isoformat(),
+        "orbit_state": (item.get("properties") or {}).get("sat:orbit_state"),
+        "vh": _href(item, "vh"),
+        "vv": _href(item, "vv"),
+    }
+
+
+def dem_entry(item: Item) -> dict[str, Any]:
+    return {"id": item["id"], "href": _href(item, recipe.DEM_ASSET)}
+
+
+def _usable(
+    items: Sequence[Item], entry: Callable[[Item], dict[str, Any]], unusable: list[UnusableItem]
+) -> list[Item]:
+    """The items whose entry can be made (assets present) and whose datetime and geometry are
+    readable; the others are recorded as unusable."""
+    kept = []
+    for item in items:
+        try:
+            entry(item)
+            reason = recipe.unusable_reason(item)
+        except ItemError as e:
+            unusable.append(_unusable(item, e))
+            continue
+        if reason is not None:
+            unusable.append(
+                UnusableItem(
+                    str(item.get("collection", "")),
+                    str(item.get("id", "")),
+                    reason,
+                    str(item.get("_source", "")),
+                )
+            )
+            continue
+        kept.append(item)
+    return kept
+
+
+def _period_text(period: recipe.Period) -> str:
+    return f"{period[0]:%Y-%m-%d}/{period[1]:%Y-%m-%d}"
+
+
+def select_tile(
+    catalog: Catalog, index: int, mgrs: str, periods: Sequence[recipe.Period], dates_per_tile: int
+) -> dict[str, Any]:
+    """A tile's date selection (the state file's document): per period, the S2 items found,
+    each attempt and why it failed; per matched date the S2 item, the S1 items (in paint
+    order) and the DEM tiles. A tile without any date is a normal outcome (``dates`` empty)."""
+    dates: list[dict[str, Any]] = []
+    tried: list[dict[str, Any]] = []
+    unusable: list[UnusableItem] = []
+    for period in periods:
+        record: dict[str, Any] = {"period": _period_text(period)}
+        tried.append(record)
+        if len(dates) >= dates_per_tile:
+            record.update(status="not tried", reason=f"{dates_per_tile} date(s) matched already")
+            continue
+        found = catalog.search(
+            collection=recipe.S2_COLLECTION,
+            interval=recipe.period_interval(period),
+            equals={"s2:mgrs_tile": mgrs},
+        )
+        candidates = recipe.s2_candidates(found, mgrs)
+        rejected = Counter(r for r in (recipe.s2_rejection(i, mgrs) for i in found) if r is not None)
+        record.update(s2_found=len(found), s2_rejected=dict(rejected), attempts=[])
+        matched = _first_match(catalog, candidates, {d["date"] for d in dates}, record["attempts"], unusable)
+        if matched is None:
+            reason = (
+                f"no S2 item of {mgrs} with eo:cloud_cover <= {recipe.MAX_CLOUD_COVER:g} and "
+                f"s2:nodata_pixel_percentage <= {recipe.MAX_NODATA_PERCENTAGE:g} ({len(found)} found)"
+                if not candidates
+                else f"none of the {len(candidates)} attempt(s) has a usable Sentinel-1 match"
+            )
+            record.update(status="skipped", reason=reason)
+            continue
+        record.update(status="matched", date=matched["date"])
+        dates.append(matched)
+    return {
+        "index": index,
+        "mgrs": mgrs,
+        "catalog": catalog.description,
+        "dates_per_tile": dates_per_tile,
+        "periods": tried,
+        "dates": dates,
+        "unusable": [u.to_json() for u in unusable],
+    }
+
+
+def _first_match(
+    catalog: Catalog,
+    candidates: Sequence[Item],
+    taken: set[str],
+    attempts: list[dict[str, Any]],
+    unusable: list[UnusableItem],
+) -> dict[str, Any] | None:
+    for number, s2 in enumerate(candidates, start=1):
+        attempt: dict[str, Any] = {"attempt": number, "s2": s2["id"]}
+        attempts.append(attempt)
+        day = recipe.item_date(s2).isoformat()
+        if day in taken:
+            attempt["result"] = f"{day} is selected already"
+            continue
+        try:
+            s2_doc = s2_entry(s2)
+            bbox = recipe.footprint(s2).bounds
+        except ItemError as e:
+            unusable.append(_unusable(s2, e))
+            attempt["result"] = f"unusable: {e}"
+            continue
+        s1_found = catalog.search_bbox(
+            collection=recipe.S1_COLLECTION, interval=recipe.s1_search_interval(s2), bbox=bbox
+        )
+        match = recipe.s1_match(s2, _usable(s1_found, s1_entry, unusable))
+        if match is None:
+            first, last = recipe.s1_window(s2)
+            attempt["result"] = (
+                f"no Sentinel-1 item over the footprint from {first} to {last} ({len(s1_found)} found)"
+            )
+            continue
+        dem_found = catalog.search_bbox(collection=recipe.DEM_COLLECTION, interval=DEM_INTERVAL, bbox=bbox)
+        dem = recipe.dem_items(s2, _usable(dem_found, dem_entry, unusable))
+        attempt["result"] = "matched"
+        return {
+            "date": day,
+            "s2": s2_doc,
+            "s1": [s1_entry(i) for i in recipe.s1_paint_order(match)],
+            "s1_chosen": [i["id"] for i in match],
+            "s1_uncovered_fraction": recipe.uncovered_fraction(s2, match),
+            "dem": [dem_entry(i) for i in dem],
+        }
+    return None
+
+
+# ---- a (tile, date)'s chips -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DateJob:
+    """Everything a Dask worker needs to stack the chips of one (tile, date). Picklable."""
+
+    mgrs: str
+    day: date
+    version: str
+    chip_size: int
+    epsg: int
+    transform: tuple[float, ...]
+    width: int
+    height: int
+    s2_id: str
+    s2_bands: tuple[str, ...]
+    scl: str
+    s1: tuple[tuple[str, str], ...]  # (vh, vv) hrefs in paint order: later acquisitions last
+    dem: tuple[str, ...]
+
+    @classmethod
+    def from_entry(cls, mgrs: str, entry: dict[str, Any], version: str, chip_size: int) -> DateJob:
+        grid = entry["s2"]["grid"]
+        return cls(
+            mgrs, date.fromisoformat(entry["date"]), version, chip_size, int(grid["epsg"]),
+            tuple(float(v) for v in grid["transform"]), int(grid["width"]), int(grid["height"]),
+            entry["s2"]["id"], tuple(entry["s2"]["bands"]), entry["s2"]["scl"],
+            tuple((s["vh"], s["vv"]) for s in entry["s1"]), tuple(d["href"] for d in entry["dem"]),
+        )  # fmt: skip
+
+    def chip_numbers(self, subset: tuple[int, int, int, int] | None = None) -> list[int]:
+        """The chips of the run: every whole chip, or those meeting the subset window."""
+        if subset is None:
+            return [n for n, _, _ in recipe.chip_windows(self.width, self.height, self.chip_size)]
+        return recipe.snap_subset(*subset, self.chip_size, self.width, self.height)
+
+    def chip_path(self, number: int) -> str:
+        return layout.chip_path(self.version, self.mgrs, self.day, number)
+
+
+def snapped_window(job: DateJob, numbers: Sequence[int]) -> tuple[int, int, int, int] | None:
+    """The pixel window (end-exclusive) the chips ``numbers`` cover; None when there are none."""
+    if not numbers:
+        return None
+    offsets = [recipe.chip_offset(n, job.width, job.height, job.chip_size) for n in numbers]
+    n = job.chip_size
+    return (
+        min(c for c, _ in offsets),
+        min(r for _, r in offsets),
+        max(c for c, _ in offsets) + n,
+        max(r for _, r in offsets) + n,
+    )
+
+
+def _paint(
+    reader: RasterReader, hrefs: Sequence[str], job: DateJob, transform: Sequence[float]
+) -> npt.NDArray[np.float32]:
+    """The sources warped onto the chip in order, each overwriting where it has data (NaN
+    elsewhere): the later S1 acquisition wins; the DEM tiles form a mosaic."""
+    n = job.chip_size
+    out = np.full((n, n), np.nan, dtype=np.float32)
+    for href in hrefs:
+        data = reader.warped(href, job.epsg, transform, n, n, fill=np.nan).astype(np.float32, copy=False)
+        valid = ~np.isnan(data)
+        out[valid] = data[valid]
+    return out
+
+
+def stack_chip(
+    reader: RasterReader, job: DateJob, number: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """The 13 output bands (float32, recipe band order) and SCL of chip ``number``."""
+    col, row = recipe.chip_offset(number, job.width, job.height, job.chip_size)
+    transform = recipe.chip_transform(job.transform, col, row)
+    n = job.chip_size
+    bands = np.empty((len(recipe.OUTPUT_BANDS), n, n), dtype=np.float32)
+    for i, href in enumerate(job.s2_bands):
+        bands[i] = reader.warped(href, job.epsg, transform, n, n, fill=recipe.S2_FILL)
+    scl = reader.warped(job.scl, job.epsg, transform, n, n, fill=recipe.S2_FILL).astype(np.uint8)
+    s2 = len(recipe.S2_BANDS)
+    bands[s2] = _paint(reader, [vh for vh, _ in job.s1], job, transform)
+    bands[s2 + 1] = _paint(reader, [vv for _, vv in job.s1], job, transform)
+    bands[s2 + 2] = _paint(reader, job.dem, job, transform)
+    return bands, scl
+
+
+def chip_drop_reason(bands: npt.NDArray[np.float32], scl: npt.NDArray[np.uint8]) -> str | None:
+    """:func:`recipe.drop_reason` on a stacked chip (B02 back in its uint16 values: exact)."""
+    s2 = len(recipe.S2_BANDS)
+    return recipe.drop_reason(bands[0].astype(np.uint16), bands[s2], bands[s2 + 1], bands[s2 + 2], scl)
+
+
+def chip_geotiff(bands: npt.NDArray[np.float32], epsg: int, transform: Sequence[float], day: date) -> bytes:
+    """The chip as a tiled DEFLATE GeoTIFF: band descriptions, tag ``date``, the exact transform."""
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.io import MemoryFile
+
+    count, rows, cols = bands.shape
+    block = max(16, min(MAX_BLOCK, cols - cols % 16))
+    profile = {
+        "driver": "GTiff", "width": cols, "height": rows, "count": count, "dtype": "float32",
+        "crs": CRS.from_epsg(epsg), "transform": Affine(*transform[:6]), "tiled": True,
+        "blockxsize": block, "blockysize": block, "compress": "DEFLATE", "predictor": 3,
+    }  # fmt: skip
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            for i, name in enumerate(recipe.OUTPUT_BANDS, start=1):
+                dst.set_band_description(i, name)
+            dst.update_tags(date=f"{day:%Y-%m-%d}")
+            dst.write(bands)
+        return bytes(mem.read())
+
+
+@dataclass
+class ChipResult:
+    number: int
+    status: str  # "kept", "dropped" or "failed"
+    reason: str = ""  # the drop reason, or the error
+
+
+@dataclass
+class BatchResult:
+    chips: list[ChipResult] = field(default_factory=list)
+    opened: int = 0
+    seconds: float = 0.0
+
+
+def chip_batch(job: DateJob, numbers: Sequence[int], store: Store, access: ArchiveAccess) -> BatchResult:
+    """Stack, filter and write a batch of chips (runs on a Dask worker). A kept chip is written
+    whole under its final name (one atomic write); a read error fails that chip only here, and
+    its (tile, date) as a whole in the task."""
+    started = time.perf_counter()
+    result = BatchResult()
+    with RasterReader(access) as reader:
+        for number in numbers:
+            try:
+                bands, scl = stack_chip(reader, job, number)
+            except (RasterReadError, PipelineError) as e:
+                result.chips.append(ChipResult(number, "failed", str(e)))
+                continue
+            reason = chip_drop_reason(bands, scl)
+            if reason is not None:
+                result.chips.append(ChipResult(number, "dropped", reason))
+                continue
+            col, row = recipe.chip_offset(number, job.width, job.height, job.chip_size)
+            data = chip_geotiff(bands, job.epsg, recipe.chip_transform(job.transform, col, row), job.day)
+            store.write_bytes(job.chip_path(number), data)
+            result.chips.append(ChipResult(number, "kept"))
+        result.opened = reader.opened
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def batches(numbers: Sequence[int], size: int) -> list[list[int]]:
+    size = max(1, size)
+    return [list(numbers[i : i + size]) for i in range(0, len(numbers), size)]
+
+
+def run_chips(
+    job: DateJob,
+    numbers: Sequence[int],
+    store: Store,
+    access: ArchiveAccess,
+    chips_per_task: int = DEFAULT_CHIPS_PER_DASK_TASK,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[ChipResult], int]:
+    """Every chip of ``numbers`` on the Dask cluster, a batch per task; the results sorted by
+    chip number and the files opened."""
+    from distributed import as_completed
+
+    from pipeline.cluster import get_client
+
+    if not numbers:
+        return [], 0
+    client = get_client()
+    futures = [
+        client.submit(
+            chip_batch,
+            job,
+            batch,
+            store,
+            access,
+            pure=False,
+            key=f"datacube-{job.mgrs}-{job.day:%Y%m%d}-{batch[0]:04d}-{os.getpid()}-{time.monotonic_ns()}",
+        )
+        for batch in batches(numbers, chips_per_task)
+    ]
+    chips: list[ChipResult] = []
+    opened = 0
+    for future in as_completed(futures):
+        result: BatchResult = future.result()
+        chips += result.chips
+        opened += result.opened
+        if progress is not None:
+            progress(len(chips), len(numbers))
+    return sorted(chips, key=lambda c: c.number), opened
+
+
+def manifest_doc(
+    job: DateJob,
+    entry: dict[str, Any],
+    scope: str,
+    window: tuple[int, int, int, int] | None,
+    kept: Sequence[int],
+    dropped: dict[int, str],
+) -> dict[str, Any]:
+    """The (tile, date)'s manifest: every chip of the run kept (with its path) or dropped (with
+    the reason), and what they were made from."""
+    return {
+        "mgrs": job.mgrs, "date": f"{job.day:%Y-%m-%d}", "version": job.version, "scope": scope,
+        "chip_size": job.chip_size, "window": list(window) if window else None,
+        "grid": entry["s2"]["grid"], "s2": job.s2_id, "s1": [s["id"] for s in entry["s1"]],
+        "dem": [d["id"] for d in entry["dem"]],
+        "kept": [{"number": n, "path": job.chip_path(n)} for n in sorted(kept)],
+        "dropped": [{"number": n, "reason": dropped[n]} for n in sorted(dropped)],
+    }  # fmt: skip
