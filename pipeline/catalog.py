@@ -292,3 +292,14 @@ def open_catalog(spec: str, **api_options: Any) -> Catalog:
     if spec.startswith(("http://", "https://")):
         return StacApiCatalog(spec, **api_options)
     return LocalCatalog.load(spec)
+
+
+_opened: dict[str, Catalog] = {}
+
+
+def shared_catalog(spec: str) -> Catalog:
+    """:func:`open_catalog` once per process: a luigi worker asks for the same catalogue in
+    every task (a local file is parsed, a STAC API's conformance fetched, only once)."""
+    if spec not in _opened:
+        _opened[spec] = open_catalog(spec)
+    return _opened[spec]

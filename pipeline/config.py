@@ -53,3 +53,32 @@ class output(luigi.Config):
 
     def s3_options(self) -> S3Options:
         return S3Options(endpoint_url=self.endpoint_url, region=self.region, profile=self.profile)
+
+
+class BlobSigningConfig(luigi.Config):
+    """The settings of a workflow that reads Planetary-Computer-style blob storage (SAS tokens).
+    A workflow's own section subclasses it (``class hls(BlobSigningConfig)`` is ``[hls]``), so
+    every such workflow is configured alike and gets its ArchiveAccess from :meth:`access`."""
+
+    signing = luigi.ChoiceParameter(
+        choices=["auto", "none", "planetary-computer"], default="auto",
+        description="sign blob hrefs with Planetary Computer SAS tokens (auto: when an href is an Azure blob URL)",
+    )  # fmt: skip
+    sas_url = luigi.Parameter(
+        default="", description="token service root; empty = PC_SDK_SAS_URL or Planetary Computer's"
+    )
+    path_style_blob_hosts = luigi.Parameter(
+        default="",
+        description="comma-separated host:port of blob endpoints with the account in the path (Azurite)",
+    )
+
+    def access(self) -> ArchiveAccess:
+        """Assets read by their ``href`` (no requester-pays S3), signed where they are read."""
+        from pipeline.signing import Signing
+
+        hosts = tuple(h.strip() for h in str(self.path_style_blob_hosts).split(",") if h.strip())
+        # "auto" signs only what is blob storage (Signing.sign leaves every other href alone)
+        mode = "none" if self.signing == "none" else "planetary-computer"
+        return ArchiveAccess(
+            asset_href="href", requester_pays=False, signing=Signing(mode, str(self.sas_url), hosts)
+        )

@@ -127,8 +127,10 @@ def with_stand_in_coordinates(frame: pd.DataFrame) -> pd.DataFrame:
     coordinates from every aggregated output; ours keeps them where no coordinate is needed (deliberate
     difference 1), grouping them as one point per (timestamp, regions, qualifiers) like any other
     position. The reference run on this table is therefore what ours must equal in series, regional
-    outputs, extrema and the model summary (not in tiles and grid stats, which use the real positions)."""
-    return frame.fillna({"lat": STAND_IN_LAT, "lng": STAND_IN_LNG})
+    outputs, extrema and the model summary (not in tiles and grid stats, which use the real positions).
+    Unparseable lat/lng text counts as missing, as the validation makes it null."""
+    coordinates = {name: pd.to_numeric(frame[name], errors="coerce") for name in ("lat", "lng")}  # text too
+    return frame.assign(**coordinates).fillna({"lat": STAND_IN_LAT, "lng": STAND_IN_LNG})
 
 
 # ============================================================================ runs

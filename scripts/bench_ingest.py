@@ -46,6 +46,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -421,6 +422,24 @@ def print_report(results: list[Measurement], args: argparse.Namespace, bundles: 
         if "a" in rep and "c" in rep:
             parts.append(f"a / c wall {rep['a'].wall / rep['c'].wall:.2f}")
         print(f"repetition {repetition + 1}: " + "; ".join(parts))
+    if args.repeat > 1:
+        print_medians(results)
+
+
+def print_medians(results: list[Measurement]) -> None:
+    """Per way, the median wall and CPU seconds over the repetitions, and their ratios: on a
+    shared machine one repetition can land on a burst of other work."""
+    walls = {way: statistics.median(r.wall for r in results if r.way == way) for way in LABELS}
+    cpus = {way: statistics.median(r.cpu for r in results if r.way == way) for way in LABELS}
+    ways = [way for way in WAYS if any(r.way == way for r in results)]
+    print("medians: " + "; ".join(f"{way} {walls[way]:.1f} s wall, {cpus[way]:.1f} s CPU" for way in ways))
+    pairs = [(x, y) for x, y in (("b", "c"), ("a", "b"), ("a", "c")) if x in ways and y in ways]
+    print(
+        "median ratios: "
+        + "; ".join(
+            f"{x} / {y} wall {walls[x] / walls[y]:.2f} (CPU {cpus[x] / cpus[y]:.2f})" for x, y in pairs
+        )
+    )
 
 
 def log(message: str) -> None:
@@ -485,11 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = measure(way, cmd, out, bytes_in, env, logdir)
             log(f"  {result.wall:.1f} s wall, {result.cpu:.1f} s CPU, rc {result.rc}")
             results.append(result)
+            if args.json:  # after every measurement: a run cut short still leaves its figures
+                args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
             if not args.keep:
                 shutil.rmtree(out, ignore_errors=True)
     print_report(results, args, bundles)
-    if args.json:
-        args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
     return 0 if all(r.rc == 0 for r in results) else 1
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare our Causemos workflow with the reference flow (slow-tortoise, January 2024) on one input.
 
-    .venv/bin/python scripts/compare_causemos_reference.py [--rows 3000] [--seed 7] [--case model|indicator|files|bare|all]
+    .venv/bin/python scripts/compare_causemos_reference.py [--rows 3000] [--seed 7] [--case model|indicator|files|types|bare|all]
         [--workdir DIR] [--keep]
 
 Generates a table (3 features, 3 countries over 4 admin levels with some levels missing, ~3 % of rows
@@ -19,7 +19,8 @@ Cases: ``model`` (a qualifier map with both qualifiers, default thresholds), ``i
 ``--indicator``, a low ``max_count`` that drops the big qualifier, ``regional_timeseries_max_level`` 2,
 a fill timestamp and a raw-count threshold that leaves one feature without raw.csv), ``files`` (three
 files with mismatched columns: a qualifier missing from one, an all-whitespace column, an all-null
-``admin3``, timestamps past pandas' range, a ``*_str.parquet.gzip`` file to skip), ``bare`` (one file
+``admin3``, timestamps past pandas' range, a ``*_str.parquet.gzip`` file to skip), ``types`` (one
+file: integer feature ids, numeric qualifiers, lat/lng as text with unparseable cells), ``bare`` (one file
 without lat/lng and without any region column: no tiles, no regional outputs, no region lists).
 """
 
@@ -67,6 +68,7 @@ def cases(rows: int) -> dict[str, Params]:
         "files": Params(
             data_id="compare-files", run_id="run-2", qualifier_map={"rainfall": ["source", "event_type"], "prices": ["notes"]},
         ),
+        "types": Params(data_id="compare-types", run_id="run-4", qualifier_map={"10": ["year", "score"], "30": ["event_type"]}),
         "bare": Params(data_id="compare-bare", run_id="run-3", qualifier_map={"prices": ["event_type", "source"]}),
     }  # fmt: skip
 
@@ -85,6 +87,15 @@ def tables_for(case: str, rows: int, seed: int) -> list[pd.DataFrame]:
         frame.loc[rng.choice(len(frame.index), size=3, replace=False), "timestamp"] = 9_300_000_000_000
         first, second, third = (frame.iloc[part] for part in np.array_split(np.arange(len(frame.index)), 3))
         return [first, second.drop(columns=["source"]), third.drop(columns=["notes"])]
+    if case == "types":  # one file: the feature stays an integer; numeric qualifiers; lat/lng as text
+        frame["feature"] = frame["feature"].map({"rainfall": 10, "crop production": 20, "prices": 30})
+        frame["year"] = (frame["timestamp"] // 31_557_600_000 + 1970).astype("int64")
+        frame["score"] = rng.integers(0, 5, len(frame.index)) / 2.0
+        frame.loc[rng.choice(len(frame.index), size=40, replace=False), "score"] = np.nan
+        frame["lat"] = frame["lat"].map(lambda v: "" if pd.isna(v) else str(v)).astype(object)
+        frame.loc[rng.choice(len(frame.index), size=10, replace=False), "lat"] = "n/a"
+        frame["lng"] = frame["lng"].astype(str)
+        return [frame.drop(columns=["admin2", "admin3", "source"])]
     if case == "bare":
         return [frame.drop(columns=["lat", "lng", "country", "admin1", "admin2", "admin3"])]
     return [frame.iloc[part] for part in np.array_split(np.arange(len(frame.index)), 2)]
@@ -140,7 +151,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--case", choices=["model", "indicator", "files", "bare", "all"], default="all")
+    parser.add_argument(
+        "--case", choices=["model", "indicator", "files", "types", "bare", "all"], default="all"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (inputs, S3 data)")
     args = parser.parse_args()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's first command: set up, build the offline demo archives, run TimeSync, HLS and the scene ingest on them.
+# The README's first command: set up, build the offline demo archives, run every workflow on them
+# (TimeSync, HLS, scene ingest, datacubes, Causemos).
 # Run it again and it does nothing (every target is already complete) and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,33 @@ else
   echo "ingest: UNEXPECTED: exit $ingest_status, failed records: ${ingest_failed:-none}" >&2
   [ "$ingest_status" -eq 0 ] && ingest_status=1
 fi
+echo "== Sentinel-2/1 + DEM chip datacubes =="
+if [ ! -f demo/datacube-archive/catalog/items.ndjson ]; then
+  echo "building the synthetic Sentinel-2 L2A / Sentinel-1 RTC / COP-DEM demo archive in demo/datacube-archive ..."
+  .venv/bin/python scripts/make_datacube_demo_archive.py demo/datacube-archive
+fi
+.venv/bin/luigi --module pipeline.datacube DatacubeSample \
+  --sample demo/datacube-archive/sample.fgb \
+  --catalog demo/datacube-archive/catalog/items.ndjson \
+  --dest demo/datacube --chip-size 128 --local-scheduler
+datacube_status=$?
+echo "datacube demo: $(find demo/datacube/02 -name '*.tif' 2>/dev/null | wc -l) chips in demo/datacube (row 1 10TDT has no date on purpose)"
+echo "(QA report: demo/datacube/report/datacube/index.html)"
+echo "== Causemos post-processing (a model's output -> the dashboard's files) =="
+if [ ! -f demo/causemos-input/paths.txt ]; then
+  echo "building a small synthetic Dojo model output in demo/causemos-input ..."
+  mkdir -p demo/causemos-input
+  .venv/bin/python scripts/make_causemos_demo_input.py demo/causemos-input --rows 20000 --files 2 \
+    --months 12 --regions 200 --points 150 > demo/causemos-input/paths.tmp \
+    && mv demo/causemos-input/paths.tmp demo/causemos-input/paths.txt
+fi
+.venv/bin/luigi --module pipeline.causemos CausemosRun --data-id demo-model --run-id run-1 \
+  --data-paths "$(cat demo/causemos-input/paths.txt)" --dest demo/causemos \
+  --qualifier-map '{"feature_0": ["event_type"]}' --local-scheduler
+causemos_status=$?
+[ "$causemos_status" -eq 0 ] && .venv/bin/python -m pipeline.causemos.report --dest demo/causemos \
+  --data-id demo-model --run-id run-1
+echo "(Causemos QA page: demo/causemos/_qa/causemos/demo-model/run-1/index.html)"
 set -e
 csv=$(find demo/project -name '*_spectral_files_set_*.csv' 2>/dev/null | wc -l)
 png=$(find demo/project -path demo/project/report -prune -o -name '*.png' -print 2>/dev/null | wc -l)
@@ -72,5 +100,5 @@ items=$(find demo/ingest/collection02 -name '*.json' ! -name '*_MTL.json' 2>/dev
 scene_cogs=$(find demo/ingest/collection02 -name '*.TIF' 2>/dev/null | wc -l)
 echo "ingest demo outputs in $PWD/demo/ingest: $items STAC items, $scene_cogs COGs, catalog.json, items.parquet"
 echo "(browse pages: demo/ingest/index.html; failure records: demo/ingest/_state/ingest/failed/)"
-for s in $status $hls_status $samples_status $ingest_status; do [ "$s" -ne 0 ] && exit "$s"; done
+for s in $status $hls_status $samples_status $ingest_status $datacube_status $causemos_status; do [ "$s" -ne 0 ] && exit "$s"; done
 exit 0

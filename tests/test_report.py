@@ -9,6 +9,7 @@ import json
 import math
 import os
 import posixpath
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -610,3 +611,206 @@ def _axis_of(project: Project, pid: str) -> tuple[float, float]:
     reports = [report.collect(project, p) for p in report._ordered(project.plots_of(pid))]
     ctx = report._Context.of(project, pid, reports)
     return ctx.t0, ctx.t1
+
+
+# ---- the pages' content, computed here from the files on disk -------------------------------
+BAND_NAMES = ("blue", "green", "red", "nir", "swir1", "swir2")
+
+
+def _bands_of(row: dict[str, str]) -> list[int]:
+    return [int(row[b]) for b in BAND_NAMES]
+
+
+def _snow_like(row: dict[str, str]) -> bool:
+    """qa 0 with NDSI >= 0.4 and bright nir and green (the report's snow hint)."""
+    blue, green, red, nir, swir1, swir2 = _bands_of(row)
+    if row["qa"] == "1" or -2000 in (blue, green, red, nir, swir1, swir2) or green + swir1 <= 0:
+        return False
+    return (green - swir1) / (green + swir1) >= 0.4 and nir > 1100 and green > 1000
+
+
+def _nd(row: dict[str, str], a: str, b: str) -> float | None:
+    """A normalized difference of two bands; None where the report leaves it out."""
+    values = _bands_of(row)
+    x, y = int(row[a]), int(row[b])
+    if -2000 in values or x < 0 or y < 0 or x + y == 0:
+        return None
+    return (x - y) / (x + y)
+
+
+def test_plot_pages_navigate_in_plot_order_and_count_from_disk(run, small_archive):
+    project_dir = run["dir"]
+    for pid in run["written"]:
+        ids = sorted(plot_ids_of(small_archive.plot_file, pid))
+        for i, plot_id in enumerate(ids):
+            root = parse_html(project_dir / report.plot_page(pid, plot_id))
+            for name, label, j in (("prev", "← previous", i - 1), ("next", "next →", i + 1)):
+                links = root.find_all("a", id=name)
+                if 0 <= j < len(ids):
+                    (a,) = links
+                    assert (a.attrs["href"], a.text(), a.attrs["title"]) == (
+                        f"plot_{ids[j]}.html",
+                        label,
+                        f"plot {ids[j]}",
+                    )
+                else:  # first or last plot: a greyed label, no link
+                    assert not links and label in [s.text() for s in root.find_all("span", cls="off")]
+            (up,) = root.find_all("a", id="up")
+            assert (up.attrs["href"], up.text()) == ("index.html", f"project {pid}")
+            truth = disk_truth(project_dir, pid, plot_id)
+            cards = {
+                c.find_all("span")[0].text(): c.find_all("b")[0].text()
+                for c in root.find_all("div", cls="card")
+            }
+            assert cards == {
+                "in catalogue": str(truth["written"] + truth["fill"]),
+                "written": str(truth["written"]),
+                "skipped for fill": str(truth["fill"]),
+                "cloudy (qa 1)": str(truth["cloudy"]),
+                "snow? (qa 0)": str(sum(_snow_like(r) for r in truth["rows"].values())),
+                "failed": "0",
+                "pending": "0",
+                "unusable items": "0",
+            }
+            assert ("warn" in root.find_all("div", cls="card")[3].classes) == (truth["cloudy"] > 0)
+
+
+def test_observation_table_rows_are_the_csv_rows(run, small_archive):
+    """Every written observation is a table row whose cells are its CSV values (and NBR,
+    NDVI computed here), in date order, each with a link to its CSV."""
+    project_dir = run["dir"]
+    checked = 0
+    for pid in run["written"]:
+        for plot_id in plot_ids_of(small_archive.plot_file, pid):
+            truth = disk_truth(project_dir, pid, plot_id)
+            page = project_dir / report.plot_page(pid, plot_id)
+            trs = parse_html(page).find_all("tr", cls="obs")
+            assert [tr.attrs["data-key"] for tr in trs] == truth["keys"]
+            for tr in trs:
+                row = truth["rows"][tr.attrs["data-key"]]
+                cells = [td.text() for td in tr.find_all("td")]
+                flag = "cloudy" if row["qa"] == "1" else ("snow?" if _snow_like(row) else "")
+                nbr, ndvi = _nd(row, "nir", "swir2"), _nd(row, "nir", "red")
+                assert cells[:12] == [
+                    row["date"][:10], f"{int(row['doy']):03d}", row["sensor"], row["hv"], row["qa"], flag,
+                    *(str(v) for v in _bands_of(row)),
+                ]  # fmt: skip
+                assert cells[12:14] == ["–" if v is None else f"{v:.3f}" for v in (nbr, ndvi)]
+                tc = tasseled_cap(np.array(_bands_of(row), dtype=np.int16).reshape(6, 1, 1))[:, 0, 0]
+                for text, value in zip(cells[14:17], tc, strict=True):
+                    if -2000 in _bands_of(row):  # a fill band: no index
+                        assert text == "–"
+                    else:
+                        assert abs(float(text) - float(value)) <= 0.5 + 1e-6, (text, value)
+                assert cells[17] == "csv"
+                (a,) = tr.find_all("a")
+                assert (
+                    resolve(page, a.attrs["href"]).name
+                    == f"{plot_id}_spectral_files_set_{tr.attrs['data-key']}.csv"
+                )
+                checked += 1
+    assert checked > 20
+
+
+def test_index_sparklines_draw_each_plots_nbr(run, small_archive):
+    """Each index row ends in an inline SVG of the plot's NBR: a line through its clear
+    observations, a red dot per cloudy one, all inside the drawing."""
+    project_dir = run["dir"]
+    for pid in run["written"]:
+        index = parse_html(project_dir / report.report_index(pid))
+        for tr in index.find_all("tr", cls="plot"):
+            truth = disk_truth(project_dir, pid, tr.attrs["data-plot"])
+            rows = truth["rows"].values()
+            clear = [
+                r for r in rows if r["qa"] != "1" and not _snow_like(r) and _nd(r, "nir", "swir2") is not None
+            ]
+            cloudy = [r for r in rows if r["qa"] == "1" and _nd(r, "nir", "swir2") is not None]
+            (svg,) = tr.find_all("svg", cls="spark")
+            assert (svg.attrs["width"], svg.attrs["height"], svg.attrs["viewbox"]) == (
+                "220",
+                "30",
+                "0 0 220 30",
+            )
+            lines = svg.find_all("polyline")
+            if len(clear) < 2:
+                assert not lines
+            if lines:
+                points = [tuple(map(int, p.split(","))) for p in lines[0].attrs["points"].split()]
+                assert 2 <= len(points) <= len(clear)
+                assert all(0 <= x <= 220 and 0 <= y <= 30 for x, y in points)
+            kinds = {p.attrs["class"] for p in svg.find_all("path")} - {"zero"}
+            assert ("clear" in kinds) == bool(clear) and ("cloudy" in kinds) == bool(cloudy)
+
+
+def test_top_index_shows_each_projects_summary(run):
+    project_dir = run["dir"]
+    root = parse_html(project_dir / report.top_index())
+    rows = root.find_all("tr", cls="project")
+    assert len(rows) == len(run["written"])
+    for tr in rows:
+        pid = tr.attrs["data-project"]
+        doc = json.loads((project_dir / report.report_summary(pid)).read_text())
+        columns = (
+            "plots",
+            "plots_complete",
+            "plots_failed",
+            "written",
+            "fill",
+            "cloudy",
+            "failed",
+            "unusable",
+        )
+        assert [td.text() for td in tr.find_all("td")] == [
+            pid,
+            *(str(doc[k]) for k in columns),
+            doc["generated"],
+        ]
+
+
+def test_pages_are_built_on_the_shared_frame_and_autoescaped(run, small_archive, tmp_path):
+    """The pages come from the report frame's templates (autoescaped): text from the
+    catalogue or a failure that looks like markup is shown as text, never run."""
+    project_dir = tmp_path / "project"
+    shutil.copytree(run["dir"], project_dir)
+    pid = "1001"
+    plot_id = plot_ids_of(small_archive.plot_file, pid)[0]
+    item = UnusableItem(
+        "landsat-c2ard-sr",
+        '<img src=x onerror="alert(1)">',
+        "<script>alert('reason')</script> & more",
+        "line 7",
+    )
+    error = '<script>alert("error")</script>'
+    record = FailureRecord(failed=[], unusable=[item], context={"project_id": pid, "plot_id": plot_id})
+    write_record(Store(str(project_dir)), layout.failure_record(pid, plot_id), record)
+    doc = json.loads((project_dir / layout.failure_record(pid, plot_id)).read_text())
+    key = disk_truth(project_dir, pid, plot_id)["keys"][0]
+    doc["failed"] = [{"key": key, "targets": [], "error": error, "attempts": 1}]
+    (project_dir / layout.failure_record(pid, plot_id)).write_text(json.dumps(doc))
+    report.write_report(make_project(small_archive, project_dir), pid)
+
+    page = project_dir / report.plot_page(pid, plot_id)
+    root = parse_html(page)
+    assert len(root.find_all("script")) == 1  # the page's own
+    assert not [i for i in root.find_all("img") if i.attrs.get("src") == "x"]
+    (li,) = root.find_all("ul", id="unusable")[0].find_all("li")
+    assert [li.find_all("b")[0].text(), li.find_all("code")[0].text()] == [item.id, item.describe()]
+    assert root.find_all("ul", id="failed")[0].find_all("code")[0].text() == error
+    for html_page in (project_dir / "report").rglob("*.html"):
+        root = parse_html(html_page)
+        (meta,) = [m for m in root.find_all("meta") if m.attrs.get("name") == "generator"]
+        assert meta.attrs["content"] == "pipeline.timesync.report"
+        assert len(root.find_all("style")) == 1 and len(root.find_all("header", cls="top")) == 1
+        assert len(root.find_all("main")) == 1
+    # the markup is in the templates, not in the module
+    source = Path(report.__file__).read_text()
+    assert not re.findall(r"<(?:td|tr|th|div|span|table|a|p|svg|path|h\d|ul|li|img|figure)\b", source)
+
+
+def test_frame_blocks_leave_other_pages_unchanged():
+    """The blocks TimeSync fills (style, scripts) render the frame's own defaults elsewhere."""
+    from pipeline import report as frame
+
+    page = frame.render("base.html", title="t", generator="g")
+    assert "<script" not in page and "</main>\n</body></html>" in page
+    assert "body{font:14px/1.4 system-ui,sans-serif;" in page and "<style>\nbody{" in page

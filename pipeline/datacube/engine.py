@@ -338,10 +338,13 @@ def chip_geotiff(bands: npt.NDArray[np.float32], epsg: int, transform: Sequence[
 
     count, rows, cols = bands.shape
     block = max(16, min(MAX_BLOCK, cols - cols % 16))
+    # DEFLATE level 1, not GDAL's default 6: the compression was the largest cost of a chip
+    # (0.32 s CPU of ~0.45 s for a 512 px chip at level 6, 0.105 s at level 1, for 4 % more
+    # bytes; the floating-point predictor keeps the files small).
     profile = {
         "driver": "GTiff", "width": cols, "height": rows, "count": count, "dtype": "float32",
         "crs": CRS.from_epsg(epsg), "transform": Affine(*transform[:6]), "tiled": True,
-        "blockxsize": block, "blockysize": block, "compress": "DEFLATE", "predictor": 3,
+        "blockxsize": block, "blockysize": block, "compress": "DEFLATE", "predictor": 3, "zlevel": 1,
     }  # fmt: skip
     with MemoryFile() as mem:
         with mem.open(**profile) as dst:

@@ -19,6 +19,12 @@ rasters and chips are never read. Every link is relative (e.g.
 ``../../prj_1001/b743/plot_001/plot_001_2002_172.png``), so the report works from the file
 system and from a downloaded or synced copy of an S3 project. Pages are self-contained:
 inline CSS and plain JavaScript, no external assets.
+
+This module computes what the pages show (``index_context``, ``plot_context``,
+``top_context``); the markup is in the Jinja2 templates of the shared report frame
+(:mod:`pipeline.report`): ``timesync_index.html``, ``timesync_plot.html`` and
+``timesync_top.html`` on ``timesync_page.html`` (the base page with TimeSync's stylesheet),
+autoescaped.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import argparse
 import csv
 import functools
 import hashlib
-import html
 import io
 import itertools
 import json
@@ -43,6 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from pipeline import report as report_frame
 from pipeline.errors import PipelineError
 from pipeline.failures import UnusableItem, unique_items
 from pipeline.timesync import layout
@@ -759,22 +765,44 @@ def _figure_frame() -> tuple[Any, Any]:
     return frame
 
 
-# ---- HTML ---------------------------------------------------------------------------------
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+# ---- HTML: the data of each page (the markup is in pipeline/report/templates/timesync_*.html) ----
+GENERATOR = "pipeline.timesync.report"
+DROP_MARK = 0.3  # an NBR drop this large is printed bold: a likely disturbance to check
+CHIP_SIZES = ("s", "m", "l", "xl")  # the filmstrip's size buttons (pixels in the page script)
+INDEX_LABELS_SHORT = ("NBR", "NDVI", "TCB", "TCG", "TCW")  # observation table headers
+INDEX_DIGITS = {"nbr": 3, "ndvi": 3, "tcb": 0, "tcg": 0, "tcw": 0}
+TOP_COLUMNS = ("plots", "plots_complete", "plots_failed", "written", "fill", "cloudy", "failed", "unusable")
 
 
 def _num(value: float, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}"
+    """A table number: fixed decimals, an en dash for a missing (NaN) value."""
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def sparkline(rep: PlotReport, ctx: _Context, width: int = 220, height: int = 30) -> str:
-    """An inline SVG of NBR over the project's years: clear observations joined (with dots),
-    cloudy ones red dots, snow-like ones light blue dots. Whole-pixel coordinates with
-    repeats dropped, and one path per kind of dot, so a plot with hundreds of observations
-    stays a few kilobytes."""
+@dataclass(frozen=True)
+class Card:
+    """A figure in the row of cards at the top of a page; ``tone`` is "", "warn" or "bad"."""
+
+    label: str
+    value: int | str
+    tone: str = ""
+
+
+@dataclass(frozen=True)
+class Sparkline:
+    """The geometry of a plot's NBR sparkline, in whole SVG pixels (the index template draws it)."""
+
+    width: int
+    height: int
+    zero_y: int | None  # the NBR = 0 line, when the scale spans 0
+    line: str  # polyline points of the clear observations ("" when fewer than two)
+    dots: list[tuple[str, str]]  # (kind, path data): "clear", "cloudy", "snow"; kinds without a dot left out
+
+
+def sparkline(rep: PlotReport, ctx: _Context, width: int = 220, height: int = 30) -> Sparkline:
+    """NBR over the project's years: clear observations joined (with dots), cloudy ones red
+    dots, snow-like ones light blue dots. Whole-pixel coordinates with repeats dropped, and
+    one path per kind of dot, so a plot with hundreds of observations stays a few kilobytes."""
     span = max(ctx.t1 - ctx.t0, 1e-9)
     rng = max(ctx.nbr_hi - ctx.nbr_lo, 1e-9)
 
@@ -784,474 +812,261 @@ def sparkline(rep: PlotReport, ctx: _Context, width: int = 220, height: int = 30
             height - 2 - (v - ctx.nbr_lo) / rng * (height - 4)
         )
 
-    def dots(points: list[tuple[int, int]], cls: str) -> str:
-        unique = list(dict.fromkeys(points))
-        return (
-            f'<path class="{cls}" d="' + "".join(f"M{x} {y}h0" for x, y in unique) + '"/>' if unique else ""
-        )
-
-    parts = [
-        f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="NBR over time">'
-    ]
-    if ctx.nbr_lo < 0 < ctx.nbr_hi:
-        _, y0 = xy(ctx.t0, 0.0)
-        parts.append(f'<path class="zero" d="M0 {y0}H{width}"/>')
+    zero_y = xy(ctx.t0, 0.0)[1] if ctx.nbr_lo < 0 < ctx.nbr_hi else None
     line = [xy(t, v) for t, v in rep.clear_nbr()]
     line = [p for i, p in enumerate(line) if i == 0 or p != line[i - 1]]
-    if len(line) > 1:
-        parts.append('<polyline points="' + " ".join(f"{x},{y}" for x, y in line) + '"/>')
-    parts.append(dots(line, "clear"))
     others = [(o, o.indices["nbr"]) for o in rep.rows if not o.clear]
-    parts.append(dots([xy(o.t, v) for o, v in others if o.cloudy and not math.isnan(v)], "cloudy"))
-    parts.append(dots([xy(o.t, v) for o, v in others if o.snow and not math.isnan(v)], "snow"))
-    parts.append("</svg>")
-    return "".join(parts)
+    dots = {
+        "clear": line,
+        "cloudy": [xy(o.t, v) for o, v in others if o.cloudy and not math.isnan(v)],
+        "snow": [xy(o.t, v) for o, v in others if o.snow and not math.isnan(v)],
+    }
+    return Sparkline(
+        width, height, zero_y,
+        line=" ".join(f"{x},{y}" for x, y in line) if len(line) > 1 else "",
+        dots=[
+            (kind, "".join(f"M{x} {y}h0" for x, y in dict.fromkeys(points)))
+            for kind, points in dots.items() if points
+        ],
+    )  # fmt: skip
 
 
-_CSS = """
-:root{--fg:#212529;--muted:#6c757d;--line:#dee2e6;--bg:#f8f9fa;--accent:#1864ab;--cloud:#e03131;--warn:#f08c00;--ok:#2b8a3e}
-*{box-sizing:border-box}
-body{margin:0;font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:#fff}
-header.top{background:#1f2933;color:#fff;padding:10px 20px;display:flex;align-items:baseline;gap:18px;flex-wrap:wrap}
-header.top h1{font-size:17px;margin:0;font-weight:600}
-header.top .crumbs a{color:#a5d8ff;text-decoration:none}
-header.top .meta{color:#adb5bd;font-size:12px;margin-left:auto}
-main{padding:14px 20px 40px}
-a{color:var(--accent)}
-h2{font-size:15px;margin:22px 0 8px;font-weight:600}
-.cards{display:flex;gap:10px;flex-wrap:wrap;margin:4px 0 12px}
-.card{border:1px solid var(--line);border-radius:6px;padding:6px 12px;min-width:104px;background:var(--bg)}
-.card b{display:block;font-size:19px;font-weight:600}
-.card span{color:var(--muted);font-size:11px;text-transform:uppercase;letter-spacing:.04em}
-.card.bad b{color:var(--cloud)} .card.warn b{color:var(--warn)}
-.toolbar{display:flex;gap:12px;align-items:center;flex-wrap:wrap;margin:8px 0;color:var(--muted)}
-.toolbar input[type=search]{padding:4px 8px;border:1px solid var(--line);border-radius:4px;min-width:220px}
-table.grid{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-table.grid th,table.grid td{padding:3px 8px;border-bottom:1px solid #edf0f2;text-align:right;white-space:nowrap}
-table.grid th{position:sticky;top:0;background:#f1f3f5;font-weight:600;font-size:12px;border-bottom:1px solid var(--line);z-index:1}
-table.grid th.sortable{cursor:pointer;user-select:none}
-table.grid th.sortable:after{content:" ⇅";color:#adb5bd;font-size:10px}
-table.grid th[aria-sort=ascending]:after{content:" ▲";color:var(--accent)}
-table.grid th[aria-sort=descending]:after{content:" ▼";color:var(--accent)}
-table.grid td.l,table.grid th.l{text-align:left}
-table.grid tbody tr:nth-child(even){background:#fafbfc}
-table.grid tbody tr:hover{background:#e7f5ff}
-table.grid tbody tr.plot{cursor:pointer}
-table.grid tbody tr.plot[data-problem="1"] td:first-child{box-shadow:inset 3px 0 0 #e03131}
-td.zero{color:#ced4da}
-td.hot{color:var(--cloud);font-weight:600}
-td.strong{font-weight:700} td .sub{color:var(--muted);font-weight:400;font-size:11px}
-.pill{display:inline-block;padding:0 7px;border-radius:9px;font-size:11px;font-weight:600;line-height:17px}
-.pill.complete{background:#d3f9d8;color:#2b8a3e}.pill.failed{background:#ffe3e3;color:#c92a2a}.pill.incomplete{background:#fff3bf;color:#e67700}
-svg.spark{display:block}
-svg.spark polyline{fill:none;stroke:#0b7285;stroke-width:1.3;stroke-linejoin:round}
-svg.spark path{stroke-linecap:round;fill:none}
-svg.spark path.clear{stroke:#0b7285;stroke-width:2.6}
-svg.spark path.cloudy{stroke:var(--cloud);stroke-width:3.8}
-svg.spark path.snow{stroke:#74c0fc;stroke-width:3.8}
-svg.spark path.zero{stroke:#dee2e6;stroke-width:1}
-.legend{color:var(--muted);font-size:12px}
-.dot{display:inline-block;width:8px;height:8px;border-radius:50%;vertical-align:middle;margin:0 3px 0 8px}
-.seg{display:inline-flex;border:1px solid #adb5bd;border-radius:5px;overflow:hidden}
-.seg button{border:0;background:#fff;padding:4px 11px;font:inherit;cursor:pointer;border-right:1px solid #dee2e6}
-.seg button:last-child{border-right:0}
-.seg button[aria-pressed=true]{background:var(--accent);color:#fff}
-.filmstrip{display:flex;flex-wrap:wrap;gap:12px 16px;align-items:flex-start}
-.filmstrip .year{display:flex;flex-wrap:wrap;gap:6px;align-items:stretch}
-.filmstrip .yr{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:700;color:#343a40;font-size:12px;border-right:3px solid #adb5bd;padding:4px 2px;text-align:right}
-figure.chip{position:relative;margin:0;width:calc(var(--chip) + 6px);padding:2px;border:1px solid var(--line);border-radius:5px;background:#fff}
-figure.chip:hover{border-color:var(--accent)}
-figure.chip .frame{display:block;width:var(--chip);height:var(--chip);background:#000;line-height:0;position:relative}
-figure.chip img{width:100%;height:100%;display:block}
-.big figure.chip img{image-rendering:pixelated}
-figure.chip .frame:after{content:"";position:absolute;left:50%;top:50%;width:9px;height:9px;margin:-5px 0 0 -5px;border:1px solid #ffd43b;box-shadow:0 0 0 1px rgba(0,0,0,.55);pointer-events:none}
-.nomark figure.chip .frame:after{display:none}
-figure.chip.cloudy{border:2px solid var(--cloud);padding:1px;background:#fff5f5}
-figure.chip.snow{border:2px solid #74c0fc;padding:1px}
-figure.chip .badge{position:absolute;top:6px;left:6px;background:var(--cloud);color:#fff;font:700 10px/1 system-ui,sans-serif;padding:3px 5px;border-radius:3px;letter-spacing:.04em;pointer-events:none}
-figure.chip .badge.snow{background:#1c7ed6}
-figure.chip .badge.fillband{left:auto;right:6px;background:#495057}
-figure.chip figcaption{padding:3px 2px 0;font-size:11.5px;line-height:1.35}
-figure.chip figcaption .d{display:flex;justify-content:space-between;gap:4px}
-figure.chip figcaption b{font-weight:600}
-figure.chip figcaption .sub{color:var(--muted)}
-figure.chip figcaption .files a{margin-left:4px;color:var(--muted);font-size:10.5px}
-.flag{display:inline-block;padding:0 5px;border-radius:3px;font-size:10.5px;font-weight:700;color:#fff}
-.flag.cloud{background:var(--cloud)} .flag.snow{background:#1c7ed6}
-table.obs tr.snow td{background:#e7f5ff}
-.hidecloudy figure.chip.cloudy{display:none}
-.figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px}
-table.obs td.cloudyq{color:var(--cloud);font-weight:700}
-table.obs tr.cloudy td{background:#fff5f5}
-table.obs td.fill{color:#868e96;text-decoration:line-through}
-.nav{display:flex;gap:14px;align-items:center;margin-left:auto}
-.nav a{color:#e9ecef;text-decoration:none;border:1px solid #495057;border-radius:4px;padding:2px 9px}
-.nav a:hover{background:#343a40}
-.nav .off{color:#6c757d;border:1px solid #343a40;border-radius:4px;padding:2px 9px}
-.note{color:var(--muted)}
-ul.fail{margin:4px 0;padding-left:18px} ul.fail li{margin:2px 0} ul.fail code{color:#c92a2a}
-.keys{font-size:11px;color:var(--muted)}
-kbd{border:1px solid #ced4da;border-bottom-width:2px;border-radius:3px;padding:0 4px;font-size:11px;background:#f8f9fa}
-"""
+@dataclass(frozen=True)
+class CountCell:
+    """A count column of the index table; ``tone`` "zero" greys a 0, "hot" marks a problem."""
 
-_INDEX_JS = """
-(function(){
-  var table=document.getElementById('plots'), body=table.tBodies[0];
-  var heads=table.tHead.rows[0].cells;
-  function val(row,i,num){var c=row.cells[i],v=c.getAttribute('data-v');if(v===null)v=c.textContent.trim();
-    if(!num)return v;var n=parseFloat(v);return isNaN(n)?null:n;}
-  Array.prototype.forEach.call(heads,function(th,i){
-    if(!th.classList.contains('sortable'))return;
-    th.addEventListener('click',function(){
-      var asc=th.getAttribute('aria-sort')!=='ascending', num=th.getAttribute('data-type')==='num';
-      Array.prototype.forEach.call(heads,function(h){h.removeAttribute('aria-sort');});
-      th.setAttribute('aria-sort',asc?'ascending':'descending');
-      var rows=Array.prototype.slice.call(body.rows);
-      rows.sort(function(a,b){var x=val(a,i,num),y=val(b,i,num);
-        if(x===null&&y===null)return 0;if(x===null)return 1;if(y===null)return -1;
-        var r=num?x-y:String(x).localeCompare(String(y),undefined,{numeric:true});return asc?r:-r;});
-      rows.forEach(function(r){body.appendChild(r);});
-    });
-  });
-  var q=document.getElementById('filter'), prob=document.getElementById('problems'), shown=document.getElementById('shown');
-  function apply(){var t=q.value.trim().toLowerCase(),n=0;
-    Array.prototype.forEach.call(body.rows,function(r){
-      var ok=(!t||r.getAttribute('data-search').indexOf(t)>=0)&&(!prob.checked||r.getAttribute('data-problem')==='1');
-      r.hidden=!ok;if(ok)n++;});
-    shown.textContent=n;}
-  q.addEventListener('input',apply);prob.addEventListener('change',apply);
-  Array.prototype.forEach.call(body.rows,function(r){r.addEventListener('click',function(e){
-    if(e.target.closest('a'))return;window.location.href=r.getAttribute('data-href');});});
-})();
-"""
-
-_PLOT_JS = """
-(function(){
-  var KINDS=['b743','tc','b432'], SIZES={s:96,m:160,l:255,xl:510}, store={};
-  try{store=window.localStorage||{};}catch(e){}
-  function get(k,d){try{return store.getItem?store.getItem(k)||d:d;}catch(e){return d;}}
-  function put(k,v){try{if(store.setItem)store.setItem(k,v);}catch(e){}}
-  var strip=document.getElementById('filmstrip');
-  function setKind(kind){
-    Array.prototype.forEach.call(strip.querySelectorAll('img[data-b743]'),function(img){
-      var src=img.getAttribute('data-'+kind);img.src=src;img.parentNode.href=src;
-      img.alt=img.alt.replace(/(b743|tc|b432)$/,kind);});
-    Array.prototype.forEach.call(document.querySelectorAll('#kinds button'),function(b){
-      b.setAttribute('aria-pressed',String(b.getAttribute('data-kind')===kind));});
-    strip.setAttribute('data-kind',kind);put('timesync-report-kind',kind);}
-  function setSize(size){strip.style.setProperty('--chip',SIZES[size]+'px');
-    strip.classList.toggle('big',SIZES[size]>255);
-    Array.prototype.forEach.call(document.querySelectorAll('#sizes button'),function(b){
-      b.setAttribute('aria-pressed',String(b.getAttribute('data-size')===size));});
-    put('timesync-report-size',size);}
-  Array.prototype.forEach.call(document.querySelectorAll('#kinds button'),function(b){
-    b.addEventListener('click',function(){setKind(b.getAttribute('data-kind'));});});
-  Array.prototype.forEach.call(document.querySelectorAll('#sizes button'),function(b){
-    b.addEventListener('click',function(){setSize(b.getAttribute('data-size'));});});
-  var hc=document.getElementById('hidecloudy'),mk=document.getElementById('marker');
-  hc.addEventListener('change',function(){strip.classList.toggle('hidecloudy',hc.checked);});
-  mk.addEventListener('change',function(){strip.classList.toggle('nomark',!mk.checked);});
-  var k=get('timesync-report-kind','b743');if(k!=='b743'&&KINDS.indexOf(k)>=0)setKind(k);
-  var s=get('timesync-report-size','m');if(s!=='m'&&SIZES[s])setSize(s);
-  document.addEventListener('keydown',function(e){
-    if(e.target.tagName==='INPUT'||e.ctrlKey||e.metaKey||e.altKey)return;
-    var i='123'.indexOf(e.key);if(i>=0){setKind(KINDS[i]);return;}
-    var nav={ArrowLeft:'prev',ArrowRight:'next',u:'up'}[e.key];
-    if(nav){var a=document.getElementById(nav);if(a&&a.href)window.location.href=a.href;}
-  });
-})();
-"""
+    col: str
+    n: int
+    tone: str
 
 
-def _page(title: str, header: str, body: str, script: str = "") -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="generator" content="pipeline.timesync.report">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-        f'<header class="top">{header}</header>\n<main>\n{body}\n</main>\n'
-        + (f"<script>{script}</script>\n" if script else "")
-        + "</body></html>\n"
-    )
+def _count(col: str, n: int, hot: bool = False) -> CountCell:
+    return CountCell(col, n, "zero" if n == 0 else ("hot" if hot else ""))
 
 
-def _cards(items: list[tuple[str, Any, str]]) -> str:
-    return (
-        '<div class="cards">'
-        + "".join(f'<div class="card {cls}"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for k, v, cls in items)
-        + "</div>"
-    )
+@dataclass(frozen=True)
+class Drop:
+    """The largest NBR drop of a plot as the index shows it (bold from DROP_MARK)."""
+
+    text: str  # 2 decimals
+    sort: str  # 4 decimals, what the column sorts by
+    year: int
+    strong: bool
 
 
-def index_html(reports: list[PlotReport], ctx: _Context) -> str:
+@dataclass(frozen=True)
+class IndexRow:
+    plot_id: str
+    href: str
+    search: str  # what the filter box matches (lower case)
+    problem: bool
+    status: str
+    hv: str
+    counts: list[CountCell]
+    first: str  # year, "" when the plot has no written observation
+    last: str
+    drop: Drop | None
+    spark: Sparkline
+
+
+def index_context(reports: list[PlotReport], ctx: _Context) -> dict[str, Any]:
+    """What the project's index page shows (template timesync_index.html)."""
     pid = ctx.project_id
     page = report_index(pid)
     s = ctx.summary()
     years = f"{s['first_year']}–{s['last_year']}" if s["first_year"] is not None else "–"
-    header = (
-        f'<h1>TimeSync QA · project {_e(pid)}</h1><span class="crumbs"><a href="../index.html">all projects</a></span>'
-        f'<span class="meta">{_e(ctx.project.store.url)} · generated {_e(ctx.generated)}</span>'
-    )
-    cards = _cards([
-        ("plots", s["plots"], ""),
-        ("complete", s["plots_complete"], ""),
-        ("plots with failures", s["plots_failed"], "bad" if s["plots_failed"] else ""),
-        ("incomplete", s["plots_incomplete"], "warn" if s["plots_incomplete"] else ""),
-        ("observations written", s["written"], ""),
-        ("skipped for fill", s["fill"], ""),
-        ("cloudy (qa 1)", s["cloudy"], "warn" if s["cloudy"] else ""),
-        ("snow? (qa 0)", s["snow"], ""),
-        ("failed", s["failed"], "bad" if s["failed"] else ""),
-        ("unusable catalogue items", s["unusable"], "bad" if s["unusable"] else ""),
-        ("years", years, ""),
-    ])  # fmt: skip
+    cards = [
+        Card("plots", s["plots"]),
+        Card("complete", s["plots_complete"]),
+        Card("plots with failures", s["plots_failed"], "bad" if s["plots_failed"] else ""),
+        Card("incomplete", s["plots_incomplete"], "warn" if s["plots_incomplete"] else ""),
+        Card("observations written", s["written"]),
+        Card("skipped for fill", s["fill"]),
+        Card("cloudy (qa 1)", s["cloudy"], "warn" if s["cloudy"] else ""),
+        Card("snow? (qa 0)", s["snow"]),
+        Card("failed", s["failed"], "bad" if s["failed"] else ""),
+        Card("unusable catalogue items", s["unusable"], "bad" if s["unusable"] else ""),
+        Card("years", years),
+    ]
     rows = []
     for r in reports:
-        href = rel_link(page, plot_page(pid, r.plot_id))
         drop = r.nbr_drop
-        problem = r.problem
-        search = f"{r.plot_id} {r.status} {r.hv}".lower()
         rows.append(
-            f'<tr class="plot" data-plot="{_e(r.plot_id)}" data-href="{href}" data-search="{_e(search)}" data-problem="{int(problem)}">'
-            f'<td class="l"><a href="{href}">{_e(r.plot_id)}</a></td>'
-            f'<td class="l" data-col="status" data-v="{_e(r.status)}"><span class="pill {r.status}">{_e(r.status)}</span></td>'
-            f'<td class="l">{_e(r.hv)}</td>'
-            + _count_td("obs", r.n_catalogue)
-            + _count_td("written", len(r.rows))
-            + _count_td("fill", len(r.fill))
-            + _count_td("cloudy", r.cloudy)
-            + _count_td("snow", r.snow)
-            + _count_td("failed", len(r.failed), hot=True)
-            + _count_td("pending", len(r.pending), hot=True)
-            + _count_td("unusable", len(r.unusable), hot=True)
-            + f'<td data-col="first" data-v="{_opt(r.first_year)}">{_opt(r.first_year, "–")}</td>'
-            f'<td data-col="last" data-v="{_opt(r.last_year)}">{_opt(r.last_year, "–")}</td>'
-            + _drop_td(drop)
-            + f'<td class="l">{sparkline(r, ctx)}</td></tr>'
-        )
-    ingest = (
-        '<p class="note">Ingest files for the TimeSync server: '
-        + ", ".join(f'<a href="{rel_link(page, n)}">{_e(n[:4])}</a>' for n in ctx.ingest)
-        + "</p>"
-        if ctx.ingest
-        else '<p class="note">No ingest files yet (they are written once every plot of the project is done).</p>'
-    )
-    legend = (
-        f'<span class="legend">NBR {ctx.t0}–{ctx.t1}, scale {ctx.nbr_lo:.2f} to {ctx.nbr_hi:.2f}:'
-        '<span class="dot" style="background:#0b7285"></span>clear<span class="dot" style="background:#e03131"></span>cloudy'
-        '<span class="dot" style="background:#74c0fc"></span>snow?</span>'
-    )
-    body = f"""{cards}
-<div class="toolbar"><input type="search" id="filter" placeholder="filter: plot id, status, tile" aria-label="filter plots">
-<label><input type="checkbox" id="problems"> only plots with failures, missing observations or unusable items</label>
-<span><b id="shown">{len(reports)}</b> of {len(reports)} plots shown</span>{legend}</div>
-<table class="grid" id="plots"><thead><tr>
-<th class="l sortable" data-type="text">plot</th><th class="l sortable" data-type="text">status</th><th class="l sortable" data-type="text">tile hv</th>
-<th class="sortable" data-type="num" title="observations in the catalogue search">obs</th>
-<th class="sortable" data-type="num" title="observations written (CSV and three chips)">written</th>
-<th class="sortable" data-type="num" title="skipped: the plot pixel is fill">fill</th>
-<th class="sortable" data-type="num" title="written with qa = 1 at the plot pixel">cloudy</th>
-<th class="sortable" data-type="num" title="written with qa = 0 but snow-like: NDSI ≥ {SNOW_NDSI}, bright nir and green">snow?</th>
-<th class="sortable" data-type="num" title="failed in the last attempt">failed</th>
-<th class="sortable" data-type="num" title="not yet written, fill or failed">pending</th>
-<th class="sortable" data-type="num" title="catalogue items of the plot's tiles the run could not use">unusable</th>
-<th class="sortable" data-type="num">first</th><th class="sortable" data-type="num">last</th>
-<th class="sortable" data-type="num" title="largest NBR decrease between consecutive clear observations, and the year after it; bold from {DROP_MARK}">NBR drop</th>
-<th class="l">NBR over time</th></tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody></table>
-{ingest}
-<p class="keys">Click a row to open the plot; click a column header to sort. Clear = qa 0 and not snow-like.</p>"""
-    return _page(f"TimeSync QA · project {pid}", header, body, _INDEX_JS)
+            IndexRow(
+                plot_id=r.plot_id, href=rel_link(page, plot_page(pid, r.plot_id)),
+                search=f"{r.plot_id} {r.status} {r.hv}".lower(), problem=r.problem, status=r.status, hv=r.hv,
+                counts=[
+                    _count("obs", r.n_catalogue), _count("written", len(r.rows)), _count("fill", len(r.fill)),
+                    _count("cloudy", r.cloudy), _count("snow", r.snow),
+                    _count("failed", len(r.failed), hot=True), _count("pending", len(r.pending), hot=True),
+                    _count("unusable", len(r.unusable), hot=True),
+                ],
+                first="" if r.first_year is None else str(r.first_year),
+                last="" if r.last_year is None else str(r.last_year),
+                drop=None if drop is None else Drop(f"{drop[0]:.2f}", f"{drop[0]:.4f}", drop[1], drop[0] >= DROP_MARK),
+                spark=sparkline(r, ctx),
+            )
+        )  # fmt: skip
+    return {
+        "title": f"TimeSync QA · project {pid}",
+        "generator": GENERATOR,
+        "project_id": pid,
+        "project_dir": ctx.project.store.url,
+        "generated": ctx.generated,
+        "cards": cards,
+        "rows": rows,
+        "ingest": [(rel_link(page, n), n[:4]) for n in ctx.ingest],
+        "t0": ctx.t0,
+        "t1": ctx.t1,
+        "nbr_lo": f"{ctx.nbr_lo:.2f}",
+        "nbr_hi": f"{ctx.nbr_hi:.2f}",
+        "snow_ndsi": SNOW_NDSI,
+        "drop_mark": DROP_MARK,
+    }
 
 
-DROP_MARK = 0.3  # an NBR drop this large is printed bold: a likely disturbance to check
+def index_html(reports: list[PlotReport], ctx: _Context) -> str:
+    return report_frame.render("timesync_index.html", **index_context(reports, ctx))
 
 
-def _drop_td(drop: tuple[float, int] | None) -> str:
-    if drop is None:
-        return '<td data-col="drop" data-v="">–</td>'
-    value, year = drop
-    text = f'{value:.2f} <span class="sub">{year}</span>'
-    return f'<td data-col="drop" data-v="{value:.4f}" class="{"strong" if value >= DROP_MARK else ""}">{text}</td>'
+@dataclass(frozen=True)
+class Chip:
+    """One observation in the plot page's filmstrip."""
+
+    key: str
+    qa: int
+    cloudy: bool
+    snow: bool
+    fill_band: bool  # a band is fill at the plot pixel
+    src: dict[str, str]  # composite kind -> chip link, in KINDS order
+    day: str
+    sensor: str
+    doy: str  # 3 digits
+    files: list[tuple[str, str]]  # (label, link): the observation's CSV and chips
 
 
-def _count_td(col: str, n: int, hot: bool = False) -> str:
-    cls = "zero" if n == 0 else ("hot" if hot else "")
-    return f'<td class="{cls}" data-col="{col}" data-v="{n}">{n}</td>'
+@dataclass(frozen=True)
+class ObsLine:
+    """One row of the plot page's observation table."""
+
+    key: str
+    cloudy: bool
+    snow: bool
+    day: str
+    doy: str
+    sensor: str
+    hv: str
+    qa: int
+    bands: list[tuple[int, bool]]  # (value, is fill)
+    indices: list[str]  # NBR, NDVI, TCB, TCG, TCW, formatted
+    csv: str
 
 
-def _opt(value: Any, none: str = "") -> str:
-    return none if value is None else str(value)
+@dataclass(frozen=True)
+class Neighbour:
+    """The previous or next plot of the project, for a plot page's navigation."""
+
+    href: str
+    plot_id: str
 
 
-def plot_page_html(rep: PlotReport, ctx: _Context, prev_id: str | None, next_id: str | None) -> str:
+@dataclass(frozen=True)
+class FailedObs:
+    key: str
+    attempts: str
+    error: str
+
+
+def plot_context(rep: PlotReport, ctx: _Context, prev_id: str | None, next_id: str | None) -> dict[str, Any]:
+    """What a plot's page shows (template timesync_plot.html)."""
     pid, plot_id = rep.plot.project_id, rep.plot_id
     page = plot_page(pid, plot_id)
 
     def link(target: str) -> str:
         return rel_link(page, target)
 
-    def nav(name: str, label: str, other: str | None) -> str:
-        if other is None:
-            return f'<span class="off">{label}</span>'
-        return f'<a id="{name}" href="{link(plot_page(pid, other))}" title="plot {_e(other)}">{label}</a>'
-
-    header = (
-        f'<h1>Plot {_e(plot_id)}</h1><span class="crumbs"><a href="../index.html">all projects</a> › '
-        f'<a id="up" href="{link(report_index(pid))}">project {_e(pid)}</a></span>'
-        f'<span class="pill {rep.status}">{_e(rep.status)}</span>'
-        f'<span class="nav">{nav("prev", "← previous", prev_id)}{nav("next", "next →", next_id)}</span>'
-    )
-    facts = _cards([
-        ("in catalogue", rep.n_catalogue, ""),
-        ("written", len(rep.rows), ""),
-        ("skipped for fill", len(rep.fill), ""),
-        ("cloudy (qa 1)", rep.cloudy, "warn" if rep.cloudy else ""),
-        ("snow? (qa 0)", rep.snow, ""),
-        ("failed", len(rep.failed), "bad" if rep.failed else ""),
-        ("pending", len(rep.pending), "warn" if rep.pending else ""),
-        ("unusable items", len(rep.unusable), "bad" if rep.unusable else ""),
-    ])  # fmt: skip
+    cards = [
+        Card("in catalogue", rep.n_catalogue),
+        Card("written", len(rep.rows)),
+        Card("skipped for fill", len(rep.fill)),
+        Card("cloudy (qa 1)", rep.cloudy, "warn" if rep.cloudy else ""),
+        Card("snow? (qa 0)", rep.snow),
+        Card("failed", len(rep.failed), "bad" if rep.failed else ""),
+        Card("pending", len(rep.pending), "warn" if rep.pending else ""),
+        Card("unusable items", len(rep.unusable), "bad" if rep.unusable else ""),
+    ]
     drop = rep.nbr_drop
-    where = (
-        f'<p class="note">x {rep.plot.x}, y {rep.plot.y} (ARD Albers, m) · tile hv {_e(rep.hv or "–")} · '
-        f"sensors {_e(rep.sensors or '–')} · largest NBR drop {'–' if drop is None else f'{drop[0]:.2f} ({drop[1]})'}</p>"
-    )
-    files = []
-    if rep.series:
-        files.append(f'<a href="{link(layout.series_csv(pid, plot_id))}">series CSV</a>')
+    files = [("series CSV", link(layout.series_csv(pid, plot_id)))] if rep.series else []
     if rep.rows:
-        files += [
-            f'<a href="{link(layout.chip_dir(k, pid, plot_id))}/">{k} chips</a>'
-            for k in layout.COMPOSITE_DIRS
-        ]
-    files.append(f'<a href="{link(plot_figure(pid, plot_id))}">trajectory figure</a>')
-    files_html = f'<p class="note">Files: {" · ".join(files)}</p>'
-
-    groups: dict[int, list[str]] = {}
+        files += [(f"{k} chips", link(layout.chip_dir(k, pid, plot_id)) + "/") for k in layout.COMPOSITE_DIRS]
+    files.append(("trajectory figure", link(plot_figure(pid, plot_id))))
+    years: dict[int, list[Chip]] = {}
+    lines = []
     for o in rep.rows:
-        srcs = {k: link(layout.chip_png(k, pid, plot_id, o.key)) for k in KINDS}
-        badges = '<span class="badge">CLOUDY</span>' if o.cloudy else ""
-        if o.snow:
-            badges += '<span class="badge snow" title="qa 0 but snow-like (NDSI ≥ 0.4)">SNOW?</span>'
-        if o.partial_fill:
-            badges += '<span class="badge fillband" title="a band is fill (-2000) at the plot pixel">FILL BAND</span>'
-        data = " ".join(f'data-{k}="{v}"' for k, v in srcs.items())
-        file_links = f'<a href="{link(layout.obs_csv(pid, plot_id, o.key))}">csv</a>' + "".join(
-            f'<a href="{srcs[k]}">{k}</a>' for k in layout.COMPOSITE_DIRS
-        )
-        flags = " cloudy" if o.cloudy else (" snow" if o.snow else "")
-        groups.setdefault(o.year, []).append(
-            f'<figure class="chip{flags}" data-key="{o.key}" data-qa="{o.qa}">'
-            f'<a class="frame" href="{srcs["b743"]}">'
-            f'<img src="{srcs["b743"]}" {data} width="255" height="255" loading="lazy" decoding="async" '
-            f'alt="plot {_e(plot_id)} {o.key} b743"></a>{badges}'
-            f'<figcaption><span class="d"><b>{_e(o.day)}</b><span class="sub">{_e(o.sensor)}</span></span>'
-            f'<span class="d"><span class="sub">doy {o.doy:03d}</span><span class="files">{file_links}</span></span></figcaption></figure>'
-        )
-    strip = "\n".join(
-        f'<div class="year" data-year="{y}"><div class="yr">{y}</div>{"".join(c)}</div>'
-        for y, c in groups.items()
-    )
-    if not strip:
-        strip = '<p class="note">No written observations: nothing to show.</p>'
-    controls = (
-        '<div class="toolbar"><span>composite</span><span class="seg" id="kinds">'
-        + "".join(
-            f'<button type="button" data-kind="{k}" aria-pressed="{str(k == "b743").lower()}" title="key {i + 1}">{k}</button>'
-            for i, k in enumerate(KINDS)
-        )
-        + '</span><span>size</span><span class="seg" id="sizes">'
-        + "".join(
-            f'<button type="button" data-size="{s}" aria-pressed="{str(s == "m").lower()}">{s.upper()}</button>'
-            for s in ("s", "m", "l", "xl")
-        )
-        + '</span><label><input type="checkbox" id="hidecloudy"> hide cloudy</label>'
-        '<label><input type="checkbox" id="marker" checked> plot-pixel marker</label>'
-        '<span class="keys"><kbd>1</kbd><kbd>2</kbd><kbd>3</kbd> composite · <kbd>←</kbd><kbd>→</kbd> plot · <kbd>u</kbd> project</span></div>'
-    )
-    problems = ""
-    if rep.failed:
-        items = "".join(
-            f"<li><b>{_e(f.get('key', '?'))}</b> (attempts: {_e(f.get('attempts', '?'))}): <code>{_e(f.get('error', ''))}</code></li>"
+        src = {k: link(layout.chip_png(k, pid, plot_id, o.key)) for k in KINDS}
+        csv_link = link(layout.obs_csv(pid, plot_id, o.key))
+        years.setdefault(o.year, []).append(
+            Chip(
+                o.key, o.qa, o.cloudy, o.snow, fill_band=o.partial_fill, src=src, day=o.day, sensor=o.sensor,
+                doy=f"{o.doy:03d}", files=[("csv", csv_link), *((k, src[k]) for k in layout.COMPOSITE_DIRS)],
+            )
+        )  # fmt: skip
+        lines.append(
+            ObsLine(
+                o.key, o.cloudy, o.snow, o.day, f"{o.doy:03d}", o.sensor, o.hv, o.qa,
+                bands=[(v, v == FILL_REFLECTANCE) for v in o.values],
+                indices=[_num(o.indices[k], d) for k, d in INDEX_DIGITS.items()], csv=csv_link,
+            )
+        )  # fmt: skip
+    return {
+        "title": f"Plot {plot_id} · project {pid} · TimeSync QA",
+        "generator": GENERATOR,
+        "project_id": pid,
+        "plot_id": plot_id,
+        "status": rep.status,
+        "up": link(report_index(pid)),
+        "prev": None if prev_id is None else Neighbour(link(plot_page(pid, prev_id)), prev_id),
+        "next": None if next_id is None else Neighbour(link(plot_page(pid, next_id)), next_id),
+        "cards": cards,
+        "x": rep.plot.x,
+        "y": rep.plot.y,
+        "hv": rep.hv or "–",
+        "sensors": rep.sensors or "–",
+        "drop": "–" if drop is None else f"{drop[0]:.2f} ({drop[1]})",
+        "files": files,
+        "failed": [
+            FailedObs(str(f.get("key", "?")), str(f.get("attempts", "?")), str(f.get("error", "")))
             for f in rep.failed
-        )
-        problems += (
-            f'<h2>Failed observations ({len(rep.failed)})</h2><ul class="fail" id="failed">{items}</ul>'
-            '<p class="note">Rerun the same pipeline command to retry only these.</p>'
-        )
-    if rep.unusable:
-        items = "".join(
-            f"<li><b>{_e(u.id or '<no id>')}</b>: <code>{_e(u.describe())}</code></li>" for u in rep.unusable
-        )
-        problems += (
-            f'<h2>Catalogue items that could not be used ({len(rep.unusable)})</h2><ul class="fail" id="unusable">{items}</ul>'
-            '<p class="note">Their acquisitions are missing from this plot. Fix the catalogue and rerun the pipeline command: '
-            "the searches are repeated and the items picked up.</p>"
-        )
-    if rep.pending:
-        problems += f'<h2>Not yet written ({len(rep.pending)})</h2><p class="note" id="pending">{_e(", ".join(rep.pending))}</p>'
-    fill = (
-        f'<p class="note" id="fill">Skipped for fill at the plot pixel ({len(rep.fill)}): {_e(", ".join(rep.fill))}</p>'
-        if rep.fill
-        else ""
-    )
-    figure = link(plot_figure(pid, plot_id))
-    explain = (
-        "Lines join clear observations (qa 0); <b>×</b> on a dotted line: cloudy (qa 1); <b>○</b>: snow-like with qa 0 "
-        f"(NDSI ≥ {SNOW_NDSI}); ticks under the last panel: observations without a row (fill, failed, pending). "
-        "NBR = (nir − swir2)/(nir + swir2), NDVI = (nir − red)/(nir + red), left out where a band is negative "
-        "(water, shadow) or fill; tasseled cap from the six bands with the recipe's coefficients. "
-        "The time axis is the project's, the same on every plot page."
-    )
-    body = f"""{facts}{where}{files_html}{problems}
-<h2>Chips ({len(rep.rows)}, by date)</h2>
-{controls}
-<div class="filmstrip" id="filmstrip" data-kind="b743" style="--chip:160px">
-{strip}
-</div>
-<h2>Spectral trajectories</h2>
-<p class="legend">{explain}</p>
-<div class="figure"><a href="{figure}"><img id="trajectories" src="{figure}" alt="spectral trajectories of plot {_e(plot_id)}" width="1080" height="740"></a></div>
-<h2>Observations</h2>
-{fill}
-{_obs_table(rep, link)}"""
-    return _page(f"Plot {plot_id} · project {pid} · TimeSync QA", header, body, _PLOT_JS)
+        ],
+        "unusable": [(u.id or "<no id>", u.describe()) for u in rep.unusable],
+        "pending": rep.pending,
+        "fill": rep.fill,
+        "n_rows": len(rep.rows),
+        "kinds": KINDS,
+        "sizes": CHIP_SIZES,
+        "years": years,
+        "figure": link(plot_figure(pid, plot_id)),
+        "snow_ndsi": SNOW_NDSI,
+        "band_heads": [*BANDS, *INDEX_LABELS_SHORT],
+        "observations": lines,
+    }
 
 
-def _obs_table(rep: PlotReport, link: Callable[[str], str]) -> str:
-    pid, plot_id = rep.plot.project_id, rep.plot_id
-    head = "".join(f"<th>{h}</th>" for h in (*BANDS, "NBR", "NDVI", "TCB", "TCG", "TCW"))
-    rows = []
-    for o in rep.rows:
-        ind = o.indices
-        bands = "".join(f'<td class="{"fill" if v == FILL_REFLECTANCE else ""}">{v}</td>' for v in o.values)
-        idx = "".join(
-            f"<td>{_num(ind[k], 3 if k in ('nbr', 'ndvi') else 0)}</td>"
-            for k in ("nbr", "ndvi", "tcb", "tcg", "tcw")
-        )
-        flag = (
-            '<span class="flag cloud">cloudy</span>'
-            if o.cloudy
-            else ('<span class="flag snow">snow?</span>' if o.snow else "")
-        )
-        rows.append(
-            f'<tr class="obs{" cloudy" if o.cloudy else (" snow" if o.snow else "")}" data-key="{o.key}">'
-            f'<td class="l">{_e(o.day)}</td><td>{o.doy:03d}</td><td class="l">{_e(o.sensor)}</td><td class="l">{_e(o.hv)}</td>'
-            f'<td class="{"cloudyq" if o.cloudy else ""}">{o.qa}</td><td class="l">{flag}</td>{bands}{idx}'
-            f'<td class="l"><a href="{link(layout.obs_csv(pid, plot_id, o.key))}">csv</a></td></tr>'
-        )
-    return (
-        '<table class="grid obs"><thead><tr><th class="l">date</th><th>doy</th><th class="l">sensor</th><th class="l">hv</th><th>qa</th>'
-        f'<th class="l">flag</th>{head}<th class="l">file</th></tr></thead><tbody>\n'
-        + "\n".join(rows)
-        + "\n</tbody></table>"
-    )
+def plot_page_html(rep: PlotReport, ctx: _Context, prev_id: str | None, next_id: str | None) -> str:
+    return report_frame.render("timesync_plot.html", **plot_context(rep, ctx, prev_id, next_id))
 
 
-def top_index_html(project: Project, current: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class TopRow:
+    """A project on the top index; ``cells`` None when its report is not written yet."""
+
+    project_id: str
+    href: str
+    cells: list[str] | None  # TOP_COLUMNS, "–" for a missing figure
+    generated: str
+
+
+def top_context(project: Project, current: dict[str, Any]) -> dict[str, Any]:
     """The projects of the plot file: a link and figures for each whose report exists
     (``current`` is the summary of the project being written)."""
     rows = []
@@ -1264,33 +1079,15 @@ def top_index_html(project: Project, current: dict[str, Any]) -> str:
                 summary = None
         href = rel_link(top_index(), report_index(pid))
         if summary is None:
-            rows.append(
-                f'<tr><td class="l">{_e(pid)}</td><td class="l note" colspan="9">report not written yet</td></tr>'
-            )
+            rows.append(TopRow(pid, href, None, ""))
             continue
+        cells = ["–" if summary.get(k) is None else str(summary.get(k)) for k in TOP_COLUMNS]
+        rows.append(TopRow(pid, href, cells, str(summary.get("generated", "now"))))
+    return {"title": "TimeSync QA", "generator": GENERATOR, "project_dir": project.store.url, "rows": rows}
 
-        def cell(k: str, summary: dict[str, Any] = summary) -> str:
-            v = summary.get(k)
-            return f"<td>{'–' if v is None else _e(v)}</td>"
 
-        rows.append(
-            f'<tr class="project" data-project="{_e(pid)}"><td class="l"><a href="{href}">{_e(pid)}</a></td>'
-            + "".join(
-                cell(k)
-                for k in ("plots", "plots_complete", "plots_failed", "written", "fill", "cloudy", "failed")
-            )
-            + cell("unusable")
-            + f'<td class="l note">{_e(summary.get("generated", "now"))}</td></tr>'
-        )
-    header = f'<h1>TimeSync QA</h1><span class="meta">{_e(project.store.url)}</span>'
-    body = (
-        '<table class="grid" style="width:auto"><thead><tr><th class="l">project</th><th>plots</th><th>complete</th>'
-        "<th>with failures</th><th>written</th><th>fill</th><th>cloudy</th><th>failed</th><th>unusable items</th>"
-        '<th class="l">report generated</th></tr></thead>'
-        "<tbody>" + "".join(rows) + "</tbody></table>"
-        '<p class="note">Figures are those of each project\'s last report; open a project for its plots.</p>'
-    )
-    return _page("TimeSync QA", header, body)
+def top_index_html(project: Project, current: dict[str, Any]) -> str:
+    return report_frame.render("timesync_top.html", **top_context(project, current))
 
 
 # ---- command line -------------------------------------------------------------------------
