@@ -59,3 +59,25 @@ def snapshot(root: Path) -> dict[str, tuple[float, str]]:
 
 def outputs_only(snap: dict[str, tuple[float, str]]) -> dict[str, tuple[float, str]]:
     return {k: v for k, v in snap.items() if not k.startswith(("_state", "report"))}
+
+
+def credentials_only(server) -> dict[str, str]:
+    """A luigi run's environment with only what a user sets for an S3 server: its keys (the
+    endpoint comes from luigi.cfg options on the command line, never from AWS_* variables)."""
+    env = luigi_env(
+        {
+            "AWS_ACCESS_KEY_ID": server.access_key,
+            "AWS_SECRET_ACCESS_KEY": server.secret_key,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    for k in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_S3_ENDPOINT",
+        "AWS_HTTPS",
+        "AWS_VIRTUAL_HOSTING",
+        "AWS_PROFILE",
+    ):
+        env.pop(k, None)
+    return env

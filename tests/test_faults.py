@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests import oracle
-from tests.helpers import luigi_env, run_luigi, timesync_args
+from tests.helpers import credentials_only, run_luigi, timesync_args
 from tests.servers.fault_proxy import FaultProxy, FaultRule
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -131,26 +131,6 @@ def ten_percent(delay: float = 1.0) -> list[FaultRule]:
     ]
 
 
-def credentials_env(server) -> dict[str, str]:
-    env = luigi_env(
-        {
-            "AWS_ACCESS_KEY_ID": server.access_key,
-            "AWS_SECRET_ACCESS_KEY": server.secret_key,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-    )
-    for k in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_S3_ENDPOINT",
-        "AWS_HTTPS",
-        "AWS_VIRTUAL_HOSTING",
-        "AWS_PROFILE",
-    ):
-        env.pop(k, None)
-    return env
-
-
 def s3_run_args(archive, catalog: str, project_dir: str, endpoint: str, region: str) -> list[str]:
     args = timesync_args(archive, project_dir, catalog=catalog)
     args[args.index("--plot-file") + 1] = str(PLOTS)
@@ -228,7 +208,7 @@ def test_ten_percent_faults_everywhere_still_give_the_recipe(
         t0 = time.monotonic()
         proc = run_luigi(
             s3_run_args(small_archive, stac.url, f"s3://{prefix}", s3.url, s3_server.region),
-            cwd=tmp_path, env=credentials_env(s3_server),
+            cwd=tmp_path, env=credentials_only(s3_server),
         )  # fmt: skip
         seconds = time.monotonic() - t0
     finally:
@@ -282,7 +262,7 @@ def persistent_faults(s3_server, small_archive, archive_on_s3, tmp_path_factory)
     proxy = RecordingProxy(s3_server.endpoint_url, rules)
     prefix = f"{OUT_BUCKET}/persistent-{uuid.uuid4().hex[:8]}"
     cwd = tmp_path_factory.mktemp("persistent")
-    env = credentials_env(s3_server)
+    env = credentials_only(s3_server)
     try:
         t0 = time.monotonic()
         first = run_luigi(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import oracle
-from tests.helpers import luigi_env, run_luigi, timesync_args
+from tests.helpers import credentials_only, run_luigi, timesync_args
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
@@ -24,27 +24,6 @@ def s3_archive(s3_server, dense_archive):
     s3_server.create_bucket(OUT_BUCKET)
     s3_server.upload_dir(dense_archive.bucket_dir, ARCHIVE_BUCKET)
     return s3_server
-
-
-def credentials_only(server) -> dict[str, str]:
-    """Only what a user sets: keys (endpoints come from luigi.cfg options on the command line)."""
-    env = luigi_env(
-        {
-            "AWS_ACCESS_KEY_ID": server.access_key,
-            "AWS_SECRET_ACCESS_KEY": server.secret_key,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-    )
-    for k in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_S3_ENDPOINT",
-        "AWS_HTTPS",
-        "AWS_VIRTUAL_HOSTING",
-        "AWS_PROFILE",
-    ):
-        env.pop(k, None)
-    return env
 
 
 def s3_args(archive, server, project_dir: str) -> list[str]:

@@ -22,14 +22,16 @@ from typing import Any, TypeVar
 import luigi
 
 from pipeline import cluster  # noqa: F401  (registers [dask] for luigi.cfg and --dask-* flags)
-from pipeline.catalog import Catalog, open_catalog
-from pipeline.config import output  # [output]: the S3 endpoint of s3:// destinations (--output-*)
+from pipeline.catalog import shared_catalog
+from pipeline.config import (  # [output]: the S3 endpoint of s3:// destinations (--output-*)
+    BlobSigningConfig,
+    output,
+)
 from pipeline.datacube import engine, layout, recipe, summary
 from pipeline.datacube.inputs import SampleTile, read_sample, select_rows
 from pipeline.failures import Failure, FailureRecord, FailuresRecorded, read_record, write_record
 from pipeline.progress import Progress
 from pipeline.raster import ArchiveAccess
-from pipeline.signing import Signing
 from targets.store import Store
 from targets.target import StoreTarget
 
@@ -44,20 +46,10 @@ def make(cls: Callable[..., T], **params: Any) -> T:
     return cls(**params)
 
 
-class datacube(luigi.Config):
-    """[datacube]: how the sources are reached and how work is cut."""
+class datacube(BlobSigningConfig):
+    """[datacube]: how the sources are reached (the signing settings every blob-reading workflow
+    has) and how work is cut."""
 
-    signing = luigi.ChoiceParameter(
-        choices=["auto", "none", "planetary-computer"], default="auto",
-        description="sign blob hrefs with Planetary Computer SAS tokens (auto: when an href is an Azure blob URL)",
-    )  # fmt: skip
-    sas_url = luigi.Parameter(
-        default="", description="token service root; empty = PC_SDK_SAS_URL or Planetary Computer's"
-    )
-    path_style_blob_hosts = luigi.Parameter(
-        default="",
-        description="comma-separated host:port of blob endpoints with the account in the path (Azurite)",
-    )
     version = luigi.Parameter(
         default=recipe.DEFAULT_VERSION, description="the chips' version (names and paths)"
     )
@@ -67,22 +59,11 @@ class datacube(luigi.Config):
 
 
 def access_for(cfg: datacube | None = None) -> ArchiveAccess:
-    c = cfg or make(datacube)
-    hosts = tuple(h.strip() for h in str(c.path_style_blob_hosts).split(",") if h.strip())
-    mode = "none" if c.signing == "none" else "planetary-computer"
-    return ArchiveAccess(
-        asset_href="href", requester_pays=False, signing=Signing(mode, str(c.sas_url), hosts)
-    )
+    return (cfg or make(datacube)).access()
 
 
-_catalogs: dict[str, Catalog] = {}
 _samples: dict[str, list[SampleTile]] = {}
-
-
-def catalog_for(spec: str) -> Catalog:
-    if spec not in _catalogs:
-        _catalogs[spec] = open_catalog(spec)
-    return _catalogs[spec]
+catalog_for = shared_catalog
 
 
 def sample_of(path: str) -> list[SampleTile]:

@@ -26,8 +26,11 @@ from typing import Any
 import luigi
 
 from pipeline import cluster  # noqa: F401  (registers [dask] for luigi.cfg and --dask-* flags)
-from pipeline.catalog import Catalog, open_catalog
-from pipeline.config import output  # [output]: the S3 endpoint of s3:// project directories (--output-*)
+from pipeline.catalog import shared_catalog
+from pipeline.config import (  # [output]: the S3 endpoint of s3:// project directories (--output-*)
+    BlobSigningConfig,
+    output,
+)
 from pipeline.errors import InputError
 from pipeline.failures import Failure, FailureRecord, FailuresRecorded, write_record, write_unusable
 from pipeline.hls import layout, summary
@@ -47,7 +50,6 @@ from pipeline.hls.inputs import Point, TileYear, parse_bbox, parse_years, read_p
 from pipeline.mgrs_grid import tiles_in_bbox, tiles_near
 from pipeline.progress import Progress
 from pipeline.raster import ArchiveAccess
-from pipeline.signing import Signing
 from pipeline.task_base import PipelineTask
 from targets.store import Store
 from targets.target import StoreTarget
@@ -55,36 +57,15 @@ from targets.target import StoreTarget
 log = logging.getLogger("pipeline.hls")
 
 
-class hls(luigi.Config):
-    """[hls]: how HLS assets are reached and how work is cut."""
-
-    signing = luigi.ChoiceParameter(
-        choices=["auto", "none", "planetary-computer"], default="auto",
-        description="sign blob hrefs with Planetary Computer SAS tokens (auto: when an href is an Azure blob URL)",
-    )  # fmt: skip
-    sas_url = luigi.Parameter(
-        default="", description="token service root; empty = PC_SDK_SAS_URL or Planetary Computer's"
-    )
-    path_style_blob_hosts = luigi.Parameter(
-        default="",
-        description="comma-separated host:port of blob endpoints with the account in the path (Azurite)",
-    )
+class hls(BlobSigningConfig):
+    """[hls]: how HLS assets are reached (the signing settings every blob-reading workflow has)."""
 
 
 def access_for(cfg: hls | None = None) -> ArchiveAccess:
-    c = cfg or hls()
-    hosts = tuple(h.strip() for h in c.path_style_blob_hosts.split(",") if h.strip())
-    mode = "none" if c.signing == "none" else "planetary-computer"
-    return ArchiveAccess(asset_href="href", requester_pays=False, signing=Signing(mode, c.sas_url, hosts))
+    return (cfg or hls()).access()
 
 
-_catalogs: dict[str, Catalog] = {}
-
-
-def catalog_for(spec: str) -> Catalog:
-    if spec not in _catalogs:
-        _catalogs[spec] = open_catalog(spec)
-    return _catalogs[spec]
+catalog_for = shared_catalog
 
 
 def store_for(project_dir: str) -> Store:
