@@ -11,6 +11,8 @@ import atexit
 import contextlib
 import logging
 import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import luigi
@@ -122,3 +124,64 @@ def get_client(config: dask | None = None) -> Any:
         atexit.register(_close)
     _state.update(pid=os.getpid(), client=client, cluster=cluster)
     return client
+
+
+class Submitted:
+    """Calls submitted to the Dask cluster by :func:`run_each`. Iterating yields ``(index of the
+    call, its future)`` in the order they finish, for the caller to take ``result()`` (raising)
+    or look at the exception. Leaving the loop early (a ``break``, an exception, the task being
+    killed), or the ``with`` block around it, cancels the calls not yet finished, so no orphan
+    keeps writing after its task has given up."""
+
+    def __init__(self, futures: list[Any]) -> None:
+        self.futures = futures
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        if not self.futures:
+            return
+        from distributed import as_completed
+
+        index = {future.key: i for i, future in enumerate(self.futures)}
+        try:
+            for future in as_completed(self.futures):
+                yield index[future.key], future
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.cancel()
+
+    def __enter__(self) -> Submitted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+def run_each(
+    fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, name: str, labels: Sequence[str] = ()
+) -> Submitted:
+    """``fn(*call)`` for every call, one Dask task each, submitted now (see :class:`Submitted`
+    for taking the results).
+
+    Every workflow's calls write outputs, so none is ``pure`` (Dask must not merge two calls
+    with equal arguments, or skip one it thinks it has), and each key is unique to this
+    process and instant (``{name}-{label}-{pid}-{ns}``): a second luigi worker, or a rerun on a
+    long-lived cluster, never collides with a key still held."""
+    if not calls:
+        return Submitted([])
+    client = get_client()
+    pid = os.getpid()
+    return Submitted(
+        [
+            client.submit(
+                fn, *call, pure=False, key=f"{name}-{labels[i] if labels else i}-{pid}-{time.monotonic_ns()}"
+            )
+            for i, call in enumerate(calls)
+        ]
+    )

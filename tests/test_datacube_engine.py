@@ -226,3 +226,108 @@ def test_subset_chip_numbers_keep_the_full_grid_numbering(scene):
     assert scene.chip_numbers((40, 0, 50, 10)) == [2]
     assert scene.chip_numbers((0, 40, 70, 41)) == [3, 4]
     assert engine.snapped_window(scene, [3, 4]) == (0, 32, 64, 64)
+
+
+def _sources(job: engine.DateJob) -> list[str]:
+    return [href for pair in job.s1 for href in pair] + list(job.dem)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [(0, 0, CHIP, CHIP), (CHIP, CHIP, CHIP, CHIP), (0, 0, SIZE, SIZE), (3, 5, 77, 53)],
+    ids=["chip1", "chip4", "whole-grid", "odd-window"],
+)
+def test_nearest_equals_the_exact_warper_and_the_by_hand_value(scene, window):
+    """RasterReader.nearest (centres mapped once per CRS, interpolated on a lattice, exact near
+    pixel edges) gives the values of GDAL's warper with an exact transformer and of pyproj at
+    every centre, for S1 in the next UTM zone, with a nodata value and geographic DEM tiles."""
+    from pipeline.raster import PixelCentres
+
+    col, row, width, height = window
+    transform = recipe.chip_transform(scene.transform, col, row)
+    centres = PixelCentres(scene.epsg, transform, width, height)
+    a, _, c, _, e, f = transform
+    j, i = np.meshgrid(np.arange(width), np.arange(height))
+    xs, ys = c + (j + 0.5) * a, f + (i + 0.5) * e
+    with RasterReader(ArchiveAccess(asset_href="href")) as reader:
+        for href in _sources(scene):
+            got = reader.nearest(href, centres, fill=math.nan)
+            warped = reader.warped(href, scene.epsg, transform, width, height, fill=math.nan)
+            assert got.shape == (height, width)
+            np.testing.assert_array_equal(got, warped, err_msg=href)
+            np.testing.assert_array_equal(got, _expected(href, xs, ys, scene.epsg, math.nan), err_msg=href)
+
+
+@pytest.mark.parametrize("target", [4326, 32634, 32632])
+def test_interpolated_centres_fall_in_the_pixel_of_their_exact_image(target):
+    """A 512 x 512 grid of 10 m pixels mapped onto a source grid of 0.5 m pixels (20 pixel
+    edges between two centres: many centres near an edge): the interpolated mapping with its
+    exact recomputation near edges picks the same source pixel as PROJ at every centre."""
+    from pipeline.raster import PixelCentres, _exact_near_edges
+
+    centres = PixelCentres(EPSG, (10.0, 0.0, X0 + 123_450.0, 0.0, -10.0, Y0 - 2_340.0), 512, 512)
+    crs = CRS.from_epsg(target)
+    exact_x, exact_y = Transformer.from_crs(EPSG, target, always_xy=True).transform(centres.x, centres.y)
+    step = 0.5 if target != 4326 else 0.5 / 111_000
+    source = ~Affine(step, 0.0, float(np.min(exact_x)), 0.0, -step, float(np.max(exact_y)))
+    x, y, error = centres.in_crs(crs)
+    assert 0 < error < step / 100  # interpolated, and tightly bounded
+    cols, rows = _exact_near_edges(centres, crs, source, *(source @ (x, y)), error)
+    want_cols, want_rows = source @ (np.asarray(exact_x), np.asarray(exact_y))
+    np.testing.assert_array_equal(np.floor(cols), np.floor(want_cols))
+    np.testing.assert_array_equal(np.floor(rows), np.floor(want_rows))
+
+
+def test_stack_or_drop_gives_the_whole_stacks_reason_and_bands(scene):
+    with RasterReader(ArchiveAccess(asset_href="href")) as reader:
+        for number in scene.chip_numbers():
+            bands, scl = engine.stack_chip(reader, scene, number)
+            got, reason = engine.stack_or_drop(reader, scene, number)
+            assert reason == engine.chip_drop_reason(bands, scl)
+            if reason is None:
+                np.testing.assert_array_equal(got, bands)
+    assert engine._GOOD_SCL not in recipe.SCL_BAD_CLASSES
+
+
+def test_a_source_with_an_internal_mask_goes_through_the_warper(tmp_path):
+    from pipeline.raster import PixelCentres
+
+    path = tmp_path / "masked.tif"
+    t = Affine(10, 0, X0 + 3.0, 0, -10, Y0 - 7.0)
+    with rasterio.open(
+        path, "w", driver="GTiff", width=40, height=40, count=1, dtype="float32", crs=CRS.from_epsg(EPSG),
+        transform=t,
+    ) as dst:  # fmt: skip
+        dst.write(np.arange(1600, dtype=np.float32).reshape(40, 40), 1)
+        mask = np.full((40, 40), 255, dtype=np.uint8)
+        mask[:, :10] = 0
+        dst.write_mask(mask)
+    transform = (10.0, 0.0, X0, 0.0, -10.0, Y0)
+    with RasterReader(ArchiveAccess(asset_href="href")) as reader:
+        got = reader.nearest(str(path), PixelCentres(EPSG, transform, 32, 32), fill=math.nan)
+        want = reader.warped(str(path), EPSG, transform, 32, 32, fill=math.nan)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[:, :5]).all() and not np.isnan(got[1:, 20:]).any()  # row 0: above the file
+
+
+def test_a_chip_dropped_for_b02_reads_no_other_file(scene):
+    """Files are read in the order of the drop rules: chip 4 (a B02 of 0) stops at B02."""
+    with RasterReader(ArchiveAccess(asset_href="href")) as reader:
+        _, reason = engine.stack_or_drop(reader, scene, 4)
+        assert reason == recipe.DROP_B02_ZERO
+        assert reader.opened == 1
+    with RasterReader(ArchiveAccess(asset_href="href")) as reader:
+        _, reason = engine.stack_or_drop(reader, scene, 3)  # NaN in dem: every file but SCL and B03..B12
+        assert reason == "NaN in dem"
+        assert reader.opened == 1 + 2 * len(scene.s1) + len(scene.dem)
+
+
+def test_write_chip_in_a_local_store_equals_the_geotiff_bytes_and_leaves_no_temporary(scene, tmp_path):
+    with RasterReader(ArchiveAccess(asset_href="href")) as reader:
+        bands, _ = engine.stack_chip(reader, scene, 1)
+    store = Store(str(tmp_path / "out"))
+    engine.write_chip(store, "02/x/chip.tif", bands, EPSG, scene.transform, scene.day)
+    assert (tmp_path / "out/02/x/chip.tif").read_bytes() == engine.chip_geotiff(
+        bands, EPSG, scene.transform, scene.day
+    )
+    assert sorted(p.name for p in (tmp_path / "out/02/x").iterdir()) == ["chip.tif"]

@@ -252,3 +252,116 @@ def test_put_file_and_tree_are_whole_or_absent(tmp_path):
     store.put_tree("samples/2019/10TET.zarr", str(tree2))  # a rebuilt store replaces the old one
     assert os.listdir(tmp_path / "out" / "samples" / "2019" / "10TET.zarr") == [".zmetadata"]
     assert not [n for n in os.listdir(tmp_path / "out" / "samples" / "2019") if n.startswith(".")]
+
+
+# ---- the task frame: Dask plumbing, completeness kept once true, dry runs ------------------
+
+
+@pytest.fixture(scope="module")
+def threaded_cluster():
+    """The process's Dask client (pipeline.cluster.get_client) on an embedded cluster of threads."""
+    import luigi.configuration
+
+    from pipeline import cluster
+
+    config = luigi.configuration.get_config()
+    config.set("dask", "processes", "false")
+    config.set("dask", "n_workers", "1")
+    try:
+        yield cluster.get_client()
+    finally:
+        cluster._close()
+        config.remove_option("dask", "processes")
+        config.remove_option("dask", "n_workers")
+
+
+def _add(a: int, b: int) -> int:
+    return a + b
+
+
+_release = threading.Event()  # module level: Dask pickles a call's arguments, and a lock cannot be
+
+
+def _wait_for_release(wait: bool) -> bool:
+    return _release.wait(30) if wait else True
+
+
+def test_run_each_runs_every_call_once_and_names_its_keys(threaded_cluster):
+    from pipeline.cluster import run_each
+
+    calls = [(i, 100) for i in range(7)]
+    seen = {}
+    for index, future in run_each(_add, calls, name="frame", labels=[f"call{i}" for i in range(7)]):
+        assert index not in seen
+        seen[index] = (future.result(), future.key)
+    assert {i: r for i, (r, _) in seen.items()} == {i: i + 100 for i in range(7)}
+    assert all(key.startswith(f"frame-call{i}-{os.getpid()}-") for i, (_, key) in seen.items())
+    assert list(run_each(_add, [], name="frame")) == []
+
+
+def test_run_each_cancels_what_is_unfinished_when_the_caller_leaves(threaded_cluster):
+    from pipeline.cluster import run_each
+
+    running = run_each(_wait_for_release, [(True,)] * 3 + [(False,)], name="frame")
+    blocked = running.futures[:3]
+
+    class Stop(Exception):
+        pass
+
+    with pytest.raises(Stop), running:
+        raise Stop  # e.g. building the item failed before any result was taken
+    assert all(f.status == "cancelled" for f in blocked)
+    _release.set()
+
+
+def test_unit_task_keeps_a_true_answer_and_asks_again_after_a_false_one():
+    import luigi
+
+    from pipeline.task_base import UnitTask
+
+    answers = [False, True, False]
+    asked = []
+
+    class Unit(UnitTask):
+        name = luigi.Parameter()
+
+        def is_complete(self) -> bool:
+            asked.append(1)
+            return answers[len(asked) - 1]
+
+    task = Unit(name="frame-unit")
+    assert [task.complete() for _ in range(4)] == [False, True, True, True]
+    assert len(asked) == 2  # the third answer (False) was never asked for
+
+    class Written(UnitTask):
+        name = luigi.Parameter()
+
+        def is_complete(self) -> bool:
+            raise AssertionError("run() said it is complete")
+
+    written = Written(name="frame-written")
+    written.mark_complete()
+    assert written.complete()
+
+
+def test_dry_run_task_is_never_complete_and_records_its_estimate(monkeypatch):
+    import luigi
+
+    from pipeline import runstats
+    from pipeline.task_base import DryRunTask
+
+    recorded = []
+    monkeypatch.setattr(runstats, "record_text", lambda name, text: recorded.append((name, text)))
+
+    class Estimate(DryRunTask):
+        dry_run_name = "frame-dry-run"
+        files = luigi.IntParameter()
+
+        def estimate(self) -> str:
+            return f"{self.files} files to read"
+
+    task = Estimate(files=3)
+    assert not task.complete()
+    task.run()
+    assert not task.complete()
+    assert recorded == [("frame-dry-run", "3 files to read")]

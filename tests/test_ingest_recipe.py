@@ -488,19 +488,6 @@ def test_items_validate_offline_core_schema_and_structure(converted: dict[str, C
         _check_structure(d)
 
 
-def test_conversion_throughput_is_measured(
-    converted: dict[str, Converted], capsys: pytest.CaptureFixture[str]
-):
-    results = [r for conv in converted.values() for r in conv.results]
-    seconds = sum(r.seconds for r in results)
-    megabytes = sum(r.bytes_in for r in results) / 1e6
-    assert seconds > 0 and megabytes > 0
-    with capsys.disabled():
-        print(
-            f"\nCOG conversion: {len(results)} members, {megabytes:.1f} MB in {seconds:.2f} s, {megabytes / seconds:.1f} MB/s"
-        )
-
-
 def test_raster_within_one_block_gets_no_overview(bundles: dict[str, BuiltBundle], tmp_path):
     bundle = bundle_mod.list_bundle(bundles[MISSING_RED].path)  # 300 x 300: fits one 512 block
     member = bundle.raster("SR_B3")

@@ -15,11 +15,6 @@ def record_run(data_id: str, run_id: str, dest: str, *, kind: str = "run") -> No
     runstats.record(WORKFLOW, "run", {"data_id": data_id, "run_id": run_id, "dest": dest, "kind": kind})
 
 
-def record_text(name: str, text: str) -> None:
-    """A block printed before the summaries (the dry run's table)."""
-    runstats.record_text(name, text)
-
-
 def record_input(rows: int, features: int, sources: int) -> None:
     runstats.record(WORKFLOW, "input", {"rows": rows, "features": features, "sources": sources})
 

@@ -53,7 +53,7 @@ from pipeline.causemos.settings import (
 from pipeline.config import output
 from pipeline.failures import Failure, FailureRecord, FailuresRecorded, write_record
 from pipeline.progress import Progress
-from pipeline.task_base import PipelineTask
+from pipeline.task_base import DryRunTask, UnitTask
 from targets.s3config import S3Options
 from targets.store import Store, shared_store
 from targets.target import StoreTarget
@@ -99,7 +99,7 @@ def _read_json(store: Store, key: str) -> Any:
         return None
 
 
-class _CausemosTask(PipelineTask):
+class _CausemosTask(UnitTask):
     data_id = luigi.Parameter(description="the model or indicator id (the first key segment)")
     run_id = luigi.Parameter(description='the run id ("indicator" for indicators; the second key segment)')
     data_paths = luigi.Parameter(
@@ -155,10 +155,6 @@ class _CausemosTask(PipelineTask):
         info = _read_json(self.store, prepare_info_key(self.data_id, self.run_id))
         return info if isinstance(info, dict) else None
 
-    def progress(self, done: int, total: int, what: str) -> None:
-        self.show_progress(round(100 * done / max(total, 1)))
-        self.show_status(f"{done}/{total} {what}")
-
 
 class CausemosPrepare(_CausemosTask):
     """Read, validate and temporally aggregate the input on Dask; write the raw and info objects and the
@@ -177,12 +173,9 @@ class CausemosPrepare(_CausemosTask):
             self.store, prepare_manifest_key(d, r), self.base, [f"{self.base}raw/"], self.fingerprint
         )
 
-    def complete(self) -> bool:
-        if getattr(self, "_known_complete", False):
-            return True
-        fingerprint = (
-            self.fingerprint
-        )  # looks at every input first: a missing one stops the run before it starts
+    def is_complete(self) -> bool:
+        # the fingerprint looks at every input first: a missing one stops the run before it starts
+        fingerprint = self.fingerprint
         info = self.prepare_info()
         done = bool(
             info
@@ -192,7 +185,6 @@ class CausemosPrepare(_CausemosTask):
         )
         if done and info is not None:
             summary.record_already_done("prepare", int(info.get("objects", 0)))
-        self._known_complete = done
         return done
 
     def _points_present(self, info: Mapping[str, Any]) -> bool:
@@ -239,7 +231,7 @@ class CausemosPrepare(_CausemosTask):
             stats.unchanged,
             deleted,
         )
-        self._known_complete = True
+        self.mark_complete()
 
 
 FAMILY_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -314,9 +306,7 @@ class CausemosOutputs(_CausemosTask):
         )
         return entry, context, owned
 
-    def complete(self) -> bool:
-        if getattr(self, "_known_complete", False):
-            return True
+    def is_complete(self) -> bool:
         if not self.requires().complete():
             return False
         info = self.prepare_info()
@@ -327,7 +317,6 @@ class CausemosOutputs(_CausemosTask):
         if done and owned is not None:
             manifest = owned.finished_manifest()
             summary.record_already_done(self.name, len(manifest.objects) if manifest else 0)
-        self._known_complete = done
         return done
 
     def run(self) -> None:
@@ -336,7 +325,7 @@ class CausemosOutputs(_CausemosTask):
         assert info is not None, "prepare.json is written before any output task runs"
         entry, context, owned = self._plan(info)
         if entry is None or context is None or owned is None:
-            self._known_complete = True
+            self.mark_complete()
             return
         client = cluster.get_client()
         trusted = owned.begin()
@@ -350,7 +339,7 @@ class CausemosOutputs(_CausemosTask):
         )  # fmt: skip
         trusted_ref = client.scatter(pieces.Trusted(trusted), hash=False) if trusted else None
         self.show_status(f"{self.name}: {len(plan)} piece(s)")
-        results, failures = self._run_pieces(client, plan, points, trusted_ref, owned)
+        results, failures = self._run_pieces(plan, points, trusted_ref, owned)
         written = sum(r.written for r in results)
         unchanged = sum(r.unchanged for r in results)
         bytes_written = sum(r.bytes_written for r in results)
@@ -386,7 +375,9 @@ class CausemosOutputs(_CausemosTask):
             bytes_written=bytes_written,
             seconds=seconds,
         )
-        log.info(
+        # One per (feature, resolution, family): dozens per run. The closing summary has the
+        # totals; the line is for someone following one task (--log-level DEBUG).
+        log.debug(
             "%s: %d object(s) written, %d unchanged, %d stale deleted (%d piece(s), %.1f s)",
             self.name,
             written,
@@ -395,27 +386,22 @@ class CausemosOutputs(_CausemosTask):
             len(plan),
             seconds,
         )
-        self._known_complete = True
+        self.mark_complete()
 
     def _run_pieces(
         self,
-        client: Any,
         plan: list[pieces.Piece],
         points: pieces.StatePoints,
         trusted: Any,
         owned: OwnedOutputs,
     ) -> tuple[list[pieces.PieceResult], list[Failure]]:
-        from distributed import as_completed
-
-        futures = {
-            client.submit(pieces.run_piece, piece, points, self.store, trusted, pure=False): piece
-            for piece in plan
-        }
+        calls = [(piece, points, self.store, trusted) for piece in plan]
+        running = cluster.run_each(pieces.run_piece, calls, name="causemos")
         tracker = Progress(len(plan), "pieces", label=self.name, report=self.progress, logger=log)
         results: list[pieces.PieceResult] = []
         failures: list[Failure] = []
-        for future in as_completed(futures):
-            piece = futures[future]
+        for i, future in running:
+            piece = plan[i]
             try:
                 result = future.result()
             except Exception as e:
@@ -454,9 +440,7 @@ class CausemosRun(_CausemosTask):
             for f in info["features"] for time_res in recipe.TIME_RESOLUTIONS for family in self.settings.families
         ]  # fmt: skip
 
-    def complete(self) -> bool:
-        if getattr(self, "_known_complete", False):
-            return True
+    def is_complete(self) -> bool:
         summary.record_run(self.settings.data_id, self.settings.run_id, self.settings.dest)
         prepare_task = self.prepare_task()
         done = False
@@ -472,7 +456,6 @@ class CausemosRun(_CausemosTask):
             if done and info is not None:
                 summary.record_input(info["num_rows"], len(info["features"]), len(self.settings.sources))
                 summary.record_complete(int(marker.get("objects", 0)))
-        self._known_complete = done
         return done
 
     def run(self) -> Iterator[list[CausemosOutputs]]:
@@ -506,7 +489,7 @@ class CausemosRun(_CausemosTask):
         self.store.write_bytes(run_marker_key(self.data_id, self.run_id), json.dumps(marker).encode("utf-8"))
         summary.record_input(info["num_rows"], len(info["features"]), len(self.settings.sources))
         summary.record_results(self.settings.records_results, stale)
-        self._known_complete = True
+        self.mark_complete()
 
 
 def _manifest_size(store: Store, task: CausemosOutputs) -> int:
@@ -551,7 +534,7 @@ def remove_vanished_features(store: Store, data_id: str, run_id: str, features: 
     return len(vanished)
 
 
-class CausemosDryRun(_CausemosTask):
+class CausemosDryRun(DryRunTask, _CausemosTask):
     """Before the bill: the input's rows and features, and per output family the objects and bytes the run
     would write (computed on Dask exactly as the run computes them), and whether the run is already
     complete. Writes nothing."""
@@ -562,10 +545,9 @@ class CausemosDryRun(_CausemosTask):
         prepare_fingerprint(settings)  # every input reachable, before anything runs
         return []
 
-    def complete(self) -> bool:
-        return False
+    dry_run_name = "causemos-dry-run"
 
-    def run(self) -> None:
+    def estimate(self) -> str:
         from pipeline.causemos.dryrun import estimate, format_estimate
 
         already = CausemosRun(**self.common()).complete()
@@ -575,7 +557,7 @@ class CausemosDryRun(_CausemosTask):
         result = estimate(
             cluster.get_client(), self.settings, causemos().points_per_piece, causemos().max_pieces
         )
-        summary.record_text("causemos-dry-run", format_estimate(result, self.settings, already))
+        return format_estimate(result, self.settings, already)
 
 
 __all__ = ["CausemosDryRun", "CausemosOutputs", "CausemosPrepare", "CausemosRun"]

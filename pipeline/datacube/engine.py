@@ -1,20 +1,28 @@
 """The datacube workflow's work, between the thin Luigi tasks and the pure recipe: selecting a
 tile's dates from the catalogue, stacking and writing chips (on Dask workers), manifests.
 
-Memory: a chip is stacked on its own. Each of its 15 source files (10 S2 bands, SCL, S1 ``vh``
+Memory: a chip is stacked on its own. Each of its source files (10 S2 bands, SCL, S1 ``vh``
 and ``vv`` per S1 item, each DEM tile) is read only over the chip's footprint and resampled onto
-the chip's grid through the raster seam (:meth:`pipeline.raster.RasterReader.warped`), so a
-worker holds one chip (13 float32 bands: 13.6 MB at 512 x 512) and GDAL's bounded block cache,
-never a whole 10980 x 10980 tile.
+the chip's grid through the raster seam, so a worker holds one chip (13 float32 bands: 13.6 MB
+at 512 x 512) and GDAL's bounded block cache, never a whole 10980 x 10980 tile.
+
+Speed: S2 bands are window reads with repeated pixels
+(:meth:`pipeline.raster.RasterReader.warped`: no warp); S1 and the DEM are nearest neighbour
+by its definition (:meth:`pipeline.raster.RasterReader.nearest`), the chip's pixel centres
+mapped once per CRS and their source pixels found once per source grid (an S1 item's ``vh``
+and ``vv`` share them), instead of one GDAL warp per file. Files are read in the order of the
+drop rules, so a dropped chip stops reading at its reason (:func:`stack_or_drop`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +37,8 @@ from pipeline.datacube import layout, recipe
 from pipeline.datetimes import Interval
 from pipeline.errors import ItemError, PipelineError, RasterReadError
 from pipeline.failures import UnusableItem
-from pipeline.raster import ArchiveAccess, RasterReader
-from targets.store import Store
+from pipeline.raster import ArchiveAccess, PixelCentres, RasterReader
+from targets.store import TEMP_MARK, Store
 
 log = logging.getLogger("pipeline.datacube")
 
@@ -292,15 +300,12 @@ def snapped_window(job: DateJob, numbers: Sequence[int]) -> tuple[int, int, int,
     )
 
 
-def _paint(
-    reader: RasterReader, hrefs: Sequence[str], job: DateJob, transform: Sequence[float]
-) -> npt.NDArray[np.float32]:
-    """The sources warped onto the chip in order, each overwriting where it has data (NaN
+def _paint(reader: RasterReader, hrefs: Sequence[str], centres: PixelCentres) -> npt.NDArray[np.float32]:
+    """The sources resampled onto the chip in order, each overwriting where it has data (NaN
     elsewhere): the later S1 acquisition wins; the DEM tiles form a mosaic."""
-    n = job.chip_size
-    out = np.full((n, n), np.nan, dtype=np.float32)
+    out = np.full((centres.height, centres.width), np.nan, dtype=np.float32)
     for href in hrefs:
-        data = reader.warped(href, job.epsg, transform, n, n, fill=np.nan).astype(np.float32, copy=False)
+        data = reader.nearest(href, centres, fill=np.nan).astype(np.float32, copy=False)
         valid = ~np.isnan(data)
         out[valid] = data[valid]
     return out
@@ -310,18 +315,66 @@ def stack_chip(
     reader: RasterReader, job: DateJob, number: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """The 13 output bands (float32, recipe band order) and SCL of chip ``number``."""
+    bands, scl, _ = _stack(reader, job, number, stop_at_drop=False)
+    assert scl is not None  # only a stack stopped at a drop has none
+    return bands, scl
+
+
+def stack_or_drop(
+    reader: RasterReader, job: DateJob, number: int
+) -> tuple[npt.NDArray[np.float32], str | None]:
+    """Chip ``number``'s 13 bands and its drop reason (:func:`chip_drop_reason`; None: kept),
+    reading the files in the order of the drop rules (B02; vh; vv; the DEM; SCL and the other
+    S2 bands last) and stopping at the first rule that applies: a dropped chip costs only the
+    reads up to its reason (its bands are then incomplete)."""
+    bands, _, reason = _stack(reader, job, number, stop_at_drop=True)
+    return bands, reason
+
+
+def _stack(
+    reader: RasterReader, job: DateJob, number: int, *, stop_at_drop: bool
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8] | None, str | None]:
     col, row = recipe.chip_offset(number, job.width, job.height, job.chip_size)
     transform = recipe.chip_transform(job.transform, col, row)
     n = job.chip_size
-    bands = np.empty((len(recipe.OUTPUT_BANDS), n, n), dtype=np.float32)
-    for i, href in enumerate(job.s2_bands):
-        bands[i] = reader.warped(href, job.epsg, transform, n, n, fill=recipe.S2_FILL)
-    scl = reader.warped(job.scl, job.epsg, transform, n, n, fill=recipe.S2_FILL).astype(np.uint8)
     s2 = len(recipe.S2_BANDS)
-    bands[s2] = _paint(reader, [vh for vh, _ in job.s1], job, transform)
-    bands[s2 + 1] = _paint(reader, [vv for _, vv in job.s1], job, transform)
-    bands[s2 + 2] = _paint(reader, job.dem, job, transform)
-    return bands, scl
+    # zeros, not empty: a stack stopped at a drop is judged with its unread bands finite
+    bands = np.zeros((len(recipe.OUTPUT_BANDS), n, n), dtype=np.float32)
+
+    def dropped(i: int) -> str | None:
+        """The drop reason when band ``i``, just read, has a value its rule drops (B02 0,
+        NaN elsewhere): recipe.drop_reason on what is read so far. A rule on a read band that
+        applies is the reason whatever the unread bands hold (the rules are checked in order,
+        the unread bands' later), so it is the one the whole stack would give."""
+        if not stop_at_drop or not bool((bands[i] == 0).any() if i == 0 else np.isnan(bands[i]).any()):
+            return None
+        unread_scl = np.full((n, n), _GOOD_SCL, dtype=np.uint8)
+        return chip_drop_reason(bands, unread_scl)
+
+    bands[0] = reader.warped(job.s2_bands[0], job.epsg, transform, n, n, fill=recipe.S2_FILL)
+    if (reason := dropped(0)) is not None:
+        return bands, None, reason
+    # S1 and the DEM are on other grids (and CRSs): each chip pixel centre is mapped into each
+    # CRS once, for every file on it (vh and vv, the DEM tiles), not once per file.
+    centres = PixelCentres(job.epsg, transform, n, n)
+    for i, hrefs in (
+        (s2, [vh for vh, _ in job.s1]),
+        (s2 + 1, [vv for _, vv in job.s1]),
+        (s2 + 2, list(job.dem)),
+    ):
+        bands[i] = _paint(reader, hrefs, centres)
+        if (reason := dropped(i)) is not None:
+            return bands, None, reason
+    scl = reader.warped(job.scl, job.epsg, transform, n, n, fill=recipe.S2_FILL).astype(np.uint8)
+    if stop_at_drop and (reason := chip_drop_reason(bands, scl)) is not None:
+        return bands, scl, reason
+    for i, href in enumerate(job.s2_bands[1:], start=1):
+        bands[i] = reader.warped(href, job.epsg, transform, n, n, fill=recipe.S2_FILL)
+    return bands, scl, chip_drop_reason(bands, scl)
+
+
+# An SCL class no drop rule counts (vegetation), standing in for an SCL not read yet.
+_GOOD_SCL = 4
 
 
 def chip_drop_reason(bands: npt.NDArray[np.float32], scl: npt.NDArray[np.uint8]) -> str | None:
@@ -330,29 +383,69 @@ def chip_drop_reason(bands: npt.NDArray[np.float32], scl: npt.NDArray[np.uint8])
     return recipe.drop_reason(bands[0].astype(np.uint16), bands[s2], bands[s2 + 1], bands[s2 + 2], scl)
 
 
-def chip_geotiff(bands: npt.NDArray[np.float32], epsg: int, transform: Sequence[float], day: date) -> bytes:
-    """The chip as a tiled DEFLATE GeoTIFF: band descriptions, tag ``date``, the exact transform."""
+def _chip_profile(bands: npt.NDArray[np.float32], epsg: int, transform: Sequence[float]) -> dict[str, Any]:
+    """The creation options of a chip: a tiled DEFLATE GeoTIFF with the exact transform."""
     from affine import Affine
     from rasterio.crs import CRS
-    from rasterio.io import MemoryFile
 
     count, rows, cols = bands.shape
+
     block = max(16, min(MAX_BLOCK, cols - cols % 16))
     # DEFLATE level 1, not GDAL's default 6: the compression was the largest cost of a chip
     # (0.32 s CPU of ~0.45 s for a 512 px chip at level 6, 0.105 s at level 1, for 4 % more
-    # bytes; the floating-point predictor keeps the files small).
-    profile = {
+    # bytes; the floating-point predictor keeps the files small). Band interleaving, not GDAL's
+    # default pixel interleaving for several bands: the predictor and DEFLATE then see one band's
+    # runs instead of 13 bands' values in turn (0.104 -> 0.077 s of CPU per 512 px chip, 37 %
+    # fewer bytes; the same values).
+    return {
         "driver": "GTiff", "width": cols, "height": rows, "count": count, "dtype": "float32",
         "crs": CRS.from_epsg(epsg), "transform": Affine(*transform[:6]), "tiled": True,
         "blockxsize": block, "blockysize": block, "compress": "DEFLATE", "predictor": 3, "zlevel": 1,
+        "interleave": "band",
     }  # fmt: skip
+
+
+def _fill_chip(dst: Any, bands: npt.NDArray[np.float32], day: date) -> None:
+    for i, name in enumerate(recipe.OUTPUT_BANDS, start=1):
+        dst.set_band_description(i, name)
+    dst.update_tags(date=f"{day:%Y-%m-%d}")
+    dst.write(bands)
+
+
+def chip_geotiff(bands: npt.NDArray[np.float32], epsg: int, transform: Sequence[float], day: date) -> bytes:
+    """The chip as a tiled DEFLATE GeoTIFF: band descriptions, tag ``date``, the exact transform."""
+    from rasterio.io import MemoryFile
+
     with MemoryFile() as mem:
-        with mem.open(**profile) as dst:
-            for i, name in enumerate(recipe.OUTPUT_BANDS, start=1):
-                dst.set_band_description(i, name)
-            dst.update_tags(date=f"{day:%Y-%m-%d}")
-            dst.write(bands)
+        with mem.open(**_chip_profile(bands, epsg, transform)) as dst:
+            _fill_chip(dst, bands, day)
         return bytes(mem.read())
+
+
+def write_chip(
+    store: Store, rel: str, bands: npt.NDArray[np.float32], epsg: int, transform: Sequence[float], day: date
+) -> None:
+    """:func:`chip_geotiff` to ``rel``, whole or not at all. In a local store GDAL writes it
+    straight into a temporary beside its name, then it is renamed (:meth:`Store.put_file`):
+    GDAL's in-memory file, which grows by copies, and a copy of its bytes cost ~10 ms of CPU
+    per 512 px chip. Elsewhere its bytes go in one PUT (:meth:`Store.write_bytes`)."""
+    if not store.is_local:
+        store.write_bytes(rel, chip_geotiff(bands, epsg, transform, day))
+        return
+    import rasterio
+
+    directory, name = os.path.split(store.path(rel))
+    os.makedirs(directory, exist_ok=True)
+    # a temporary's name as the store makes them: a killed writer's is swept as stale
+    tmp = os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with rasterio.open(tmp, "w", **_chip_profile(bands, epsg, transform)) as dst:
+            _fill_chip(dst, bands, day)
+        store.put_file(rel, tmp)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass
@@ -378,17 +471,16 @@ def chip_batch(job: DateJob, numbers: Sequence[int], store: Store, access: Archi
     with RasterReader(access) as reader:
         for number in numbers:
             try:
-                bands, scl = stack_chip(reader, job, number)
+                bands, reason = stack_or_drop(reader, job, number)
             except (RasterReadError, PipelineError) as e:
                 result.chips.append(ChipResult(number, "failed", str(e)))
                 continue
-            reason = chip_drop_reason(bands, scl)
             if reason is not None:
                 result.chips.append(ChipResult(number, "dropped", reason))
                 continue
             col, row = recipe.chip_offset(number, job.width, job.height, job.chip_size)
-            data = chip_geotiff(bands, job.epsg, recipe.chip_transform(job.transform, col, row), job.day)
-            store.write_bytes(job.chip_path(number), data)
+            transform = recipe.chip_transform(job.transform, col, row)
+            write_chip(store, job.chip_path(number), bands, job.epsg, transform, job.day)
             result.chips.append(ChipResult(number, "kept"))
         result.opened = reader.opened
     result.seconds = time.perf_counter() - started
@@ -410,28 +502,14 @@ def run_chips(
 ) -> tuple[list[ChipResult], int]:
     """Every chip of ``numbers`` on the Dask cluster, a batch per task; the results sorted by
     chip number and the files opened."""
-    from distributed import as_completed
+    from pipeline.cluster import run_each
 
-    from pipeline.cluster import get_client
-
-    if not numbers:
-        return [], 0
-    client = get_client()
-    futures = [
-        client.submit(
-            chip_batch,
-            job,
-            batch,
-            store,
-            access,
-            pure=False,
-            key=f"datacube-{job.mgrs}-{job.day:%Y%m%d}-{batch[0]:04d}-{os.getpid()}-{time.monotonic_ns()}",
-        )
-        for batch in batches(numbers, chips_per_task)
-    ]
+    work = batches(numbers, chips_per_task)
+    calls = [(job, batch, store, access) for batch in work]
+    labels = [f"{job.mgrs}-{job.day:%Y%m%d}-{batch[0]:04d}" for batch in work]
     chips: list[ChipResult] = []
     opened = 0
-    for future in as_completed(futures):
+    for _, future in run_each(chip_batch, calls, name="datacube", labels=labels):
         result: BatchResult = future.result()
         chips += result.chips
         opened += result.opened

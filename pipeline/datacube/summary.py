@@ -40,10 +40,6 @@ def record_date(
     )  # fmt: skip
 
 
-def record_text(name: str, text: str) -> None:
-    runstats.record_text(name, text)
-
-
 def render(docs: dict[str, dict[str, Any]]) -> runstats.Rendered:
     run = docs.get("run", {})
     selections = [d for k, d in sorted(docs.items()) if k.startswith("selection-")]

@@ -32,6 +32,7 @@ from pipeline.datacube.inputs import SampleTile, read_sample, select_rows
 from pipeline.failures import Failure, FailureRecord, FailuresRecorded, read_record, write_record
 from pipeline.progress import Progress
 from pipeline.raster import ArchiveAccess
+from pipeline.task_base import DryRunTask, UnitTask
 from targets.store import Store
 from targets.target import StoreTarget
 
@@ -83,7 +84,7 @@ def _json(store: Store, rel: str) -> Any:
         return None
 
 
-class _DatacubeTask(luigi.Task):
+class _DatacubeTask(UnitTask):
     sample = luigi.Parameter(description="MGRS sample: FlatGeobuf or GeoPackage, EPSG:4326, property name")
     catalog = luigi.Parameter(
         description="STAC API root (http/https) or a local catalogue file (NDJSON items or a FeatureCollection)"
@@ -115,25 +116,6 @@ class _DatacubeTask(luigi.Task):
     def rows(self, index: int = -1, indexes: str = "") -> list[SampleTile]:
         return select_rows(sample_of(str(self.sample)), index, indexes)
 
-    def complete(self) -> bool:
-        # luigi's own complete() (every output exists) is untyped
-        return bool(super().complete())  # type: ignore[no-untyped-call]
-
-    def status(self, text: str, percentage: int | None = None) -> None:
-        """The scheduler's status message (and percentage) of the task; the worker sets the
-        callbacks when it runs the task (None otherwise)."""
-        message, progress = (
-            getattr(self, "set_status_message", None),
-            getattr(self, "set_progress_percentage", None),
-        )
-        if callable(message):
-            message(text)
-        if percentage is not None and callable(progress):
-            progress(percentage)
-
-    def progress(self, done: int, total: int, what: str) -> None:
-        self.status(f"{done}/{total} {what}", round(100 * done / max(total, 1)))
-
 
 class DatacubeSelection(_DatacubeTask):
     """A tile's dates: per period the S2 attempts and their S1 matches, kept as a state file, so
@@ -157,7 +139,7 @@ class DatacubeSelection(_DatacubeTask):
 
     def run(self) -> None:
         tile = self.tile
-        self.status(f"selecting the dates of {tile.mgrs} (row {tile.index})")
+        self.show_status(f"selecting the dates of {tile.mgrs} (row {tile.index})")
         doc = engine.select_tile(
             catalog_for(str(self.catalog)), tile.index, tile.mgrs, self.periods(), int(self.dates_per_tile)
         )
@@ -212,17 +194,13 @@ class DatacubeTileDate(_DatacubeTask):
         job, _, scope = self.plan()
         return StoreTarget(self.store, layout.chip_manifest(job.version, job.mgrs, job.day, scope))
 
-    def complete(self) -> bool:
-        if getattr(self, "_known_complete", False):
-            return True
+    def is_complete(self) -> bool:
         if not (self.requires().complete() and self.output().exists()):
             return False
         job, _, _ = self.plan()
         manifest = json.loads(self.output().read_text())
         present = self.store.list_names(layout.chip_dir(job.version, job.mgrs, job.day))
-        done = all(k["path"].rsplit("/", 1)[-1] in present for k in manifest["kept"])
-        self._known_complete = done
-        return done
+        return all(k["path"].rsplit("/", 1)[-1] in present for k in manifest["kept"])
 
     def run(self) -> None:
         store = self.store
@@ -275,7 +253,7 @@ class DatacubeTileDate(_DatacubeTask):
         window = engine.snapped_window(job, numbers) if self.subset else None
         self.output().write_text(engine.jdump(engine.manifest_doc(job, entry, scope, window, kept, dropped)))
         store.delete(record_rel)
-        self._known_complete = True
+        self.mark_complete()
 
 
 class DatacubeTile(_DatacubeTask):
@@ -293,7 +271,7 @@ class DatacubeTile(_DatacubeTask):
             for d in doc["dates"]
         ]
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         return bool(self.requires().complete() and all(t.complete() for t in self.date_tasks()))
 
     def run(self) -> Iterator[list[DatacubeTileDate]]:
@@ -316,14 +294,14 @@ class DatacubeReport(_DatacubeTask):
     def output(self) -> StoreTarget:
         return StoreTarget(self.store, layout.report_index())
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         # Luigi does not look below a complete task: the tiles too.
         return bool(self.output().exists() and all(r.complete() for r in self.requires()))
 
     def run(self) -> None:
         from pipeline.datacube.report import write_report
 
-        self.status("writing the QA view")
+        self.show_status("writing the QA view")
         tiles = []
         for tile in self.requires():
             dates = [(t, t.plan()) for t in tile.date_tasks()]
@@ -377,7 +355,7 @@ def _check(task: Any) -> None:
         raise InputError(f"{task.dates_per_tile}: must be at least 1", field="dates_per_tile")
 
 
-class DatacubeDryRun(luigi.Task):
+class DatacubeDryRun(DryRunTask):
     """Before the bill: per tile the dates selected, chips to write and done, the files, GET
     requests and bytes the run will read. Selects (and keeps the selections); reads no pixel and
     writes no chip."""
@@ -401,10 +379,9 @@ class DatacubeDryRun(luigi.Task):
         }  # fmt: skip
         return [make(DatacubeSelection, **common, index=t.index) for t in rows]
 
-    def complete(self) -> bool:
-        return False
+    dry_run_name = "datacube-dry-run"
 
-    def run(self) -> None:
+    def estimate(self) -> str:
         from pipeline.datacube.estimate import estimate_date, format_estimates
 
         rows = []
@@ -413,7 +390,7 @@ class DatacubeDryRun(luigi.Task):
             dates = [make(DatacubeTileDate, **selection.common(), index=selection.index, day=date.fromisoformat(d["date"]))
                      for d in doc["dates"]]  # fmt: skip
             rows.append((doc, [estimate_date(t.store, t.entry(), *t.plan()) for t in dates]))
-        summary.record_text("datacube-dry-run", format_estimates(rows, str(self.dest)))
+        return format_estimates(rows, str(self.dest))
 
 
 __all__ = [

@@ -28,7 +28,7 @@ from pipeline.catalog import Catalog, Item
 from pipeline.datetimes import Interval, parse_interval, parse_item_datetime
 from pipeline.errors import ItemError, PipelineError, RasterReadError
 from pipeline.failures import UnusableItem
-from pipeline.hls import layout, recipe
+from pipeline.hls import cog, layout, recipe
 from pipeline.mgrs_grid import TileGrid, grid_of_item, lonlat_bbox, nominal_grid
 from pipeline.raster import ArchiveAccess, RasterReader
 from targets.store import Store
@@ -44,13 +44,15 @@ BLOCK_BUDGET_BYTES = 96 * 1024 * 1024
 # Bytes of one input pixel of one scene in a window: 8 int16 bands + Fmask, plus the
 # recipe's float32 working copy of one band.
 _BYTES_PER_SCENE_PIXEL = 8 * 2 + 1 + 4
-# COG creation options: DEFLATE with the floating-point predictor, 512 x 512 blocks, the
-# overviews the month's uncompressed stripes file already has (built there by
-# _add_overviews: averaged, NaN-aware, down to one block). Measured on a 2048 px month
-# (scripts/bench_hls.py --breakdown): letting the COG driver build the overviews itself
-# costs 3.4x the CPU of this (it writes them DEFLATE-compressed to a temporary file, reads
-# them back and compresses them again), and DEFLATE level 6 costs 1.8x level 1 for a file
-# 1 % smaller (noisy float32 reflectances barely compress further).
+# GDAL's COG driver's creation options, for a month too large for pipeline.hls.cog's
+# classic-TIFF writer (which writes the same layout with ISA-L's DEFLATE at ~half the CPU):
+# DEFLATE with the floating-point predictor, 512 x 512 blocks, the overviews the month's
+# uncompressed stripes file already has (built there by _add_overviews: averaged, NaN-aware,
+# down to one block). Measured on a 2048 px month (scripts/bench_hls.py --breakdown):
+# letting the COG driver build the overviews itself costs 3.4x the CPU of this (it writes
+# them DEFLATE-compressed to a temporary file, reads them back and compresses them again),
+# and DEFLATE level 6 costs 1.8x level 1 for a file 1 % smaller (noisy float32 reflectances
+# barely compress further).
 COG_OPTIONS = {
     "COMPRESS": "DEFLATE",
     "LEVEL": "1",
@@ -353,6 +355,16 @@ def _add_overviews(path: str) -> None:
 
 
 def _to_cog(src: str, dst: str) -> None:
+    """The month's COG from its stripes file: pipeline.hls.cog's writer (GDAL's COG layout,
+    pixel for pixel what GDAL's COG driver writes, at about half its CPU), or GDAL's COG
+    driver itself for a month too large for a classic TIFF."""
+    try:
+        cog.write_cog(src, dst, block=BLOCK)
+    except cog.TooLargeForClassicTiff:
+        _gdal_cog(src, dst)
+
+
+def _gdal_cog(src: str, dst: str) -> None:
     import rasterio
     from rasterio.shutil import copy
 
@@ -367,34 +379,16 @@ def run_months(
     progress: Any = None,
 ) -> list[MonthResult]:
     """Every (tile, year, month) job on the Dask cluster, one task each, results as they come."""
-    from distributed import as_completed
+    from pipeline.cluster import run_each
 
-    from pipeline.cluster import get_client
-
-    if not jobs:
-        return []
-    client = get_client()
-    futures = [
-        client.submit(
-            composite_month,
-            tile,
-            year,
-            month,
-            grid,
-            scenes,
-            store,
-            access,
-            pure=False,
-            key=f"hls-{tile}-{year}-{month:02d}-{os.getpid()}-{time.monotonic_ns()}",
-        )
-        for tile, year, month, grid, scenes in jobs
-    ]
+    calls = [(tile, year, month, grid, scenes, store, access) for tile, year, month, grid, scenes in jobs]
+    labels = [f"{tile}-{year}-{month:02d}" for tile, year, month, _, _ in jobs]
     results = []
-    for future in as_completed(futures):
+    for _, future in run_each(composite_month, calls, name="hls", labels=labels):
         result: MonthResult = future.result()
         results.append(result)
         if progress is not None:
-            progress(len(results), len(futures), result)
+            progress(len(results), len(jobs), result)
     return sorted(results, key=lambda r: (r.tile, r.year, r.month))
 
 

@@ -47,10 +47,6 @@ def record_samples(tile: str, year: int, points: int, months: int) -> None:
     )
 
 
-def record_text(name: str, text: str) -> None:
-    runstats.record_text(name, text)
-
-
 def render(docs: dict[str, dict[str, Any]]) -> runstats.Rendered:
     runs = [d for k, d in docs.items() if k.startswith("run-")]
     composites = [d for k, d in sorted(docs.items()) if k.startswith("composite-")]

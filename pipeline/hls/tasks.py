@@ -50,7 +50,7 @@ from pipeline.hls.inputs import Point, TileYear, parse_bbox, parse_years, read_p
 from pipeline.mgrs_grid import tiles_in_bbox, tiles_near
 from pipeline.progress import Progress
 from pipeline.raster import ArchiveAccess
-from pipeline.task_base import PipelineTask
+from pipeline.task_base import DryRunTask, UnitTask
 from targets.store import Store
 from targets.target import StoreTarget
 
@@ -78,7 +78,7 @@ def catalog_fingerprint(catalog: str) -> str:
     return hashlib.sha1(f"hls2|{catalog}".encode()).hexdigest()[:12]
 
 
-class _HlsTask(PipelineTask):
+class _HlsTask(UnitTask):
     catalog = luigi.Parameter(
         description="STAC API root (http/https) or a local catalogue file (NDJSON items or a FeatureCollection)"
     )
@@ -92,10 +92,6 @@ class _HlsTask(PipelineTask):
 
     def common(self) -> dict[str, Any]:
         return {"catalog": self.catalog, "project_dir": self.project_dir}
-
-    def progress(self, done: int, total: int, what: str) -> None:
-        self.show_progress(round(100 * done / max(total, 1)))
-        self.show_status(f"{done}/{total} {what}")
 
 
 class HlsSearch(_HlsTask):
@@ -111,18 +107,14 @@ class HlsSearch(_HlsTask):
             self.store, layout.search_state(catalog_fingerprint(self.catalog), self.tile, self.year)
         )
 
-    def complete(self) -> bool:
-        if getattr(self, "_known_complete", False):
-            return True
-        done = self.output().exists() and not self.store.exists(layout.unusable_record(self.tile, self.year))
-        self._known_complete = done
-        return done
+    def is_complete(self) -> bool:
+        return self.output().exists() and not self.store.exists(layout.unusable_record(self.tile, self.year))
 
     def run(self) -> None:
         self.show_status(f"searching {self.catalog} for {self.tile} {self.year}")
         doc = search_doc(catalog_for(self.catalog), self.tile, self.year)
         self.output().write_text(jdump(doc))
-        self._known_complete = True
+        self.mark_complete()
 
     def plan(self) -> TileYearPlan:
         doc = json.loads(self.output().read_text())
@@ -144,16 +136,12 @@ class HlsComposite(_HlsTask):
     def output(self) -> StoreTarget:
         return StoreTarget(self.store, layout.composite_manifest(self.tile, self.year))
 
-    def complete(self) -> bool:
-        if getattr(self, "_known_complete", False):
-            return True
+    def is_complete(self) -> bool:
         if not (self.requires().complete() and self.output().exists()):
             return False
         manifest = json.loads(self.output().read_text())
         present = self.store.list_names(layout.composite_dir(self.tile, self.year))
-        done = all(layout.composite_name(self.tile, self.year, int(m)) in present for m in manifest["months"])
-        self._known_complete = done
-        return done
+        return all(layout.composite_name(self.tile, self.year, int(m)) in present for m in manifest["months"])
 
     def run(self) -> None:
         store = self.store
@@ -294,7 +282,7 @@ class HlsReport(_HlsTask):
     def output(self) -> StoreTarget:
         return StoreTarget(self.store, layout.report_index())
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         # Luigi does not look below a complete task: the composites too.
         return self.output().exists() and all(r.complete() for r in self.requires())
 
@@ -395,7 +383,7 @@ class HlsSampleTile(_PointsTask):
     def output(self) -> StoreTarget:
         return StoreTarget(self.store, layout.samples_centre(self.year, self.tile))
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         return self.output().exists() and self.store.exists(
             f"{layout.samples_zarr(self.year, self.tile)}/.zmetadata"
         )
@@ -432,14 +420,14 @@ class HlsSamples(_PointsTask):
                 tasks.append(HlsSampleTile(**self.points_common(), year=placement.year, tile=tile))
         return tasks
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         return all(r.complete() for r in self.requires()) and all(t.complete() for t in self.tile_tasks())
 
     def run(self) -> Any:
         yield self.tile_tasks()
 
 
-class HlsDryRun(luigi.Task):
+class HlsDryRun(DryRunTask):
     """Before the bill: per tile-year, the items found, unusable items, months, COGs done and
     to do, the files, bytes and requests the run will read. Searches (kept) and lists the
     outputs; reads no pixel and writes no output."""
@@ -457,15 +445,14 @@ class HlsDryRun(luigi.Task):
             for t in tys
         ]
 
-    def complete(self) -> bool:
-        return False
+    dry_run_name = "hls-dry-run"
 
-    def run(self) -> None:
+    def estimate(self) -> str:
         from pipeline.hls.estimate import estimate_tile_year, format_estimates
 
         store = store_for(self.project_dir)
         rows = [estimate_tile_year(s.plan(), store) for s in self.requires()]
-        summary.record_text("hls-dry-run", format_estimates(rows, store.url))
+        return format_estimates(rows, store.url)
 
 
 __all__ = [

@@ -281,29 +281,32 @@ def convert_streamed(
 ProgressCallback = Callable[[int, int], None]
 
 
-def _submit(client: Any, fn: Callable[..., TaskOutcome], *args: Any, key: str) -> Any:
-    return client.submit(fn, *args, pure=False, key=f"{key}-{os.getpid()}-{time.monotonic_ns()}")
+def _call(fn: Callable[..., TaskOutcome], *args: Any) -> TaskOutcome:
+    return fn(*args)
 
 
-def submit_conversions(
-    client: Any, bundle: Bundle, store: Store, access: SourceAccess, workdir: str, threads_per_task: int
-) -> list[Any]:
-    """The scene's Dask tasks: a COG per raster member and the thumbnails (uncompressed), or
-    one streaming task (compressed)."""
+def conversion_calls(
+    bundle: Bundle, store: Store, access: SourceAccess, workdir: str, threads_per_task: int
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """The scene's Dask tasks, as ``(function, *arguments)`` calls and their labels: a COG per
+    raster member and the thumbnails (uncompressed), or one streaming task (compressed)."""
     light = bundle.without_texts()
     gdal_options = access.gdal_options()
     stem = bundle.scene.product_id
     if bundle.compressed:
-        streamed = (light, store, access, gdal_options, workdir, threads_per_task)
-        return [_submit(client, convert_streamed, *streamed, key=f"ingest-{stem}-stream")]
-    futures = []
-    for member in sorted(
-        bundle.rasters, key=lambda m: -m.size
-    ):  # largest first: the pan band does not finish last
-        args = (light, member, store, layout.cog(bundle.scene, member.suffix), gdal_options, workdir)
-        futures.append(_submit(client, convert_member, *args, key=f"ingest-{stem}-{member.suffix}"))
-    futures.append(_submit(client, make_thumbnails, light, store, gdal_options, key=f"ingest-{stem}-thumbs"))
-    return futures
+        return [(convert_streamed, light, store, access, gdal_options, workdir, threads_per_task)], [
+            f"{stem}-stream"
+        ]
+    calls: list[tuple[Any, ...]] = []
+    labels = []
+    # largest first: the pan band does not finish last
+    for member in sorted(bundle.rasters, key=lambda m: -m.size):
+        target = layout.cog(bundle.scene, member.suffix)
+        calls.append((convert_member, light, member, store, target, gdal_options, workdir))
+        labels.append(f"{stem}-{member.suffix}")
+    calls.append((make_thumbnails, light, store, gdal_options))
+    labels.append(f"{stem}-thumbs")
+    return calls, labels
 
 
 def write_text_copies(bundle: Bundle, store: Store) -> list[FileResult]:
@@ -329,9 +332,7 @@ def publish_scene(
     progress: ProgressCallback | None = None,
 ) -> SceneOutcome:  # fmt: skip
     """Convert and publish one bundle (see the module docstring for the order)."""
-    from distributed import as_completed
-
-    from pipeline.cluster import get_client
+    from pipeline.cluster import run_each
     from pipeline.ingest.bundle import bundle_stem
 
     started = time.perf_counter()
@@ -346,11 +347,13 @@ def publish_scene(
     if store.exists(layout.item_json(scene)):
         store.delete(layout.item_json(scene))  # unpublished while its files are replaced
     catalogue.sweep_temporaries(store, here)
-    futures = submit_conversions(get_client(), bundle, store, access, workdir, threads_per_task)
+    calls, labels = conversion_calls(bundle, store, access, workdir, threads_per_task)
     files: list[FileResult] = []
     failure: BundleError | None = None
     item: dict[str, Any] = {}
-    try:
+    # Submitted first, so the item is built while the bands convert; leaving the block by an
+    # exception cancels what has not finished.
+    with run_each(_call, calls, name="ingest", labels=labels) as running:
         try:
             item = catalogue.relative_item(build_item(bundle, store.url), scene)
         except BundleError as error:
@@ -358,19 +361,15 @@ def publish_scene(
         files.extend(write_text_copies(bundle, store))
         # Every task runs to its end even after one found the bundle bad: a task still running
         # could otherwise put a file after the scene's files were removed.
-        for done, future in enumerate(as_completed(futures), start=1):
+        for done, (_, future) in enumerate(running, start=1):
             outcome: TaskOutcome = future.result()
             if progress is not None:
-                progress(done, len(futures))
+                progress(done, len(calls))
             files.extend(outcome.files)
             if outcome.reason and failure is None:
                 failure = BundleError(bundle_href, outcome.reason, member=outcome.member)
-        if failure is None:
-            failure = _missing_asset_files(bundle_href, item, files)
-    except BaseException:
-        for other in futures:
-            other.cancel()
-        raise
+    if failure is None:
+        failure = _missing_asset_files(bundle_href, item, files)
     if failure is not None:
         remove_scene_outputs(store, scene)
         return SceneOutcome(

@@ -57,10 +57,6 @@ def built_in_this_run(name: str) -> bool:
     return f"built-{name}" in runstats.read(WORKFLOW)
 
 
-def record_text(name: str, text: str) -> None:
-    runstats.record_text(name, text)
-
-
 def failure_of(doc: dict[str, Any]) -> Failure:
     error = f"{doc['member']}: {doc['reason']}" if doc.get("member") else str(doc["reason"])
     return Failure(key=str(doc["stem"]), error=error, what=f"bundle {doc['bundle']}")

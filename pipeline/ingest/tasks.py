@@ -49,7 +49,7 @@ from pipeline.ingest.access import SourceAccess
 from pipeline.ingest.bundle import BundleError, SceneId, bundle_stem, list_bundle
 from pipeline.ingest.sources import SourceBundle, list_source
 from pipeline.progress import Progress
-from pipeline.task_base import PipelineTask
+from pipeline.task_base import DryRunTask, UnitTask
 from targets.store import Store
 from targets.target import StoreTarget
 
@@ -122,7 +122,7 @@ def scene_of_bundle(href: str) -> SceneId | None:
     return _scenes[href]
 
 
-class IngestScene(PipelineTask):
+class IngestScene(UnitTask):
     """One bundle: its COGs, thumbnails and metadata copies, its ``index.html``, then its item
     JSON (the completion marker). Complete when the item JSON and every file it names are
     listed (one listing of the destination serves every scene)."""
@@ -146,12 +146,8 @@ class IngestScene(PipelineTask):
         rel = layout.item_json(scene) if scene is not None else layout.failure_record(self.stem)
         return StoreTarget(self.store, rel)
 
-    def complete(self) -> bool:
-        if getattr(self, "_known_complete", False):
-            return True
-        done = (not self.overwrite and self.published()) or summary.attempted(self.stem) is not None
-        self._known_complete = done
-        return done
+    def is_complete(self) -> bool:
+        return (not self.overwrite and self.published()) or summary.attempted(self.stem) is not None
 
     def published(self) -> bool:
         """The item JSON and every file its assets name, and the scene page, are listed."""
@@ -173,7 +169,7 @@ class IngestScene(PipelineTask):
         cfg = ingest()
         store = self.store
         self.show_status(f"converting {self.stem}")
-        tracker = Progress(0, "Dask tasks", label=self.stem, report=self._progress, logger=log)
+        tracker = Progress(0, "Dask tasks", label=self.stem, report=self.progress, logger=log)
         outcome = engine.publish_scene(
             self.bundle, store, access_for(cfg), workdir=cfg.workdir, threads_per_task=cfg.threads_per_stream,
             progress=lambda done, total: tracker.update(done, total),
@@ -186,11 +182,7 @@ class IngestScene(PipelineTask):
             tracker.finish(f"published {outcome.bytes_out / 1e6:,.1f} MB")
         else:
             log.warning("bundle %s published nothing: %s", self.bundle, record.failed[0].error)
-        self._known_complete = True
-
-    def _progress(self, done: int, total: int, what: str) -> None:
-        self.show_progress(round(100 * done / max(total, 1)))
-        self.show_status(f"{self.stem}: {done}/{total} {what}")
+        self.mark_complete()
 
 
 def sweep_for(store: Store, *rels: str) -> None:
@@ -232,7 +224,7 @@ def _write_if_changed(store: Store, stem: str, record: FailureRecord) -> None:
 # ---------------------------------------------------------------- the catalogue and pages
 
 
-class _PublishTask(PipelineTask):
+class _PublishTask(UnitTask):
     """A catalogue file or page built from published items; see the module docstring."""
 
     dest = IngestScene.dest
@@ -274,27 +266,23 @@ class _PublishTask(PipelineTask):
             self.store, self.name, self.rel(), value, expect_output=self.expects_output(tree)
         )
 
-    def complete(self) -> bool:
-        if getattr(self, "_known_complete", False):
-            return True
+    def is_complete(self) -> bool:
         # Luigi looks no further than a complete task: what it requires must be current too
         done = not self.forced() and self.is_current(self.current_tree())
-        done = done and all(task.complete() for task in luigi.task.flatten(self.requires()))
-        self._known_complete = done
-        return done
+        return done and all(task.complete() for task in luigi.task.flatten(self.requires()))
 
     def run(self) -> None:
         store = self.store
         tree = catalogue.tree(store, fresh=True, generation=summary.published_in_run())
         if not self.forced() and self.is_current(tree):
-            self._known_complete = True  # it ran for what it requires only: this file is current
+            self.mark_complete()  # it ran for what it requires only: this file is current
             return
         self.show_status(f"writing {self.rel()}")
         sweep_for(store, self.rel(), layout.built_record(self.name))
         count = self.build(store, tree)
         catalogue.record_built(store, self.name, self.built_from(tree), count)
         summary.record_built(self.name, count)
-        self._known_complete = True
+        self.mark_complete()
 
     def build(self, store: Store, tree: catalogue.Tree) -> int:
         """Write the file from ``tree``; returns how many items it lists."""
@@ -500,7 +488,7 @@ class IngestScenes(luigi.Task):
             )
 
 
-class IngestDryRun(luigi.Task):
+class IngestDryRun(DryRunTask):
     """Before converting: per bundle, the scene, its bytes, whether it is already published
     or bad, and the objects the run will write. Lists the source and the destination and
     reads the bundles' tar headers (a compressed bundle is read through); writes nothing."""
@@ -509,10 +497,9 @@ class IngestDryRun(luigi.Task):
     dest = IngestScene.dest
     overwrite = IngestScene.overwrite
 
-    def complete(self) -> bool:
-        return False
+    dry_run_name = "ingest-dry-run"
 
-    def run(self) -> None:
+    def estimate(self) -> str:
         from pipeline.ingest.estimate import estimate, format_estimate
 
         bundles = source_bundles(self.source)
@@ -520,7 +507,7 @@ class IngestDryRun(luigi.Task):
         tasks = [IngestScene(bundle=b.href, dest=self.dest, overwrite=self.overwrite) for b in bundles]
         done = {t.bundle for t in tasks if not self.overwrite and t.published()}
         rows = estimate(bundles, done, access_for(), store)
-        summary.record_text("ingest-dry-run", format_estimate(rows, self.source, where(self.dest)))
+        return format_estimate(rows, self.source, where(self.dest))
 
 
 __all__ = [

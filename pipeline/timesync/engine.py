@@ -635,15 +635,12 @@ class Project:
         so that a piece reads the same acquisitions (observation-major order)."""
         if not jobs:
             return []
-        from distributed import as_completed
-
-        from pipeline.cluster import get_client
+        from pipeline.cluster import run_each
 
         pieces = pack_by_acquisition(jobs, jobs_per_task)
-        client = get_client()
-        futures = [client.submit(run_batch, piece, self.store, self.access, pure=False) for piece in pieces]
+        calls = [(piece, self.store, self.access) for piece in pieces]
         results: list[ObservationResult] = []
-        for future in as_completed(futures):
+        for _, future in run_each(run_batch, calls, name="timesync"):
             results.extend(future.result())
             if progress:
                 progress(len(results), len(jobs), "observations")

@@ -79,11 +79,6 @@ def record_unusable(items: Iterable[UnusableItem]) -> None:
     runstats.record_unusable(items)
 
 
-def record_text(name: str, text: str) -> None:
-    """A block of text printed at the end of the run (the dry run's table)."""
-    runstats.record_text(f"{WORKFLOW}-{name}", text)
-
-
 def batch_line(label: str, outcome: Any, *, plots: int, seconds: float) -> str:
     """The progress line of a finished batch: what it did, its rate, and where the run is
     (batches done of those found incomplete when the run started, and the time left)."""

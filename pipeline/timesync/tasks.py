@@ -30,7 +30,7 @@ from pipeline.errors import InputError, PipelineError
 from pipeline.failures import FailuresRecorded, UnusableItem
 from pipeline.grid import Tile
 from pipeline.progress import Progress
-from pipeline.task_base import PipelineTask
+from pipeline.task_base import DryRunTask, UnitTask
 from pipeline.timesync import layout, report, summary
 from pipeline.timesync.engine import BatchOutcome, Project, RunOptions
 from pipeline.timesync.plots import check_id
@@ -113,7 +113,7 @@ class ObsKeyParameter(luigi.Parameter):
         return x
 
 
-class _TimeSyncTask(PipelineTask):
+class _TimeSyncTask(UnitTask):
     """Parameters every TimeSync task shares (they decide the outputs)."""
 
     plot_file = luigi.Parameter(
@@ -152,10 +152,6 @@ class _TimeSyncTask(PipelineTask):
     def project(self) -> Project:
         return project_for(self.run_options)
 
-    def progress(self, done: int, total: int, what: str) -> None:
-        self.show_progress(round(100 * done / max(total, 1)))
-        self.show_status(f"{done}/{total} {what}")
-
     def shared(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _TimeSyncTask.get_param_names()}
 
@@ -190,14 +186,12 @@ class TimeSyncSearch(_TimeSyncTask):
     def output(self) -> StoreTarget:
         return StoreTarget(self.project.store, self.project.search_rel(self.tile))
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         # Every batch of the tile asks; a search state is never deleted during a run, so a
-        # True answer is kept (Luigi reuses task instances): one check per tile and run. A
-        # kept search with unusable items is repeated once per run (the catalogue may have
-        # been fixed since): see Project.search_is_current.
-        if not getattr(self, "_known_complete", False):
-            self._known_complete = self.project.search_is_current(self.tile)
-        return bool(self._known_complete)
+        # True answer is kept (UnitTask): one check per tile and run. A kept search with
+        # unusable items is repeated once per run (the catalogue may have been fixed since):
+        # see Project.search_is_current.
+        return self.project.search_is_current(self.tile)
 
     def run(self) -> None:
         self.show_status(f"searching {self.catalog} for tile h{self.tile.hh}v{self.tile.vv}")
@@ -221,15 +215,12 @@ class _PlotsTask(_TimeSyncTask):
     # a project run) by TimeSyncProject once the ingest files and the report are written.
     fail_on_unusable = True
 
-    def complete(self) -> bool:
+    def is_complete(self) -> bool:
         # Outputs are not deleted during a run, so a True answer is kept for the task
-        # instance (Luigi reuses instances): dependants ask again without new listings.
-        if getattr(self, "_known_complete", False):
-            return True
+        # instance (UnitTask): dependants ask again without new listings.
         done = all(r.complete() for r in self.requires()) and self.project.plots_complete(
             self.selected_plots()
         )
-        self._known_complete = done
         if not done:
             summary.note_pending_batch(self.task_id)
         return done
@@ -456,7 +447,7 @@ class TimeSyncReport(_TimeSyncTask):
         _fail_if_unusable(self.fail_on_unusable, self.project, self.project_id)
 
 
-class TimeSyncDryRun(_TimeSyncTask):
+class TimeSyncDryRun(DryRunTask, _TimeSyncTask):
     """Before the bill: per project, how many plots, tiles and observations, how many are
     already done, and the S3 GET requests, bytes and requester-pays cost the run will
     need. Searches the catalogue (kept, so the run does not search again) and lists the
@@ -475,10 +466,9 @@ class TimeSyncDryRun(_TimeSyncTask):
         tiles = sorted({t for p in project.plots for t in project.tiles_of(p)})
         return [TimeSyncSearch(**self.shared(), tile_h=t.h, tile_v=t.v) for t in tiles]
 
-    def complete(self) -> bool:
-        return False  # a report, not a product: always answer afresh
+    dry_run_name = "timesync-dry-run"
 
-    def run(self) -> None:
+    def estimate(self) -> str:
         from pipeline.timesync.estimate import CostModel, format_estimates
 
         model = CostModel(
@@ -496,9 +486,11 @@ class TimeSyncDryRun(_TimeSyncTask):
             )
             for p in project.project_ids()
         ]
-        text = format_estimates(estimates, model, project.store.url)
-        summary.record_text("dry-run", text)
-        unusable = project.project_unusable()
+        return format_estimates(estimates, model, project.store.url)
+
+    def run(self) -> None:
+        super().run()
+        unusable = self.project.project_unusable()
         if unusable:
             raise_unusable(unusable, "the run would miss their acquisitions")
 

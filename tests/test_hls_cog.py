@@ -1,0 +1,140 @@
+"""pipeline.hls.cog, the month composites' COG writer: what it writes is what GDAL's COG
+driver writes from the same stripes file (every pixel of every level, bit for bit, the
+georeferencing, band descriptions, tags, nodata, DEFLATE with the floating-point
+predictor, 512 x 512 blocks) and passes GDAL's COG validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+
+from pipeline.hls import cog, engine, recipe
+
+
+def _stripes(path: Path, width: int, height: int, seed: int = 0) -> str:
+    """A month's stripes file as engine._write_stripes makes it (uncompressed, tiled 512,
+    band-interleaved, descriptions, tags, NaN nodata), with its overviews built as the
+    engine builds them: noisy reflectances, NaN patches, a whole-NaN band, counts."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 10001, size=(9, height, width)).astype(np.float32)
+    data[:8] += np.float32(0.5) * rng.integers(0, 2, size=(8, height, width))  # even-count medians
+    data[:8, rng.random((height, width)) < 0.2] = np.nan
+    data[:8, : height // 3, : width // 4] = np.nan  # a cloudy corner
+    data[7] = np.nan  # a band with no usable value at all
+    data[8] = rng.integers(0, 7, size=(height, width))
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": 9, "dtype": "float32",
+        "crs": CRS.from_epsg(32610), "transform": Affine(30, 0, 499980, 0, -30, 5300040),
+        "nodata": float("nan"), "tiled": True, "blockxsize": 512, "blockysize": 512,
+        "interleave": "band",
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for i, name in enumerate(recipe.OUTPUT_BANDS, start=1):
+            dst.set_band_description(i, name)
+        dst.update_tags(HLS_SCENES_DIGEST="0123456789abcdef", HLS_SCENES="HLS.L30.T10TET.2019183T185921.v2.0")
+        dst.write(data)
+    engine._add_overviews(str(path))
+    return str(path)
+
+
+def _levels(path: str) -> list[np.ndarray]:
+    with rasterio.open(path) as ds:
+        n = len(ds.overviews(1))
+    arrays = []
+    for level in [None, *range(n)]:
+        kwargs = {} if level is None else {"overview_level": level}
+        with rasterio.open(path, **kwargs) as ds:
+            arrays.append(ds.read())
+    return arrays
+
+
+def _facts(path: str) -> dict[str, object]:
+    with rasterio.open(path) as ds:
+        return {
+            "size": (ds.width, ds.height, ds.count),
+            "dtypes": ds.dtypes,
+            "crs": ds.crs.to_wkt(),
+            "transform": tuple(ds.transform),
+            "nodata_is_nan": bool(np.isnan(ds.nodata)),
+            "descriptions": ds.descriptions,
+            "tags": ds.tags(),
+            "image_structure": ds.tags(ns="IMAGE_STRUCTURE"),
+            "blocks": ds.block_shapes,
+            "overviews": ds.overviews(1),
+        }
+
+
+@pytest.mark.parametrize(("width", "height"), [(1100, 700), (2048, 1024), (300, 200)])
+def test_cog_is_what_gdal_writes(tmp_path: Path, width: int, height: int) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    src = _stripes(tmp_path / "stripes.tif", width, height)
+    ours, gdal = str(tmp_path / "ours.tif"), str(tmp_path / "gdal.tif")
+    cog.write_cog(src, ours)
+    engine._gdal_cog(src, gdal)
+    valid, errors, warnings = cog_validate(ours, strict=True)
+    assert valid, (errors, warnings)
+    facts = _facts(ours)
+    assert facts == _facts(gdal)
+    assert facts["image_structure"] == {
+        "LAYOUT": "COG", "COMPRESSION": "DEFLATE", "INTERLEAVE": "PIXEL", "PREDICTOR": "3"
+    }  # fmt: skip
+    assert facts["descriptions"] == recipe.OUTPUT_BANDS
+    ours_levels, gdal_levels = _levels(ours), _levels(gdal)
+    assert len(ours_levels) == len(gdal_levels) == 1 + len(engine.overview_factors(width, height))
+    for got, want in zip(ours_levels, gdal_levels, strict=True):
+        assert got.shape == want.shape
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # bit for bit, NaNs too
+    with open(ours, "rb") as f:
+        head = f.read(8 + len(cog.GHOST))
+    assert head[8:] == cog.GHOST
+
+
+def test_cog_too_large_for_classic_tiff_falls_back_to_gdal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    src = _stripes(tmp_path / "stripes.tif", 700, 600)
+    monkeypatch.setattr(cog, "_CLASSIC_LIMIT", 1000)
+    with pytest.raises(cog.TooLargeForClassicTiff):
+        cog.write_cog(src, str(tmp_path / "refused.tif"))
+    dst = str(tmp_path / "cog.tif")
+    engine._to_cog(src, dst)
+    assert cog_validate(dst, strict=True)[0]
+    assert all(
+        np.array_equal(a.view(np.uint32), b.view(np.uint32))
+        for a, b in zip(_levels(dst), _levels(src), strict=True)
+    )
+
+
+def test_cog_refuses_other_than_float32(tmp_path: Path) -> None:
+    path = tmp_path / "int.tif"
+    profile = {
+        "driver": "GTiff",
+        "width": 8,
+        "height": 8,
+        "count": 1,
+        "dtype": "int16",
+        "crs": CRS.from_epsg(32610),
+    }
+    with rasterio.open(path, "w", transform=Affine(30, 0, 0, 0, -30, 0), **profile) as dst:
+        dst.write(np.zeros((1, 8, 8), np.int16))
+    with pytest.raises(ValueError, match="float32"):
+        cog.write_cog(str(path), str(tmp_path / "out.tif"))
+
+
+def test_predictor_is_libtiffs_floating_point_predictor() -> None:
+    """By hand on one 1 x 2 pixel, 2-band row: bytes regrouped most significant first, then
+    each byte minus the byte 2 (samples) before it, mod 256."""
+    tile = np.array([[[1.0, 2.0]], [[-3.5, 0.0]]], dtype=np.float32)  # (bands, rows, cols)
+    samples_in_row = [1.0, -3.5, 2.0, 0.0]  # pixel by pixel, band by band
+    be = [np.array([v], dtype=">f4").tobytes() for v in samples_in_row]
+    regrouped = [b[k] for k in range(4) for b in be]
+    want = [regrouped[i] if i < 2 else (regrouped[i] - regrouped[i - 2]) % 256 for i in range(16)]
+    assert cog.predict_tile(tile).tolist() == [want]
