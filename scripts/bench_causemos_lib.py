@@ -141,6 +141,7 @@ class RunFigures:
     seconds: float
     peak_rss_mib: float
     stderr_tail: str = ""
+    stderr: str = ""  # the whole log (for profiling scripts)
 
 
 @dataclass
@@ -229,7 +230,7 @@ def run_measured(args: list[str], *, cwd: Path, env: dict[str, str], timeout: fl
     stderr = "".join(stderr_chunks)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(args[:4])} ... failed ({proc.returncode}):\n{stderr[-4000:]}")
-    return RunFigures(seconds=seconds, peak_rss_mib=peak / 1024, stderr_tail=stderr[-2000:])
+    return RunFigures(seconds=seconds, peak_rss_mib=peak / 1024, stderr_tail=stderr[-2000:], stderr=stderr)
 
 
 def _clean_env(server_env: dict[str, str]) -> dict[str, str]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from urllib.parse import quote
 
+from targets.s3_put import fast_putter
 from targets.store import Listing, Store, shared_store
 
 STATE_ROOT = "_state/causemos"
@@ -123,9 +124,10 @@ class WriteStats:
 class ObjectWriter:
     """Writes many small objects concurrently, skipping those whose digest is the trusted one.
 
-    Objects go out in batches of up to 512 (16 MiB) through :meth:`Store.write_many` (S3: one PUT per
-    object, many in flight; locally: temporary files renamed into place), one batch being written while
-    the next is made. ``store=None`` writes nothing (the dry run counts).
+    Objects go out in batches of up to 512 (16 MiB), one batch being written while the next is made: on
+    S3 through :mod:`targets.s3_put` (one PUT per object, many in flight, at a third of
+    ``Store.write_many``'s CPU per object), elsewhere through :meth:`Store.write_many` (locally: temporary
+    files renamed into place). ``store=None`` writes nothing (the dry run counts).
     """
 
     def __init__(self, store: Store | None, trusted: Mapping[str, str] | None = None) -> None:
@@ -136,8 +138,11 @@ class ObjectWriter:
         self._batch_bytes = 0
         self._pending: list[Future[None]] = []
         self._pool: ThreadPoolExecutor | None = None
-        if store is not None:
+        self._write_many: Callable[[Mapping[str, bytes]], None] | None = None
+        if self.store is not None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="causemos-batch")
+            putter = fast_putter(self.store)
+            self._write_many = putter.write_many if putter is not None else self.store.write_many
 
     def put(self, key: str, data: bytes) -> None:
         digest = object_digest(data)
@@ -160,11 +165,11 @@ class ObjectWriter:
             self.put(key, data)
 
     def _flush(self) -> None:
-        if not self._batch or self.store is None or self._pool is None:
+        if not self._batch or self._write_many is None or self._pool is None:
             return
         batch, self._batch, self._batch_bytes = self._batch, {}, 0
         self._wait(keep=1)  # one batch in flight while the next is made
-        self._pending.append(self._pool.submit(self.store.write_many, batch))
+        self._pending.append(self._pool.submit(self._write_many, batch))
 
     def _wait(self, keep: int) -> None:
         while len(self._pending) > keep:

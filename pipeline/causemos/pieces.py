@@ -41,6 +41,12 @@ SPLIT_BY = {
 }
 
 
+# What a point costs, in units of a point of a regional output: a point of the tiles lands in one tile
+# per zoom level (9 objects of a few hundred bytes each, written one PUT apiece), so their pieces are cut
+# 9 times smaller and the tiles of a feature are written by every Dask worker at once.
+OBJECTS_PER_POINT = {"compute_tiles": recipe.MAX_CELL_LEVEL - recipe.MIN_CELL_LEVEL + 1}
+
+
 @dataclass(frozen=True)
 class Piece:
     """Part ``part`` of ``parts`` of one output task (``family``) of one (feature, time resolution)."""
@@ -67,16 +73,17 @@ def plan_pieces(
     points_per_piece: int,
     max_parts: int,
 ) -> list[Piece]:
-    """Pieces of about ``points_per_piece`` points each, at most ``max_parts`` and at most one per period
-    (or first-level region)."""
+    """Pieces of about ``points_per_piece`` points each (a tile point counting as 9), at most ``max_parts``
+    and at most one per period (or first-level region)."""
     split = SPLIT_BY[family]
+    work = points_rows * OBJECTS_PER_POINT.get(family, 1)
     if split == "periods":
         limit = periods
     elif split == "regions" and context.present and not separator_in_level0:
         limit = level0_regions
     else:
         limit = 1
-    parts = max(1, min(limit, max_parts, math.ceil(points_rows / max(points_per_piece, 1))))
+    parts = max(1, min(limit, max_parts, math.ceil(work / max(points_per_piece, 1))))
     return [Piece(family, context, split, part, parts) for part in range(parts)]
 
 
