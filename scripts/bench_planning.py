@@ -91,6 +91,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.helpers import without_aws_endpoint  # noqa: E402
+
 LUIGI = str(Path(sys.executable).with_name("luigi"))
 REGION = "CU"
 DEFAULT_TILES = ((3, 4), (4, 4), (3, 5), (4, 5), (5, 4), (5, 5), (3, 6), (4, 6))
@@ -2078,15 +2080,7 @@ def run_s3(args: argparse.Namespace, tiles: list[tuple[int, int]], env: dict[str
                 "AWS_EC2_METADATA_DISABLED": "true",
             }
         )
-        for k in (
-            "AWS_ENDPOINT_URL",
-            "AWS_ENDPOINT_URL_S3",
-            "AWS_S3_ENDPOINT",
-            "AWS_HTTPS",
-            "AWS_VIRTUAL_HOSTING",
-            "AWS_PROFILE",
-        ):
-            s3env.pop(k, None)
+        without_aws_endpoint(s3env)
         cmd = [
             LUIGI,
             "--module",

@@ -78,7 +78,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests import oracle  # noqa: E402
-from tests.helpers import LUIGI, luigi_env, timesync_args  # noqa: E402
+from tests.helpers import LUIGI, luigi_env, timesync_args, without_aws_endpoint  # noqa: E402
 
 LOCAL_MODES = ("time", "files", "mid-observation", "ingest")
 HLS_MODES = ("time", "files", "mid-cog", "mid-samples")
@@ -536,7 +536,7 @@ class Harness:
             None
         )  # a killed client's broken pipe is expected
         try:
-            env = strip_aws_env(self.env(extra=s3.credentials()))
+            env = without_aws_endpoint(self.env(extra=s3.credentials()))
             args = [*self.args(url), "--output-endpoint-url", proxy.url, "--output-region", s3.server.region]
             t0 = time.monotonic()
             proc = start_run(
@@ -726,19 +726,6 @@ class S3Context:
             "skip_instance_cache": True,
             "use_listings_cache": False,
         }
-
-
-def strip_aws_env(env: dict[str, str]) -> dict[str, str]:
-    for k in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_S3_ENDPOINT",
-        "AWS_HTTPS",
-        "AWS_VIRTUAL_HOSTING",
-        "AWS_PROFILE",
-    ):
-        env.pop(k, None)
-    return env
 
 
 # --------------------------------------------------------------------------- main

@@ -61,6 +61,25 @@ def outputs_only(snap: dict[str, tuple[float, str]]) -> dict[str, tuple[float, s
     return {k: v for k, v in snap.items() if not k.startswith(("_state", "report"))}
 
 
+# Variables that would point boto3 at an endpoint or profile: a run against a test server must
+# take its endpoint from the luigi.cfg options on its command line, never from these.
+AWS_ENDPOINT_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_S3_ENDPOINT",
+    "AWS_HTTPS",
+    "AWS_VIRTUAL_HOSTING",
+    "AWS_PROFILE",
+)
+
+
+def without_aws_endpoint(env: dict[str, str]) -> dict[str, str]:
+    """``env`` less :data:`AWS_ENDPOINT_VARIABLES` (changed in place and returned)."""
+    for k in AWS_ENDPOINT_VARIABLES:
+        env.pop(k, None)
+    return env
+
+
 def credentials_only(server) -> dict[str, str]:
     """A luigi run's environment with only what a user sets for an S3 server: its keys (the
     endpoint comes from luigi.cfg options on the command line, never from AWS_* variables)."""
@@ -71,13 +90,4 @@ def credentials_only(server) -> dict[str, str]:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
     )
-    for k in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_S3_ENDPOINT",
-        "AWS_HTTPS",
-        "AWS_VIRTUAL_HOSTING",
-        "AWS_PROFILE",
-    ):
-        env.pop(k, None)
-    return env
+    return without_aws_endpoint(env)

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests import oracle
-from tests.helpers import luigi_env, run_luigi, timesync_args
+from tests.helpers import AWS_ENDPOINT_VARIABLES, luigi_env, run_luigi, timesync_args
 
 DATA = Path(__file__).resolve().parent / "data" / "bad_inputs"
 BASE_PLOTS = DATA / "base_plots.csv"
@@ -371,12 +371,7 @@ def test_bad_s3_output_is_fatal_and_clear(name, s3_server, small_archive, tmp_pa
         }
     )
     for k in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_S3_ENDPOINT",
-        "AWS_HTTPS",
-        "AWS_VIRTUAL_HOSTING",
-        "AWS_PROFILE",
+        *AWS_ENDPOINT_VARIABLES,
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
