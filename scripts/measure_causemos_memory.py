@@ -5,11 +5,14 @@ and its Dask workers), sampled from /proc every 0.2 s.
     .venv/bin/python scripts/measure_causemos_memory.py DATA_PATHS DEST [luigi options...]
 
 DATA_PATHS is what scripts/make_causemos_demo_input.py prints. Prints rows, wall time, peak RSS of the
-largest process and of the tree, and os.getloadavg() beside them.
+largest process and of the tree, and os.getloadavg() beside them; with a local DEST also the tree's peak
+during the prepare stage (until its record, ``_state/.../prepare.json``, appears) and after it (the
+output tasks), to tell where memory goes.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
@@ -57,11 +60,15 @@ def main() -> None:
     started = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak_tree = peak_one = 0
+    peaks = {"prepare": 0, "outputs": 0}  # the tree's peak per stage (local DEST only)
+    record = os.path.join(dest, "_state", "causemos", "mem", "r1", "prepare.json")
     while proc.poll() is None:
         sizes = _tree_rss_kib(proc.pid)
         if sizes:
             peak_tree = max(peak_tree, sum(sizes.values()))
             peak_one = max(peak_one, max(sizes.values()))
+            stage = "outputs" if glob.glob(record) else "prepare"
+            peaks[stage] = max(peaks[stage], sum(sizes.values()))
         time.sleep(0.2)
     stderr = proc.stderr.read() if proc.stderr else ""
     seconds = time.perf_counter() - started
@@ -69,8 +76,8 @@ def main() -> None:
         sys.exit(f"run failed ({proc.returncode}):\n{stderr[-3000:]}")
     print(
         f"rows {rows:,}  files {len(numeric)}  wall {seconds:.1f} s  peak RSS: largest process "
-        f"{peak_one / 1024:.0f} MiB, process tree {peak_tree / 1024:.0f} MiB  "
-        f"loadavg {os.getloadavg()[0]:.1f}"
+        f"{peak_one / 1024:.0f} MiB, process tree {peak_tree / 1024:.0f} MiB (prepare stage "
+        f"{peaks['prepare'] / 1024:.0f}, outputs {peaks['outputs'] / 1024:.0f})  loadavg {os.getloadavg()[0]:.1f}"
     )
 
 

@@ -1,4 +1,6 @@
-"""The prepare stage on Dask: read, validate and temporally aggregate the input, one file per Dask task.
+"""The prepare stage on Dask: read, validate and temporally aggregate the input, one file per Dask task,
+each file streamed in batches of rows (``[causemos] batch_rows``), so a worker's memory does not grow
+with the size of a file.
 
 The reference concatenates every file into one Dask frame; here each file is read where it is worked
 on, and only small things travel: a first pass per file returns its columns, dtypes, row counts per
@@ -12,22 +14,32 @@ gathers the small results: counts, region and qualifier lists, the raw rows of s
 
 Every result equals :func:`~pipeline.causemos.recipe.run_in_memory`'s on the concatenated input (sums
 up to the order of adding the files' partial sums, as in the reference's own Dask ``groupby``).
+
+Streaming keeps whole-file semantics: a column's dtype is the one pandas gives the *whole* file (found
+by the first pass, which folds the batches' dtypes: an integer column with a null anywhere is float in
+every batch, a bool one object), and every batch is cast to it before anything looks at its values;
+counts add up; lists (regions, qualifier values, features) are unions in order of first appearance;
+partial sums are added in row order. What a file's part keeps between batches is bounded by its
+outputs, not by its rows: the distinct values of the lists, the raw rows of the features small enough
+for ``raw.csv`` (at most ``raw_count_threshold`` each), and one row per point and period.
 """
 
 from __future__ import annotations
 
 import io
 import operator
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from pipeline.causemos import layout, recipe
 from pipeline.causemos.outputs import object_digest, points_key
-from pipeline.causemos.settings import RunSettings
-from pipeline.causemos.sources import Source, read_frame
+from pipeline.causemos.settings import RunSettings, batch_rows
+from pipeline.causemos.sources import Source, iter_frames
 from pipeline.errors import InputError
 from targets.store import Store, shared_store
 
@@ -50,12 +62,73 @@ class SourceScan:
     blank: frozenset[str]
 
 
-def scan_source(source: Source) -> SourceScan:
-    frame = read_frame(source)
-    recipe.require_columns(source.url, frame)
-    counts = recipe.raw_rows_per_feature(frame)
-    blank = frozenset(c for c in frame.columns if recipe.is_blank_column(frame[c]))
-    return SourceScan(source.url, source.name, frame.iloc[:0].copy(), len(frame.index), counts, blank)
+def fold_dtypes(schema: pd.DataFrame | None, batch: pd.DataFrame) -> pd.DataFrame:
+    """The zero-row frame of the dtypes pandas gives the rows seen so far (``schema``) and ``batch`` read
+    as one: the wider dtype of each column (int and float -> float, bool and object -> object), the union
+    of the categories of a categorical column (in order of appearance, as pyarrow unifies a file's
+    dictionaries)."""
+    empty = batch.iloc[:0]
+    if schema is None:
+        return empty.copy()
+    columns = {}
+    for column in schema.columns:
+        before, now = schema[column], empty[column]
+        if isinstance(before.dtype, pd.CategoricalDtype) and isinstance(now.dtype, pd.CategoricalDtype):
+            columns[column] = pd.Series(
+                union_categoricals([before.array, now.array], ignore_order=True), name=column
+            )
+        elif before.dtype == now.dtype:
+            columns[column] = before
+        else:
+            columns[column] = pd.concat([before, now], ignore_index=True)
+    return pd.DataFrame(columns).iloc[:0]
+
+
+def fit_dtypes(batch: pd.DataFrame, schema: pd.DataFrame) -> pd.DataFrame:
+    """``batch`` with the dtypes of its whole file (``schema``, from :func:`fold_dtypes`), so that what is
+    done to its values (text of a number, a feature key) is what would be done to the whole file's."""
+    differing = {c: schema[c].dtype for c in schema.columns if batch[c].dtype != schema[c].dtype}
+    return batch.astype(differing) if differing else batch
+
+
+def _feature_key_counts(values: Counter[Any], feature_dtype: Any) -> dict[str, int]:
+    """Rows per feature key from rows per raw feature value, the keys made from the values with the
+    whole file's dtype (an integer id is ``10.0`` in a file where a feature is null)."""
+    if not values:
+        return {}
+    raw = pd.Series(list(values), dtype=object).astype(feature_dtype)
+    counts: dict[str, int] = {}
+    for key, count in zip(recipe.feature_keys(raw), values.values(), strict=True):
+        counts[str(key)] = counts.get(str(key), 0) + count
+    return counts
+
+
+def _raw_feature_counts(features: pd.Series) -> dict[Any, int]:
+    """Rows per non-null feature value, in order of first appearance (a categorical column as its values:
+    its unused categories are no features, and its categories' order is not the rows')."""
+    if isinstance(features.dtype, pd.CategoricalDtype):
+        features = features.astype(object)
+    counts = features.value_counts(dropna=True, sort=False)
+    return {value: int(count) for value, count in counts.items() if count}
+
+
+def scan_source(source: Source, batch_rows: int) -> SourceScan:
+    """The file's shape from one streamed pass (memory of one batch)."""
+    schema: pd.DataFrame | None = None
+    rows = 0
+    blank: set[str] | None = None
+    features: Counter[Any] = Counter()
+    for batch in iter_frames(source, batch_rows):
+        if schema is None:
+            recipe.require_columns(source.url, batch)
+        schema = fold_dtypes(schema, batch)
+        rows += len(batch.index)
+        batch_blank = {c for c in batch.columns if recipe.is_blank_column(batch[c])}
+        blank = batch_blank if blank is None else blank & batch_blank
+        features.update(_raw_feature_counts(batch["feature"]))
+    assert schema is not None and blank is not None, "iter_frames yields at least one frame"
+    counts = _feature_key_counts(features, schema["feature"].dtype)
+    return SourceScan(source.url, source.name, schema, rows, counts, frozenset(blank))
 
 
 def input_blank_columns(scans: Sequence[SourceScan], plan: recipe.ConcatPlan) -> frozenset[str]:
@@ -105,6 +178,7 @@ class PrepareJob:
     present: tuple[str, ...]
     qualifiers: tuple[str, ...]
     time_resolutions: tuple[str, ...]
+    batch_rows: int
 
 
 @dataclass
@@ -128,37 +202,98 @@ class PartResult:
     partials: dict[tuple[str, str], pd.DataFrame]
 
 
-def prepare_part(source: Source, job: PrepareJob) -> PartResult:
-    """One file: fixed as the plan says, given the input's dtypes, validated against the input's blank
-    columns, split by feature; per feature its lists and its partial sums per period."""
-    fixed = recipe.apply_concat_plan(read_frame(source), job.plan)
-    if job.template is not None:
-        raw = pd.concat([job.template, fixed], ignore_index=True, sort=False)
-    else:
-        raw = fixed.reset_index(drop=True)
+class _PartialSums:
+    """One file's partial sums of one feature at one time resolution, added up as batches come: the
+    batches' parts are kept until they hold more rows than a batch, then folded into one (groups in
+    order of first appearance), so what is kept is about one row per point and period."""
+
+    def __init__(self, weight_column: str, fold_rows: int) -> None:
+        self.weight_column = weight_column
+        self.fold_rows = max(1, fold_rows)
+        self.parts: list[pd.DataFrame] = []
+        self.rows = 0
+
+    def add(self, part: pd.DataFrame) -> None:
+        self.parts.append(part)
+        self.rows += len(part.index)
+        if len(self.parts) > 1 and self.rows > self.fold_rows:
+            self.parts = [recipe.add_partials(self.parts, self.weight_column)]
+            self.rows = len(self.parts[0].index)
+
+    def total(self) -> pd.DataFrame:
+        return recipe.add_partials(self.parts, self.weight_column)
+
+
+def _merge_lists(into: dict[str, list[Any]], more: Mapping[str, Sequence[Any]]) -> None:
+    """Append to each list the values it does not hold yet (a union in order of first appearance)."""
+    for name, values in more.items():
+        known = into.setdefault(name, [])
+        seen = set(known)
+        for value in values:
+            if value not in seen:
+                seen.add(value)
+                known.append(value)
+
+
+def _batches(source: Source, schema: pd.DataFrame, job: PrepareJob) -> Iterator[pd.DataFrame]:
+    """The file's rows, batch by batch, as the whole input's rows: the file's dtypes, fixed as the plan
+    says, then given the input's dtypes."""
+    for batch in iter_frames(source, job.batch_rows):
+        fixed = recipe.apply_concat_plan(fit_dtypes(batch, schema), job.plan)
+        if job.template is not None:
+            yield pd.concat([job.template, fixed], ignore_index=True, sort=False)
+        else:
+            yield fixed.reset_index(drop=True)
+
+
+def prepare_part(source: Source, schema: pd.DataFrame, job: PrepareJob) -> PartResult:
+    """One file, streamed: fixed as the plan says, given the input's dtypes, validated against the input's
+    blank columns, split by feature; per feature its lists and its partial sums per period."""
+    return prepare_batches(_batches(source, schema, job), job)
+
+
+def prepare_batches(batches: Iterable[pd.DataFrame], job: PrepareJob) -> PartResult:
+    """:func:`prepare_part` on the batches of one file (already with the input's dtypes)."""
     small = PartSmall()
-    if job.small_features:
-        for key, rows in recipe.split_by_feature(raw).items():
-            if key in job.small_features:
-                small.raw_tables[key] = rows.drop(columns=["feature"])
-    checked = recipe.validate_and_fix(raw, job.weight_column, job.fill_timestamp, blank_columns=job.blank)
-    frame = checked.frame
-    small.num_missing_ts, small.num_missing_val, small.num_invalid_ts = (
-        checked.num_missing_ts, checked.num_missing_val, checked.num_invalid_ts,
-    )  # fmt: skip
-    small.natives = recipe.native_features(frame)
-    if job.present and len(frame.index):
-        small.first_level_separator = bool(
-            frame[job.present[0]].str.contains(recipe.REGION_ID_SEPARATOR, regex=False).any()
-        )
-    partials: dict[tuple[str, str], pd.DataFrame] = {}
-    for key, rows in recipe.split_by_feature(frame).items():
-        small.feature_natives[key] = rows["feature"].iloc[0]
-        small.region_lists[key] = recipe.region_lists(rows, job.present)
-        small.qualifier_values[key] = recipe.qualifier_values(rows, job.qualifiers)
-        for time_res in job.time_resolutions:
-            partials[(key, time_res)] = recipe.temporal_partials(rows, time_res, checked.weight_column)
-    return PartResult(small, partials)
+    raw_pieces: dict[str, list[pd.DataFrame]] = {}
+    natives: dict[str, list[Any]] = {}
+    sums: dict[tuple[str, str], _PartialSums] = {}
+    for raw in batches:
+        if job.small_features:
+            for key, rows in recipe.split_by_feature(raw).items():
+                if key in job.small_features:
+                    raw_pieces.setdefault(key, []).append(rows.drop(columns=["feature"]))
+        checked = recipe.validate_and_fix(raw, job.weight_column, job.fill_timestamp, blank_columns=job.blank)
+        frame = checked.frame
+        small.num_missing_ts += checked.num_missing_ts
+        small.num_missing_val += checked.num_missing_val
+        small.num_invalid_ts += checked.num_invalid_ts
+        _merge_lists(natives, {"": recipe.native_features(frame)})
+        if job.present and len(frame.index) and not small.first_level_separator:
+            small.first_level_separator = bool(
+                frame[job.present[0]].str.contains(recipe.REGION_ID_SEPARATOR, regex=False).any()
+            )
+        for key, rows in recipe.split_by_feature(frame).items():
+            small.feature_natives.setdefault(key, rows["feature"].iloc[0])
+            regions = recipe.region_lists(rows, job.present)
+            if regions is None:
+                small.region_lists[key] = None
+            else:
+                known = small.region_lists.setdefault(key, {})
+                assert known is not None
+                _merge_lists(known, regions)
+            _merge_lists(
+                small.qualifier_values.setdefault(key, {}), recipe.qualifier_values(rows, job.qualifiers)
+            )
+            for time_res in job.time_resolutions:
+                if (key, time_res) not in sums:
+                    sums[(key, time_res)] = _PartialSums(checked.weight_column, job.batch_rows)
+                sums[(key, time_res)].add(recipe.temporal_partials(rows, time_res, checked.weight_column))
+    small.natives = natives.get("", [])
+    small.raw_tables = {
+        key: pd.concat(pieces, ignore_index=True, sort=False) for key, pieces in raw_pieces.items()
+    }
+    return PartResult(small, {k: partial.total() for k, partial in sums.items()})
 
 
 def part_partials(part: PartResult, key: str, time_res: str) -> pd.DataFrame:
@@ -241,7 +376,10 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
         raise InputError("No parquet files provided")
     if not numeric:
         raise InputError("No numeric parquet files")
-    scans: list[SourceScan] = client.gather([client.submit(scan_source, s, pure=False) for s in numeric])
+    rows_per_batch = batch_rows()
+    scans: list[SourceScan] = client.gather(
+        [client.submit(scan_source, s, rows_per_batch, pure=False) for s in numeric]
+    )
     num_rows = sum(s.rows for s in scans)
     if num_rows == 0:
         raise InputError("DataFrame has no rows")
@@ -268,9 +406,12 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
     job = PrepareJob(
         plan=plan, template=template, blank=blank, weight_column=settings.weight_column,
         fill_timestamp=settings.fill_timestamp, small_features=small_features, present=present, qualifiers=qualifiers,
-        time_resolutions=TIME_RESOLUTIONS_WITH_ALL if summarise else recipe.TIME_RESOLUTIONS,
+        time_resolutions=TIME_RESOLUTIONS_WITH_ALL if summarise else recipe.TIME_RESOLUTIONS, batch_rows=rows_per_batch,
     )  # fmt: skip
-    part_futures = [client.submit(prepare_part, s, job, pure=False) for s in numeric]
+    part_futures = [
+        client.submit(prepare_part, s, scan.schema, job, pure=False)
+        for s, scan in zip(numeric, scans, strict=True)
+    ]
     smalls: list[PartSmall] = client.gather(
         [client.submit(operator.attrgetter("small"), f, pure=False) for f in part_futures]
     )

@@ -557,20 +557,33 @@ def temporal_partials(frame: pd.DataFrame, time_res: str, weight_column: str) ->
     return partials
 
 
+def _partial_sum_columns(part: pd.DataFrame, weight_column: str) -> list[str]:
+    return [*_PARTIAL_SUMS, *(_PARTIAL_WEIGHTED_SUMS if weight_column and "_t_w" in part.columns else ())]
+
+
+def add_partials(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.DataFrame:
+    """The :func:`temporal_partials` of consecutive parts of the rows (in row order) as one part: groups in
+    order of first appearance, sums and counts added (a single part is taken as it is). Adding is
+    associative up to float rounding, so parts can be folded as they come (a file read in batches)."""
+    if len(parts) == 1:
+        return parts[0]
+    sums = _partial_sum_columns(parts[0], weight_column)
+    keys = [c for c in parts[0].columns if c not in sums]
+    stacked = pd.concat(list(parts), ignore_index=True, sort=False)
+    added = group_aggregate(stacked, keys, {c: (c, "sum") for c in sums}).reset_index()
+    added["timestamp"] = added["timestamp"].astype("int64")
+    return added
+
+
 def combine_temporal(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.DataFrame:
     """Points from the :func:`temporal_partials` of the parts of an input, in input order: groups in order of
     first appearance, sums and counts added (a single part is taken as it is), then the means.
 
     Split inputs give the same points as the whole, up to the rounding of adding partial sums (none
     when the values' sums are exact), as Dask's ``groupby`` in the reference."""
-    sums = [*_PARTIAL_SUMS, *(_PARTIAL_WEIGHTED_SUMS if weight_column and "_t_w" in parts[0].columns else ())]
+    sums = _partial_sum_columns(parts[0], weight_column)
     keys = [c for c in parts[0].columns if c not in sums]
-    if len(parts) == 1:
-        points = parts[0]
-    else:
-        stacked = pd.concat(list(parts), ignore_index=True, sort=False)
-        points = group_aggregate(stacked, keys, {c: (c, "sum") for c in sums}).reset_index()
-        points["timestamp"] = points["timestamp"].astype("int64")
+    points = add_partials(parts, weight_column)
     points = points.assign(t_mean=points["t_sum"] / points["_t_n"])
     columns = [*keys, "t_sum", "t_mean"]
     if "_t_w" in sums:

@@ -21,6 +21,15 @@ from targets.s3config import S3Options
 FORMAT_VERSION = 1
 THRESHOLD_KEYS = tuple(recipe.DEFAULT_QUALIFIER_THRESHOLDS)
 
+# Rows of one input file read and prepared at a time (luigi.cfg [causemos] batch_rows): the prepare
+# stage's "partition". Its peak memory is about 1 KiB per row of a batch (the pandas frame and the
+# copies that fixing, validating and grouping make) per Dask thread, so 100,000 rows keep a worker
+# near 100 MiB, the size Dask recommends for a partition, whatever the size of the file; a batch is
+# big enough that its fixed costs (a groupby per feature and period) stay small. The number of
+# batches never changes an output (partial sums add up; only float sums may round differently, as
+# with the reference's own Dask partitions).
+DEFAULT_BATCH_ROWS = 100_000
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -56,6 +65,16 @@ class RunSettings:
     def records_results(self) -> bool:
         """results.json is written only when all five output tasks run (the reference's rule)."""
         return self.selected is None or set(self.selected) == set(recipe.OUTPUT_TASKS)
+
+
+def batch_rows() -> int:
+    """``[causemos] batch_rows`` of luigi's configuration (``DEFAULT_BATCH_ROWS`` when not set)."""
+    import luigi.configuration
+
+    value = luigi.configuration.get_config().getint("causemos", "batch_rows", DEFAULT_BATCH_ROWS)
+    if value < 1:
+        raise InputError(f"must be a positive number of rows, not {value}", field="[causemos] batch_rows")
+    return int(value)
 
 
 def _json_option(text: str, option: str) -> Any:

@@ -2,22 +2,30 @@
 
 Two things are asked of a source: its *identity* (cheap: a ``stat``, a HEAD request), which decides
 whether a finished run is still up to date, and its *rows* (one GET, read where the work runs, on a
-Dask worker). Errors name the source and the option it came from, so the message alone says what to fix.
+Dask worker). Rows come as a stream of frames of at most a given number of rows
+(:func:`iter_frames`): a remote file is first copied to a temporary local file, in chunks, so a
+file of any size is read with the memory of one batch. Errors name the source and the option it came
+from, so the message alone says what to fix.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import shutil
+import tempfile
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlparse
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from targets.s3config import S3Options
@@ -127,13 +135,62 @@ def read_bytes(source: Source) -> bytes:
         raise InputError(f"{source.url}: cannot read it: {_reason(e)}", field=OPTION) from e
 
 
-def read_frame(source: Source) -> pd.DataFrame:
-    """The file's rows as pandas reads a parquet file (``.parquet`` or gzip-compressed ``.parquet.gzip``)."""
-    data = read_bytes(source)
-    try:
-        return pd.read_parquet(io.BytesIO(data))
-    except Exception as e:
-        raise InputError(f"{source.url}: not a readable parquet file: {_reason(e)}", field=OPTION) from e
+COPY_CHUNK_BYTES = 8 << 20
+
+
+@contextmanager
+def _local_file(source: Source) -> Iterator[IO[bytes]]:
+    """The file opened for reading: a local one as it is, a remote one copied (one GET, in chunks of
+    ``COPY_CHUNK_BYTES``) to a temporary file that is removed on exit, so its bytes never sit in memory."""
+    if source.kind == "local":
+        try:
+            # opened apart from the ``with`` so that only opening maps to "no such file"
+            handle: IO[bytes] = open(source.url, "rb")  # noqa: SIM115
+        except FileNotFoundError as e:
+            raise InputError(f"{source.url}: no such file", field=OPTION) from e
+        with handle:
+            yield handle
+        return
+    with tempfile.TemporaryFile(prefix="causemos-input-") as copy:
+        try:
+            if source.kind == "s3":
+                with _s3fs(source.s3).open(source.url, "rb", block_size=COPY_CHUNK_BYTES) as remote:
+                    shutil.copyfileobj(remote, copy, COPY_CHUNK_BYTES)
+            else:
+                with urllib.request.urlopen(source.url, timeout=HTTP_TIMEOUT_S) as response:
+                    shutil.copyfileobj(response, copy, COPY_CHUNK_BYTES)
+        except FileNotFoundError as e:
+            raise InputError(f"{source.url}: no such file", field=OPTION) from e
+        except Exception as e:
+            raise InputError(f"{source.url}: cannot read it: {_reason(e)}", field=OPTION) from e
+        copy.seek(0)
+        yield copy
+
+
+def batch_frame(batch: pa.RecordBatch) -> pd.DataFrame:
+    """One record batch as :func:`pandas.read_parquet` converts a whole file (pandas metadata, index
+    columns and string dtypes alike). Only the dtypes that depend on the rows (an integer column with a
+    null is float, a bool column with a null is object) may differ from the whole file's."""
+    return pa.Table.from_batches([batch]).to_pandas()
+
+
+def iter_frames(source: Source, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """The file's rows in order, as frames of at most ``batch_rows`` rows; a file without rows gives one
+    empty frame with its columns (the dtypes of the schema)."""
+    with _local_file(source) as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+            batches = parquet.iter_batches(batch_size=max(1, int(batch_rows)), use_pandas_metadata=True)
+            first = True
+            for batch in batches:
+                first = False
+                yield batch_frame(batch)
+            if first:
+                yield parquet.schema_arrow.empty_table().to_pandas()
+        except InputError:
+            raise
+        except Exception as e:
+            raise InputError(f"{source.url}: not a readable parquet file: {_reason(e)}", field=OPTION) from e
 
 
 def _reason(error: BaseException) -> str:
