@@ -2,9 +2,11 @@
 tile-year, classifying its items, compositing a month block by block (on Dask workers),
 writing COGs, placing points and cutting sample chips.
 
-Memory: a month is composited one spatial block at a time, and a block's height shrinks
-as the month's scene count grows (``block_rows``), so a worker holds at most
-``BLOCK_BUDGET_BYTES`` of input pixels whatever the number of scenes.
+Memory: a month is composited one spatial block at a time and one band at a time (the
+block's window of one band of every scene, then the next band: each file is still read
+once per window). A window is a whole 512 x 512 block while its scenes' pixels fit
+``WINDOW_BUDGET_BYTES``, then half a block, a quarter... (``block_rows``), so a Dask
+thread holds at most that much of input pixels whatever the number of scenes.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ COLLECTIONS = (recipe.L30_COLLECTION, recipe.S30_COLLECTION)
 # HLS.L30.T10TET.2019183T185921.v2.0
 ITEM_ID = re.compile(r"^HLS\.(L30|S30)\.T(\d{1,2}[C-X][A-Z]{2})\.(\d{4})(\d{3})T(\d{6})\.v(\d+\.\d+)$")
 BLOCK = 512  # output COG block; compositing windows are whole blocks wide
-# Input pixels (int16 bands + uint8 Fmask) a compositing window may hold on a worker.
-BLOCK_BUDGET_BYTES = 96 * 1024 * 1024
-# Bytes of one input pixel of one scene in a window: 8 int16 bands + Fmask, plus the
-# recipe's float32 working copy of one band.
-_BYTES_PER_SCENE_PIXEL = 8 * 2 + 1 + 4
+# Input pixels a compositing window may hold (per Dask thread): a whole 512 x 512 block for
+# up to 25 scenes in the month, half a block up to 51, and so on.
+WINDOW_BUDGET_BYTES = 32 * 1024 * 1024
+# Bytes of one pixel of one scene in a window (recipe.BandByBand): one band's values as
+# uint16 and the Fmask test as uint16 bits, plus the uint8 Fmask read before them.
+_BYTES_PER_SCENE_PIXEL = 2 + 2 + 1
 # GDAL's COG driver's creation options, for a month too large for pipeline.hls.cog's
 # classic-TIFF writer (which writes the same layout with ISA-L's DEFLATE at ~half the CPU):
 # DEFLATE with the floating-point predictor, 512 x 512 blocks, the overviews the month's
@@ -229,11 +232,16 @@ def scenes_digest(scenes: Sequence[Scene]) -> str:
     return h.hexdigest()[:16]
 
 
-def block_rows(n_scenes: int, width: int = BLOCK, budget: int = BLOCK_BUDGET_BYTES) -> int:
+def block_rows(n_scenes: int, width: int = BLOCK, budget: int = WINDOW_BUDGET_BYTES) -> int:
     """Rows of a compositing window ``width`` pixels wide, so that a month's scenes fit the
-    budget: a whole 512-row block for up to ~45 scenes, fewer rows beyond."""
-    rows = budget // max(1, n_scenes * width * _BYTES_PER_SCENE_PIXEL)
-    return int(max(8, min(BLOCK, rows)))
+    budget: a whole 512-row block, else the largest of 256, 128, ... 8 rows that fits (8
+    at the least). Halving keeps windows on the input COGs' block rows (power-of-two
+    tiles), so an input block is decoded once as long as a window is at least one input
+    block tall."""
+    rows = BLOCK
+    while rows > 8 and n_scenes * width * rows * _BYTES_PER_SCENE_PIXEL > budget:
+        rows //= 2
+    return rows
 
 
 def windows(grid: TileGrid, n_scenes: int) -> Iterator[tuple[int, int, int, int]]:
@@ -250,25 +258,29 @@ def windows(grid: TileGrid, n_scenes: int) -> Iterator[tuple[int, int, int, int]
 def composite_window(
     reader: RasterReader, scenes: Sequence[Scene], window: tuple[int, int, int, int]
 ) -> npt.NDArray[np.float32]:
-    """The 9-band composite of one window: Fmask of every scene first; a scene with no
-    usable pixel there costs no band reads (it adds nothing to a median or the count)."""
+    """The 9-band composite of one window: Fmask of every scene first (a scene with no
+    usable pixel there costs no band reads: it adds nothing to a median or the count), then
+    band by band, each band's window of every kept scene (each file is still read once per
+    window, and only one band of the scenes is held: see recipe.BandByBand)."""
     col, row, w, h = window
     fmasks = np.empty((len(scenes), h, w), dtype=np.uint8)
+    keep: list[int] = []
     for i, s in enumerate(scenes):
         fmasks[i] = reader.block(s.fmask, col, row, w, h)
-    usable: npt.NDArray[np.bool_] = np.asarray(
-        recipe.fmask_usable(fmasks).reshape(len(scenes), -1).any(axis=1)
-    )
-    keep = [i for i in range(len(scenes)) if usable[i]]
+        if recipe.fmask_usable(fmasks[i]).any():
+            keep.append(i)
     if not keep:
         out = np.full((len(recipe.OUTPUT_BANDS), h, w), np.nan, dtype=np.float32)
         out[recipe.VALID_COUNT_INDEX] = 0
         return out
-    bands = np.empty((len(keep), len(recipe.BANDS), h, w), dtype=np.int16)
-    for j, i in enumerate(keep):
-        for b, href in enumerate(scenes[i].bands):
-            bands[j, b] = reader.block(href, col, row, w, h)
-    return recipe.composite_block(bands, fmasks[keep])
+    block = recipe.BandByBand(fmasks if len(keep) == len(scenes) else fmasks[keep])
+    del fmasks
+    values = block.band_values()
+    for b in range(len(recipe.BANDS)):
+        for j, i in enumerate(keep):
+            values[j] = reader.block(scenes[i].bands[b], col, row, w, h)
+        block.add_band(b)
+    return block.out
 
 
 @dataclass

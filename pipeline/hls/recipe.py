@@ -87,34 +87,72 @@ def composite_block(bands: npt.NDArray[np.int16], fmask: npt.NDArray[np.uint8]) 
 
     Band k is bit for bit ``np.nanmedian(stack, axis=0)`` of the float32 ``stack`` that holds
     ``bands[:, k]`` where the Fmask test passes and the value is within 0..10000, NaN elsewhere
-    (tests/test_hls_recipe.py proves it); band 8 is valid_count (Fmask test only).
-
-    Why not np.nanmedian itself: it is 15 to 20 times slower here (numpy masks, sorts float32
-    and warns once per all-NaN pixel). Every usable value is an integer 0..10000, so the
-    median is found in uint16 instead: an int16 value outside 0..10000 reads as a uint16 above
-    10000 (negatives wrap past 32767), Fmask-unusable values are forced to 0xFFFF, so sorting
-    the scene axis puts the usable values first, in order. The sort is a sorting network run
-    plane by plane (whole-block np.minimum/np.maximum, one band at a time, so the working set
-    is one uint16 stack of the scenes). The median is then taken exactly as numpy takes it:
-    the low and high middle values (the same one for an odd count) summed in float32 and
-    halved in float32.
-    """
-    n_scenes, rows, cols = _check_block(bands, fmask)
-    usable = fmask_usable(fmask)
-    out = np.empty((len(OUTPUT_BANDS), rows, cols), dtype=np.float32)
-    out[VALID_COUNT_INDEX] = np.count_nonzero(usable, axis=0)
-    # 0 where the Fmask test passes, 0xFFFF where not: or-ed into the values it masks them
-    # (True - 1 = 0, False - 1 wraps to 0xFFFF; 4x faster than np.where).
-    mask_bits = usable.view(np.uint8).astype(np.uint16)
-    mask_bits -= np.uint16(1)
-    del usable
-    work = np.empty((n_scenes + 1, rows, cols), dtype=np.uint16)  # the scenes, plus a spare plane
+    (tests/test_hls_recipe.py proves it); band 8 is valid_count (Fmask test only). This is
+    :class:`BandByBand` given the whole stack; the engine feeds it one band at a time."""
+    _check_block(bands, fmask)
+    block = BandByBand(fmask)
     for k in range(len(BANDS)):
-        np.bitwise_or(bands[:, k].view(np.uint16), mask_bits, out=work[:n_scenes])
-        count = _count_usable(work, n_scenes)
-        plane_of = _sort_planes(work, n_scenes)
-        _median_of_sorted(work, plane_of, count, out=out[k])
-    return out
+        block.band_values()[...] = bands[:, k]
+        block.add_band(k)
+    return block.out
+
+
+class BandByBand:
+    """One block's composite, built one band at a time so that only one band of the scenes
+    is held (``(n_scenes, rows, cols)`` uint16, plus the Fmask test as uint16 bits: 4 bytes
+    per scene pixel in all, against 16 for the 8 int16 bands at once).
+
+    Use: ``BandByBand(fmask)``; then for each band k of BANDS, fill ``band_values()`` with
+    band k of every scene (int16, in the Fmask's scene order) and call ``add_band(k)``;
+    ``out`` is then the ``(9, rows, cols)`` composite of :func:`composite_block`.
+
+    Why not np.nanmedian: it is 15 to 20 times slower here (numpy masks, sorts float32 and
+    warns once per all-NaN pixel). Every usable value is an integer 0..10000, so the median
+    is found in uint16 instead: an int16 value outside 0..10000 reads as a uint16 above 10000
+    (negatives wrap past 32767), Fmask-unusable values are forced to 0xFFFF, so sorting the
+    scene axis puts the usable values first, in order. The sort is a sorting network run
+    plane by plane (whole-block np.minimum/np.maximum). The median is then taken exactly as
+    numpy takes it: the low and high middle values (the same one for an odd count) summed in
+    float32 and halved in float32."""
+
+    def __init__(self, fmask: npt.NDArray[np.uint8]) -> None:
+        fmask = np.asarray(fmask)
+        if fmask.dtype != np.uint8 or fmask.ndim != 3:
+            raise TypeError(f"Fmask must be uint8 (n_scenes, rows, cols), got {fmask.dtype} {fmask.shape}")
+        n_scenes, rows, cols = fmask.shape
+        if n_scenes == 0:
+            raise ValueError("a composite needs at least one scene")
+        self.n_scenes = n_scenes
+        usable = fmask_usable(fmask)
+        self.out: FloatArray = np.empty((len(OUTPUT_BANDS), rows, cols), dtype=np.float32)
+        self.out[VALID_COUNT_INDEX] = _count_true(usable)
+        # 0 where the Fmask test passes, 0xFFFF where not: or-ed into the values it masks them
+        # (True - 1 = 0, False - 1 wraps to 0xFFFF; 4x faster than np.where).
+        self._mask_bits = usable.view(np.uint8).astype(np.uint16)
+        self._mask_bits -= np.uint16(1)
+        del usable
+        self._work = np.empty((n_scenes + 1, rows, cols), dtype=np.uint16)  # the scenes, plus a spare plane
+
+    def band_values(self) -> npt.NDArray[np.int16]:
+        """Where the next band's values go: ``(n_scenes, rows, cols)`` int16, to be filled."""
+        return self._work[: self.n_scenes].view(np.int16)
+
+    def add_band(self, k: int) -> None:
+        """Band k's median from the values just put in :meth:`band_values` (which it overwrites)."""
+        n = self.n_scenes
+        np.bitwise_or(self._work[:n], self._mask_bits, out=self._work[:n])
+        count = _count_usable(self._work, n)
+        plane_of = _sort_planes(self._work, n)
+        _median_of_sorted(self._work, plane_of, count, out=self.out[k])
+
+
+def _count_true(usable: npt.NDArray[np.bool_]) -> npt.NDArray[np.unsignedinteger]:
+    """Per pixel, how many of the planes of ``usable`` are True, summed plane by plane
+    (np.count_nonzero over axis 0 copies the whole stack first)."""
+    count = np.zeros(usable.shape[1:], dtype=np.uint8 if usable.shape[0] <= 255 else np.uint32)
+    for plane in usable:
+        np.add(count, plane, out=count)
+    return count
 
 
 def _check_block(bands: npt.NDArray[np.int16], fmask: npt.NDArray[np.uint8]) -> tuple[int, int, int]:
