@@ -40,8 +40,10 @@ Setup (once): ``fetch`` github:Clay-foundation/model (a bare mirror), then
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -147,15 +149,19 @@ def stac_split(target: str) -> tuple[str, str, str]:
 
 
 class TreeIO:
-    """Largest rchar seen per process of a tree (bytes read through read(2) and friends)."""
+    """Largest rchar seen per process of a tree (bytes read through read(2) and friends), the
+    largest sum of RSS over the tree, and the memory guard: when the machine's available memory
+    falls below ``min_available`` bytes the tree's process group is killed (``stopped``)."""
 
-    def __init__(self, root_pid: int) -> None:
+    def __init__(self, root_pid: int, min_available: int = 0) -> None:
         import psutil
 
         self.psutil = psutil
         self.root = psutil.Process(root_pid)
         self.rchar: dict[int, int] = {}
         self.total_rss_peak = 0
+        self.min_available = min_available
+        self.stopped: dict[str, int] | None = None  # the tree's RSS and available bytes when stopped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -175,6 +181,12 @@ class TreeIO:
                 except ps.Error:
                     continue
             self.total_rss_peak = max(self.total_rss_peak, rss)
+            available = ps.virtual_memory().available
+            if self.min_available and self.stopped is None and available < self.min_available:
+                # The run was started in its own session: its process group is its tree.
+                self.stopped = {"rss": rss, "available": available}
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.root.pid, signal.SIGKILL)
             self._stop.wait(0.1)
 
     def stop(self) -> None:
@@ -182,24 +194,36 @@ class TreeIO:
         self._thread.join()
 
 
-def run_measured(cmd: list[str], env: dict[str, str], cwd: Path, proxy: Any) -> dict[str, Any]:
-    """Run ``cmd`` sampled: wall seconds, peak RSS (tree sum, largest process), rchar, STAC requests."""
+def run_measured(
+    cmd: list[str], env: dict[str, str], cwd: Path, proxy: Any, min_available: int = 0
+) -> dict[str, Any]:
+    """Run ``cmd`` sampled: wall seconds, peak RSS (tree sum, largest process), rchar, STAC requests;
+    killed (``stopped`` set, not an error) if available memory falls below ``min_available``."""
     proxy.reset()
     load0 = os.getloadavg()[0]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     sampler = TreeSampler(proc.pid, interval=0.1).start()
-    io = TreeIO(proc.pid)
+    io = TreeIO(proc.pid, min_available)
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
     sampler.stop()
     io.stop()
-    if proc.returncode != 0:
+    if proc.returncode != 0 and io.stopped is None:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode})\n{out[-3000:]}\n{err[-6000:]}")
     per_process = sampler.report()
     return {
         "seconds": seconds, "load_start": load0, "load_end": os.getloadavg()[0],
         "peak_rss_tree": io.total_rss_peak, "peak_rss_process": max(r for _, r, _ in per_process),
+        "processes": len(per_process), "stopped": io.stopped, "per_process": per_process,
         "cpu_seconds": sum(c for _, _, c in per_process), "rchar": sum(io.rchar.values()),
         "requests": dict(sorted((k, v) for k, v in proxy.counts().items() if v)), "stderr": err, "stdout": out,
     }  # fmt: skip
@@ -243,14 +267,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=int, default=0, help="the sample row")
     p.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench-datacube")
     p.add_argument("--keep", type=Path, default=None, help="keep both outputs under this directory")
+    p.add_argument("--tile", type=int, default=0, metavar="SIZE",
+                   help="instead of --chips: a whole SIZE x SIZE tile (10980 = a real S2 tile; "
+                        "scripts/bench_datacube_fulltile.py), --dates dates")  # fmt: skip
+    p.add_argument("--dates", type=int, default=3, help="with --tile: dates in the catalogue (1-3)")
+    p.add_argument("--dates-per-tile", type=int, default=0,
+                   help="both ways' dates per tile (the old script's DATES_PER_LOCATION); default 3, "
+                        "with --tile --dates (so neither searches years without a scene)")  # fmt: skip
+    p.add_argument("--new", default="processes,threads",
+                   help="the workflow's Dask layouts to run, comma-separated: processes = luigi.cfg [dask] "
+                        "as the pipeline runs by default (worker processes); threads = one in-process "
+                        "worker, one thread per core (the old script's layout)")  # fmt: skip
+    p.add_argument("--min-available-gib", type=float, default=3.0,
+                   help="memory guard: a run is killed (and reported as stopped) when the machine's "
+                        "available memory falls below this")  # fmt: skip
     args = p.parse_args(argv)
+    layouts = [m.strip() for m in args.new.split(",") if m.strip()]
+    if not layouts or set(layouts) - set(NEW_LAYOUTS):
+        p.error(f"--new: choose from {', '.join(NEW_LAYOUTS)}")
     chips_x, chips_y = (int(v) for v in args.chips.lower().split("x"))
     ensure_reference()
 
     from tests.servers.counting_proxy import CountingProxy
     from tests.servers.stac import start_stac_server
 
-    archive = ensure_archive(args.cache_dir, chips_x, chips_y, args.chip_size)
+    dates_per_tile = args.dates_per_tile or (args.dates if args.tile else 3)
+    args.dates_per_tile = dates_per_tile  # for the report
+    if args.tile:
+        from bench_datacube_fulltile import fulltile_archive
+
+        archive = fulltile_archive(args.cache_dir, args.tile, args.chip_size, args.dates)
+    else:
+        archive = ensure_archive(args.cache_dir, chips_x, chips_y, args.chip_size)
     work = Path(tempfile.mkdtemp(prefix="bench-datacube-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
     log("starting the pgstac STAC API")
@@ -272,55 +320,107 @@ def main(argv: list[str] | None = None) -> int:
         log(f"warming the page cache: {warm_page_cache(items) / MIB:.0f} MiB")
         env = {**os.environ, "LUIGI_CONFIG_PATH": str(REPO / "luigi.cfg"), "PYTHONUNBUFFERED": "1"}
         env.pop("PIPELINE_RUN_STATS", None)
-        cores = os.cpu_count() or 2
+        guard = int(args.min_available_gib * 1024 * MIB)
         results: dict[str, dict[str, Any]] = {}
         log("old: Clay scripts/datacube.py")
-        old_out = work / "old"
+        outs = {"old": work / "old"}
         results["old"] = run_measured(
             [str(REF_PYTHON), str(RUNNER), "--ref-dir", str(REF_DIR), "--stac", stac,
-             "--sample", str(archive.sample_path), "--index", str(args.index), "--out", str(old_out)],
-            env, work, proxy,
+             "--sample", str(archive.sample_path), "--index", str(args.index), "--out", str(outs["old"]),
+             "--dates-per-tile", str(dates_per_tile)],
+            env, work, proxy, guard,
         )  # fmt: skip
-        log("new: luigi DatacubeTile")
-        new_out = work / "new"
-        results["new"] = run_measured(
-            [LUIGI, "--module", "pipeline.datacube", "DatacubeTile", "--index", str(args.index),
-             "--sample", str(archive.sample_path), "--catalog", stac, "--dest", str(new_out),
-             "--chip-size", str(args.chip_size), "--local-scheduler", "--dask-n-workers", "1",
-             "--dask-threads-per-worker", str(cores), "--dask-processes", "false"],
-            env, work, proxy,
-        )  # fmt: skip
+        if results["old"]["stopped"]:
+            log(f"old: STOPPED by the memory guard ({results['old']['stopped']})")
+        for layout in layouts:
+            log(f"new: luigi DatacubeTile, Dask {layout}")
+            outs[layout] = work / f"new-{layout}"
+            results[layout] = run_measured(
+                [LUIGI, "--module", "pipeline.datacube", "DatacubeTile", "--index", str(args.index),
+                 "--sample", str(archive.sample_path), "--catalog", stac, "--dest", str(outs[layout]),
+                 "--chip-size", str(args.chip_size), "--dates-per-tile", str(dates_per_tile),
+                 "--local-scheduler", *NEW_LAYOUTS[layout]],
+                env, work, proxy, guard,
+            )  # fmt: skip
         proxy.stop()
     finally:
         server.stop()
-    cmp = compare(old_out, new_out)
-    report(args, archive, results, cmp, old_out, new_out)
+    log("comparing the outputs")
+    cmp = compare(outs["old"], outs[layouts[0]])
+    report(args, archive, results, cmp, outs, layouts)
     return 0
 
 
+CORES = os.cpu_count() or 2
+# The workflow's Dask layouts (luigi command-line overrides of luigi.cfg [dask]).
+NEW_LAYOUTS: dict[str, list[str]] = {
+    "processes": [],  # luigi.cfg as it is: a LocalCluster of worker processes (n_workers 0 = one per core)
+    "threads": [
+        "--dask-n-workers",
+        "1",
+        "--dask-threads-per-worker",
+        str(CORES),
+        "--dask-processes",
+        "false",
+    ],
+}
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def report(args: Any, archive: Any, results: dict[str, dict[str, Any]], cmp: dict[str, Any],
-           old_out: Path, new_out: Path) -> None:  # fmt: skip
+           outs: dict[str, Path], layouts: list[str]) -> None:  # fmt: skip
     spec = archive.spec
-    chips = {k: len(chips_of(root)) for k, root in (("old", old_out), ("new", new_out))}
+    chips = {k: len(chips_of(root)) for k, root in outs.items()}
+    what = (
+        f"a whole {spec.width} x {spec.height} px tile"
+        if args.tile
+        else f"a {spec.width} x {spec.height} px tile window"
+    )
     print(f"## Datacube chips: old Clay scripts/datacube.py vs DatacubeTile (sample row {args.index})\n")
-    print(f"Archive: {spec.width} x {spec.height} px tile window (chips {spec.chips_x} x {spec.chips_y} of "
-          f"{spec.chip_size}), {len(archive.items)} items; {os.cpu_count()} cores.\n")  # fmt: skip
+    print(f"Archive: {what} (chips {spec.chips_x} x {spec.chips_y} of {spec.chip_size}), "
+          f"{len(archive.items)} items; dates per tile {args.dates_per_tile}; {CORES} cores; "
+          f"memory guard: available < {args.min_available_gib:g} GiB.\n")  # fmt: skip
     print("| | wall s | CPU s | chips written | chips/s | chips per CPU s | peak RSS tree MiB | largest process MiB | "
-          "file bytes read MiB | STAC requests | load start / end |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for key, label in (("old", "old script"), ("new", "DatacubeTile")):
+          "processes | file bytes read MiB | STAC requests | load start / end |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    labels = {"old": "old script (1 process, Dask threads)", "processes": "DatacubeTile, Dask worker processes (luigi.cfg)",
+              "threads": f"DatacubeTile, 1 in-process Dask worker x {CORES} threads"}  # fmt: skip
+    for key in ("old", *layouts):
         r = results[key]
-        print(f"| {label} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {chips[key]} | "
-              f"{chips[key] / r['seconds']:.2f} | {chips[key] / r['cpu_seconds']:.2f} | {r['peak_rss_tree'] / MIB:.0f} | {r['peak_rss_process'] / MIB:.0f} | "
+        stopped = " **STOPPED by the memory guard**" if r["stopped"] else ""
+        print(f"| {labels[key]}{stopped} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {chips[key]} | "
+              f"{ratio(chips[key], r['seconds']):.2f} | {ratio(chips[key], r['cpu_seconds']):.2f} | "
+              f"{r['peak_rss_tree'] / MIB:.0f} | {r['peak_rss_process'] / MIB:.0f} | {r['processes']} | "
               f"{r['rchar'] / MIB:.0f} | {sum(r['requests'].values())} {r['requests']} | "
               f"{r['load_start']:.2f} / {r['load_end']:.2f} |")  # fmt: skip
-    o, n = results["old"], results["new"]
-    cps = (chips["new"] / n["seconds"]) / (chips["old"] / o["seconds"]) if chips["old"] else float("nan")
-    cpu = o["cpu_seconds"] / n["cpu_seconds"]
-    print(f"\nRatios new : old: chips/s x{cps:.2f}; chips per CPU second x{cpu:.2f}; peak RSS (tree) "
-          f"{n['peak_rss_tree'] / o['peak_rss_tree']:.2f}; STAC requests "
-          f"{sum(n['requests'].values())} vs {sum(o['requests'].values())}.")  # fmt: skip
-    print(f"\nOutputs: {cmp['both']} chips in both, {cmp['equal']} equal in every cell of every band; "
+    o = results["old"]
+    for key in ("old", *layouts):
+        if st := results[key]["stopped"]:
+            print(f"\n{labels[key]} was STOPPED by the memory guard: its tree held {st['rss'] / MIB:.0f} MiB "
+                  f"when available memory fell to {st['available'] / MIB:.0f} MiB; its figures are lower "
+                  "bounds (its chips are those of the dates it finished).")  # fmt: skip
+    print("\nRatios new : old (chips/s; chips per CPU second; peak RSS of the tree; STAC requests):")
+    for key in layouts:
+        n = results[key]
+        cps = ratio(ratio(chips[key], n["seconds"]), ratio(chips["old"], o["seconds"]))
+        per_cpu = ratio(ratio(chips[key], n["cpu_seconds"]), ratio(chips["old"], o["cpu_seconds"]))
+        rss = ratio(n["peak_rss_tree"], o["peak_rss_tree"])
+        print(f"- {labels[key]}: chips/s x{cps:.2f}; per CPU s x{per_cpu:.2f}; peak RSS x{rss:.3f} "
+              f"({ratio(1, rss):.1f} times less); requests {sum(n['requests'].values())} vs "
+              f"{sum(o['requests'].values())}.")  # fmt: skip
+    print("\nPer process (peak RSS MiB / CPU s): " + "; ".join(
+        f"{labels[key].split(',')[-1].strip()}: " + ", ".join(
+            f"{name.split('[')[0]} {rss / MIB:.0f}/{cpu:.1f}" for name, rss, cpu in results[key]["per_process"]
+        ) for key in ("old", *layouts)
+    ) + ".")  # fmt: skip
+    print("\nPeak RSS tree: the largest sum of RSS over the command's process and all its descendants, sampled "
+          "every 0.1 s (old: the Python process running datacube.py, its Dask threads and GDAL; new: the luigi "
+          "process (tasks, Dask scheduler and, for threads, the worker) plus, for processes, the Dask nanny and "
+          "worker processes). Neither includes the STAC API server (shared) nor this script.")  # fmt: skip
+    print(f"\nOutputs (old vs {layouts[0]}): {cmp['both']} chips in both, {cmp['equal']} equal in every cell of every band; "
           f"old-only {cmp['old_only'] or 'none'}; new-only {cmp['new_only'] or 'none'}.")  # fmt: skip
     if cmp["unequal"]:
         print(
@@ -329,11 +429,8 @@ def report(args: Any, archive: Any, results: dict[str, dict[str, Any]], cmp: dic
     for dx, dy, same_crs, count_old, count_new in cmp["offsets_px"]:
         print(f"Old chips' origin vs new: {dx:+.2f} px in x, {dy:+.2f} px in y (same CRS: {same_crs}; "
               f"bands {count_old} vs {count_new}).")  # fmt: skip
-    dates = {
-        k: sorted({p.parent.name for p in chips_of(root).values()})
-        for k, root in (("old", old_out), ("new", new_out))
-    }
-    print(f"Dates with chips: old {dates['old']}, new {dates['new']}.")
+    dates = {k: sorted({p.parent.name for p in chips_of(root).values()}) for k, root in outs.items()}
+    print("Dates with chips: " + "; ".join(f"{k} {v}" for k, v in dates.items()) + ".")
 
 
 if __name__ == "__main__":

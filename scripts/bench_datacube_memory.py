@@ -32,110 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "scripts") not in sys.path:
+    sys.path.insert(0, str(REPO / "scripts"))
 
-EPSG = 32610  # 10TET's zone and grid origin
-X0, Y0 = 499980.0, 5300040.0
-BLOCK = 1024  # Planetary Computer's S2 COGs use 1024-pixel blocks
-STRIP = 1024  # rows written at a time: the builder never holds a whole band either
-S2_10M = ("B02", "B03", "B04", "B08")
-S2_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
-S2_ORDER = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-
-
-def _write(path: Path, crs: int, transform: Any, width: int, height: int, dtype: str, nodata: float | None,
-           fill: Any) -> None:  # fmt: skip
-    """A tiled DEFLATE GeoTIFF written strip by strip: ``fill(row0, rows, width)`` gives each strip."""
-    import rasterio
-    from rasterio.windows import Window
-
-    profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": dtype, "crs": f"EPSG:{crs}",
-        "transform": transform, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "DEFLATE",
-        "nodata": nodata, "BIGTIFF": "IF_SAFER",
-    }  # fmt: skip
-    tmp = path.with_name(path.name + ".part")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for row0 in range(0, height, STRIP):
-            rows = min(STRIP, height - row0)
-            dst.write(fill(row0, rows, width)[None], window=Window(0, row0, width, rows))
-    tmp.rename(path)
-
-
-def build_tile(root: Path, size: int) -> dict[str, Any]:
-    """The (tile, date)'s files under ``root`` (built once); returns the DateJob's fields."""
-    import numpy as np
-    from affine import Affine
-    from pyproj import Transformer
-
-    root.mkdir(parents=True, exist_ok=True)
-    done = root / "job.json"
-    if done.exists():
-        return json.loads(done.read_text())
-
-    def pattern(scale: int, offset: int, dtype: str):
-        def fill(row0: int, rows: int, width: int):
-            r = np.arange(row0, row0 + rows, dtype=np.int64)[:, None]
-            c = np.arange(width, dtype=np.int64)[None, :]
-            return ((r * 7 + c * 3 + offset) % scale + 1).astype(dtype)
-
-        return fill
-
-    hrefs: dict[str, str] = {}
-    t10 = Affine(10.0, 0.0, X0, 0.0, -10.0, Y0)
-    t20 = Affine(20.0, 0.0, X0, 0.0, -20.0, Y0)
-    for i, band in enumerate(S2_ORDER):
-        path = root / f"T10TET_{band}.tif"
-        hrefs[band] = str(path)
-        if path.exists():
-            continue
-        if band in S2_10M:
-            _write(path, EPSG, t10, size, size, "uint16", 0, pattern(4000, 100 * i, "uint16"))
-        else:
-            _write(path, EPSG, t20, size // 2, size // 2, "uint16", 0, pattern(4000, 100 * i, "uint16"))
-    scl = root / "T10TET_SCL.tif"
-    if not scl.exists():  # class 4 (vegetation) everywhere: every chip is kept and written
-        _write(
-            scl, EPSG, t20, size // 2, size // 2, "uint8", 0, lambda r0, n, w: np.full((n, w), 4, np.uint8)
-        )
-    # Two S1 items: A over columns 0 .. 0.65 SIZE, B over 0.35 SIZE .. SIZE (B earlier, A wins).
-    s1 = []
-    for name, c0, c1 in (("B", 0.35, 1.0), ("A", 0.0, 0.65)):
-        x0 = X0 + 10.0 * round(c0 * size) - 200.0 + 3.0
-        width = round((c1 - c0) * size) + 40
-        t = Affine(10.0, 0.0, x0, 0.0, -10.0, Y0 + 200.0 - 7.0)
-        pair = []
-        for pol, scale in (("vh", 0.01), ("vv", 0.05)):
-            path = root / f"S1_{name}_{pol}.tif"
-            pair.append(str(path))
-            if not path.exists():
-                base = pattern(997, ord(name), "float32")
-                _write(path, EPSG, t, width, size + 40, "float32", -32768.0,
-                       lambda r0, n, w, base=base, scale=scale: base(r0, n, w) * scale)  # fmt: skip
-        s1.append(tuple(pair))
-    # The DEM: 1 arcsecond in EPSG:4326 around the tile's footprint, half a pixel shifted as the real COGs.
-    dem = root / "DEM.tif"
-    if not dem.exists():
-        xs = [X0, X0 + 10.0 * size, X0, X0 + 10.0 * size]
-        ys = [Y0, Y0, Y0 - 10.0 * size, Y0 - 10.0 * size]
-        lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform(xs, ys)
-        res = 1.0 / 3600.0
-        west, north = np.floor(min(lon) * 100) / 100 - res / 2, np.ceil(max(lat) * 100) / 100 + res / 2
-        width = int(np.ceil((max(lon) + 0.01 - west) / res))
-        height = int(np.ceil((north - min(lat) + 0.01) / res))
-        t = Affine(res, 0.0, west, 0.0, -res, north)
-        _write(dem, 4326, t, width, height, "float32", None, pattern(2000, 5, "float32"))
-    job = {
-        "mgrs": "10TET", "day": "2020-06-14", "version": "02", "epsg": EPSG, "transform": list(t10)[:6],
-        "width": size, "height": size, "s2_id": "S2B_MSIL2A_20200614T190411_R013_T10TET_FULL",
-        "s2_bands": [hrefs[b] for b in S2_ORDER], "scl": str(scl), "s1": s1, "dem": [str(dem)],
-    }  # fmt: skip
-    done.write_text(json.dumps(job, indent=1))
-    return job
+from bench_datacube_fulltile import build_tile  # noqa: E402 - from scripts/, put on sys.path above
 
 
 def high_water_mark() -> int:

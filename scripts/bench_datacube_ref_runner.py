@@ -2,8 +2,9 @@
 """Runs the old Clay ``scripts/datacube.py`` (Clay-foundation/model at c6a8365, not part of this
 repository: ``scripts/bench_datacube.py`` puts it under ``.cache/datacube-ref``) on one sample row,
 unchanged except for where it talks to: the STAC API root (``STAC_API``), the Planetary Computer
-signing (a no-op: the archive is local files) and the final ``aws s3 sync`` of each date's chips
-(a local copy into ``--out/{version}/{mgrs}/{date}``). Runs in the reference's own venv
+signing (a no-op: the archive is local files), the final ``aws s3 sync`` of each date's chips
+(a local copy into ``--out/{version}/{mgrs}/{date}``) and, with ``--dates-per-tile``, its
+``DATES_PER_LOCATION`` (3; the workflow's ``--dates-per-tile``). Runs in the reference's own venv
 (``.cache/datacube-ref-venv``: stackstac, pystac-client, planetary-computer, rioxarray, ...).
 
     .cache/datacube-ref-venv/bin/python scripts/bench_datacube_ref_runner.py \
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", required=True)
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dates-per-tile", type=int, default=0, help="the script's DATES_PER_LOCATION (0: its 3)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(args.ref_dir.resolve()))
     import datacube  # type: ignore[import-not-found]  # the reference, from --ref-dir
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     import tile  # type: ignore[import-not-found]
 
     datacube.STAC_API = args.stac
+    if args.dates_per_tile:
+        datacube.DATES_PER_LOCATION = args.dates_per_tile
 
     def no_signing(obj: Any) -> Any:
         return obj
