@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -256,12 +257,26 @@ def run_reference(
 
 
 def run_ours(
-    params: Params, paths: list[str], server: Any, bucket: str, workdir: Path, *extra: str
+    params: Params,
+    paths: list[str],
+    server: Any,
+    bucket: str,
+    workdir: Path,
+    *extra: str,
+    batch_rows: int = 0,
 ) -> RunFigures:
     """``luigi --module pipeline.causemos CausemosRun`` with the embedded Dask cluster, writing to
-    ``s3://bucket`` on the local S3 server."""
+    ``s3://bucket`` on the local S3 server; ``batch_rows``: luigi.cfg's ``[causemos] batch_rows`` replaced
+    (small values make every points table be read period by period)."""
     env = _clean_env(server.env())
     env["LUIGI_CONFIG_PATH"] = str(REPO / "luigi.cfg")
+    if batch_rows:
+        config = re.sub(
+            r"(?m)^batch_rows\s*=.*$", f"batch_rows = {batch_rows}", (REPO / "luigi.cfg").read_text()
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "luigi.cfg").write_text(config)
+        env["LUIGI_CONFIG_PATH"] = str(workdir / "luigi.cfg")
     luigi = REPO / ".venv" / "bin" / "luigi"
     args = [str(luigi), "--module", "pipeline.causemos", "CausemosRun", *params.ours(paths, f"s3://{bucket}")]
     workdir.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,9 @@ def write_tables(tables: list[pd.DataFrame], directory: Path, *, with_strings: b
     return paths
 
 
-def compare_case(case: str, params: Params, rows: int, seed: int, workdir: Path, server) -> bool:  # type: ignore[no-untyped-def]
+def compare_case(
+    case: str, params: Params, rows: int, seed: int, workdir: Path, server, batch_rows: int = 0
+) -> bool:  # type: ignore[no-untyped-def]
     tables = tables_for(case, rows, seed)
     frame = pd.concat(tables)
     plain = write_tables(tables, workdir / case / "plain", with_strings=case == "files")
@@ -128,7 +130,9 @@ def compare_case(case: str, params: Params, rows: int, seed: int, workdir: Path,
     figures = {
         "ref": run_reference(params, plain, server, buckets["ref"]),
         "ref-stand-in": run_reference(params, stand_in, server, buckets["ref-stand-in"]),
-        "ours": run_ours(params, plain, server, buckets["ours"], workdir / case / "luigi"),
+        "ours": run_ours(
+            params, plain, server, buckets["ours"], workdir / case / "luigi", batch_rows=batch_rows
+        ),
     }
     for name, fig in figures.items():
         print(f"   {name:13} {fig.seconds:7.1f} s  peak RSS {fig.peak_rss_mib:6.0f} MiB", flush=True)
@@ -155,6 +159,11 @@ def main() -> None:
         "--case", choices=["model", "indicator", "files", "types", "bare", "all"], default="all"
     )
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--batch-rows", type=int, default=0,
+        help="our [causemos] batch_rows (default: luigi.cfg's); small values read input files in many batches "
+        "and make every output from the points one period at a time",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory (inputs, S3 data)")
     args = parser.parse_args()
     ensure_reference()
@@ -165,7 +174,8 @@ def main() -> None:
         selected = cases(args.rows)
         names = list(selected) if args.case == "all" else [args.case]
         results = {
-            name: compare_case(name, selected[name], args.rows, args.seed, workdir, server) for name in names
+            name: compare_case(name, selected[name], args.rows, args.seed, workdir, server, args.batch_rows)
+            for name in names
         }
     finally:
         server.stop()

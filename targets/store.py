@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple, cast
 from urllib.parse import unquote_plus
 
 import fsspec
@@ -256,6 +256,18 @@ class Store:
             raise
         except Exception as e:
             raise StorageError(f"cannot read {self.uri(rel)}: {e}") from e
+
+    def open_binary(self, rel: str, block_size: int = 8 << 20) -> IO[bytes]:
+        """The object opened for reading, seekable: a local file, or ranged GETs of ``block_size``
+        bytes on S3 / Azure (for formats read in parts, such as a parquet file's row groups)."""
+        try:
+            if self.is_local:
+                return open(self.path(rel), "rb")  # the caller closes it
+            return cast(IO[bytes], self.fs.open(self.path(rel), "rb", block_size=block_size))
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot open {self.uri(rel)}: {e}") from e
 
     def read_text(self, rel: str) -> str:
         return self.read_bytes(rel).decode("utf-8")

@@ -605,6 +605,53 @@ def test_pieces_split_the_objects_exactly(inputs):
         assert {k: v for p in parts for k, v in p.items()} == whole
 
 
+def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path):
+    """Points too many to hold are written sorted by period, a row group per period, and every family is
+    made one period at a time from them (pieces.objects_by_period): the objects equal, byte for byte,
+    those made from the whole points in the recipe's own (unsorted) order, whole and in pieces."""
+    import pyarrow.parquet as pq
+
+    from pipeline.causemos.prepare import combine_points, points_parquet
+    from targets.store import Store
+
+    frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "w", 0).frame
+    rows = frame[frame["feature"] == "F2"]
+    points = recipe.temporal_aggregation(rows, "month", "w").drop(columns=["feature"])
+    assert not points["timestamp"].is_monotonic_increasing  # the sort below does move rows
+    sorted_points = combine_points([recipe.temporal_partials(rows, "month", "w")], "w")
+    store = Store(str(tmp_path))
+    store.write_bytes("points.parquet", points_parquet(sorted_points))
+    periods = points["timestamp"].nunique()
+    assert pq.ParquetFile(tmp_path / "points.parquet").metadata.num_row_groups == periods
+    ref = pieces.StatePoints(store, "points.parquet", "digest", by_period=True)
+    ctx = recipe.FeatureContext(
+        DATA_ID, RUN_ID, "month", "F2", tuple(recipe.region_columns(frame)), "w", ("camp", "source"),
+        ("camp",), 1, True,
+    )  # fmt: skip
+    read: list[int] = []
+    for family in recipe.OUTPUT_TASKS:
+        whole = dict(recipe.FAMILY_OBJECTS[family](points, ctx))
+        assert whole, family
+        for parts in (1, 3):
+            plan = pieces.plan_pieces(
+                family, ctx, points_rows=len(points.index), periods=periods, level0_regions=2,
+                separator_in_level0=False, points_per_piece=1, max_parts=parts,
+            )  # fmt: skip
+            made: dict[str, bytes] = {}
+            for piece in plan:
+                source = pieces.PointsFile(ref)
+                original = source.read
+                source.read = lambda period, original=original: read.append(period) or original(period)  # type: ignore[method-assign]
+                try:
+                    objects = dict(pieces.objects_by_period(piece, source))
+                finally:
+                    source.close()
+                assert not set(objects) & set(made), (family, piece.label)
+                made.update(objects)
+            assert made == whole, (family, parts)
+    assert set(read) == set(points["timestamp"].tolist())  # really read period by period
+
+
 def test_partial_sums_of_split_input_equal_the_whole(inputs):
     frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "w", 0).frame
     halves = [frame.iloc[:150], frame.iloc[150:]]

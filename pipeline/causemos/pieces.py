@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline.causemos import recipe
 from pipeline.causemos.outputs import ObjectWriter
@@ -103,11 +104,47 @@ def piece_points(points: pd.DataFrame, piece: Piece) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class StatePoints:
-    """Points kept as parquet under ``_state`` (``digest`` of its bytes names the version, for the cache)."""
+    """Points kept as parquet under ``_state`` (``digest`` of its bytes names the version, for the cache);
+    ``by_period``: read one period at a time (:class:`PointsFile`) rather than whole, for points of more
+    rows than a worker should hold at once."""
 
     store: Store
     key: str
     digest: str
+    by_period: bool = False
+
+
+class PointsFile:
+    """A points file as prepare writes it (sorted by period, a row group per period), read period by period:
+    which row groups hold a period comes from their ``timestamp`` statistics, so a period costs the reads
+    of its own row groups only (ranged GETs on S3)."""
+
+    def __init__(self, ref: StatePoints) -> None:
+        self._handle = shared_store(ref.store).open_binary(ref.key)
+        self._parquet = pq.ParquetFile(self._handle)
+        column = self._parquet.schema_arrow.get_field_index("timestamp")
+        groups: dict[int, list[int]] = {}
+        metadata = self._parquet.metadata
+        for index in range(metadata.num_row_groups):
+            stats = metadata.row_group(index).column(column).statistics
+            if stats is None or not stats.has_min_max or stats.min != stats.max:
+                raise ValueError(f"{ref.key}: row group {index} is not one period (not written by prepare)")
+            groups.setdefault(int(stats.min), []).append(index)
+        self._groups = groups
+
+    @property
+    def periods(self) -> tuple[int, ...]:
+        """The periods, ascending (the order of the file)."""
+        return tuple(sorted(self._groups))
+
+    def read(self, period: int) -> pd.DataFrame:
+        return self._parquet.read_row_groups(self._groups[period], use_pandas_metadata=True).to_pandas()
+
+    def read_all(self) -> pd.DataFrame:
+        return self._parquet.read(use_pandas_metadata=True).to_pandas()
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 _cache: OrderedDict[tuple[str, str, str], pd.DataFrame] = OrderedDict()
@@ -153,12 +190,19 @@ def run_piece(
 ) -> PieceResult:
     """Compute the piece's objects and write those that changed (``store=None``: count them only)."""
     started = time.perf_counter()
-    frame = load_points(points) if isinstance(points, StatePoints) else points
-    subset = piece_points(frame, piece)
     writer = ObjectWriter(store, trusted.digests if trusted is not None else None)
     try:
-        if len(subset.index) or piece.parts == 1:  # a share of the periods or regions may be empty
-            writer.put_all(recipe.FAMILY_OBJECTS[piece.family](subset, piece.context))
+        if isinstance(points, StatePoints) and points.by_period:
+            source = PointsFile(points)
+            try:
+                writer.put_all(objects_by_period(piece, source))
+            finally:
+                source.close()
+        else:
+            frame = load_points(points) if isinstance(points, StatePoints) else points
+            subset = piece_points(frame, piece)
+            if len(subset.index) or piece.parts == 1:  # a share of the periods or regions may be empty
+                writer.put_all(recipe.FAMILY_OBJECTS[piece.family](subset, piece.context))
     finally:
         stats = writer.close()
     return PieceResult(
@@ -170,6 +214,26 @@ def run_piece(
         stats.bytes_total,
         time.perf_counter() - started,
     )
+
+
+def objects_by_period(piece: Piece, source: PointsFile) -> recipe.ObjectStream:
+    """The piece's objects made with one period's points in memory at a time: a family whose objects are
+    each of one period from each of the piece's periods in turn; the others from the periods as
+    :class:`recipe.PeriodChunks` (with a share of the regions, each period's rows of it). The same objects
+    as from the whole points (tests/test_causemos_stream.py)."""
+    periods = source.periods
+    if piece.family not in recipe.CHUNKED_FAMILY_OBJECTS:
+        mine = np.array_split(np.asarray(periods), piece.parts)[piece.part] if piece.parts > 1 else periods
+        for period in mine:
+            yield from recipe.FAMILY_OBJECTS[piece.family](source.read(int(period)), piece.context)
+        return
+    chunks = recipe.PeriodChunks(source.read, periods)
+    if piece.parts > 1:  # a share of the first-level regions
+        chunks = chunks.map(lambda frame: piece_points(frame, piece))
+    if periods:
+        yield from recipe.CHUNKED_FAMILY_OBJECTS[piece.family](chunks, piece.context)
+    elif piece.parts == 1:  # no points: the family's objects of none (e.g. a global series' header)
+        yield from recipe.FAMILY_OBJECTS[piece.family](source.read_all(), piece.context)
 
 
 def max_parts_for(client: Any, configured: int) -> int:

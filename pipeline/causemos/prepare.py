@@ -33,7 +33,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
 from pipeline.causemos import layout, recipe
@@ -304,6 +307,9 @@ def part_partials(part: PartResult, key: str, time_res: str) -> pd.DataFrame:
 # ---------------------------------------------------------------- combine per (feature, time resolution)
 
 
+POINTS_ROW_GROUP_ROWS = 1 << 20  # pyarrow's default
+
+
 @dataclass(frozen=True)
 class PointsWritten:
     """A feature's points at one time resolution, written under ``_state``."""
@@ -317,16 +323,33 @@ class PointsWritten:
 
 def combine_points(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.DataFrame:
     """The points of one feature at one time resolution, without the ``feature`` column (constant; pieces
-    never group by it). Kept in the cluster by the dry run."""
-    return recipe.combine_temporal(list(parts), weight_column).drop(columns=["feature"])
+    never group by it), sorted by period with each period's points in their order (every output is per
+    period or ordered by time, so this changes no output, and lets the outputs be made one period at a
+    time: recipe.PeriodChunks). Kept in the cluster by the dry run."""
+    points = recipe.combine_temporal(list(parts), weight_column).drop(columns=["feature"])
+    return points.sort_values("timestamp", kind="stable", ignore_index=True)
+
+
+def points_parquet(points: pd.DataFrame) -> bytes:
+    """The points (sorted by period) as parquet with one row group per period (more for a period of over
+    ``POINTS_ROW_GROUP_ROWS``), so a period is read alone (pieces.PointsFile)."""
+    table = pa.Table.from_pandas(points, preserve_index=False)
+    stamps = points["timestamp"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]]) if len(stamps) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(stamps)]
+    buffer = io.BytesIO()
+    with pq.ParquetWriter(buffer, table.schema) as writer:
+        if not len(stamps):
+            writer.write_table(table)
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            writer.write_table(table.slice(start, end - start), row_group_size=POINTS_ROW_GROUP_ROWS)
+    return buffer.getvalue()
 
 
 def write_points(parts: Sequence[pd.DataFrame], weight_column: str, store: Store, key: str) -> PointsWritten:
     """Combine and write the points as parquet to ``key`` (one PUT or rename)."""
     points = combine_points(parts, weight_column)
-    buffer = io.BytesIO()
-    points.to_parquet(buffer, index=False)
-    data = buffer.getvalue()
+    data = points_parquet(points)
     shared_store(store).write_bytes(key, data)
     return PointsWritten(
         key, len(points.index), int(points["timestamp"].nunique()), len(data), object_digest(data)

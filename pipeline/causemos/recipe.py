@@ -31,7 +31,7 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -604,15 +604,59 @@ def aggregate_columns(aggs: Sequence[str], weighted: bool) -> list[str]:
     return columns
 
 
+@dataclass(frozen=True)
+class PeriodChunks:
+    """The points of one (feature, time resolution) as a sequence of frames, one per period, read when
+    iterated (so only one period's points are held), each passed through ``transforms`` in order.
+
+    What makes this exact: every aggregation of the points that the series, extrema and regional outputs
+    make groups by a key that holds ``timestamp`` (the period), so each group lies in one period; and the
+    points are kept sorted by period (prepare), so groups in order of first appearance over the whole
+    frame are the groups of each period in turn. :func:`spatial_aggregation` of the chunks, concatenated,
+    is then the aggregation of the whole frame, row for row and bit for bit."""
+
+    read: Callable[[int], pd.DataFrame]
+    periods: tuple[int, ...]
+    transforms: tuple[Callable[[pd.DataFrame], pd.DataFrame], ...] = ()
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        for period in self.periods:
+            frame = self.read(period)
+            for transform in self.transforms:
+                frame = transform(frame)
+            yield frame
+
+    def map(self, transform: Callable[[pd.DataFrame], pd.DataFrame]) -> PeriodChunks:
+        """The same chunks, each then passed through ``transform`` (applied per chunk, so it must act row by
+        row or per period)."""
+        return PeriodChunks(self.read, self.periods, (*self.transforms, transform))
+
+
+Points: TypeAlias = pd.DataFrame | PeriodChunks
+
+
 def spatial_aggregation(
-    points: pd.DataFrame, group_by: Sequence[str], aggs: Sequence[str] = SERIES_AGGS, weight_column: str = ""
+    points: Points, group_by: Sequence[str], aggs: Sequence[str] = SERIES_AGGS, weight_column: str = ""
 ) -> tuple[pd.DataFrame, list[str]]:
     """The reference's ``run_spatial_aggregation``: points grouped by ``group_by`` (first-appearance order).
+    Points given as :class:`PeriodChunks` (``group_by`` must hold ``timestamp``) are aggregated one period
+    at a time.
 
     For ``a`` in ``aggs`` (``sum, mean, min, max``) over ``t_sum`` and ``t_mean``, ``s_count = count(t_mean)``;
     with a weight column also over ``t_wavg`` and ``s_wavg_x = sum(x * w) / sum(w)``. Returns the frame
     (group columns, then the aggregates) and the aggregate column names.
     """
+    if isinstance(points, PeriodChunks):
+        if "timestamp" not in group_by:
+            raise ValueError(
+                f"points by period can only be grouped by keys holding the period, not {group_by}"
+            )
+        tables = [spatial_aggregation(chunk, group_by, aggs, weight_column) for chunk in points]
+        if not tables:
+            raise ValueError("points by period without any period")
+        # an empty period's table may carry other dtypes (object keys): left out unless all are empty
+        filled = [table for table, _ in tables if len(table.index)] or [tables[0][0]]
+        return pd.concat(filled, ignore_index=True), tables[0][1]
     weighted = bool(weight_column)
     values = ["t_sum", "t_mean"] + (["t_wavg"] if weighted else [])
     work = points
@@ -658,13 +702,13 @@ def _by_timestamp(table: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
-def global_timeseries(points: pd.DataFrame, weight_column: str) -> pd.DataFrame:
+def global_timeseries(points: Points, weight_column: str) -> pd.DataFrame:
     """``global.csv`` of one feature: ``timestamp`` then the aggregates, one row per period (by time)."""
     table, columns = spatial_aggregation(points, ["timestamp"], SERIES_AGGS, weight_column)
     return _by_timestamp(table[["timestamp", *columns]])
 
 
-def qualifier_timeseries(points: pd.DataFrame, qualifier: str, weight_column: str) -> dict[str, pd.DataFrame]:
+def qualifier_timeseries(points: Points, qualifier: str, weight_column: str) -> dict[str, pd.DataFrame]:
     """``timeseries/qualifiers/{qualifier}/{agg}.csv`` of one feature, per aggregate column (``s_count`` too).
 
     Wide tables: ``timestamp`` then one column per qualifier value, ordered by the first period holding
@@ -690,7 +734,13 @@ def qualifier_timeseries(points: pd.DataFrame, qualifier: str, weight_column: st
     return wide_tables
 
 
-def with_region_id(points: pd.DataFrame, present: Sequence[str], level: int) -> pd.DataFrame:
+def with_region_id(points: Points, present: Sequence[str], level: int) -> Points:
+    if isinstance(points, PeriodChunks):
+        return points.map(lambda chunk: with_region_id_frame(chunk, present, level))
+    return with_region_id_frame(points, present, level)
+
+
+def with_region_id_frame(points: pd.DataFrame, present: Sequence[str], level: int) -> pd.DataFrame:
     return points.assign(region_id=region_ids(points, present, level))
 
 
@@ -750,7 +800,7 @@ def regional_extrema(
 
 
 def regional_extrema_by_level(
-    points: pd.DataFrame, present: Sequence[str], weight_column: str
+    points: Points, present: Sequence[str], weight_column: str
 ) -> dict[str, dict[str, dict[str, list[dict[str, Any]]]]]:
     """``regional/{level}/stats/default/extrema.json`` of one feature, per level (named by position)."""
     documents = {}
@@ -774,7 +824,7 @@ class RegionalSeries:
 
 
 def regional_timeseries(
-    points: pd.DataFrame,
+    points: Points,
     present: Sequence[str],
     qualifiers: Sequence[str],
     max_qualifier_level: int,
@@ -1164,7 +1214,7 @@ class FeatureContext:
     coordinates: bool
 
 
-def global_timeseries_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectStream:
+def global_timeseries_objects(points: Points, ctx: FeatureContext) -> ObjectStream:
     """``compute_global_timeseries``: ``global.csv`` and per breakdown qualifier one CSV per aggregate."""
     d, r, t, f = ctx.data_id, ctx.run_id, ctx.time_res, ctx.feature
     yield layout.global_timeseries_csv(d, r, t, f), csv_bytes(global_timeseries(points, ctx.weight_column))
@@ -1173,7 +1223,7 @@ def global_timeseries_objects(points: pd.DataFrame, ctx: FeatureContext) -> Obje
             yield layout.qualifier_timeseries_csv(d, r, t, f, qualifier, agg), csv_bytes(table)
 
 
-def regional_stats_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectStream:
+def regional_stats_objects(points: Points, ctx: FeatureContext) -> ObjectStream:
     """``compute_regional_stats``: ``extrema.json`` per region level."""
     for level, document in regional_extrema_by_level(points, ctx.present, ctx.weight_column).items():
         yield (
@@ -1182,7 +1232,7 @@ def regional_stats_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectS
         )
 
 
-def regional_timeseries_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectStream:
+def regional_timeseries_objects(points: Points, ctx: FeatureContext) -> ObjectStream:
     """``compute_regional_timeseries``: one CSV per region (and per qualifier value on the first levels)."""
     d, r, t, f = ctx.data_id, ctx.run_id, ctx.time_res, ctx.feature
     items = regional_timeseries(
@@ -1230,6 +1280,13 @@ FAMILY_OBJECTS: dict[str, Callable[[pd.DataFrame, FeatureContext], ObjectStream]
     "compute_regional_timeseries": regional_timeseries_objects,
     "compute_regional_aggregation": regional_aggregation_objects,
     "compute_tiles": tiles_objects,
+}
+# The families whose objects span periods, made from points given whole or as PeriodChunks (the others'
+# objects are each of one period: they are made period by period from that period's points).
+CHUNKED_FAMILY_OBJECTS: dict[str, Callable[[Points, FeatureContext], ObjectStream]] = {
+    "compute_global_timeseries": global_timeseries_objects,
+    "compute_regional_stats": regional_stats_objects,
+    "compute_regional_timeseries": regional_timeseries_objects,
 }
 
 

@@ -17,8 +17,9 @@ from pipeline.causemos.sources import Source, identity, parse_data_paths
 from pipeline.errors import InputError
 from targets.s3config import S3Options
 
-# Bumped when a change of the code changes outputs: every finished run is then redone.
-FORMAT_VERSION = 1
+# Bumped when a change of the code changes outputs or the state they are made from: every finished run is
+# then redone. 2: the points under _state are sorted by period, a parquet row group per period.
+FORMAT_VERSION = 2
 THRESHOLD_KEYS = tuple(recipe.DEFAULT_QUALIFIER_THRESHOLDS)
 
 # Rows of one input file read and prepared at a time (luigi.cfg [causemos] batch_rows): the prepare

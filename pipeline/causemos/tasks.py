@@ -45,6 +45,7 @@ from pipeline.causemos.outputs import (
 from pipeline.causemos.prepare import feature_context, prepare, results_bytes
 from pipeline.causemos.settings import (
     RunSettings,
+    batch_rows,
     family_fingerprint,
     parse_settings,
     prepare_fingerprint,
@@ -330,7 +331,14 @@ class CausemosOutputs(_CausemosTask):
         client = cluster.get_client()
         trusted = owned.begin()
         points_info = entry["points"][self.time_res]
-        points = pieces.StatePoints(self.store, points_info["key"], points_info["digest"])
+        # Points of more rows than a batch of input ([causemos] batch_rows, the stage's "partition") are
+        # read one period at a time, so a worker's memory does not grow with them.
+        points = pieces.StatePoints(
+            self.store,
+            points_info["key"],
+            points_info["digest"],
+            by_period=int(points_info["rows"]) > batch_rows(),
+        )
         config = causemos()
         plan = pieces.plan_pieces(
             self.output_task, context, points_rows=int(points_info["rows"]), periods=int(points_info["timestamps"]),
