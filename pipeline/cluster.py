@@ -3,7 +3,12 @@
 ``WM_DASK_SCHEDULER``: the Causemos reference flow's variable, accepted as an alias), otherwise an
 embedded ``LocalCluster`` started on first use and kept for the life of the process (Luigi
 runs tasks in the scheduling process with one worker; with ``--workers N`` each task runs
-in a forked process, which gets its own)."""
+in a forked process, which gets its own).
+
+A workflow may ask for its embedded cluster's workers as threads of this process
+(``in_process_threads``, e.g. ``[datacube] dask_in_process``): work that is GDAL and numpy, which
+release the GIL, uses every core from threads, while each worker process would repeat the
+interpreter, its modules, GDAL's block cache and malloc's arenas (see luigi.cfg [datacube])."""
 
 from __future__ import annotations
 
@@ -72,8 +77,11 @@ def scheduler_address(config: dask) -> str:
     )
 
 
-def get_client(config: dask | None = None) -> Any:
-    """The process's Dask client, created on first call."""
+def get_client(config: dask | None = None, *, in_process_threads: int | None = None) -> Any:
+    """The process's Dask client, created on first call. ``in_process_threads``: when the call
+    starts an embedded cluster, one worker in this process with that many threads instead of
+    [dask]'s layout (an existing scheduler, or a client this process has already, is used as
+    it is: the first call of the process decides)."""
     from distributed import Client, LocalCluster
 
     if has_client():
@@ -86,7 +94,10 @@ def get_client(config: dask | None = None) -> Any:
         cluster = None
     else:
         n_workers = cfg.n_workers or (os.cpu_count() or 1)
+        threads_per_worker = cfg.threads_per_worker
         processes = cfg.processes
+        if in_process_threads is not None:
+            n_workers, threads_per_worker, processes = 1, max(1, in_process_threads), False
         import multiprocessing
 
         if processes and multiprocessing.parent_process() is not None:
@@ -106,7 +117,7 @@ def get_client(config: dask | None = None) -> Any:
         dask_config.set({"distributed.nanny.pre-spawn-environ": environ})
         cluster = LocalCluster(
             n_workers=n_workers,
-            threads_per_worker=cfg.threads_per_worker,
+            threads_per_worker=threads_per_worker,
             processes=processes,
             memory_limit=cfg.memory_limit,
             dashboard_address=None,
@@ -117,7 +128,7 @@ def get_client(config: dask | None = None) -> Any:
         log.info(
             "started an embedded Dask LocalCluster: %d workers x %d threads (%s)",
             n_workers,
-            cfg.threads_per_worker,
+            threads_per_worker,
             "processes" if processes else "threads",
         )
     if _state["pid"] is None:
@@ -164,10 +175,15 @@ class Submitted:
 
 
 def run_each(
-    fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, name: str, labels: Sequence[str] = ()
+    fn: Callable[..., Any],
+    calls: Sequence[tuple[Any, ...]],
+    *,
+    name: str,
+    labels: Sequence[str] = (),
+    in_process_threads: int | None = None,
 ) -> Submitted:
     """``fn(*call)`` for every call, one Dask task each, submitted now (see :class:`Submitted`
-    for taking the results).
+    for taking the results). ``in_process_threads``: see :func:`get_client`.
 
     Every workflow's calls write outputs, so none is ``pure`` (Dask must not merge two calls
     with equal arguments, or skip one it thinks it has), and each key is unique to this
@@ -175,7 +191,7 @@ def run_each(
     long-lived cluster, never collides with a key still held."""
     if not calls:
         return Submitted([])
-    client = get_client()
+    client = get_client(in_process_threads=in_process_threads)
     pid = os.getpid()
     return Submitted(
         [

@@ -12,8 +12,10 @@
        chipping; unchanged but for the STAC root, a no-op signing and a local copy in place of
        ``aws s3 sync``. Dask's default threaded scheduler (one thread per core).
   new  ``luigi --module pipeline.datacube DatacubeTile --index N ... --local-scheduler`` (the whole
-       command: start-up, searches, chips, manifests), its chips on an in-process Dask cluster of
-       one worker with one thread per core (the old script's layout: same cores, threads).
+       command: start-up, searches, chips, manifests) with luigi.cfg as it is: its chips on an
+       in-process Dask cluster of one worker with one thread per core ([datacube] dask_in_process;
+       the old script's layout: same cores, threads); and, for comparison, on [dask]'s worker
+       processes (``--new processes``: ``--datacube-dask-in-process false``).
 
 Both read the same local COGs (page cache warmed first, not timed) and search the same pgstac
 STAC API (``scripts/stac_server.py``: stac-fastapi-pgstac, CQL2 filter) through
@@ -33,8 +35,12 @@ Setup (once): ``fetch`` github:Clay-foundation/model (a bare mirror), then
     mkdir -p .cache/datacube-ref && git --git-dir=MIRROR archive c6a8365 scripts/datacube.py scripts/tile.py \
         | tar -x -C .cache/datacube-ref
     python3.11 -m venv .cache/datacube-ref-venv && .cache/datacube-ref-venv/bin/pip install \
-        stackstac==0.5.1 pystac-client planetary-computer geopandas pyogrio click rioxarray xarray \
-        'dask[array]' rasterio psutil shapely
+        stackstac==0.5.0 pystac==1.9.0 pystac-client==0.7.5 'numpy<2' 'geopandas>=0.14,<0.15' \
+        planetary-computer pyogrio click rioxarray xarray 'dask[array]' rasterio psutil shapely
+
+(the versions its ``conda-lock.yml`` pins where newer ones break it: newer pystac renames
+``proj:epsg``, numpy 2 breaks stackstac's cast check). ``--tile`` hrefs are absolute paths:
+build the tile with an absolute ``--cache-dir`` (the default is).
 """
 
 from __future__ import annotations
@@ -274,10 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dates-per-tile", type=int, default=0,
                    help="both ways' dates per tile (the old script's DATES_PER_LOCATION); default 3, "
                         "with --tile --dates (so neither searches years without a scene)")  # fmt: skip
-    p.add_argument("--new", default="processes,threads",
-                   help="the workflow's Dask layouts to run, comma-separated: processes = luigi.cfg [dask] "
-                        "as the pipeline runs by default (worker processes); threads = one in-process "
-                        "worker, one thread per core (the old script's layout)")  # fmt: skip
+    p.add_argument("--new", default="default,processes",
+                   help="the workflow's Dask layouts to run, comma-separated: default = luigi.cfg as it is "
+                        "(the chips on threads of the luigi process, [datacube] dask_in_process); processes = "
+                        "[dask]'s worker processes (--datacube-dask-in-process false); threads = 1 in-process "
+                        "worker x one thread per core given on the command line (the old script's layout)")  # fmt: skip
     p.add_argument("--min-available-gib", type=float, default=3.0,
                    help="memory guard: a run is killed (and reported as stopped) when the machine's "
                         "available memory falls below this")  # fmt: skip
@@ -354,8 +361,12 @@ def main(argv: list[str] | None = None) -> int:
 CORES = os.cpu_count() or 2
 # The workflow's Dask layouts (luigi command-line overrides of luigi.cfg [dask]).
 NEW_LAYOUTS: dict[str, list[str]] = {
-    "processes": [],  # luigi.cfg as it is: a LocalCluster of worker processes (n_workers 0 = one per core)
+    "default": [],  # luigi.cfg as it is: [datacube] dask_in_process = true, one thread per core
+    # [dask]'s layout: a LocalCluster of worker processes (n_workers 0 = one per core, 2 threads each)
+    "processes": ["--datacube-dask-in-process", "false"],
     "threads": [
+        "--datacube-dask-in-process",
+        "false",
         "--dask-n-workers",
         "1",
         "--dask-threads-per-worker",
@@ -386,8 +397,10 @@ def report(args: Any, archive: Any, results: dict[str, dict[str, Any]], cmp: dic
     print("| | wall s | CPU s | chips written | chips/s | chips per CPU s | peak RSS tree MiB | largest process MiB | "
           "processes | file bytes read MiB | STAC requests | load start / end |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    labels = {"old": "old script (1 process, Dask threads)", "processes": "DatacubeTile, Dask worker processes (luigi.cfg)",
-              "threads": f"DatacubeTile, 1 in-process Dask worker x {CORES} threads"}  # fmt: skip
+    labels = {"old": "old script (1 process, Dask threads)",
+              "default": "DatacubeTile, luigi.cfg as it is (chips on threads of the luigi process)",
+              "processes": "DatacubeTile, [dask] worker processes (--datacube-dask-in-process false)",
+              "threads": f"DatacubeTile, 1 in-process Dask worker x {CORES} threads ([dask] flags)"}  # fmt: skip
     for key in ("old", *layouts):
         r = results[key]
         stopped = " **STOPPED by the memory guard**" if r["stopped"] else ""
@@ -418,8 +431,8 @@ def report(args: Any, archive: Any, results: dict[str, dict[str, Any]], cmp: dic
     ) + ".")  # fmt: skip
     print("\nPeak RSS tree: the largest sum of RSS over the command's process and all its descendants, sampled "
           "every 0.1 s (old: the Python process running datacube.py, its Dask threads and GDAL; new: the luigi "
-          "process (tasks, Dask scheduler and, for threads, the worker) plus, for processes, the Dask nanny and "
-          "worker processes). Neither includes the STAC API server (shared) nor this script.")  # fmt: skip
+          "process (tasks, Dask scheduler and, for default and threads, the worker) plus, for processes, the "
+          "Dask worker processes (their nannies run in the luigi process). Neither includes the STAC API server (shared) nor this script.")  # fmt: skip
     print(f"\nOutputs (old vs {layouts[0]}): {cmp['both']} chips in both, {cmp['equal']} equal in every cell of every band; "
           f"old-only {cmp['old_only'] or 'none'}; new-only {cmp['new_only'] or 'none'}.")  # fmt: skip
     if cmp["unequal"]:

@@ -331,3 +331,51 @@ def test_write_chip_in_a_local_store_equals_the_geotiff_bytes_and_leaves_no_temp
         bands, EPSG, scene.transform, scene.day
     )
     assert sorted(p.name for p in (tmp_path / "out/02/x").iterdir()) == ["chip.tif"]
+
+
+def test_the_chips_layout_is_threads_of_the_luigi_process_unless_told_otherwise():
+    import os
+
+    assert engine.dask_threads(False, 3) is None  # [dask]'s layout
+    assert engine.dask_threads(True, 3) == 3
+    assert engine.dask_threads(True, 0) == (os.cpu_count() or 1)  # one per core
+
+
+def test_an_in_process_cluster_runs_the_chips_in_this_process(scene, tmp_path):
+    """``run_chips(in_process_threads=N)`` on a fresh process: one Dask worker of N threads in the
+    process itself (no worker process), and the same chips as ``chip_batch`` called directly."""
+    import pickle
+    import subprocess
+    import sys
+    import textwrap
+
+    job = scene
+    code = textwrap.dedent(
+        f"""
+        import os, pickle, sys
+        from pipeline import cluster
+        from pipeline.datacube import engine
+        from pipeline.raster import ArchiveAccess
+        from targets.store import Store
+        job = pickle.loads({pickle.dumps(job)!r})
+        chips, _ = engine.run_chips(job, job.chip_numbers(), Store(sys.argv[1]),
+                                    ArchiveAccess(asset_href="href", requester_pays=False), 1, None, 3)
+        client = cluster.get_client()
+        print(sorted(client.run(os.getpid).values()) == [os.getpid()],
+              sorted(client.nthreads().values()), [c.status for c in chips])
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a")],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    ).stdout.split("\n")[-2]  # fmt: skip
+    direct = engine.chip_batch(
+        job,
+        job.chip_numbers(),
+        Store(str(tmp_path / "b")),
+        ArchiveAccess(asset_href="href", requester_pays=False),
+    )
+    assert out == f"True [3] {[c.status for c in direct.chips]}"
+    for path in sorted((tmp_path / "b").rglob("*.tif")):
+        with rasterio.open(path) as b, rasterio.open(tmp_path / "a" / path.relative_to(tmp_path / "b")) as a:
+            assert np.array_equal(a.read(), b.read(), equal_nan=True)

@@ -57,6 +57,15 @@ class datacube(BlobSigningConfig):
     chips_per_dask_task = luigi.IntParameter(
         default=engine.DEFAULT_CHIPS_PER_DASK_TASK, description="chips stacked by one Dask task"
     )
+    dask_in_process = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="an embedded Dask cluster's chips on threads of the luigi process (true) or on "
+        "[dask]'s worker processes (false); an existing scheduler is used as it is",
+    )
+    dask_threads = luigi.IntParameter(
+        default=0, description="with dask_in_process: threads for the chips; 0 = one per core"
+    )
 
 
 def access_for(cfg: datacube | None = None) -> ArchiveAccess:
@@ -217,14 +226,16 @@ class DatacubeTileDate(_DatacubeTask):
             }
         todo = [n for n in numbers if n not in dropped and n not in kept_before]
         label = f"{job.mgrs} {job.day:%Y-%m-%d}"
+        cfg = make(datacube)
         tracker = Progress(len(todo), "chips", label=label, report=self.progress, logger=log)
         results, opened = engine.run_chips(
             job,
             todo,
             store,
             access_for(),
-            int(make(datacube).chips_per_dask_task),
+            int(cfg.chips_per_dask_task),
             lambda d, t: tracker.update(d, t),
+            engine.dask_threads(bool(cfg.dask_in_process), int(cfg.dask_threads)),
         )
         kept = kept_before + [r.number for r in results if r.status == "kept"]
         dropped.update({r.number: r.reason for r in results if r.status == "dropped"})
