@@ -37,7 +37,7 @@ import pytest
 from pipeline.causemos import pieces, recipe
 from pipeline.causemos.outputs import same_object_key
 from pipeline.causemos.tiles import decode_tile, tiles_equal
-from tests.helpers import LUIGI, luigi_env, run_luigi
+from tests.helpers import LUIGI, REPO, luigi_env, run_luigi
 
 pytestmark = pytest.mark.slow
 
@@ -434,6 +434,24 @@ def test_s3_inputs_and_outputs_rerun_and_change(inputs, s3_server, dask_env, tmp
     got = {k: v for k, v in _s3_objects(s3_server, bucket, "out/").items() if not k.startswith("_state/")}
     assert_same_objects(got, expected(changed, **S3_PARAMS))
     assert re.search(r"deleted as stale: [1-9]", proc.stderr)
+
+
+def test_s3_run_with_spooled_features_equals_the_recipe(inputs, s3_server, dask_env, tmp_path):
+    """``[causemos] batch_rows = 7``: every feature has more rows than a batch, so its partial sums are
+    spooled to S3 by the workers, combined a bucket at a time and the points file uploaded whole; the
+    outputs equal the recipe's and no spooled object is left behind."""
+    config = re.sub(r"(?m)^batch_rows\s*=.*\n", "", (REPO / "luigi.cfg").read_text())
+    (tmp_path / "luigi.cfg").write_text(config.replace("[causemos]\n", "[causemos]\nbatch_rows = 7\n", 1))
+    bucket = s3_server.create_bucket("causemos-spool")
+    urls = _upload(s3_server, bucket, inputs, "in")
+    env = {**dask_env, **s3_server.env(), "LUIGI_CONFIG_PATH": str(tmp_path / "luigi.cfg")}
+    proc = run(cli_args("CausemosRun", urls, f"s3://{bucket}/out"), tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    objects = _s3_objects(s3_server, bucket, "out/")
+    got = {k: v for k, v in objects.items() if not k.startswith("_state/")}
+    assert_same_objects(got, expected(inputs, **LOCAL_PARAMS))
+    state = [k for k in objects if k.startswith("_state/")]
+    assert any(k.endswith(".parquet") for k in state) and not [k for k in state if "/spool/" in k]
 
 
 # ================================================================ changed input, locally

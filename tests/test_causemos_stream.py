@@ -29,9 +29,11 @@ import pytest
 
 from pipeline.causemos import prepare as prepare_module
 from pipeline.causemos import recipe
+from pipeline.causemos.outputs import object_digest
 from pipeline.causemos.settings import parse_settings
 from pipeline.causemos.sources import Source, iter_frames
 from targets.s3config import S3Options
+from targets.store import Store
 
 SMALL_BATCH = 7
 WHOLE = 1_000_000
@@ -264,6 +266,71 @@ def test_integer_ids_without_places_in_batches_same_as_whole(
         dict.fromkeys(codes)
     )
     assert "None" in codes and "1.0" in codes
+
+
+# ================================================================ spooled: features of more rows than a batch
+
+
+def spooled_prepare(
+    client: Any, settings: Any, batch_rows: int, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """:func:`prepared` when the stage writes to a store (``root``): the points read back from their files,
+    the record without where the points were written."""
+    monkeypatch.setattr(prepare_module, "batch_rows", lambda: batch_rows)
+    result = prepare_module.prepare(client, settings, Store(str(root)), "fp")
+    points: dict[tuple[str, str], pd.DataFrame] = {}
+    for feature in result.info["features"]:
+        for time_res, written in feature["points"].items():
+            path = root / written["key"]
+            parquet = pq.ParquetFile(path)
+            stamps = [
+                parquet.metadata.row_group(i).column(0).statistics
+                for i in range(parquet.metadata.num_row_groups)
+            ]
+            periods = [int(s.min) for s in stamps]
+            # a row group per period, periods ascending (pieces.PointsFile reads a period alone)
+            assert all(int(s.min) == int(s.max) for s in stamps) and periods == sorted(set(periods))
+            assert (
+                written["digest"] == object_digest(path.read_bytes())
+                and written["size"] == path.stat().st_size
+            )
+            points[(feature["key"], time_res)] = pd.read_parquet(path)
+            feature["points"][time_res] = {k: written[k] for k in ("rows", "timestamps")}
+    return {"info": result.info, "objects": result.objects, "points": points}
+
+
+SPOOL_CASES = {
+    "two files": (lambda d: [write(table_a(), d / "a.parquet.gzip"), write(table_b(), d / "b.parquet.gzip")],
+                  {"qualifier_map": {"F1": ["year", "camp"], "F2": ["source"]}, "raw": 12}),
+    "weighted": (lambda d: [write(table_a(), d / "a.parquet")], {"weight": "w", "raw": 100}),
+    "integer ids": (lambda d: [write(table_ids(), d / "ids.parquet")], {"indicator": True}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(SPOOL_CASES))
+def test_spooled_features_give_the_whole_files_points(
+    case: str, tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batches of 7 rows every feature is spooled (its partial sums written to the store in
+    buckets, combined a bucket at a time and merged period by period): the points files, the record
+    (the summary of the ``all`` points included) and the objects equal the whole file's in memory."""
+    files, options = SPOOL_CASES[case]
+    settings = settings_for(files(tmp_path), **options)
+    whole = prepared(client, settings, WHOLE, monkeypatch)
+    spooled = spooled_prepare(client, settings, SMALL_BATCH, tmp_path / "store", monkeypatch)
+    assert_same(spooled, whole)
+    spool = sorted((tmp_path / "store").rglob("spool/**/*.parquet"))
+    buckets = {p.name.split("-")[1] for p in spool}
+    assert len(buckets) > 1 and {p.parent.parent.parent.name for p in spool} >= {"month", "year"}
+    if not settings.is_indicator:
+        assert whole["info"]["output_agg_values"] and {p.parent.parent.parent.name for p in spool} >= {"all"}
+
+
+def test_spooled_points_without_a_spool_are_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothing was spooled"):
+        prepare_module.write_spooled_points(
+            [[]], 3, "", __import__("targets.store").store.Store(str(tmp_path)), "x.parquet"
+        )
 
 
 def test_random_floats_in_batches_equal_up_to_rounding(

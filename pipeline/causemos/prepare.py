@@ -22,12 +22,25 @@ counts add up; lists (regions, qualifier values, features) are unions in order o
 partial sums are added in row order. What a file's part keeps between batches is bounded by its
 outputs, not by its rows: the distinct values of the lists, the raw rows of the features small enough
 for ``raw.csv`` (at most ``raw_count_threshold`` each), and one row per point and period.
+
+Features of more rows than a batch are *spooled* (when the stage writes, not in a dry run), so that no
+worker holds a feature's points whole (their number grows with the rows): a file's part writes its
+partial sums to ``_state`` whenever it holds more than a batch of them, split into buckets by a hash of
+the period (of the whole point for the ``all`` resolution), about a batch of rows per bucket
+(:func:`spool_buckets`); the combine adds up one bucket at a time (every point and period lies in one
+bucket, and a bucket's spooled parts are added in file and batch order: the same points, in the same
+order within a period) and writes the points period by period (:func:`merge_by_period`). The spool is
+deleted with the run's other stale state (``CausemosPrepare``).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import operator
+import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +53,7 @@ import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
 from pipeline.causemos import layout, recipe
-from pipeline.causemos.outputs import object_digest, points_key
+from pipeline.causemos.outputs import object_digest, points_key, points_prefix
 from pipeline.causemos.settings import RunSettings, batch_rows
 from pipeline.causemos.sources import Source, iter_frames
 from pipeline.errors import InputError
@@ -182,6 +195,7 @@ class PrepareJob:
     qualifiers: tuple[str, ...]
     time_resolutions: tuple[str, ...]
     batch_rows: int
+    spool: SpoolPlan | None = None
 
 
 @dataclass
@@ -203,16 +217,89 @@ class PartSmall:
 class PartResult:
     small: PartSmall
     partials: dict[tuple[str, str], pd.DataFrame]
+    spooled: dict[tuple[str, str], list[SpoolPiece]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- the spool of large features
+
+
+@dataclass(frozen=True)
+class SpoolPlan:
+    """Where the files' parts spool the partial sums of the features of more rows than a batch
+    (``buckets``: feature key -> number of buckets), under ``prefix`` of ``store``."""
+
+    store: Store
+    prefix: str
+    buckets: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class SpoolPiece:
+    """Partial sums of one bucket spooled by a file's part (in its order: file, then flush)."""
+
+    key: str
+    bucket: int
+    rows: int
+
+
+def spool_buckets(rows_per_feature: Mapping[str, int], batch_rows: int) -> dict[str, int]:
+    """Buckets per feature of more rows than a batch: one per batch of its rows, so that a bucket's
+    points (at most a row each) are about a batch."""
+    return {key: math.ceil(rows / batch_rows) for key, rows in rows_per_feature.items() if rows > batch_rows}
+
+
+def partial_buckets(partials: pd.DataFrame, time_res: str, weight_column: str, buckets: int) -> np.ndarray:
+    """The bucket of each row of ``partials``: a hash of its period, so that a period lies in one bucket
+    (of the whole point for ``all``, whose period is one). pandas' hash has a fixed key: the same in
+    every process."""
+    if time_res == "all":
+        keyed: pd.DataFrame | pd.Series = partials[recipe.partial_key_columns(partials, weight_column)]
+    else:
+        keyed = partials["timestamp"]
+    hashed = np.asarray(pd.util.hash_pandas_object(keyed, index=False), dtype=np.uint64)
+    return np.asarray(hashed % np.uint64(buckets), dtype=np.int64)
+
+
+class _SpoolWriter:
+    """Writes one file's partial sums of one (feature, time resolution) to the spool, bucket by bucket."""
+
+    def __init__(self, plan: SpoolPlan, key: str, time_res: str, file_index: int, weight_column: str) -> None:
+        self.store = plan.store
+        self.buckets = plan.buckets[key]
+        self.time_res = time_res
+        self.weight_column = weight_column
+        name = object_digest(key.encode("utf-8"))  # a feature key may hold any text
+        self.prefix = f"{plan.prefix}{time_res}/{name}/{file_index:05d}/"
+        self.pieces: list[SpoolPiece] = []
+        self.flushes = 0
+
+    def write(self, partials: pd.DataFrame) -> None:
+        buckets = partial_buckets(partials, self.time_res, self.weight_column, self.buckets)
+        store = shared_store(self.store)
+        for bucket in np.unique(buckets).tolist():
+            rows = partials.loc[buckets == bucket]
+            key = f"{self.prefix}{self.flushes:06d}-{bucket:05d}.parquet"
+            buffer = io.BytesIO()
+            pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), buffer)
+            store.write_bytes(key, buffer.getvalue())
+            self.pieces.append(SpoolPiece(key, int(bucket), len(rows.index)))
+        self.flushes += 1
+
+
+def read_spooled(store: Store, key: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(shared_store(store).read_bytes(key)))
 
 
 class _PartialSums:
     """One file's partial sums of one feature at one time resolution, added up as batches come: the
     batches' parts are kept until they hold more rows than a batch, then folded into one (groups in
-    order of first appearance), so what is kept is about one row per point and period."""
+    order of first appearance), so what is kept is about one row per point and period. With a
+    ``spool``, :meth:`flush` writes what is held there instead and keeps nothing."""
 
-    def __init__(self, weight_column: str, fold_rows: int) -> None:
+    def __init__(self, weight_column: str, fold_rows: int, spool: _SpoolWriter | None = None) -> None:
         self.weight_column = weight_column
         self.fold_rows = max(1, fold_rows)
+        self.spool = spool
         self.parts: list[pd.DataFrame] = []
         self.rows = 0
 
@@ -222,6 +309,12 @@ class _PartialSums:
         if len(self.parts) > 1 and self.rows > self.fold_rows:
             self.parts = [recipe.add_partials(self.parts, self.weight_column)]
             self.rows = len(self.parts[0].index)
+
+    def flush(self) -> None:
+        if self.spool is None or not self.parts:
+            return
+        self.spool.write(self.total())
+        self.parts, self.rows = [], 0
 
     def total(self) -> pd.DataFrame:
         return recipe.add_partials(self.parts, self.weight_column)
@@ -249,13 +342,14 @@ def _batches(source: Source, schema: pd.DataFrame, job: PrepareJob) -> Iterator[
             yield fixed.reset_index(drop=True)
 
 
-def prepare_part(source: Source, schema: pd.DataFrame, job: PrepareJob) -> PartResult:
+def prepare_part(source: Source, schema: pd.DataFrame, job: PrepareJob, file_index: int = 0) -> PartResult:
     """One file, streamed: fixed as the plan says, given the input's dtypes, validated against the input's
-    blank columns, split by feature; per feature its lists and its partial sums per period."""
-    return prepare_batches(_batches(source, schema, job), job)
+    blank columns, split by feature; per feature its lists and its partial sums per period (those of
+    the features the job spools written to the spool, ``file_index`` naming the file there)."""
+    return prepare_batches(_batches(source, schema, job), job, file_index)
 
 
-def prepare_batches(batches: Iterable[pd.DataFrame], job: PrepareJob) -> PartResult:
+def prepare_batches(batches: Iterable[pd.DataFrame], job: PrepareJob, file_index: int = 0) -> PartResult:
     """:func:`prepare_part` on the batches of one file (already with the input's dtypes)."""
     small = PartSmall()
     raw_pieces: dict[str, list[pd.DataFrame]] = {}
@@ -290,18 +384,37 @@ def prepare_batches(batches: Iterable[pd.DataFrame], job: PrepareJob) -> PartRes
             )
             for time_res in job.time_resolutions:
                 if (key, time_res) not in sums:
-                    sums[(key, time_res)] = _PartialSums(checked.weight_column, job.batch_rows)
+                    spool = None
+                    if job.spool is not None and key in job.spool.buckets:
+                        spool = _SpoolWriter(job.spool, key, time_res, file_index, checked.weight_column)
+                    sums[(key, time_res)] = _PartialSums(checked.weight_column, job.batch_rows, spool)
                 sums[(key, time_res)].add(recipe.temporal_partials(rows, time_res, checked.weight_column))
+        # what the spooled sums hold, together, stays under a batch of rows
+        if sum(s.rows for s in sums.values() if s.spool is not None) > job.batch_rows:
+            for partial in sums.values():
+                partial.flush()
     small.natives = natives.get("", [])
     small.raw_tables = {
         key: pd.concat(pieces, ignore_index=True, sort=False) for key, pieces in raw_pieces.items()
     }
-    return PartResult(small, {k: partial.total() for k, partial in sums.items()})
+    spooled: dict[tuple[str, str], list[SpoolPiece]] = {}
+    for k, partial in sums.items():
+        if partial.spool is not None:
+            partial.flush()
+            spooled[k] = partial.spool.pieces
+    return PartResult(
+        small, {k: partial.total() for k, partial in sums.items() if partial.spool is None}, spooled
+    )
 
 
 def part_partials(part: PartResult, key: str, time_res: str) -> pd.DataFrame:
     """One file's partial sums of one feature at one time resolution (runs where the file's part is)."""
     return part.partials[(key, time_res)]
+
+
+def part_spooled(part: PartResult, key: str, time_res: str) -> list[SpoolPiece]:
+    """What one file's part spooled of one feature at one time resolution."""
+    return part.spooled[(key, time_res)]
 
 
 # ---------------------------------------------------------------- combine per (feature, time resolution)
@@ -333,17 +446,22 @@ def combine_points(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.Data
 def points_parquet(points: pd.DataFrame) -> bytes:
     """The points (sorted by period) as parquet with one row group per period (more for a period of over
     ``POINTS_ROW_GROUP_ROWS``), so a period is read alone (pieces.PointsFile)."""
+    buffer = io.BytesIO()
+    write_points_parquet(points, buffer)
+    return buffer.getvalue()
+
+
+def write_points_parquet(points: pd.DataFrame, sink: Any) -> None:
+    """:func:`points_parquet` written to ``sink`` (a path or a binary file)."""
     table = pa.Table.from_pandas(points, preserve_index=False)
     stamps = points["timestamp"].to_numpy()
     starts = np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]]) if len(stamps) else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], len(stamps)]
-    buffer = io.BytesIO()
-    with pq.ParquetWriter(buffer, table.schema) as writer:
+    with pq.ParquetWriter(sink, table.schema) as writer:
         if not len(stamps):
             writer.write_table(table)
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             writer.write_table(table.slice(start, end - start), row_group_size=POINTS_ROW_GROUP_ROWS)
-    return buffer.getvalue()
 
 
 def write_points(parts: Sequence[pd.DataFrame], weight_column: str, store: Store, key: str) -> PointsWritten:
@@ -359,6 +477,94 @@ def write_points(parts: Sequence[pd.DataFrame], weight_column: str, store: Store
 def summarise_all(parts: Sequence[pd.DataFrame], weight_column: str) -> list[dict[str, Any]]:
     """``output_agg_values`` of one feature from its ``all``-period partial sums."""
     return recipe.output_summary(recipe.combine_temporal(list(parts), weight_column), weight_column)
+
+
+def _bucket_parts(
+    store: Store, spooled: Sequence[Sequence[SpoolPiece]], buckets: int
+) -> Iterator[list[pd.DataFrame]]:
+    """Each non-empty bucket's spooled partial sums, in file and flush order, one bucket at a time."""
+    for bucket in range(buckets):
+        keys = [piece.key for pieces in spooled for piece in pieces if piece.bucket == bucket]
+        if keys:
+            yield [read_spooled(store, key) for key in keys]
+
+
+def write_spooled_points(
+    spooled: Sequence[Sequence[SpoolPiece]], buckets: int, weight_column: str, store: Store, key: str
+) -> PointsWritten:
+    """:func:`write_points` from the files' spooled partial sums, a bucket at a time (each bucket's points
+    written to a local file), then merged period by period into the points file, uploaded (or moved)
+    whole."""
+    workdir = tempfile.mkdtemp(prefix="causemos-points-")
+    try:
+        pieces: list[str] = []
+        for index, parts in enumerate(_bucket_parts(store, spooled, buckets)):
+            path = os.path.join(workdir, f"bucket-{index}.parquet")
+            write_points_parquet(combine_points(parts, weight_column), path)
+            pieces.append(path)
+            del parts
+        if not pieces:
+            raise ValueError(f"{key}: nothing was spooled for these points")
+        merged = os.path.join(workdir, "points.parquet")
+        rows, periods = merge_by_period(pieces, merged)
+        size = os.path.getsize(merged)
+        with open(merged, "rb") as f:
+            digest = object_digest(f.read())  # the points file is small next to what built it
+        shared_store(store).put_file(key, merged)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return PointsWritten(key, rows, periods, size, digest)
+
+
+def _merged_schema(schemas: Sequence[pa.Schema]) -> pa.Schema:
+    """One schema for points files written from shares of the points: a column null in one share (no
+    value there) takes its type from another; pandas' metadata from a share that has every type."""
+    unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+    whole = next((s for s in schemas if s.remove_metadata().equals(unified)), schemas[0])
+    return unified.with_metadata(whole.metadata)
+
+
+def merge_by_period(paths: Sequence[str], merged: str) -> tuple[int, int]:
+    """Points files of disjoint periods (each sorted by period, a row group per period) as one, sorted by
+    period with a row group per period, a period's row groups copied whole; rows and periods."""
+    files = [pq.ParquetFile(path) for path in paths]
+    try:
+        schema = _merged_schema([f.schema_arrow for f in files])
+        groups: dict[int, tuple[int, list[int]]] = {}
+        for number, parquet in enumerate(files):
+            column = parquet.schema_arrow.get_field_index("timestamp")
+            for index in range(parquet.metadata.num_row_groups):
+                stats = parquet.metadata.row_group(index).column(column).statistics
+                period = int(stats.min)
+                holder, indexes = groups.setdefault(period, (number, []))
+                if holder != number:
+                    raise ValueError(
+                        f"period {period} in two shares of the points ({paths[holder]}, {paths[number]})"
+                    )
+                indexes.append(index)
+        rows = 0
+        with pq.ParquetWriter(merged, schema) as writer:
+            for period in sorted(groups):
+                number, indexes = groups[period]
+                table = files[number].read_row_groups(indexes).cast(schema)
+                writer.write_table(table, row_group_size=POINTS_ROW_GROUP_ROWS)
+                rows += table.num_rows
+    finally:
+        for parquet in files:
+            parquet.close()
+    return rows, len(groups)
+
+
+def summarise_spooled(
+    spooled: Sequence[Sequence[SpoolPiece]], buckets: int, weight_column: str, store: Store
+) -> list[dict[str, Any]]:
+    """:func:`summarise_all` from the files' spooled ``all``-period partial sums, a bucket (a share of the
+    points) at a time."""
+    shares = [
+        recipe.summary_sums(recipe.combine_temporal(parts, weight_column), weight_column)
+        for parts in _bucket_parts(store, spooled, buckets)
+    ]
+    return recipe.output_summary_of(shares, weight_column)
 
 
 # ---------------------------------------------------------------- the whole stage, from the client
@@ -426,20 +632,24 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
             rows_per_feature[key] = rows_per_feature.get(key, 0) + count
     small_features = frozenset(k for k, n in rows_per_feature.items() if n <= settings.raw_count_threshold)
     summarise = not settings.is_indicator
+    d, r = settings.data_id, settings.run_id
+    spool = None
+    if store is not None and (spooled := spool_buckets(rows_per_feature, rows_per_batch)):
+        spool = SpoolPlan(store, f"{points_prefix(d, r)}{fingerprint}/spool/", spooled)
     job = PrepareJob(
         plan=plan, template=template, blank=blank, weight_column=settings.weight_column,
         fill_timestamp=settings.fill_timestamp, small_features=small_features, present=present, qualifiers=qualifiers,
         time_resolutions=TIME_RESOLUTIONS_WITH_ALL if summarise else recipe.TIME_RESOLUTIONS, batch_rows=rows_per_batch,
+        spool=spool,
     )  # fmt: skip
     part_futures = [
-        client.submit(prepare_part, s, scan.schema, job, pure=False)
-        for s, scan in zip(numeric, scans, strict=True)
+        client.submit(prepare_part, s, scan.schema, job, index, pure=False)
+        for index, (s, scan) in enumerate(zip(numeric, scans, strict=True))
     ]
     smalls: list[PartSmall] = client.gather(
         [client.submit(operator.attrgetter("small"), f, pure=False) for f in part_futures]
     )
 
-    d, r = settings.data_id, settings.run_id
     objects: dict[str, bytes] = {}
     keys = _ordered_union([list(s.feature_natives) for s in smalls])
     features: list[FeatureInfo] = []
@@ -461,8 +671,9 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
             )
 
     def parts_of(key: str, time_res: str) -> list[Any]:
+        take = part_spooled if spool is not None and key in spool.buckets else part_partials
         return [
-            client.submit(part_partials, f, key, time_res, pure=False)
+            client.submit(take, f, key, time_res, pure=False)
             for f, s in zip(part_futures, smalls, strict=True)
             if key in s.feature_natives
         ]
@@ -470,6 +681,7 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
     points_futures: dict[tuple[str, str], Any] = {}
     summary_futures = []
     for feature in features:
+        buckets = spool.buckets.get(feature.key, 0) if spool is not None else 0
         for time_res in recipe.TIME_RESOLUTIONS:
             parts = parts_of(feature.key, time_res)
             if store is None:
@@ -478,12 +690,17 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
                 )
             else:
                 rel = points_key(d, r, fingerprint, time_res, feature.index)
-                points_futures[(feature.key, time_res)] = client.submit(
-                    write_points, parts, weight, store, rel, pure=False
+                points_futures[(feature.key, time_res)] = (
+                    client.submit(write_spooled_points, parts, buckets, weight, store, rel, pure=False)
+                    if buckets
+                    else client.submit(write_points, parts, weight, store, rel, pure=False)
                 )
         if summarise:
+            parts = parts_of(feature.key, "all")
             summary_futures.append(
-                client.submit(summarise_all, parts_of(feature.key, "all"), weight, pure=False)
+                client.submit(summarise_spooled, parts, buckets, weight, store, pure=False)
+                if buckets
+                else client.submit(summarise_all, parts, weight, pure=False)
             )
     summaries: list[list[dict[str, Any]]] = client.gather(summary_futures)
     if store is None:

@@ -561,6 +561,12 @@ def _partial_sum_columns(part: pd.DataFrame, weight_column: str) -> list[str]:
     return [*_PARTIAL_SUMS, *(_PARTIAL_WEIGHTED_SUMS if weight_column and "_t_w" in part.columns else ())]
 
 
+def partial_key_columns(part: pd.DataFrame, weight_column: str) -> list[str]:
+    """The columns of :func:`temporal_partials` that name a point (all but the sums and counts)."""
+    sums = set(_partial_sum_columns(part, weight_column))
+    return [c for c in part.columns if c not in sums]
+
+
 def add_partials(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.DataFrame:
     """The :func:`temporal_partials` of consecutive parts of the rows (in row order) as one part: groups in
     order of first appearance, sums and counts added (a single part is taken as it is). Adding is
@@ -657,8 +663,23 @@ def spatial_aggregation(
         # an empty period's table may carry other dtypes (object keys): left out unless all are empty
         filled = [table for table, _ in tables if len(table.index)] or [tables[0][0]]
         return pd.concat(filled, ignore_index=True), tables[0][1]
+    raw = spatial_sums(points, group_by, aggs, weight_column)
+    return spatial_table(raw, group_by, aggs, weight_column)
+
+
+def _spatial_values(weight_column: str) -> list[str]:
+    return ["t_sum", "t_mean"] + (["t_wavg"] if weight_column else [])
+
+
+def spatial_sums(
+    points: pd.DataFrame, group_by: Sequence[str], aggs: Sequence[str], weight_column: str
+) -> pd.DataFrame:
+    """What :func:`spatial_aggregation` derives its aggregates from, per group (index: ``group_by``): sums
+    and counts of each value (and with a weight column the weights' and weighted values' sums), and the
+    minima and maxima ``aggs`` asks for. Sums of disjoint sets of points add up (:func:`add_spatial_sums`),
+    so an aggregation can be made a share of the points at a time."""
     weighted = bool(weight_column)
-    values = ["t_sum", "t_mean"] + (["t_wavg"] if weighted else [])
+    values = _spatial_values(weight_column)
     work = points
     if weighted:
         weights = points[weight_column]
@@ -675,7 +696,32 @@ def spatial_aggregation(
     if weighted:
         named["_w"] = ("_s_w", "sum")
         named |= {f"_wx_{v}": (f"_s_wx_{v}", "sum") for v in values}
-    raw = group_aggregate(work, group_by, named)
+    return group_aggregate(work, group_by, named)
+
+
+def add_spatial_sums(sums: Sequence[pd.DataFrame], group_by: Sequence[str]) -> pd.DataFrame:
+    """The :func:`spatial_sums` of disjoint shares of the points as those of them all: sums and counts
+    added (compensated, in the order given), minima and maxima of the shares' (NaN skipped); groups in
+    order of first appearance (a single share is taken as it is)."""
+    shares = [share for share in sums if len(share.index)] or list(sums[:1])  # empty ones: other dtypes
+    if len(shares) == 1:
+        return shares[0]
+    stacked = pd.concat(shares).reset_index()
+    named = {
+        column: (
+            column,
+            "min" if column.startswith("_min_") else "max" if column.startswith("_max_") else "sum",
+        )
+        for column in shares[0].columns
+    }
+    return group_aggregate(stacked, group_by, named)
+
+
+def spatial_table(
+    raw: pd.DataFrame, group_by: Sequence[str], aggs: Sequence[str], weight_column: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`spatial_aggregation`'s frame and aggregate names from the groups' :func:`spatial_sums`."""
+    values = _spatial_values(weight_column)
     table = raw.index.to_frame(index=False) if len(group_by) else pd.DataFrame(index=range(len(raw.index)))
     for value in values:
         for agg in aggs:
@@ -688,10 +734,10 @@ def spatial_aggregation(
             table[f"s_{agg}_{value}"] = column.to_numpy(dtype=np.float64)
         if value == "t_mean":
             table["s_count"] = raw["_n_t_mean"].to_numpy(dtype=np.int64)
-    if weighted:
+    if weight_column:
         for value in values:
             table[f"s_wavg_{value}"] = (raw[f"_wx_{value}"] / raw["_w"]).to_numpy(dtype=np.float64)
-    columns = aggregate_columns(aggs, weighted)
+    columns = aggregate_columns(aggs, bool(weight_column))
     return table[[*group_by, *columns]], columns
 
 
@@ -1109,11 +1155,26 @@ def grid_stats(cells: pd.DataFrame) -> dict[int, pd.DataFrame]:
 # ================================================================ 11. model summary and results.json
 
 
+SUMMARY_GROUPS = ("feature", "timestamp")
+
+
 def output_summary(points_all: pd.DataFrame, weight_column: str) -> list[dict[str, Any]]:
     """``output_agg_values`` entries (models only): per feature, ``min, max, sum, mean`` of the ``all``-period
     points, ``s_count`` left out, ``feature`` as ``name``; rounded to 10 decimals and NaN as null, because
     the reference goes through pandas' ``to_json`` (whose encoder this reuses)."""
-    table, columns = spatial_aggregation(points_all, ["feature", "timestamp"], SUMMARY_AGGS, weight_column)
+    return output_summary_of([summary_sums(points_all, weight_column)], weight_column)
+
+
+def summary_sums(points_all: pd.DataFrame, weight_column: str) -> pd.DataFrame:
+    """The :func:`spatial_sums` of the output summary for a share of the ``all``-period points (shares
+    disjoint in points: :func:`output_summary_of` adds them)."""
+    return spatial_sums(points_all, SUMMARY_GROUPS, SUMMARY_AGGS, weight_column)
+
+
+def output_summary_of(shares: Sequence[pd.DataFrame], weight_column: str) -> list[dict[str, Any]]:
+    """:func:`output_summary` from the :func:`summary_sums` of disjoint shares of the points."""
+    raw = add_spatial_sums(shares, SUMMARY_GROUPS)
+    table, columns = spatial_table(raw, SUMMARY_GROUPS, SUMMARY_AGGS, weight_column)
     columns = [c for c in columns if c != "s_count"]
     records = table[["feature", *columns]].rename(columns={"feature": "name"})
     parsed: list[dict[str, Any]] = json.loads(records.to_json(orient="records"))
