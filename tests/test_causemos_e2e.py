@@ -436,15 +436,22 @@ def test_s3_inputs_and_outputs_rerun_and_change(inputs, s3_server, dask_env, tmp
     assert re.search(r"deleted as stale: [1-9]", proc.stderr)
 
 
+def config_with_batch_rows(directory: Path, rows: int) -> str:
+    """The project's luigi.cfg with ``[causemos] batch_rows = rows``, written to ``directory``; its path."""
+    config = re.sub(r"(?m)^batch_rows\s*=.*\n", "", (REPO / "luigi.cfg").read_text())
+    config = config.replace("[causemos]\n", f"[causemos]\nbatch_rows = {rows}\n", 1)
+    assert config.count("batch_rows") == 1
+    (directory / "luigi.cfg").write_text(config)
+    return str(directory / "luigi.cfg")
+
+
 def test_s3_run_with_spooled_features_equals_the_recipe(inputs, s3_server, dask_env, tmp_path):
     """``[causemos] batch_rows = 7``: every feature has more rows than a batch, so its partial sums are
     spooled to S3 by the workers, combined a bucket at a time and the points file uploaded whole; the
     outputs equal the recipe's and no spooled object is left behind."""
-    config = re.sub(r"(?m)^batch_rows\s*=.*\n", "", (REPO / "luigi.cfg").read_text())
-    (tmp_path / "luigi.cfg").write_text(config.replace("[causemos]\n", "[causemos]\nbatch_rows = 7\n", 1))
     bucket = s3_server.create_bucket("causemos-spool")
     urls = _upload(s3_server, bucket, inputs, "in")
-    env = {**dask_env, **s3_server.env(), "LUIGI_CONFIG_PATH": str(tmp_path / "luigi.cfg")}
+    env = {**dask_env, **s3_server.env(), "LUIGI_CONFIG_PATH": config_with_batch_rows(tmp_path, 7)}
     proc = run(cli_args("CausemosRun", urls, f"s3://{bucket}/out"), tmp_path, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     objects = _s3_objects(s3_server, bucket, "out/")
@@ -510,6 +517,36 @@ def test_killed_run_ends_like_a_clean_one(local_run, inputs, tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert_same_objects(tree(dest), clean)
     assert re.search(r"already there: [1-9]", rerun.stderr)  # work done before the kill was kept
+
+
+def test_run_killed_while_spooling_ends_like_a_clean_one(local_run, inputs, tmp_path):
+    """``batch_rows = 7``: SIGKILL to the whole run once the prepare stage has spooled partial sums, then
+    the same command: exactly the clean run's files, and neither spool nor temporary left."""
+    dest = tmp_path / "bucket"
+    clean = tree(local_run[0])
+    args = cli_args("CausemosRun", [str(p) for p in inputs], str(dest), "--dask-n-workers", "2")
+    env = luigi_env({"PIPELINE_DASK_SCHEDULER": "", "LUIGI_CONFIG_PATH": config_with_batch_rows(tmp_path, 7)})
+    proc = subprocess.Popen(
+        [LUIGI, "--module", MODULE, *args], cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any("spool" in dirpath.split(os.sep) for dirpath, _, files in os.walk(dest) if files):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert not list(dest.rglob("prepare.json"))  # killed in the prepare stage
+    time.sleep(0.5)
+    rerun = run_luigi(args, cwd=tmp_path, env=env, module=MODULE, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert_same_objects(tree(dest), clean)
+    left = [k for k in tree(dest, state=True) if "/spool/" in k or ".tmp" in k]
+    assert left == []
 
 
 # ================================================================ options and the dry run

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -364,6 +363,7 @@ def test_luigi_run_in_batches_equals_the_recipe(tmp_path: Path) -> None:
         LOCAL_PARAMS,
         assert_same_objects,
         cli_args,
+        config_with_batch_rows,
         expected,
         run,
         tree,
@@ -371,21 +371,18 @@ def test_luigi_run_in_batches_equals_the_recipe(tmp_path: Path) -> None:
     )
 
     inputs = write_inputs(tmp_path / "in", seed=5)
-    config = re.sub(r"(?m)^batch_rows\s*=.*\n", "", (REPO / "luigi.cfg").read_text())
-    config = config.replace("[causemos]\n", "[causemos]\nbatch_rows = 7\n", 1)
-    assert config.count("batch_rows") == 1 and "batch_rows = 7" in config
-    (tmp_path / "luigi.cfg").write_text(config)
+    config = config_with_batch_rows(tmp_path, 7)
     dest = tmp_path / "bucket"
     proc = run(
         cli_args("CausemosRun", [str(p) for p in inputs], str(dest)),
         tmp_path,
-        {"LUIGI_CONFIG_PATH": str(tmp_path / "luigi.cfg"), "WM_DASK_SCHEDULER": ""},
+        {"LUIGI_CONFIG_PATH": config, "WM_DASK_SCHEDULER": ""},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert_same_objects(tree(dest), expected(inputs, **LOCAL_PARAMS))
     assert (dest / "model-1/run-1/results/results.json").exists()
     # the run did read in batches of 7 rows: luigi's configuration names the setting
-    env = {**os.environ, "LUIGI_CONFIG_PATH": str(tmp_path / "luigi.cfg")}
+    env = {**os.environ, "LUIGI_CONFIG_PATH": config}
     got = subprocess.run(
         [sys.executable, "-c", "from pipeline.causemos.settings import batch_rows; print(batch_rows())"],
         env=env, cwd=REPO, capture_output=True, text=True, check=True,
