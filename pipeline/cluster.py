@@ -137,6 +137,41 @@ def get_client(config: dask | None = None, *, in_process_threads: int | None = N
     return client
 
 
+def dask_threads(in_process: bool, threads: int) -> int | None:
+    """A workflow's Dask layout when the pipeline starts its own cluster, from its config's
+    ``dask_in_process`` and ``dask_threads`` (e.g. [datacube], [hls]): ``threads`` threads of
+    the luigi process (0: one per core), to pass as ``in_process_threads``, or None for
+    [dask]'s layout (``in_process`` false).
+
+    Why threads: work that is GDAL reads and decoding, numpy and DEFLATE releases the GIL, so
+    one process's threads keep every core busy, while each worker process holds its own
+    interpreter and modules (~120 MiB), GDAL block cache (up to 64 MiB) and malloc arenas, and
+    [dask]'s default (a worker process per core, 2 threads each) also has twice the work in
+    flight. See luigi.cfg [datacube] and [hls] for the measured figures."""
+    if not in_process:
+        return None
+    return threads if threads > 0 else (os.cpu_count() or 1)
+
+
+class InProcessDask(luigi.Config):
+    """A workflow config's choice of Dask layout for an embedded cluster (``dask_in_process``,
+    ``dask_threads``: [datacube], [hls]); an existing scheduler is used as it is."""
+
+    dask_in_process = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="an embedded Dask cluster's work on threads of the luigi process (true) or on "
+        "[dask]'s worker processes (false); an existing scheduler is used as it is",
+    )
+    dask_threads = luigi.IntParameter(
+        default=0, description="with dask_in_process: threads for the work; 0 = one per core"
+    )
+
+    def in_process_threads(self) -> int | None:
+        """``in_process_threads`` for :func:`run_each` (see :func:`dask_threads`)."""
+        return dask_threads(bool(self.dask_in_process), int(self.dask_threads))
+
+
 class Submitted:
     """Calls submitted to the Dask cluster by :func:`run_each`. Iterating yields ``(index of the
     call, its future)`` in the order they finish, for the caller to take ``result()`` (raising)

@@ -10,7 +10,8 @@ floor, on one synthetic archive and the same cores; then its memory at full scal
 
 Speed comparison (default). One after another, each in its own process tree (sampled
 every 0.2 s for RSS and CPU), on the same archive read from local files (page cache warmed
-first, not timed), with the same Dask layout (``--workers`` processes x ``--threads``):
+first, not timed), with the same Dask layout (``--workers`` processes x ``--threads``; c as
+luigi.cfg [hls] says: by default its months on threads of the luigi process):
 
   a  the notebooks' way: each band file one Dask chunk (``dask.array.from_delayed`` of a
      whole-file rasterio read per asset), stacked (time, band, y, x) in xarray; the Fmask
@@ -599,8 +600,10 @@ def memory(args: argparse.Namespace, scratch: Path, logdir: Path, results: dict[
 
 def breakdown(args: argparse.Namespace, scratch: Path, results: dict[str, Any]) -> None:
     """Time one month's pieces with the engine's own functions (reads through RasterReader,
-    recipe.composite_block, the stripes file, engine._to_cog), then the COG step's
-    variants on the same stripes, then composite_month itself under cProfile."""
+    recipe.composite_block, a stripes file, engine._to_cog), then the COG step's
+    variants on the same stripes, then composite_month itself under cProfile. (The engine
+    itself writes no stripes file for a classic-TIFF month: its windows go straight into
+    pipeline.hls.cog.CogBuilder; the stripes file stands in for them here.)"""
     import cProfile
     import io
     import pstats
@@ -675,7 +678,9 @@ def breakdown(args: argparse.Namespace, scratch: Path, results: dict[str, Any]) 
         engine.COG_OPTIONS.update(options or {})
         try:
             c0 = time.process_time()
-            if (options or {}).get("OVERVIEWS") not in ("AUTO", "NONE"):
+            # pipeline.hls.cog averages the overviews itself; GDAL's COG driver takes them
+            # built in the stripes file (FORCE_USE_EXISTING) unless told to build them
+            if options is not None and options.get("OVERVIEWS") not in ("AUTO", "NONE"):
                 engine._add_overviews(work)
             (engine._to_cog if options is None else engine._gdal_cog)(work, dst)
             return time.process_time() - c0, os.path.getsize(dst)
@@ -685,13 +690,13 @@ def breakdown(args: argparse.Namespace, scratch: Path, results: dict[str, Any]) 
 
     src512 = str(scratch / "breakdown-stripes-512.tif")
     t = stripes(src512, engine.BLOCK)
-    t["overviews + COG (engine._add_overviews, engine._to_cog)"], size = cog(src512)
+    t["overviews + COG (engine._to_cog: pipeline.hls.cog, numpy overviews)"], size = cog(src512)
     out["pieces_cpu"] = t
     out["cog_bytes"] = size
     variants: list[tuple[str, float, int]] = []
     for label, options in (
         (
-            "as the engine does it: GDAL overviews in the stripes file, pipeline.hls.cog (ISA-L DEFLATE level 1)",
+            "pipeline.hls.cog (numpy AVERAGE overviews, ISA-L DEFLATE level 1; the engine streams its windows into it)",
             None,
         ),
         ("GDAL's COG driver from the same stripes, DEFLATE level 1 (the previous way)", {}),
@@ -770,7 +775,8 @@ def speed_report(results: dict[str, Any], args: argparse.Namespace) -> list[str]
             f"{'reused from cache' if ar.get('reused') else 'built'} ({ar['wall_seconds']:.0f} s)"
         ),
         (
-            f"- Dask: LocalCluster, {args.workers} worker processes x {args.threads} threads for every way; a and b with "
+            f"- Dask: LocalCluster, {args.workers} worker processes x {args.threads} threads for a, b and d; c as luigi.cfg "
+            f"[hls] says (dask_in_process = true: the months on threads of the luigi process, one per core); a and b with "
             f'memory_limit {ab_memory_limit(args)} per worker (the pipeline: luigi.cfg\'s); b: chunks x/y {args.b_chunk}, groupby="id"; '
             f"d: {args.d_mode}"
         ),

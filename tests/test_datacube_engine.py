@@ -15,6 +15,7 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 
+from pipeline import cluster
 from pipeline.datacube import engine, layout, recipe
 from pipeline.raster import ArchiveAccess, RasterReader
 from targets.store import Store
@@ -336,9 +337,9 @@ def test_write_chip_in_a_local_store_equals_the_geotiff_bytes_and_leaves_no_temp
 def test_the_chips_layout_is_threads_of_the_luigi_process_unless_told_otherwise():
     import os
 
-    assert engine.dask_threads(False, 3) is None  # [dask]'s layout
-    assert engine.dask_threads(True, 3) == 3
-    assert engine.dask_threads(True, 0) == (os.cpu_count() or 1)  # one per core
+    assert cluster.dask_threads(False, 3) is None  # [dask]'s layout
+    assert cluster.dask_threads(True, 3) == 3
+    assert cluster.dask_threads(True, 0) == (os.cpu_count() or 1)  # one per core
 
 
 def test_an_in_process_cluster_runs_the_chips_in_this_process(scene, tmp_path):

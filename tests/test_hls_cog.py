@@ -1,7 +1,8 @@
 """pipeline.hls.cog, the month composites' COG writer: what it writes is what GDAL's COG
-driver writes from the same stripes file (every pixel of every level, bit for bit, the
-georeferencing, band descriptions, tags, nodata, DEFLATE with the floating-point
-predictor, 512 x 512 blocks) and passes GDAL's COG validation."""
+driver writes from the same stripes file with the overviews GDAL builds in it (every pixel of
+every level, bit for bit: our overviews, averaged in numpy, are GDAL's AVERAGE; the
+georeferencing, band descriptions, tags, nodata, DEFLATE with the floating-point predictor,
+512 x 512 blocks) and passes GDAL's COG validation."""
 
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ from rasterio.transform import Affine
 from pipeline.hls import cog, engine, recipe
 
 
-def _stripes(path: Path, width: int, height: int, seed: int = 0) -> str:
-    """A month's stripes file as engine._write_stripes makes it (uncompressed, tiled 512,
-    band-interleaved, descriptions, tags, NaN nodata), with its overviews built as the
-    engine builds them: noisy reflectances, NaN patches, a whole-NaN band, counts."""
+def _array(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A month's 9 bands: noisy reflectances, NaN patches, a whole-NaN band, counts."""
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 10001, size=(9, height, width)).astype(np.float32)
     data[:8] += np.float32(0.5) * rng.integers(0, 2, size=(8, height, width))  # even-count medians
@@ -27,6 +26,14 @@ def _stripes(path: Path, width: int, height: int, seed: int = 0) -> str:
     data[:8, : height // 3, : width // 4] = np.nan  # a cloudy corner
     data[7] = np.nan  # a band with no usable value at all
     data[8] = rng.integers(0, 7, size=(height, width))
+    return data
+
+
+def _stripes(path: Path, width: int, height: int, seed: int = 0) -> str:
+    """A month's stripes file as engine._write_stripes makes it (uncompressed, tiled 512,
+    band-interleaved, descriptions, tags, NaN nodata) of :func:`_array`, with its overviews
+    built by GDAL (engine._add_overviews: averaged, NaN-aware)."""
+    data = _array(width, height, seed)
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 9, "dtype": "float32",
         "crs": CRS.from_epsg(32610), "transform": Affine(30, 0, 499980, 0, -30, 5300040),
@@ -69,7 +76,12 @@ def _facts(path: str) -> dict[str, object]:
         }
 
 
-@pytest.mark.parametrize(("width", "height"), [(1100, 700), (2048, 1024), (300, 200)])
+@pytest.mark.parametrize(
+    ("width", "height"),
+    # 1830 -> 915 -> 458 and 1030 -> 515 -> 258: a level of a non-integer ratio (weighted windows),
+    # as 3660 px HLS tiles have; 1099 x 701: odd from the first overview
+    [(1100, 700), (2048, 1024), (300, 200), (1830, 1030), (1099, 701)],
+)
 def test_cog_is_what_gdal_writes(tmp_path: Path, width: int, height: int) -> None:
     from rio_cogeo.cogeo import cog_validate
 
@@ -138,3 +150,45 @@ def test_predictor_is_libtiffs_floating_point_predictor() -> None:
     regrouped = [b[k] for k in range(4) for b in be]
     want = [regrouped[i] if i < 2 else (regrouped[i] - regrouped[i - 2]) % 256 for i in range(16)]
     assert cog.predict_tile(tile).tolist() == [want]
+
+
+@pytest.mark.parametrize(("width", "height", "n_scenes"), [(1100, 1030, 1), (700, 600, 30)])
+def test_the_months_cog_streamed_from_its_windows_is_gdals(
+    tmp_path: Path, width: int, height: int, n_scenes: int
+) -> None:
+    """engine._write_cog (windows straight into pipeline.hls.cog.CogBuilder: no stripes file,
+    overviews averaged in numpy) against the old way, GDAL's COG driver on the stripes file
+    with GDAL's own averaged overviews: every pixel of every level, the georeferencing,
+    descriptions, tags and nodata. 30 scenes: windows of half a block."""
+    from rio_cogeo.cogeo import cog_validate
+
+    from pipeline.mgrs_grid import TileGrid
+
+    data = _array(width, height)
+    grid = TileGrid(32610, (30.0, 0.0, 499980.0, 0.0, -30.0, 5300040.0), width, height)
+    scenes = [
+        engine.Scene(f"HLS.L30.T10TET.2019{183 + i:03d}T185921.v2.0", recipe.L30_COLLECTION,
+                     "2019-07-02T18:59:21.000000Z", 7, tuple(f"b{i}-{b}.tif" for b in range(8)), f"f{i}.tif")
+        for i in range(n_scenes)
+    ]  # fmt: skip
+    assert engine.block_rows(n_scenes) == (512 if n_scenes == 1 else 256)
+    seen: list[tuple[int, int, int, int]] = []
+
+    def window_of(window: tuple[int, int, int, int]) -> np.ndarray:
+        seen.append(window)
+        col, row, w, h = window
+        return data[:, row : row + h, col : col + w].copy()
+
+    ours, gdal = str(tmp_path / "ours.tif"), str(tmp_path / "gdal.tif")
+    engine._write_cog(ours, grid, scenes, window_of, str(tmp_path))
+    assert seen == list(engine.windows(grid, n_scenes))
+    stripes = engine._write_stripes(str(tmp_path / "stripes.tif"), grid, scenes, window_of)
+    engine._add_overviews(stripes)
+    engine._gdal_cog(stripes, gdal)
+    valid, errors, warnings = cog_validate(ours, strict=True)
+    assert valid, (errors, warnings)
+    assert _facts(ours) == _facts(gdal)
+    assert _facts(ours)["tags"]["HLS_SCENES_DIGEST"] == engine.scenes_digest(scenes)
+    for got, want in zip(_levels(ours), _levels(gdal), strict=True):
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gdal.tif", "ours.tif", "stripes.tif"]

@@ -487,20 +487,6 @@ def chip_batch(job: DateJob, numbers: Sequence[int], store: Store, access: Archi
     return result
 
 
-def dask_threads(in_process: bool, threads: int) -> int | None:
-    """The chips' Dask layout when the pipeline starts its own cluster: ``threads`` threads of
-    the luigi process (0: one per core), or None for [dask]'s layout (``in_process`` false).
-
-    Why threads by default: a chip is GDAL reads and decoding, numpy resampling and a DEFLATE
-    write, all releasing the GIL, so one process's threads keep every core busy, while each
-    worker process holds its own interpreter and modules (~120 MiB), GDAL block cache (up to
-    64 MiB) and malloc arenas, and [dask]'s default (a worker process per core, 2 threads each)
-    also has twice the chips in flight. See luigi.cfg [datacube] for the measured figures."""
-    if not in_process:
-        return None
-    return threads if threads > 0 else (os.cpu_count() or 1)
-
-
 def batches(numbers: Sequence[int], size: int) -> list[list[int]]:
     size = max(1, size)
     return [list(numbers[i : i + size]) for i in range(0, len(numbers), size)]
@@ -518,7 +504,7 @@ def run_chips(
     """Every chip of ``numbers`` on the Dask cluster, a batch per task; the results sorted by
     chip number and the files opened. ``in_process_threads``: an embedded cluster's worker as
     that many threads of this process (:func:`pipeline.cluster.get_client`; see
-    :func:`dask_threads`)."""
+    :func:`pipeline.cluster.dask_threads`)."""
     from pipeline.cluster import run_each
 
     work = batches(numbers, chips_per_task)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import luigi
 
-from pipeline import cluster  # noqa: F401  (registers [dask] for luigi.cfg and --dask-* flags)
+from pipeline import cluster  # also registers [dask] for luigi.cfg and --dask-* flags
 from pipeline.catalog import shared_catalog
 from pipeline.config import (  # [output]: the S3 endpoint of s3:// destinations (--output-*)
     BlobSigningConfig,
@@ -47,7 +47,7 @@ def make(cls: Callable[..., T], **params: Any) -> T:
     return cls(**params)
 
 
-class datacube(BlobSigningConfig):
+class datacube(BlobSigningConfig, cluster.InProcessDask):
     """[datacube]: how the sources are reached (the signing settings every blob-reading workflow
     has) and how work is cut."""
 
@@ -56,15 +56,6 @@ class datacube(BlobSigningConfig):
     )
     chips_per_dask_task = luigi.IntParameter(
         default=engine.DEFAULT_CHIPS_PER_DASK_TASK, description="chips stacked by one Dask task"
-    )
-    dask_in_process = luigi.BoolParameter(
-        default=True,
-        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-        description="an embedded Dask cluster's chips on threads of the luigi process (true) or on "
-        "[dask]'s worker processes (false); an existing scheduler is used as it is",
-    )
-    dask_threads = luigi.IntParameter(
-        default=0, description="with dask_in_process: threads for the chips; 0 = one per core"
     )
 
 
@@ -235,7 +226,7 @@ class DatacubeTileDate(_DatacubeTask):
             access_for(),
             int(cfg.chips_per_dask_task),
             lambda d, t: tracker.update(d, t),
-            engine.dask_threads(bool(cfg.dask_in_process), int(cfg.dask_threads)),
+            cfg.in_process_threads(),
         )
         kept = kept_before + [r.number for r in results if r.status == "kept"]
         dropped.update({r.number: r.reason for r in results if r.status == "dropped"})

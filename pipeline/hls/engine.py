@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -309,13 +309,20 @@ def composite_month(
     rel = layout.composite_tif(tile, year, month)
     tmpdir = tempfile.mkdtemp(prefix=f"hls-{tile}-{year}-{month:02d}-")
     try:
+        path = os.path.join(tmpdir, "cog.tif")
         with RasterReader(access) as reader:
-            stripes = _write_stripes(os.path.join(tmpdir, "blocks.tif"), grid, scenes, reader)
+
+            def window_of(window: tuple[int, int, int, int]) -> npt.NDArray[np.float32]:
+                return composite_window(reader, scenes, window)
+
+            if cog.fits_classic_tiff(grid.width, grid.height, len(recipe.OUTPUT_BANDS), BLOCK):
+                _write_cog(path, grid, scenes, window_of, tmpdir)
+            else:  # BigTIFF: GDAL's COG driver, from an uncompressed stripes file
+                stripes = _write_stripes(os.path.join(tmpdir, "blocks.tif"), grid, scenes, window_of)
+                _add_overviews(stripes)
+                _gdal_cog(stripes, path)
             reads = reader.opened
-        _add_overviews(stripes)
-        cog = os.path.join(tmpdir, "cog.tif")
-        _to_cog(stripes, cog)
-        store.put_file(rel, cog)
+        store.put_file(rel, path)
         return MonthResult(tile, year, month, "written", seconds=time.perf_counter() - started, reads=reads)
     except (RasterReadError, PipelineError) as e:
         return MonthResult(tile, year, month, "failed", error=str(e), seconds=time.perf_counter() - started)
@@ -323,36 +330,81 @@ def composite_month(
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _write_stripes(path: str, grid: TileGrid, scenes: Sequence[Scene], reader: RasterReader) -> str:
-    import rasterio
+WindowFn = Callable[[tuple[int, int, int, int]], npt.NDArray[np.float32]]
+
+
+def _write_cog(path: str, grid: TileGrid, scenes: Sequence[Scene], window_of: WindowFn, workdir: str) -> None:
+    """The month's COG straight from its windows (pipeline.hls.cog.CogBuilder): a row of
+    blocks is composited, then its tiles compressed and its overview rows averaged, so the
+    month is held one row of 512 px blocks at a time (9 bands x 512 x 3660 px float32:
+    68 MiB at full size), never written out uncompressed and read back."""
+    builder = cog.CogBuilder(
+        grid.width, grid.height, len(recipe.OUTPUT_BANDS), _copied_entries(grid, scenes, workdir), workdir, block=BLOCK
+    )  # fmt: skip
+    try:
+        rows = np.empty((len(recipe.OUTPUT_BANDS), min(BLOCK, grid.height), grid.width), dtype=np.float32)
+        row0 = 0
+        for col, row, w, h in windows(grid, len(scenes)):
+            if row - row0 >= BLOCK:  # the first window of the next row of blocks
+                builder.add_rows(rows[:, : min(BLOCK, grid.height - row0)])
+                row0 += BLOCK
+            rows[:, row - row0 : row - row0 + h, col : col + w] = window_of((col, row, w, h))
+        builder.add_rows(rows[:, : grid.height - row0])
+    except BaseException:
+        builder.discard()
+        raise
+    builder.finish(path)
+
+
+def _profile(grid: TileGrid, width: int, height: int) -> dict[str, Any]:
     from rasterio.crs import CRS
     from rasterio.transform import Affine
+
+    return {
+        "driver": "GTiff", "width": width, "height": height, "count": len(recipe.OUTPUT_BANDS),
+        "dtype": "float32", "crs": CRS.from_epsg(grid.epsg), "transform": Affine(*grid.transform), "nodata": float("nan"),
+    }  # fmt: skip
+
+
+def _describe(dst: Any, scenes: Sequence[Scene]) -> None:
+    """The month's band descriptions and tags (the scenes it was made from)."""
+    for i, name in enumerate(recipe.OUTPUT_BANDS, start=1):
+        dst.set_band_description(i, name)
+    dst.update_tags(HLS_SCENES_DIGEST=scenes_digest(scenes), HLS_SCENES=",".join(s.id for s in scenes))
+
+
+def _copied_entries(grid: TileGrid, scenes: Sequence[Scene], workdir: str) -> list[cog.Entry]:
+    """The COG's georeferencing, GDAL metadata and nodata entries, as GDAL writes them: the
+    first IFD of a one-pixel GTiff of the month's profile (they do not depend on the size)."""
+    import rasterio
+
+    path = os.path.join(workdir, "header.tif")
+    with rasterio.open(path, "w", **_profile(grid, 1, 1)) as dst:
+        _describe(dst, scenes)
+    with open(path, "rb") as f:
+        first = cog.read_first_ifd(f)
+    os.unlink(path)
+    return [first[t] for t in cog.COPIED_TAGS if t in first]
+
+
+def _write_stripes(path: str, grid: TileGrid, scenes: Sequence[Scene], window_of: WindowFn) -> str:
+    """The month in an uncompressed tiled GTiff, for GDAL's COG driver (a month too large
+    for a classic TIFF)."""
+    import rasterio
     from rasterio.windows import Window
 
     profile = {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(recipe.OUTPUT_BANDS),
-        "dtype": "float32", "crs": CRS.from_epsg(grid.epsg), "transform": Affine(*grid.transform), "nodata": float("nan"),
+        **_profile(grid, grid.width, grid.height),
         "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "interleave": "band", "bigtiff": "IF_SAFER",
     }  # fmt: skip
-    # Uncompressed (a local temporary read once by _add_overviews and once by _to_cog):
-    # compressing it costs more than the disk writes it saves.
     with rasterio.open(path, "w", **profile) as dst:
-        for i, name in enumerate(recipe.OUTPUT_BANDS, start=1):
-            dst.set_band_description(i, name)
-        dst.update_tags(HLS_SCENES_DIGEST=scenes_digest(scenes), HLS_SCENES=",".join(s.id for s in scenes))
+        _describe(dst, scenes)
         for col, row, w, h in windows(grid, len(scenes)):
-            dst.write(composite_window(reader, scenes, (col, row, w, h)), window=Window(col, row, w, h))
+            dst.write(window_of((col, row, w, h)), window=Window(col, row, w, h))
     return path
 
 
-def overview_factors(width: int, height: int, block: int = BLOCK) -> list[int]:
-    """Overview decimation factors down to one block, as GDAL's COG driver picks them."""
-    factors: list[int] = []
-    factor = 1
-    while -(-width // factor) > block or -(-height // factor) > block:
-        factor *= 2
-        factors.append(factor)
-    return factors
+overview_factors = cog.overview_factors
 
 
 def _add_overviews(path: str) -> None:
@@ -389,14 +441,19 @@ def run_months(
     store: Store,
     access: ArchiveAccess,
     progress: Any = None,
+    in_process_threads: int | None = None,
 ) -> list[MonthResult]:
-    """Every (tile, year, month) job on the Dask cluster, one task each, results as they come."""
+    """Every (tile, year, month) job on the Dask cluster, one task each, results as they come.
+    ``in_process_threads``: an embedded cluster's worker as that many threads of this process
+    (:func:`pipeline.cluster.get_client`, :func:`pipeline.cluster.dask_threads`)."""
     from pipeline.cluster import run_each
 
     calls = [(tile, year, month, grid, scenes, store, access) for tile, year, month, grid, scenes in jobs]
     labels = [f"{tile}-{year}-{month:02d}" for tile, year, month, _, _ in jobs]
     results = []
-    for _, future in run_each(composite_month, calls, name="hls", labels=labels):
+    for _, future in run_each(
+        composite_month, calls, name="hls", labels=labels, in_process_threads=in_process_threads
+    ):
         result: MonthResult = future.result()
         results.append(result)
         if progress is not None:

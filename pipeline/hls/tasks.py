@@ -25,7 +25,7 @@ from typing import Any
 
 import luigi
 
-from pipeline import cluster  # noqa: F401  (registers [dask] for luigi.cfg and --dask-* flags)
+from pipeline import cluster  # also registers [dask] for luigi.cfg and --dask-* flags
 from pipeline.catalog import shared_catalog
 from pipeline.config import (  # [output]: the S3 endpoint of s3:// project directories (--output-*)
     BlobSigningConfig,
@@ -57,8 +57,9 @@ from targets.target import StoreTarget
 log = logging.getLogger("pipeline.hls")
 
 
-class hls(BlobSigningConfig):
-    """[hls]: how HLS assets are reached (the signing settings every blob-reading workflow has)."""
+class hls(BlobSigningConfig, cluster.InProcessDask):
+    """[hls]: how HLS assets are reached (the signing settings every blob-reading workflow has)
+    and where the months are composited."""
 
 
 def access_for(cfg: hls | None = None) -> ArchiveAccess:
@@ -174,7 +175,9 @@ class HlsComposite(_HlsTask):
 
         if jobs:
             store.delete(layout.report_index())  # its view of the project is now stale
-        results = run_months(jobs, store, access_for(), progress)
+        cfg = hls()
+        threads = cfg.in_process_threads()
+        results = run_months(jobs, store, access_for(cfg), progress, threads)
         if jobs:
             tracker.finish(
                 f"{len(months) - len(jobs)} already done, {sum(len(sc) for sc in months.values())} scenes"
