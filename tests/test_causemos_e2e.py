@@ -27,6 +27,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -485,6 +486,24 @@ def test_changed_input_leaves_no_stale_object(local_run, dask_env, tmp_path):
 # ================================================================ killed and rerun
 
 
+def kill_run_when(args: list[str], env: dict[str, str], cwd: Path, ready: Callable[[], bool]) -> None:
+    """Start the run and SIGKILL it whole (luigi and its embedded Dask workers) once ``ready()``."""
+    proc = subprocess.Popen(
+        [LUIGI, "--module", MODULE, *args], cwd=cwd, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ready():
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+
+
 def test_killed_run_ends_like_a_clean_one(local_run, inputs, tmp_path):
     """SIGKILL to the whole run (luigi and its embedded Dask workers) once a third of the objects exist,
     then the same command: exactly the clean run's files, no temporary left."""
@@ -492,25 +511,10 @@ def test_killed_run_ends_like_a_clean_one(local_run, inputs, tmp_path):
     clean = tree(local_run[0])
     args = cli_args("CausemosRun", [str(p) for p in inputs], str(dest), "--dask-n-workers", "2")
     env = luigi_env({"PIPELINE_DASK_SCHEDULER": ""})
-    proc = subprocess.Popen(
-        [LUIGI, "--module", MODULE, *args],
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     target = len(clean) // 3
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if sum(len(files) for _, _, files in os.walk(dest / DATA_ID)) >= target:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    kill_run_when(
+        args, env, tmp_path, lambda: sum(len(files) for _, _, files in os.walk(dest / DATA_ID)) >= target
+    )
     assert not (dest / BASE / "results/results.json").exists()
     time.sleep(0.5)  # the killed workers' exits
     rerun = run_luigi(args, cwd=tmp_path, env=env, module=MODULE, timeout=300)
@@ -526,20 +530,9 @@ def test_run_killed_while_spooling_ends_like_a_clean_one(local_run, inputs, tmp_
     clean = tree(local_run[0])
     args = cli_args("CausemosRun", [str(p) for p in inputs], str(dest), "--dask-n-workers", "2")
     env = luigi_env({"PIPELINE_DASK_SCHEDULER": "", "LUIGI_CONFIG_PATH": config_with_batch_rows(tmp_path, 7)})
-    proc = subprocess.Popen(
-        [LUIGI, "--module", MODULE, *args], cwd=tmp_path, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any("spool" in dirpath.split(os.sep) for dirpath, _, files in os.walk(dest) if files):
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    kill_run_when(
+        args, env, tmp_path, lambda: any("spool" in d.split(os.sep) for d, _, files in os.walk(dest) if files)
+    )
     assert not list(dest.rglob("prepare.json"))  # killed in the prepare stage
     time.sleep(0.5)
     rerun = run_luigi(args, cwd=tmp_path, env=env, module=MODULE, timeout=300)
