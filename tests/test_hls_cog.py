@@ -98,7 +98,7 @@ def test_cog_is_what_gdal_writes(tmp_path: Path, width: int, height: int) -> Non
     }  # fmt: skip
     assert facts["descriptions"] == recipe.OUTPUT_BANDS
     ours_levels, gdal_levels = _levels(ours), _levels(gdal)
-    assert len(ours_levels) == len(gdal_levels) == 1 + len(engine.overview_factors(width, height))
+    assert len(ours_levels) == len(gdal_levels) == 1 + len(cog.overview_factors(width, height))
     for got, want in zip(ours_levels, gdal_levels, strict=True):
         assert got.shape == want.shape
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # bit for bit, NaNs too

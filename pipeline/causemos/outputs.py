@@ -105,6 +105,15 @@ def object_digest(data: bytes) -> str:
     return blake2b(data, digest_size=8).hexdigest()
 
 
+def file_digest(path: str, chunk: int = 1 << 20) -> str:
+    """:func:`object_digest` of a local file's bytes, read a chunk at a time."""
+    digest = blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # ---------------------------------------------------------------- writing
 
 

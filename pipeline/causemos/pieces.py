@@ -114,6 +114,20 @@ class StatePoints:
     by_period: bool = False
 
 
+def period_row_groups(parquet: pq.ParquetFile, name: str) -> dict[int, list[int]]:
+    """Each period's row groups in a points file as prepare writes it (a row group holds one period),
+    from their ``timestamp`` statistics: no data read."""
+    column = parquet.schema_arrow.get_field_index("timestamp")
+    groups: dict[int, list[int]] = {}
+    metadata = parquet.metadata
+    for index in range(metadata.num_row_groups):
+        stats = metadata.row_group(index).column(column).statistics
+        if stats is None or not stats.has_min_max or stats.min != stats.max:
+            raise ValueError(f"{name}: row group {index} is not one period (not written by prepare)")
+        groups.setdefault(int(stats.min), []).append(index)
+    return groups
+
+
 class PointsFile:
     """A points file as prepare writes it (sorted by period, a row group per period), read period by period:
     which row groups hold a period comes from their ``timestamp`` statistics, so a period costs the reads
@@ -122,15 +136,7 @@ class PointsFile:
     def __init__(self, ref: StatePoints) -> None:
         self._handle = shared_store(ref.store).open_binary(ref.key)
         self._parquet = pq.ParquetFile(self._handle)
-        column = self._parquet.schema_arrow.get_field_index("timestamp")
-        groups: dict[int, list[int]] = {}
-        metadata = self._parquet.metadata
-        for index in range(metadata.num_row_groups):
-            stats = metadata.row_group(index).column(column).statistics
-            if stats is None or not stats.has_min_max or stats.min != stats.max:
-                raise ValueError(f"{ref.key}: row group {index} is not one period (not written by prepare)")
-            groups.setdefault(int(stats.min), []).append(index)
-        self._groups = groups
+        self._groups = period_row_groups(self._parquet, ref.key)
 
     @property
     def periods(self) -> tuple[int, ...]:

@@ -53,7 +53,8 @@ import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
 from pipeline.causemos import layout, recipe
-from pipeline.causemos.outputs import object_digest, points_key, points_prefix
+from pipeline.causemos.outputs import file_digest, object_digest, points_key, points_prefix
+from pipeline.causemos.pieces import period_row_groups
 from pipeline.causemos.settings import RunSettings, batch_rows
 from pipeline.causemos.sources import Source, iter_frames
 from pipeline.errors import InputError
@@ -508,8 +509,7 @@ def write_spooled_points(
         merged = os.path.join(workdir, "points.parquet")
         rows, periods = merge_by_period(pieces, merged)
         size = os.path.getsize(merged)
-        with open(merged, "rb") as f:
-            digest = object_digest(f.read())  # the points file is small next to what built it
+        digest = file_digest(merged)
         shared_store(store).put_file(key, merged)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -531,17 +531,13 @@ def merge_by_period(paths: Sequence[str], merged: str) -> tuple[int, int]:
     try:
         schema = _merged_schema([f.schema_arrow for f in files])
         groups: dict[int, tuple[int, list[int]]] = {}
-        for number, parquet in enumerate(files):
-            column = parquet.schema_arrow.get_field_index("timestamp")
-            for index in range(parquet.metadata.num_row_groups):
-                stats = parquet.metadata.row_group(index).column(column).statistics
-                period = int(stats.min)
-                holder, indexes = groups.setdefault(period, (number, []))
-                if holder != number:
+        for number, (parquet, path) in enumerate(zip(files, paths, strict=True)):
+            for period, indexes in period_row_groups(parquet, path).items():
+                if period in groups:
                     raise ValueError(
-                        f"period {period} in two shares of the points ({paths[holder]}, {paths[number]})"
+                        f"period {period} in two shares of the points ({paths[groups[period][0]]}, {path})"
                     )
-                indexes.append(index)
+                groups[period] = (number, indexes)
         rows = 0
         with pq.ParquetWriter(merged, schema) as writer:
             for period in sorted(groups):

@@ -404,16 +404,13 @@ def _write_stripes(path: str, grid: TileGrid, scenes: Sequence[Scene], window_of
     return path
 
 
-overview_factors = cog.overview_factors
-
-
 def _add_overviews(path: str) -> None:
     """Averaged overviews (NaN pixels left out of each average) inside the stripes file."""
     import rasterio
     from rasterio.enums import Resampling
 
     with rasterio.Env(GDAL_NUM_THREADS="1"), rasterio.open(path, "r+") as ds:
-        factors = overview_factors(ds.width, ds.height)
+        factors = cog.overview_factors(ds.width, ds.height)
         if factors:
             ds.build_overviews(factors, Resampling.average)
 
