@@ -565,6 +565,7 @@ def test_run_killed_while_spooling_ends_like_a_clean_one(local_run, inputs, tmp_
             "/nonexistent/x.parquet.gzip",
             "field '--data-paths': /nonexistent/x.parquet.gzip: no such file",
         ),
+        ("--causemos-batch-rows", "0", "field '[causemos] batch_rows': must be a positive number of rows"),
     ],
 )
 def test_bad_options_stop_the_run_and_write_nothing(inputs, tmp_path, option, value, message):
@@ -653,10 +654,12 @@ def test_pieces_split_the_objects_exactly(inputs):
         assert {k: v for p in parts for k, v in p.items()} == whole
 
 
-def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path):
+@pytest.mark.parametrize("chunk_rows", [1, 50, 10**9])
+def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path, chunk_rows):
     """Points too many to hold are written sorted by period, a row group per period, and every family is
-    made one period at a time from them (pieces.objects_by_period): the objects equal, byte for byte,
-    those made from the whole points in the recipe's own (unsorted) order, whole and in pieces."""
+    made a run of periods (at most ``chunk_rows`` rows, or one period) at a time from them
+    (pieces.objects_by_period): the objects equal, byte for byte, those made from the whole points in the
+    recipe's own (unsorted) order, whole and in pieces."""
     import pyarrow.parquet as pq
 
     from pipeline.causemos.prepare import combine_points, points_parquet
@@ -670,13 +673,15 @@ def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path):
     store = Store(str(tmp_path))
     store.write_bytes("points.parquet", points_parquet(sorted_points))
     periods = points["timestamp"].nunique()
+    rows_of = points["timestamp"].value_counts().to_dict()
+    assert max(rows_of.values()) > 1 and periods > 2  # runs of one period and of several both happen
     assert pq.ParquetFile(tmp_path / "points.parquet").metadata.num_row_groups == periods
-    ref = pieces.StatePoints(store, "points.parquet", "digest", by_period=True)
+    ref = pieces.StatePoints(store, "points.parquet", "digest", chunk_rows=chunk_rows)
     ctx = recipe.FeatureContext(
         DATA_ID, RUN_ID, "month", "F2", tuple(recipe.region_columns(frame)), "w", ("camp", "source"),
         ("camp",), 1, True,
     )  # fmt: skip
-    read: list[int] = []
+    read: list[tuple[int, ...]] = []
     for family in recipe.OUTPUT_TASKS:
         whole = dict(recipe.FAMILY_OBJECTS[family](points, ctx))
         assert whole, family
@@ -689,15 +694,32 @@ def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path):
             for piece in plan:
                 source = pieces.PointsFile(ref)
                 original = source.read
-                source.read = lambda period, original=original: read.append(period) or original(period)  # type: ignore[method-assign]
+                source.read = lambda run, original=original: read.append(tuple(run)) or original(run)  # type: ignore[method-assign]
                 try:
-                    objects = dict(pieces.objects_by_period(piece, source))
+                    objects = dict(pieces.objects_by_period(piece, source, chunk_rows))
                 finally:
                     source.close()
                 assert not set(objects) & set(made), (family, piece.label)
                 made.update(objects)
             assert made == whole, (family, parts)
-    assert set(read) == set(points["timestamp"].tolist())  # really read period by period
+    assert {p for run in read for p in run} == set(points["timestamp"].tolist())
+    for run in read:  # each read a run of consecutive periods within the bound (or a single period)
+        assert list(run) == sorted(run)
+        assert len(run) == 1 or sum(rows_of[p] for p in run) <= chunk_rows
+    if chunk_rows == 1:
+        assert all(len(run) == 1 for run in read)  # really read period by period
+    if chunk_rows == 50:  # periods of 21-30 rows
+        assert {len(run) > 1 for run in read} == {True, False}  # runs of several periods, and of one
+    if chunk_rows == 10**9:
+        assert tuple(sorted(rows_of)) in read  # all periods in one read
+
+
+def test_period_runs_cut_at_the_bound():
+    pairs = [(1, 3), (2, 4), (3, 10), (4, 1), (5, 1), (6, 2)]
+    assert pieces.period_runs(pairs, 7) == ((1, 2), (3,), (4, 5, 6))
+    assert pieces.period_runs(pairs, 3) == ((1,), (2,), (3,), (4, 5), (6,))
+    assert pieces.period_runs(pairs, 100) == ((1, 2, 3, 4, 5, 6),)
+    assert pieces.period_runs([], 5) == ()
 
 
 def test_partial_sums_of_split_input_equal_the_whole(inputs):

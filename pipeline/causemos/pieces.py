@@ -22,6 +22,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,13 +106,13 @@ def piece_points(points: pd.DataFrame, piece: Piece) -> pd.DataFrame:
 @dataclass(frozen=True)
 class StatePoints:
     """Points kept as parquet under ``_state`` (``digest`` of its bytes names the version, for the cache);
-    ``by_period``: read one period at a time (:class:`PointsFile`) rather than whole, for points of more
-    rows than a worker should hold at once."""
+    ``chunk_rows``: when set, read in runs of whole periods of at most that many rows (:class:`PointsFile`)
+    rather than whole, for points of more rows than a worker should hold at once."""
 
     store: Store
     key: str
     digest: str
-    by_period: bool = False
+    chunk_rows: int = 0
 
 
 def period_row_groups(parquet: pq.ParquetFile, name: str) -> dict[int, list[int]]:
@@ -128,10 +129,27 @@ def period_row_groups(parquet: pq.ParquetFile, name: str) -> dict[int, list[int]
     return groups
 
 
+def period_runs(rows: Sequence[tuple[int, int]], max_rows: int) -> tuple[tuple[int, ...], ...]:
+    """``(period, rows)`` pairs (ascending periods) cut into runs of consecutive periods of at most
+    ``max_rows`` rows each; a period of more rows than that is a run alone."""
+    runs: list[tuple[int, ...]] = []
+    run: list[int] = []
+    held = 0
+    for period, count in rows:
+        if run and held + count > max_rows:
+            runs.append(tuple(run))
+            run, held = [], 0
+        run.append(period)
+        held += count
+    if run:
+        runs.append(tuple(run))
+    return tuple(runs)
+
+
 class PointsFile:
-    """A points file as prepare writes it (sorted by period, a row group per period), read period by period:
-    which row groups hold a period comes from their ``timestamp`` statistics, so a period costs the reads
-    of its own row groups only (ranged GETs on S3)."""
+    """A points file as prepare writes it (sorted by period, a row group per period), read a run of periods
+    at a time: which row groups hold a period comes from their ``timestamp`` statistics, so a run costs
+    the reads of its own row groups only (ranged GETs on S3)."""
 
     def __init__(self, ref: StatePoints) -> None:
         self._handle = shared_store(ref.store).open_binary(ref.key)
@@ -143,8 +161,17 @@ class PointsFile:
         """The periods, ascending (the order of the file)."""
         return tuple(sorted(self._groups))
 
-    def read(self, period: int) -> pd.DataFrame:
-        return self._parquet.read_row_groups(self._groups[period], use_pandas_metadata=True).to_pandas()
+    def runs(self, periods: Sequence[int], max_rows: int) -> tuple[tuple[int, ...], ...]:
+        """``periods`` (ascending) as runs of at most ``max_rows`` rows (:func:`period_runs`), from the row
+        groups' row counts: no data read."""
+        metadata = self._parquet.metadata
+        rows = [(p, sum(metadata.row_group(g).num_rows for g in self._groups[p])) for p in periods]
+        return period_runs(rows, max_rows)
+
+    def read(self, periods: Sequence[int]) -> pd.DataFrame:
+        """The points of ``periods`` (ascending), in the file's order."""
+        groups = [group for period in periods for group in self._groups[period]]
+        return self._parquet.read_row_groups(groups, use_pandas_metadata=True).to_pandas()
 
     def read_all(self) -> pd.DataFrame:
         return self._parquet.read(use_pandas_metadata=True).to_pandas()
@@ -198,10 +225,10 @@ def run_piece(
     started = time.perf_counter()
     writer = ObjectWriter(store, trusted.digests if trusted is not None else None)
     try:
-        if isinstance(points, StatePoints) and points.by_period:
+        if isinstance(points, StatePoints) and points.chunk_rows:
             source = PointsFile(points)
             try:
-                writer.put_all(objects_by_period(piece, source))
+                writer.put_all(objects_by_period(piece, source, points.chunk_rows))
             finally:
                 source.close()
         else:
@@ -222,18 +249,18 @@ def run_piece(
     )
 
 
-def objects_by_period(piece: Piece, source: PointsFile) -> recipe.ObjectStream:
-    """The piece's objects made with one period's points in memory at a time: a family whose objects are
-    each of one period from each of the piece's periods in turn; the others from the periods as
-    :class:`recipe.PeriodChunks` (with a share of the regions, each period's rows of it). The same objects
-    as from the whole points (tests/test_causemos_stream.py)."""
+def objects_by_period(piece: Piece, source: PointsFile, chunk_rows: int) -> recipe.ObjectStream:
+    """The piece's objects made with one run of periods (at most ``chunk_rows`` rows, or one period) in
+    memory at a time: a family whose objects are each of one period from runs of the piece's periods in
+    turn; the others from :class:`recipe.PeriodChunks` of all periods (with a share of the regions, each
+    run's rows of it). The same objects as from the whole points (tests/test_causemos_e2e.py)."""
     periods = source.periods
     if piece.family not in recipe.CHUNKED_FAMILY_OBJECTS:
         mine = np.array_split(np.asarray(periods), piece.parts)[piece.part] if piece.parts > 1 else periods
-        for period in mine:
-            yield from recipe.FAMILY_OBJECTS[piece.family](source.read(int(period)), piece.context)
+        for run in source.runs([int(p) for p in mine], chunk_rows):
+            yield from recipe.FAMILY_OBJECTS[piece.family](source.read(run), piece.context)
         return
-    chunks = recipe.PeriodChunks(source.read, periods)
+    chunks = recipe.PeriodChunks(source.read, source.runs(periods, chunk_rows))
     if piece.parts > 1:  # a share of the first-level regions
         chunks = chunks.map(lambda frame: piece_points(frame, piece))
     if periods:

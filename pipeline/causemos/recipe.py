@@ -612,22 +612,27 @@ def aggregate_columns(aggs: Sequence[str], weighted: bool) -> list[str]:
 
 @dataclass(frozen=True)
 class PeriodChunks:
-    """The points of one (feature, time resolution) as a sequence of frames, one per period, read when
-    iterated (so only one period's points are held), each passed through ``transforms`` in order.
+    """The points of one (feature, time resolution) as a sequence of frames, each the points of a run of
+    consecutive periods (``runs``, ascending), read when iterated (so only one run's points are held), each
+    passed through ``transforms`` in order.
 
     What makes this exact: every aggregation of the points that the series, extrema and regional outputs
-    make groups by a key that holds ``timestamp`` (the period), so each group lies in one period; and the
-    points are kept sorted by period (prepare), so groups in order of first appearance over the whole
-    frame are the groups of each period in turn. :func:`spatial_aggregation` of the chunks, concatenated,
-    is then the aggregation of the whole frame, row for row and bit for bit."""
+    make groups by a key that holds ``timestamp`` (the period), so each group lies in one period, hence in
+    one run; and the points are kept sorted by period (prepare), so groups in order of first appearance
+    over the whole frame are the groups of each run in turn. :func:`spatial_aggregation` of the chunks,
+    concatenated, is then the aggregation of the whole frame, row for row and bit for bit.
 
-    read: Callable[[int], pd.DataFrame]
-    periods: tuple[int, ...]
+    Why runs, not single periods: an aggregation costs a fixed ~10 ms of pandas per call, and a feature has
+    dozens of periods times (levels x qualifiers) aggregations; runs of up to a batch of rows keep the
+    memory bound and make that overhead a few calls."""
+
+    read: Callable[[tuple[int, ...]], pd.DataFrame]
+    runs: tuple[tuple[int, ...], ...]
     transforms: tuple[Callable[[pd.DataFrame], pd.DataFrame], ...] = ()
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
-        for period in self.periods:
-            frame = self.read(period)
+        for run in self.runs:
+            frame = self.read(run)
             for transform in self.transforms:
                 frame = transform(frame)
             yield frame
@@ -635,7 +640,7 @@ class PeriodChunks:
     def map(self, transform: Callable[[pd.DataFrame], pd.DataFrame]) -> PeriodChunks:
         """The same chunks, each then passed through ``transform`` (applied per chunk, so it must act row by
         row or per period)."""
-        return PeriodChunks(self.read, self.periods, (*self.transforms, transform))
+        return PeriodChunks(self.read, self.runs, (*self.transforms, transform))
 
 
 Points: TypeAlias = pd.DataFrame | PeriodChunks
@@ -645,7 +650,7 @@ def spatial_aggregation(
     points: Points, group_by: Sequence[str], aggs: Sequence[str] = SERIES_AGGS, weight_column: str = ""
 ) -> tuple[pd.DataFrame, list[str]]:
     """The reference's ``run_spatial_aggregation``: points grouped by ``group_by`` (first-appearance order).
-    Points given as :class:`PeriodChunks` (``group_by`` must hold ``timestamp``) are aggregated one period
+    Points given as :class:`PeriodChunks` (``group_by`` must hold ``timestamp``) are aggregated one run of periods
     at a time.
 
     For ``a`` in ``aggs`` (``sum, mean, min, max``) over ``t_sum`` and ``t_mean``, ``s_count = count(t_mean)``;

@@ -12,8 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import luigi
+
 from pipeline.causemos import recipe
 from pipeline.causemos.sources import Source, identity, parse_data_paths
+from pipeline.config import output
 from pipeline.errors import InputError
 from targets.s3config import S3Options
 
@@ -30,6 +33,37 @@ THRESHOLD_KEYS = tuple(recipe.DEFAULT_QUALIFIER_THRESHOLDS)
 # batches never changes an output (partial sums add up; only float sums may round differently, as
 # with the reference's own Dask partitions).
 DEFAULT_BATCH_ROWS = 100_000
+
+
+class causemos(luigi.Config):
+    """[causemos]: where S3 inputs are read from, and how an output task's work is cut for Dask."""
+
+    points_per_piece = luigi.IntParameter(
+        default=20000,
+        description="points per Dask piece of an output task (a piece is a run of periods or a share of the regions)",
+    )
+    max_pieces = luigi.IntParameter(
+        default=0, description="pieces per output task at most; 0 = twice the Dask cluster's threads"
+    )
+    batch_rows = luigi.IntParameter(
+        default=DEFAULT_BATCH_ROWS,
+        description="rows of an input file read at a time, and the most points a worker holds at once",
+    )
+    input_endpoint_url = luigi.Parameter(
+        default="",
+        description="S3 endpoint of s3:// inputs; empty = [output] endpoint_url, else AWS_ENDPOINT_URL_S3",
+    )
+    input_region = luigi.Parameter(default="", description="region of s3:// inputs; empty = [output] region")
+    input_profile = luigi.Parameter(
+        default="", description="AWS profile for s3:// inputs; empty = [output] profile"
+    )
+
+    def input_s3(self) -> S3Options:
+        out = output()
+        return S3Options(
+            endpoint_url=self.input_endpoint_url or out.endpoint_url, region=self.input_region or out.region,
+            profile=self.input_profile or out.profile,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,13 +103,11 @@ class RunSettings:
 
 
 def batch_rows() -> int:
-    """``[causemos] batch_rows`` of luigi's configuration (``DEFAULT_BATCH_ROWS`` when not set)."""
-    import luigi.configuration
-
-    value = luigi.configuration.get_config().getint("causemos", "batch_rows", DEFAULT_BATCH_ROWS)
+    """``[causemos] batch_rows`` (``--causemos-batch-rows``), checked."""
+    value = int(causemos().batch_rows)
     if value < 1:
         raise InputError(f"must be a positive number of rows, not {value}", field="[causemos] batch_rows")
-    return int(value)
+    return value
 
 
 def _json_option(text: str, option: str) -> Any:
@@ -163,6 +195,7 @@ def parse_settings(
         raise InputError(f"must not be negative, not {raw_count_threshold}", field="--raw-count-threshold")
     if not dest.strip():
         raise InputError("give a local directory or s3://bucket/prefix", field="--dest")
+    batch_rows()  # checked before anything runs, though the stages read it themselves
     return RunSettings(
         data_id=_check_id(data_id, "--data-id"),
         run_id=_check_id(run_id, "--run-id"),

@@ -46,6 +46,7 @@ from pipeline.causemos.prepare import feature_context, prepare, results_bytes
 from pipeline.causemos.settings import (
     RunSettings,
     batch_rows,
+    causemos,
     family_fingerprint,
     parse_settings,
     prepare_fingerprint,
@@ -55,38 +56,10 @@ from pipeline.config import output
 from pipeline.failures import Failure, FailureRecord, FailuresRecorded, write_record
 from pipeline.progress import Progress
 from pipeline.task_base import DryRunTask, UnitTask
-from targets.s3config import S3Options
 from targets.store import Store, shared_store
 from targets.target import StoreTarget
 
 log = logging.getLogger("pipeline.causemos")
-
-
-class causemos(luigi.Config):
-    """[causemos]: where S3 inputs are read from, and how an output task's work is cut for Dask."""
-
-    points_per_piece = luigi.IntParameter(
-        default=20000,
-        description="points per Dask piece of an output task (a piece is a run of periods or a share of the regions)",
-    )
-    max_pieces = luigi.IntParameter(
-        default=0, description="pieces per output task at most; 0 = twice the Dask cluster's threads"
-    )
-    input_endpoint_url = luigi.Parameter(
-        default="",
-        description="S3 endpoint of s3:// inputs; empty = [output] endpoint_url, else AWS_ENDPOINT_URL_S3",
-    )
-    input_region = luigi.Parameter(default="", description="region of s3:// inputs; empty = [output] region")
-    input_profile = luigi.Parameter(
-        default="", description="AWS profile for s3:// inputs; empty = [output] profile"
-    )
-
-    def input_s3(self) -> S3Options:
-        out = output()
-        return S3Options(
-            endpoint_url=self.input_endpoint_url or out.endpoint_url, region=self.input_region or out.region,
-            profile=self.input_profile or out.profile,
-        )  # fmt: skip
 
 
 def store_for(dest: str) -> Store:
@@ -332,12 +305,13 @@ class CausemosOutputs(_CausemosTask):
         trusted = owned.begin()
         points_info = entry["points"][self.time_res]
         # Points of more rows than a batch of input ([causemos] batch_rows, the stage's "partition") are
-        # read one period at a time, so a worker's memory does not grow with them.
+        # read a run of periods of at most a batch at a time, so a worker's memory does not grow with them.
+        batch = batch_rows()
         points = pieces.StatePoints(
             self.store,
             points_info["key"],
             points_info["digest"],
-            by_period=int(points_info["rows"]) > batch_rows(),
+            chunk_rows=batch if int(points_info["rows"]) > batch else 0,
         )
         config = causemos()
         plan = pieces.plan_pieces(
