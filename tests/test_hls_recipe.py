@@ -53,6 +53,9 @@ def test_fmask_array_matches_the_bit_rule_over_all_values():
     v = values.astype(int)
     rule = ((v & 0b1110) == 0) & (((v >> 6) & 3) != 3) & (v != 255)
     assert np.array_equal(recipe.fmask_usable(values), rule)
+    assert np.array_equal(
+        recipe.fmask_usable(values).reshape(-1), [recipe.fmask_value_usable(v) for v in range(256)]
+    )
     with pytest.raises(TypeError):
         recipe.fmask_usable(values.astype(np.int16))
 
@@ -192,6 +195,66 @@ def test_composite_bit_equal_to_nanmedian(seed, n_scenes, rows, cols, cloudiness
     assert (
         (counts % 2 == 0).any() and (counts % 2 == 1).any() and (counts == 0).any()
     )  # every case was exercised
+
+
+@pytest.mark.parametrize("n_scenes", range(1, 21))
+def test_composite_bit_equal_to_nanmedian_for_every_scene_count_to_20(n_scenes):
+    # Months have 2..20 scenes: every count, with every usable count 0..n at some pixel (so
+    # all-NaN pixels and even counts), values spread over 0..10000 with ties and out-of-range ones.
+    rng = np.random.default_rng(100 + n_scenes)
+    rows, cols = 6, 64
+    bands = rng.integers(0, 10001, size=(n_scenes, N_BANDS, rows, cols), dtype=np.int16)
+    bands[rng.random(bands.shape) < 0.3] = rng.integers(0, 4, dtype=np.int16)  # many ties
+    bands[rng.random(bands.shape) < 0.05] = recipe.REFLECTANCE_FILL
+    bands[rng.random(bands.shape) < 0.03] = 10001
+    fmask = np.zeros((n_scenes, rows, cols), dtype=np.uint8)
+    wanted = np.arange(rows * cols).reshape(rows, cols) % (n_scenes + 1)  # usable scenes per pixel
+    order = rng.permuted(np.broadcast_to(np.arange(n_scenes)[:, None, None], fmask.shape), axis=0)
+    fmask[order >= wanted] = 2  # cloud: each pixel keeps `wanted` scenes, chosen at random
+    out = recipe.composite_block(bands, fmask)
+    expected = _nanmedian_composite(bands, fmask)
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))  # bit for bit, NaNs included
+    assert out[recipe.VALID_COUNT_INDEX].tolist() == wanted.tolist()
+    counts = np.count_nonzero((bands >= 0) & (bands <= 10000) & recipe.fmask_usable(fmask)[:, None], axis=0)
+    assert (counts == 0).any() and (n_scenes == 1 or (counts % 2 == 0).any())
+
+
+@pytest.mark.parametrize("n_scenes", [3, recipe.SELECT_MAX_SCENES + 1])
+def test_band_by_band_writes_into_a_view_of_a_larger_buffer(n_scenes):
+    # The engine composites each window straight into its row of blocks: a strided view.
+    rng = np.random.default_rng(n_scenes)
+    bands = rng.integers(-100, 10100, size=(n_scenes, N_BANDS, 8, 6), dtype=np.int16)
+    fmask = np.where(rng.random((n_scenes, 8, 6)) < 0.3, 2, 0).astype(np.uint8)
+    buffer = np.full((9, 10, 20), -1.0, dtype=np.float32)
+    view = buffer[:, 1:9, 7:13]
+    block = recipe.BandByBand(fmask, view)
+    for k in range(N_BANDS):
+        block.band_values()[...] = bands[:, k]
+        block.add_band(k)
+    assert block.out is view
+    expected = recipe.composite_block(bands, fmask)
+    assert np.array_equal(view.view(np.uint32), expected.view(np.uint32))
+    outside = np.ones(buffer.shape, dtype=bool)
+    outside[:, 1:9, 7:13] = False
+    assert (buffer[outside] == -1.0).all()  # nothing written outside the window
+    with pytest.raises(ValueError):
+        recipe.BandByBand(fmask, buffer[:, :8, :5])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 12, 20, 24])
+def test_median_by_select_is_the_gathered_median(n):
+    # The two ways of taking the median from the sorted planes agree bit for bit.
+    rng = np.random.default_rng(n)
+    work = rng.integers(0, 10001, size=(n + 1, 16, 16), dtype=np.uint16)
+    work[:n, rng.random((16, 16)) < 0.2] = 0xFFFF  # no usable value at a fifth of the pixels
+    work[rng.random(work.shape) < 0.3] = 0xFFFF
+    count = recipe._count_usable(work, n)
+    plane_of = recipe._sort_planes(work, n)
+    gathered, selected = np.empty((16, 16), np.float32), np.empty((16, 16), np.float32)
+    recipe._median_of_sorted(work, plane_of, count, out=gathered)
+    recipe._median_by_select(work, plane_of, count, recipe._SelectScratch.of(16, 16), out=selected)
+    assert np.array_equal(gathered.view(np.uint32), selected.view(np.uint32))
+    assert np.isnan(selected[count == 0]).all() and (count == 0).any()
 
 
 @pytest.mark.parametrize("n", range(1, 15))

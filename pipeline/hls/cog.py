@@ -61,6 +61,12 @@ _GHOST_BODY: Final = (
 )
 GHOST: Final = f"GDAL_STRUCTURAL_METADATA_SIZE={len(_GHOST_BODY):06d} bytes\n{_GHOST_BODY}".encode()
 _CLASSIC_LIMIT: Final = 2**32 - 1
+# DEFLATE's match window for ISA-L, 2**10 bytes instead of zlib's 32 KiB: on the months'
+# predicted tiles (byte planes of noisy float32 reflectances, whose repeats are near) level
+# 1 is then ~7 % faster and its output ~1 % smaller (42 tiles of two bench months: 15.4-15.6
+# against 16.4-17.3 ms per 9.4 MB tile; 0.338 against 0.343 of the raw size). The zlib
+# header states the window; every inflater reads it.
+DEFLATE_HISTORY_BITS: Final = 10
 
 
 class TooLargeForClassicTiff(ValueError):
@@ -467,7 +473,7 @@ class CogBuilder:
         self._cascade(k + 1, out)
 
     def _write_tile_row(self, lv: _LevelTiles, rows: npt.NDArray[np.float32]) -> None:
-        from isal import isal_zlib
+        from isal import igzip_lib
 
         block = self.block
         h = rows.shape[1]
@@ -479,7 +485,9 @@ class CogBuilder:
                     self.edge.fill(np.nan)
                     self.edge[:, :h, :w] = tile
                     tile = self.edge
-                data = isal_zlib.compress(predict_tile(tile), self.level)
+                data = igzip_lib.compress(
+                    predict_tile(tile), self.level, igzip_lib.COMP_ZLIB, igzip_lib.MEM_LEVEL_DEFAULT, DEFLATE_HISTORY_BITS
+                )  # fmt: skip
                 f.write(struct.pack("<I", len(data)) + data + data[-4:])
                 lv.offsets.append(lv.size + 4)
                 lv.counts.append(len(data))

@@ -256,12 +256,16 @@ def windows(grid: TileGrid, n_scenes: int) -> Iterator[tuple[int, int, int, int]
 
 
 def composite_window(
-    reader: RasterReader, scenes: Sequence[Scene], window: tuple[int, int, int, int]
+    reader: RasterReader,
+    scenes: Sequence[Scene],
+    window: tuple[int, int, int, int],
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """The 9-band composite of one window: Fmask of every scene first (a scene with no
-    usable pixel there costs no band reads: it adds nothing to a median or the count), then
-    band by band, each band's window of every kept scene (each file is still read once per
-    window, and only one band of the scenes is held: see recipe.BandByBand)."""
+    """The 9-band composite of one window, in ``out`` if given (``(9, h, w)`` float32, may be
+    a view of a larger buffer): Fmask of every scene first (a scene with no usable pixel
+    there costs no band reads: it adds nothing to a median or the count), then band by band,
+    each band's window of every kept scene (each file is still read once per window, and
+    only one band of the scenes is held: see recipe.BandByBand)."""
     col, row, w, h = window
     fmasks = np.empty((len(scenes), h, w), dtype=np.uint8)
     keep: list[int] = []
@@ -270,10 +274,12 @@ def composite_window(
         if recipe.fmask_usable(fmasks[i]).any():
             keep.append(i)
     if not keep:
-        out = np.full((len(recipe.OUTPUT_BANDS), h, w), np.nan, dtype=np.float32)
+        if out is None:
+            out = np.empty((len(recipe.OUTPUT_BANDS), h, w), dtype=np.float32)
+        out.fill(np.nan)
         out[recipe.VALID_COUNT_INDEX] = 0
         return out
-    block = recipe.BandByBand(fmasks if len(keep) == len(scenes) else fmasks[keep])
+    block = recipe.BandByBand(fmasks if len(keep) == len(scenes) else fmasks[keep], out)
     del fmasks
     values = block.band_values()
     for b in range(len(recipe.BANDS)):
@@ -312,8 +318,8 @@ def composite_month(
         path = os.path.join(tmpdir, "cog.tif")
         with RasterReader(access) as reader:
 
-            def window_of(window: tuple[int, int, int, int]) -> npt.NDArray[np.float32]:
-                return composite_window(reader, scenes, window)
+            def window_of(window: tuple[int, int, int, int], out: npt.NDArray[np.float32]) -> None:
+                composite_window(reader, scenes, window, out)
 
             if cog.fits_classic_tiff(grid.width, grid.height, len(recipe.OUTPUT_BANDS), BLOCK):
                 _write_cog(path, grid, scenes, window_of, tmpdir)
@@ -330,7 +336,9 @@ def composite_month(
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-WindowFn = Callable[[tuple[int, int, int, int]], npt.NDArray[np.float32]]
+# Fills its second argument, ``(9, height, width)`` float32 (a view of the writer's buffer),
+# with the composite of the window ``(col, row, width, height)``.
+WindowFn = Callable[[tuple[int, int, int, int], npt.NDArray[np.float32]], None]
 
 
 def _write_cog(path: str, grid: TileGrid, scenes: Sequence[Scene], window_of: WindowFn, workdir: str) -> None:
@@ -348,7 +356,7 @@ def _write_cog(path: str, grid: TileGrid, scenes: Sequence[Scene], window_of: Wi
             if row - row0 >= BLOCK:  # the first window of the next row of blocks
                 builder.add_rows(rows[:, : min(BLOCK, grid.height - row0)])
                 row0 += BLOCK
-            rows[:, row - row0 : row - row0 + h, col : col + w] = window_of((col, row, w, h))
+            window_of((col, row, w, h), rows[:, row - row0 : row - row0 + h, col : col + w])
         builder.add_rows(rows[:, : grid.height - row0])
     except BaseException:
         builder.discard()
@@ -400,7 +408,9 @@ def _write_stripes(path: str, grid: TileGrid, scenes: Sequence[Scene], window_of
     with rasterio.open(path, "w", **profile) as dst:
         _describe(dst, scenes)
         for col, row, w, h in windows(grid, len(scenes)):
-            dst.write(window_of((col, row, w, h)), window=Window(col, row, w, h))
+            out = np.empty((len(recipe.OUTPUT_BANDS), h, w), dtype=np.float32)
+            window_of((col, row, w, h), out)
+            dst.write(out, window=Window(col, row, w, h))
     return path
 
 
