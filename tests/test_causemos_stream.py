@@ -12,6 +12,7 @@ is compared byte for byte with the in-memory recipe.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -146,10 +147,9 @@ def settings_for(paths: list[str], **options: Any) -> Any:
     )  # fmt: skip
 
 
-def prepared(client: Any, settings: Any, batch_rows: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def prepared(client: Any, settings: Any, batch_rows: int) -> dict[str, Any]:
     """The stage's record, objects and points (gathered) with batches of ``batch_rows`` rows."""
-    monkeypatch.setattr(prepare_module, "batch_rows", lambda: batch_rows)
-    result = prepare_module.prepare(client, settings, None, "fp")
+    result = prepare_module.prepare(client, dataclasses.replace(settings, batch_rows=batch_rows), None, "fp")
     points = {k: client.gather(f) for k, f in result.points_futures.items()}
     return {"info": result.info, "objects": result.objects, "points": points}
 
@@ -200,13 +200,11 @@ def test_scan_counts_features_with_the_files_dtype(tmp_path: Path) -> None:
 # ================================================================ the stage: batches of 7 rows == the whole file
 
 
-def test_two_files_in_batches_same_as_whole(
-    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_two_files_in_batches_same_as_whole(tmp_path: Path, client: Any) -> None:
     paths = [write(table_a(), tmp_path / "a.parquet.gzip"), write(table_b(), tmp_path / "b.parquet.gzip")]
     settings = settings_for(paths, qualifier_map={"F1": ["year", "camp"], "F2": ["source"]}, raw=12)
-    whole = prepared(client, settings, WHOLE, monkeypatch)
-    streamed = prepared(client, settings, SMALL_BATCH, monkeypatch)
+    whole = prepared(client, settings, WHOLE)
+    streamed = prepared(client, settings, SMALL_BATCH)
     assert_same(streamed, whole)
     # not vacuous: the dtype cases are there, and the whole-file figures are the in-memory recipe's
     frames = [(Path(p).name, pd.read_parquet(p)) for p in paths]
@@ -232,13 +230,11 @@ def test_two_files_in_batches_same_as_whole(
     )  # F1 has more rows than the threshold
 
 
-def test_one_file_weighted_in_batches_same_as_whole(
-    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_file_weighted_in_batches_same_as_whole(tmp_path: Path, client: Any) -> None:
     paths = [write(table_a(), tmp_path / "a.parquet")]
     settings = settings_for(paths, weight="w", qualifier_map={"F1": ["camp", "flag"]}, raw=100)
-    whole = prepared(client, settings, WHOLE, monkeypatch)
-    streamed = prepared(client, settings, SMALL_BATCH, monkeypatch)
+    whole = prepared(client, settings, WHOLE)
+    streamed = prepared(client, settings, SMALL_BATCH)
     assert_same(streamed, whole)
     assert whole["info"]["qualifiers"] == ["year", "flag", "score", "camp"]
     assert "d/r/raw/F1/info/qualifiers/flag.json" in streamed["objects"]
@@ -250,13 +246,11 @@ def test_one_file_weighted_in_batches_same_as_whole(
     assert len(whole["info"]["output_agg_values"]) == 3
 
 
-def test_integer_ids_without_places_in_batches_same_as_whole(
-    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_integer_ids_without_places_in_batches_same_as_whole(tmp_path: Path, client: Any) -> None:
     paths = [write(table_ids(), tmp_path / "ids.parquet")]
     settings = settings_for(paths, indicator=True)
-    whole = prepared(client, settings, WHOLE, monkeypatch)
-    streamed = prepared(client, settings, SMALL_BATCH, monkeypatch)
+    whole = prepared(client, settings, WHOLE)
+    streamed = prepared(client, settings, SMALL_BATCH)
     assert_same(streamed, whole)
     assert whole["info"]["natives"] == [20.0, 10.0] and not whole["info"]["coordinates"]
     rows = table_ids().to_pylist()
@@ -270,12 +264,10 @@ def test_integer_ids_without_places_in_batches_same_as_whole(
 # ================================================================ spooled: features of more rows than a batch
 
 
-def spooled_prepare(
-    client: Any, settings: Any, batch_rows: int, root: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, Any]:
+def spooled_prepare(client: Any, settings: Any, batch_rows: int, root: Path) -> dict[str, Any]:
     """:func:`prepared` when the stage writes to a store (``root``): the points read back from their files,
     the record without where the points were written."""
-    monkeypatch.setattr(prepare_module, "batch_rows", lambda: batch_rows)
+    settings = dataclasses.replace(settings, batch_rows=batch_rows)
     result = prepare_module.prepare(client, settings, Store(str(root)), "fp")
     points: dict[tuple[str, str], pd.DataFrame] = {}
     for feature in result.info["features"]:
@@ -307,16 +299,14 @@ SPOOL_CASES = {
 
 
 @pytest.mark.parametrize("case", list(SPOOL_CASES))
-def test_spooled_features_give_the_whole_files_points(
-    case: str, tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_spooled_features_give_the_whole_files_points(case: str, tmp_path: Path, client: Any) -> None:
     """With batches of 7 rows every feature is spooled (its partial sums written to the store in
     buckets, combined a bucket at a time and merged period by period): the points files, the record
     (the summary of the ``all`` points included) and the objects equal the whole file's in memory."""
     files, options = SPOOL_CASES[case]
     settings = settings_for(files(tmp_path), **options)
-    whole = prepared(client, settings, WHOLE, monkeypatch)
-    spooled = spooled_prepare(client, settings, SMALL_BATCH, tmp_path / "store", monkeypatch)
+    whole = prepared(client, settings, WHOLE)
+    spooled = spooled_prepare(client, settings, SMALL_BATCH, tmp_path / "store")
     assert_same(spooled, whole)
     spool = sorted((tmp_path / "store").rglob("spool/**/*.parquet"))
     buckets = {p.name.split("-")[1] for p in spool}
@@ -332,9 +322,7 @@ def test_spooled_points_without_a_spool_are_an_error(tmp_path: Path) -> None:
         )
 
 
-def test_random_floats_in_batches_equal_up_to_rounding(
-    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_random_floats_in_batches_equal_up_to_rounding(tmp_path: Path, client: Any) -> None:
     """Values whose sums round: batches add partial sums (as files and the reference's Dask partitions
     do), so sums agree to the last bits; everything else exactly."""
     table = table_a(200)
@@ -344,8 +332,8 @@ def test_random_floats_in_batches_equal_up_to_rounding(
     )
     paths = [write(table, tmp_path / "floats.parquet")]
     settings = settings_for(paths)
-    whole = prepared(client, settings, WHOLE, monkeypatch)
-    streamed = prepared(client, settings, SMALL_BATCH, monkeypatch)
+    whole = prepared(client, settings, WHOLE)
+    streamed = prepared(client, settings, SMALL_BATCH)
     assert streamed["objects"] == whole["objects"]
     for key, frame in whole["points"].items():
         pd.testing.assert_frame_equal(
@@ -384,7 +372,7 @@ def test_luigi_run_in_batches_equals_the_recipe(tmp_path: Path) -> None:
     # the run did read in batches of 7 rows: luigi's configuration names the setting
     env = {**os.environ, "LUIGI_CONFIG_PATH": config}
     got = subprocess.run(
-        [sys.executable, "-c", "from pipeline.causemos.settings import batch_rows; print(batch_rows())"],
+        [sys.executable, "-c", "from pipeline.causemos.settings import causemos; print(causemos().batch_rows)"],
         env=env, cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert got.stdout.strip() == "7"

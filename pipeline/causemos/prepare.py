@@ -55,7 +55,7 @@ from pandas.api.types import union_categoricals
 from pipeline.causemos import layout, recipe
 from pipeline.causemos.outputs import file_digest, object_digest, points_key, points_prefix
 from pipeline.causemos.pieces import period_row_groups
-from pipeline.causemos.settings import RunSettings, batch_rows
+from pipeline.causemos.settings import RunSettings
 from pipeline.causemos.sources import Source, iter_frames
 from pipeline.errors import InputError
 from targets.store import Store, shared_store
@@ -601,7 +601,7 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
         raise InputError("No parquet files provided")
     if not numeric:
         raise InputError("No numeric parquet files")
-    rows_per_batch = batch_rows()
+    rows_per_batch = settings.batch_rows
     scans: list[SourceScan] = client.gather(
         [client.submit(scan_source, s, rows_per_batch, pure=False) for s in numeric]
     )

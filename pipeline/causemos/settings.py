@@ -81,6 +81,7 @@ class RunSettings:
     thresholds: Mapping[str, Any]
     raw_count_threshold: int
     fill_timestamp: int
+    batch_rows: int  # rows of input read at a time, and the most points an output task holds at once
 
     def parameters(self) -> recipe.Parameters:
         return recipe.Parameters(
@@ -100,14 +101,6 @@ class RunSettings:
     def records_results(self) -> bool:
         """results.json is written only when all five output tasks run (the reference's rule)."""
         return self.selected is None or set(self.selected) == set(recipe.OUTPUT_TASKS)
-
-
-def batch_rows() -> int:
-    """``[causemos] batch_rows`` (``--causemos-batch-rows``), checked."""
-    value = int(causemos().batch_rows)
-    if value < 1:
-        raise InputError(f"must be a positive number of rows, not {value}", field="[causemos] batch_rows")
-    return value
 
 
 def _json_option(text: str, option: str) -> Any:
@@ -189,13 +182,18 @@ def parse_settings(
     raw_count_threshold: int,
     fill_timestamp: int,
     input_s3: S3Options,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> RunSettings:
-    """Every option checked, in command-line order; the first bad one raises :class:`InputError`."""
+    """Every option checked, in command-line order; the first bad one raises :class:`InputError`.
+    ``batch_rows``: ``[causemos] batch_rows`` (``--causemos-batch-rows``)."""
     if raw_count_threshold < 0:
         raise InputError(f"must not be negative, not {raw_count_threshold}", field="--raw-count-threshold")
     if not dest.strip():
         raise InputError("give a local directory or s3://bucket/prefix", field="--dest")
-    batch_rows()  # checked before anything runs, though the stages read it themselves
+    if batch_rows < 1:
+        raise InputError(
+            f"must be a positive number of rows, not {batch_rows}", field="[causemos] batch_rows"
+        )
     return RunSettings(
         data_id=_check_id(data_id, "--data-id"),
         run_id=_check_id(run_id, "--run-id"),
@@ -208,6 +206,7 @@ def parse_settings(
         thresholds=parse_thresholds(qualifier_thresholds),
         raw_count_threshold=int(raw_count_threshold),
         fill_timestamp=int(fill_timestamp),
+        batch_rows=int(batch_rows),
     )
 
 

@@ -45,7 +45,6 @@ from pipeline.causemos.outputs import (
 from pipeline.causemos.prepare import feature_context, prepare, results_bytes
 from pipeline.causemos.settings import (
     RunSettings,
-    batch_rows,
     causemos,
     family_fingerprint,
     parse_settings,
@@ -112,6 +111,7 @@ class _CausemosTask(UnitTask):
             qualifier_map=self.qualifier_map, weight_column=self.weight_column,
             selected_output_tasks=self.selected_output_tasks, qualifier_thresholds=self.qualifier_thresholds,
             raw_count_threshold=self.raw_count_threshold, fill_timestamp=self.fill_timestamp, input_s3=causemos().input_s3(),
+            batch_rows=causemos().batch_rows,
         )  # fmt: skip
 
     @property
@@ -306,7 +306,7 @@ class CausemosOutputs(_CausemosTask):
         points_info = entry["points"][self.time_res]
         # Points of more rows than a batch of input ([causemos] batch_rows, the stage's "partition") are
         # read a run of periods of at most a batch at a time, so a worker's memory does not grow with them.
-        batch = batch_rows()
+        batch = self.settings.batch_rows
         points = pieces.StatePoints(
             self.store,
             points_info["key"],
