@@ -818,3 +818,21 @@ def test_qa_report_shows_each_feature_from_the_outputs_alone(local_run, tmp_path
     assert (dest / report_key(DATA_ID, RUN_ID)).read_text().startswith("<!DOCTYPE html>")
     with pytest.raises(InputError, match=r"no results\.json"):
         build_report(store, DATA_ID, "other-run")
+
+
+def test_dry_run_scratch_is_one_every_worker_can_reach() -> None:
+    """The dry run's working files go to a folder of its own under the configured scratch, else to a
+    temporary directory of this machine, which a scheduler elsewhere could not read: that stops the
+    dry run before it starts, naming the option."""
+    from pipeline.causemos.dryrun import scratch_location
+    from pipeline.errors import InputError
+
+    first = scratch_location("s3://bucket/tmp/", "tcp://10.0.0.5:8786")
+    second = scratch_location("s3://bucket/tmp", "")
+    assert first.startswith("s3://bucket/tmp/causemos-dry-run-") and second.startswith("s3://bucket/tmp/")
+    assert first != second  # a folder per dry run: two at once do not share files
+    for local in ("", "tcp://127.0.0.1:8786", "localhost:8786", "tcp://[::1]:8786"):
+        assert scratch_location("", local) == ""
+    with pytest.raises(InputError, match=r"10\.0\.0\.5:8786 is not on this machine") as error:
+        scratch_location("", "tcp://10.0.0.5:8786")
+    assert error.value.field == "[causemos] dry_run_scratch"

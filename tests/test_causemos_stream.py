@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,10 +149,10 @@ def settings_for(paths: list[str], **options: Any) -> Any:
 
 
 def prepared(client: Any, settings: Any, batch_rows: int) -> dict[str, Any]:
-    """The stage's record, objects and points (gathered) with batches of ``batch_rows`` rows."""
-    result = prepare_module.prepare(client, dataclasses.replace(settings, batch_rows=batch_rows), None, "fp")
-    points = {k: client.gather(f) for k, f in result.points_futures.items()}
-    return {"info": result.info, "objects": result.objects, "points": points}
+    """The stage's record, objects and points (read back from the files it wrote) with batches of
+    ``batch_rows`` rows, its state in a temporary store."""
+    with tempfile.TemporaryDirectory(prefix="causemos-prepare-") as root:
+        return spooled_prepare(client, settings, batch_rows, Path(root))
 
 
 def assert_same(streamed: dict[str, Any], whole: dict[str, Any]) -> None:
@@ -265,8 +266,8 @@ def test_integer_ids_without_places_in_batches_same_as_whole(tmp_path: Path, cli
 
 
 def spooled_prepare(client: Any, settings: Any, batch_rows: int, root: Path) -> dict[str, Any]:
-    """:func:`prepared` when the stage writes to a store (``root``): the points read back from their files,
-    the record without where the points were written."""
+    """The stage's record (without where the points were written), objects and points (read back from
+    their files, each checked to be a row group per period) with its state under ``root``."""
     settings = dataclasses.replace(settings, batch_rows=batch_rows)
     result = prepare_module.prepare(client, settings, Store(str(root)), "fp")
     points: dict[tuple[str, str], pd.DataFrame] = {}

@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,16 @@ class StatePoints:
     key: str
     digest: str
     chunk_rows: int = 0
+
+
+def state_points(store: Store, written: Mapping[str, Any], batch_rows: int) -> StatePoints:
+    """The points prepare wrote (``written``: their entry in the prepare record), read as an output task
+    reads them: points of more rows than a batch of input (the stage's "partition") a run of periods of
+    at most a batch at a time, so a worker's memory does not grow with them."""
+    rows = int(written["rows"])
+    return StatePoints(
+        store, written["key"], written["digest"], chunk_rows=batch_rows if rows > batch_rows else 0
+    )
 
 
 def period_row_groups(parquet: pq.ParquetFile, name: str) -> dict[int, list[int]]:

@@ -9,8 +9,9 @@ feature and blank columns, from which the client decides how the files fit toget
 columns blank in the whole input). A second pass per file fixes, validates and splits its rows by feature
 and sums them per point and period (:func:`~pipeline.causemos.recipe.temporal_partials`). A combine task
 per (feature, time resolution) adds the files' partial sums up, in file order, and writes the feature's
-points as a parquet file under ``_state`` (or keeps them in the cluster for the dry run). The client
-gathers the small results: counts, region and qualifier lists, the raw rows of small features.
+points as a parquet file under ``_state`` (under the dry run's own scratch store: it writes nothing at
+the destination). The client gathers the small results: counts, region and qualifier lists, the raw
+rows of small features.
 
 Every result equals :func:`~pipeline.causemos.recipe.run_in_memory`'s on the concatenated input (sums
 up to the order of adding the files' partial sums, as in the reference's own Dask ``groupby``).
@@ -23,7 +24,7 @@ partial sums are added in row order. What a file's part keeps between batches is
 outputs, not by its rows: the distinct values of the lists, the raw rows of the features small enough
 for ``raw.csv`` (at most ``raw_count_threshold`` each), and one row per point and period.
 
-Features of more rows than a batch are *spooled* (when the stage writes, not in a dry run), so that no
+Features of more rows than a batch are *spooled*, so that no
 worker holds a feature's points whole (their number grows with the rows): a file's part writes its
 partial sums to ``_state`` whenever it holds more than a batch of them, split into buckets by a hash of
 the period (of the whole point for the ``all`` resolution), about a batch of rows per bucket
@@ -439,7 +440,7 @@ def combine_points(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.Data
     """The points of one feature at one time resolution, without the ``feature`` column (constant; pieces
     never group by it), sorted by period with each period's points in their order (every output is per
     period or ordered by time, so this changes no output, and lets the outputs be made one period at a
-    time: recipe.PeriodChunks). Kept in the cluster by the dry run."""
+    time: recipe.PeriodChunks)."""
     points = recipe.combine_temporal(list(parts), weight_column).drop(columns=["feature"])
     return points.sort_values("timestamp", kind="stable", ignore_index=True)
 
@@ -582,20 +583,20 @@ class FeatureInfo:
 
 @dataclass
 class Prepared:
-    """What the prepare stage found: ``info`` (JSON-able, kept as ``_state/.../prepare.json``), the raw and
-    info objects, and (dry run only) the points futures per (feature key, time_res)."""
+    """What the prepare stage found: ``info`` (JSON-able, kept as ``_state/.../prepare.json``; where each
+    feature's points were written under ``store``) and the raw and info objects."""
 
     info: dict[str, Any]
     objects: dict[str, bytes]
-    points_futures: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 def _ordered_union(lists: Sequence[Sequence[Any]]) -> list[Any]:
     return list(dict.fromkeys(v for values in lists for v in values))
 
 
-def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint: str) -> Prepared:
-    """Run the stage on the Dask ``client``; ``store=None`` keeps the points in the cluster (dry run)."""
+def prepare(client: Any, settings: RunSettings, store: Store, fingerprint: str) -> Prepared:
+    """Run the stage on the Dask ``client``, the spool and the points written under ``store`` (the
+    destination's, or the dry run's scratch)."""
     numeric = [s for s in settings.sources if not recipe.is_string_values_file(s.name)]
     if not settings.sources:
         raise InputError("No parquet files provided")
@@ -630,7 +631,7 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
     summarise = not settings.is_indicator
     d, r = settings.data_id, settings.run_id
     spool = None
-    if store is not None and (spooled := spool_buckets(rows_per_feature, rows_per_batch)):
+    if spooled := spool_buckets(rows_per_feature, rows_per_batch):
         spool = SpoolPlan(store, f"{points_prefix(d, r)}{fingerprint}/spool/", spooled)
     job = PrepareJob(
         plan=plan, template=template, blank=blank, weight_column=settings.weight_column,
@@ -680,17 +681,12 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
         buckets = spool.buckets.get(feature.key, 0) if spool is not None else 0
         for time_res in recipe.TIME_RESOLUTIONS:
             parts = parts_of(feature.key, time_res)
-            if store is None:
-                points_futures[(feature.key, time_res)] = client.submit(
-                    combine_points, parts, weight, pure=False
-                )
-            else:
-                rel = points_key(d, r, fingerprint, time_res, feature.index)
-                points_futures[(feature.key, time_res)] = (
-                    client.submit(write_spooled_points, parts, buckets, weight, store, rel, pure=False)
-                    if buckets
-                    else client.submit(write_points, parts, weight, store, rel, pure=False)
-                )
+            rel = points_key(d, r, fingerprint, time_res, feature.index)
+            points_futures[(feature.key, time_res)] = (
+                client.submit(write_spooled_points, parts, buckets, weight, store, rel, pure=False)
+                if buckets
+                else client.submit(write_points, parts, weight, store, rel, pure=False)
+            )
         if summarise:
             parts = parts_of(feature.key, "all")
             summary_futures.append(
@@ -699,30 +695,17 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
                 else client.submit(summarise_all, parts, weight, pure=False)
             )
     summaries: list[list[dict[str, Any]]] = client.gather(summary_futures)
-    if store is None:
-        sizes = client.gather(
-            {k: client.submit(_timestamps, f, pure=False) for k, f in points_futures.items()}
-        )
-        rows = client.gather({k: client.submit(len, f, pure=False) for k, f in points_futures.items()})
-        for feature in features:
-            for time_res in recipe.TIME_RESOLUTIONS:
-                feature.points[time_res] = {
-                    "rows": rows[(feature.key, time_res)],
-                    "timestamps": sizes[(feature.key, time_res)],
-                }
-    else:
-        written: dict[tuple[str, str], PointsWritten] = client.gather(points_futures)
-        for feature in features:
-            for time_res in recipe.TIME_RESOLUTIONS:
-                w = written[(feature.key, time_res)]
-                feature.points[time_res] = {
-                    "key": w.key,
-                    "rows": w.rows,
-                    "timestamps": w.timestamps,
-                    "size": w.size,
-                    "digest": w.digest,
-                }
-        points_futures = {}
+    written: dict[tuple[str, str], PointsWritten] = client.gather(points_futures)
+    for feature in features:
+        for time_res in recipe.TIME_RESOLUTIONS:
+            w = written[(feature.key, time_res)]
+            feature.points[time_res] = {
+                "key": w.key,
+                "rows": w.rows,
+                "timestamps": w.timestamps,
+                "size": w.size,
+                "digest": w.digest,
+            }
 
     info = {
         "fingerprint": fingerprint,
@@ -741,11 +724,7 @@ def prepare(client: Any, settings: RunSettings, store: Store | None, fingerprint
         "output_agg_values": [entry for entries in summaries for entry in entries] if summarise else None,
         "objects": len(objects),
     }
-    return Prepared(info, objects, points_futures)
-
-
-def _timestamps(points: pd.DataFrame) -> int:
-    return int(points["timestamp"].nunique())
+    return Prepared(info, objects)
 
 
 def _combine_region_lists(parts: Sequence[Mapping[str, list[str]] | None]) -> dict[str, list[str]] | None:

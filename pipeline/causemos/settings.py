@@ -49,6 +49,12 @@ class causemos(luigi.Config):
         default=DEFAULT_BATCH_ROWS,
         description="rows of an input file read at a time, and the most points a worker holds at once",
     )
+    dry_run_scratch = luigi.Parameter(
+        default="",
+        description="where the dry run keeps its working state while it counts (a directory or URL every Dask "
+        "worker can read and write; a unique folder under it, deleted after); empty = a temporary directory "
+        "on this machine, which serves the embedded cluster and workers on this machine",
+    )
     input_endpoint_url = luigi.Parameter(
         default="",
         description="S3 endpoint of s3:// inputs; empty = [output] endpoint_url, else AWS_ENDPOINT_URL_S3",

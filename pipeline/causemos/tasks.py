@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
@@ -304,15 +306,7 @@ class CausemosOutputs(_CausemosTask):
         client = cluster.get_client()
         trusted = owned.begin()
         points_info = entry["points"][self.time_res]
-        # Points of more rows than a batch of input ([causemos] batch_rows, the stage's "partition") are
-        # read a run of periods of at most a batch at a time, so a worker's memory does not grow with them.
-        batch = self.settings.batch_rows
-        points = pieces.StatePoints(
-            self.store,
-            points_info["key"],
-            points_info["digest"],
-            chunk_rows=batch if int(points_info["rows"]) > batch else 0,
-        )
+        points = pieces.state_points(self.store, points_info, self.settings.batch_rows)
         config = causemos()
         plan = pieces.plan_pieces(
             self.output_task, context, points_rows=int(points_info["rows"]), periods=int(points_info["timestamps"]),
@@ -525,9 +519,16 @@ class CausemosDryRun(DryRunTask, _CausemosTask):
         settings = self.settings
         summary.record_run(settings.data_id, settings.run_id, settings.dest, kind="dry run")
         prepare_fingerprint(settings)  # every input reachable, before anything runs
+        _ = self.scratch_location  # a scratch the workers can reach, checked before anything runs
         return []
 
     dry_run_name = "causemos-dry-run"
+
+    @cached_property
+    def scratch_location(self) -> str:
+        from pipeline.causemos.dryrun import scratch_location
+
+        return scratch_location(causemos().dry_run_scratch, cluster.scheduler_address(cluster.dask()))
 
     def estimate(self) -> str:
         from pipeline.causemos.dryrun import estimate, format_estimate
@@ -536,9 +537,21 @@ class CausemosDryRun(DryRunTask, _CausemosTask):
         summary.record_run(
             self.data_id, self.run_id, self.dest, kind="dry run"
         )  # the check above recorded a run
-        result = estimate(
-            cluster.get_client(), self.settings, causemos().points_per_piece, causemos().max_pieces
-        )
+        temporary = "" if self.scratch_location else tempfile.mkdtemp(prefix="causemos-dry-run-")
+        scratch = store_for(self.scratch_location or temporary)
+        try:
+            result = estimate(
+                cluster.get_client(),
+                self.settings,
+                scratch,
+                causemos().points_per_piece,
+                causemos().max_pieces,
+            )
+        finally:
+            if temporary:
+                shutil.rmtree(temporary, ignore_errors=True)
+            else:
+                scratch.delete_tree("")
         return format_estimate(result, self.settings, already)
 
 
