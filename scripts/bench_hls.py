@@ -269,9 +269,16 @@ _MONTHS_DONE = re.compile(r"(\d+)/(\d+) months in (?:(\d+)m)?([\d.]+)s")
 
 def pipeline_phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
     """The pipeline command's wall time cut at its own log lines: start-up (imports, search,
-    up to the embedded cluster's start), compositing (the months, as its progress line
+    up to the embedded cluster's start, or the months' thread pool's), compositing (the months, as its progress line
     states them), and the rest (manifest, QA report, summary, shutdown)."""
-    started = next((t for t, line in lines if "started an embedded Dask LocalCluster" in line), None)
+    started = next(
+        (
+            t
+            for t, line in lines
+            if "started an embedded Dask LocalCluster" in line or "threads of this process" in line
+        ),
+        None,
+    )
     done = next(((t, line) for t, line in lines if _MONTHS_DONE.search(line)), None)
     out: dict[str, float] = {}
     if started is not None:

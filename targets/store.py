@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, cast
 from urllib.parse import unquote_plus
 
-import fsspec
-
 from pipeline.errors import StorageError
 from targets.s3config import S3Options
 
@@ -195,6 +193,9 @@ class Store:
     @property
     def fs(self) -> Any:
         if self._fs is None:
+            # imported here: a local project never needs it (~50 ms of every command's start-up)
+            import fsspec
+
             if self.is_s3:
                 self._fs = fsspec.filesystem("s3", **self._s3fs_kwargs_with_session())
                 self._fs.retries = 1  # botocore already retried (see S3Options)

@@ -192,3 +192,51 @@ def test_the_months_cog_streamed_from_its_windows_is_gdals(
     for got, want in zip(_levels(ours), _levels(gdal), strict=True):
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gdal.tif", "ours.tif", "stripes.tif"]
+
+
+def test_predictor_row_chunks_and_reused_buffers_are_the_whole_tile_predictor() -> None:
+    """The predictor takes a tile's rows a chunk at a time into reused buffers: on a tile
+    whose rows are no multiple of the chunk, twice in a row, it is the predictor written
+    out whole (big-endian bytes regrouped by significance, then differences mod 256)."""
+    rng = np.random.default_rng(5)
+    buffers = cog.PredictorBuffers(3, 70, 5)
+    for _ in range(2):
+        tile = rng.normal(0, 1e4, size=(3, 70, 5)).astype(np.float32)
+        tile[:, rng.random((70, 5)) < 0.2] = np.nan
+        big = tile.transpose(1, 2, 0).reshape(70, 15).astype(">f4").view(np.uint8).reshape(70, 15, 4)
+        regrouped = big.transpose(0, 2, 1).reshape(70, 60).astype(np.int64)
+        want = regrouped.copy()
+        want[:, 3:] = (regrouped[:, 3:] - regrouped[:, :-3]) % 256
+        assert np.array_equal(cog.predict_tile(tile, buffers), want)
+
+
+def test_months_written_one_after_another_with_one_workspace_are_the_same_files(tmp_path: Path) -> None:
+    """A thread passes its Workspace from month to month (its row of blocks, the writer's
+    level rows, edge tile, predictor and averaging arrays keep the last month's values):
+    months of other sizes written after each other with one workspace are, byte for byte,
+    the files written each with a fresh one."""
+    from pipeline.mgrs_grid import TileGrid
+
+    scenes = [
+        engine.Scene("HLS.L30.T10TET.2019183T185921.v2.0", recipe.L30_COLLECTION, "2019-07-02T18:59:21.000000Z", 7,
+                     tuple(f"b-{b}.tif" for b in range(8)), "f.tif")
+    ]  # fmt: skip
+    sizes = [(1100, 1030, 1), (700, 600, 2), (1100, 1030, 3)]
+
+    def write(path: Path, width: int, height: int, seed: int, workspace: recipe.Workspace | None) -> bytes:
+        data = _array(width, height, seed)
+        grid = TileGrid(32610, (30.0, 0.0, 499980.0, 0.0, -30.0, 5300040.0), width, height)
+
+        def window_of(window: tuple[int, int, int, int], out: np.ndarray) -> None:
+            col, row, w, h = window
+            out[...] = data[:, row : row + h, col : col + w]
+
+        work = tmp_path / f"work-{path.name}"
+        work.mkdir()
+        engine._write_cog(str(path), grid, scenes, window_of, str(work), workspace)
+        return path.read_bytes()
+
+    shared = recipe.Workspace()
+    for i, (width, height, seed) in enumerate(sizes):
+        fresh = write(tmp_path / f"fresh{i}.tif", width, height, seed, None)
+        assert write(tmp_path / f"shared{i}.tif", width, height, seed, shared) == fresh

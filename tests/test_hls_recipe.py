@@ -416,3 +416,44 @@ def test_centre_table_refuses_bad_centres():
         and len(empty) == 0
         and list(empty.columns) == list(recipe.CENTRE_COLUMNS)
     )
+
+
+def test_a_workspace_reused_across_windows_of_other_sizes_gives_the_same_composites():
+    # The engine keeps one Workspace per month: windows of other sizes and scene counts
+    # (a month's edge windows, half-block windows, Fmask-dropped scenes) reuse its buffers,
+    # which hold the previous window's values; every composite is still the fresh one's.
+    rng = np.random.default_rng(7)
+    workspace = recipe.Workspace()
+    shapes = [(4, 16, 16), (4, 16, 16), (2, 9, 5), (6, 16, 20), (30, 8, 8), (1, 3, 4), (4, 16, 16)]
+    for n_scenes, rows, cols in shapes:
+        bands = rng.integers(-100, 10100, size=(n_scenes, N_BANDS, rows, cols), dtype=np.int16)
+        fmask = rng.choice(np.array([0, 2, 32, 64, 192, 255], dtype=np.uint8), size=(n_scenes, rows, cols))
+        out = np.full((9, rows, cols), -1.0, dtype=np.float32)
+        block = recipe.BandByBand(fmask, out, workspace)
+        for k in range(N_BANDS):
+            block.band_values()[...] = bands[:, k]
+            block.add_band(k)
+        expected = recipe.composite_block(bands, fmask)
+        assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+def test_workspace_arrays_are_views_of_one_buffer_per_name():
+    ws = recipe.Workspace()
+    a = ws.array("a", (4, 5), np.uint16)
+    a[...] = 7
+    b = ws.array("b", (4, 5), np.uint16)
+    b[...] = 9
+    assert (a == 7).all()  # names never share memory
+    smaller = ws.array("a", (3, 2), np.float32)
+    assert smaller.shape == (3, 2) and smaller.dtype == np.float32 and smaller.flags.c_contiguous
+    assert np.shares_memory(smaller, a)  # the same buffer, reused
+    larger = ws.array("a", (10, 10), np.uint16)
+    assert larger.shape == (10, 10) and not np.shares_memory(larger, b)
+
+
+def test_fmask_usable_into_given_arrays_is_the_same():
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    out, scratch = np.empty((16, 16), dtype=bool), np.empty((16, 16), dtype=bool)
+    got = recipe.fmask_usable(values, out, scratch)
+    assert got is out
+    assert np.array_equal(got, recipe.fmask_usable(values))

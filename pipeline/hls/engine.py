@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -260,18 +261,22 @@ def composite_window(
     scenes: Sequence[Scene],
     window: tuple[int, int, int, int],
     out: npt.NDArray[np.float32] | None = None,
+    workspace: recipe.Workspace | None = None,
 ) -> npt.NDArray[np.float32]:
     """The 9-band composite of one window, in ``out`` if given (``(9, h, w)`` float32, may be
     a view of a larger buffer): Fmask of every scene first (a scene with no usable pixel
     there costs no band reads: it adds nothing to a median or the count), then band by band,
     each band's window of every kept scene (each file is still read once per window, and
-    only one band of the scenes is held: see recipe.BandByBand)."""
-    col, row, w, h = window
-    fmasks = np.empty((len(scenes), h, w), dtype=np.uint8)
+    only one band of the scenes is held: see recipe.BandByBand). ``workspace``: the working
+    arrays, reused from window to window (:class:`recipe.Workspace`; the month's)."""
+    _, _, w, h = window
+    ws = workspace or recipe.Workspace()
+    fmasks = ws.array("fmasks", (len(scenes), h, w), np.uint8)
+    usable, scratch = ws.array("fmask_usable", (h, w), bool), ws.array("fmask_scratch", (h, w), bool)
     keep: list[int] = []
     for i, s in enumerate(scenes):
-        fmasks[i] = reader.block(s.fmask, col, row, w, h)
-        if recipe.fmask_usable(fmasks[i]).any():
+        _read_into(reader, s.fmask, window, fmasks[i])
+        if recipe.fmask_usable(fmasks[i], usable, scratch).any():
             keep.append(i)
     if not keep:
         if out is None:
@@ -279,14 +284,37 @@ def composite_window(
         out.fill(np.nan)
         out[recipe.VALID_COUNT_INDEX] = 0
         return out
-    block = recipe.BandByBand(fmasks if len(keep) == len(scenes) else fmasks[keep], out)
+    block = recipe.BandByBand(fmasks if len(keep) == len(scenes) else fmasks[keep], out, ws)
     del fmasks
     values = block.band_values()
     for b in range(len(recipe.BANDS)):
         for j, i in enumerate(keep):
-            values[j] = reader.block(scenes[i].bands[b], col, row, w, h)
+            _read_into(reader, scenes[i].bands[b], window, values[j])
         block.add_band(b)
     return block.out
+
+
+def _read_into(
+    reader: RasterReader, href: str, window: tuple[int, int, int, int], out: npt.NDArray[Any]
+) -> None:
+    """``out[...] = reader.block(href, *window)``, decoded straight into ``out`` (a workspace
+    plane) when the file's dtype is ``out``'s: no new array per read and no copy of it (5760
+    reads of 0.25-0.5 MiB on scripts/bench_hls.py's months). Another dtype, or a window
+    outside the file, goes through ``reader.block`` (numpy's cast; its error)."""
+    col, row, w, h = window
+    ds = reader.dataset(href)
+    inside = col >= 0 and row >= 0 and col + w <= ds.width and row + h <= ds.height
+    if not inside or ds.dtypes[0] != out.dtype.name or out.shape != (h, w):
+        out[...] = reader.block(href, col, row, w, h)
+        return
+    from rasterio.windows import Window
+
+    try:
+        ds.read(1, window=Window(col, row, w, h), out=out)
+    except Exception as e:  # as reader.block words it
+        raise RasterReadError(
+            f"cannot read {href} window rows {row}:{row + h} cols {col}:{col + w}: {e}"
+        ) from e
 
 
 @dataclass
@@ -308,21 +336,26 @@ def composite_month(
     scenes: Sequence[Scene],
     store: Store,
     access: ArchiveAccess,
+    workspace: recipe.Workspace | None = None,
 ) -> MonthResult:
     """Composite one month into its COG target (runs on a Dask worker). The COG is built in
-    a local temporary directory and moved or uploaded whole."""
+    a local temporary directory and moved or uploaded whole. ``workspace``: the working
+    arrays (its windows', its row of blocks and the COG writer's), which a thread running
+    month after month passes from one to the next (:func:`_months_on_threads`); new ones
+    when not given."""
     started = time.perf_counter()
     rel = layout.composite_tif(tile, year, month)
     tmpdir = tempfile.mkdtemp(prefix=f"hls-{tile}-{year}-{month:02d}-")
     try:
         path = os.path.join(tmpdir, "cog.tif")
+        ws = workspace or recipe.Workspace()
         with RasterReader(access) as reader:
 
             def window_of(window: tuple[int, int, int, int], out: npt.NDArray[np.float32]) -> None:
-                composite_window(reader, scenes, window, out)
+                composite_window(reader, scenes, window, out, ws)
 
             if cog.fits_classic_tiff(grid.width, grid.height, len(recipe.OUTPUT_BANDS), BLOCK):
-                _write_cog(path, grid, scenes, window_of, tmpdir)
+                _write_cog(path, grid, scenes, window_of, tmpdir, ws)
             else:  # BigTIFF: GDAL's COG driver, from an uncompressed stripes file
                 stripes = _write_stripes(os.path.join(tmpdir, "blocks.tif"), grid, scenes, window_of)
                 _add_overviews(stripes)
@@ -341,16 +374,28 @@ def composite_month(
 WindowFn = Callable[[tuple[int, int, int, int], npt.NDArray[np.float32]], None]
 
 
-def _write_cog(path: str, grid: TileGrid, scenes: Sequence[Scene], window_of: WindowFn, workdir: str) -> None:
+def _write_cog(
+    path: str,
+    grid: TileGrid,
+    scenes: Sequence[Scene],
+    window_of: WindowFn,
+    workdir: str,
+    workspace: recipe.Workspace | None = None,
+) -> None:
     """The month's COG straight from its windows (pipeline.hls.cog.CogBuilder): a row of
     blocks is composited, then its tiles compressed and its overview rows averaged, so the
     month is held one row of 512 px blocks at a time (9 bands x 512 x 3660 px float32:
-    68 MiB at full size), never written out uncompressed and read back."""
+    68 MiB at full size), never written out uncompressed and read back. ``workspace``: where
+    the row of blocks and the writer's arrays come from (new ones when not given)."""
+    ws = workspace or recipe.Workspace()
     builder = cog.CogBuilder(
-        grid.width, grid.height, len(recipe.OUTPUT_BANDS), _copied_entries(grid, scenes, workdir), workdir, block=BLOCK
+        grid.width, grid.height, len(recipe.OUTPUT_BANDS), _copied_entries(grid, scenes, workdir), workdir, block=BLOCK,
+        workspace=ws,
     )  # fmt: skip
     try:
-        rows = np.empty((len(recipe.OUTPUT_BANDS), min(BLOCK, grid.height), grid.width), dtype=np.float32)
+        rows = ws.array(
+            "cog_rows", (len(recipe.OUTPUT_BANDS), min(BLOCK, grid.height), grid.width), np.float32
+        )
         row0 = 0
         for col, row, w, h in windows(grid, len(scenes)):
             if row - row0 >= BLOCK:  # the first window of the next row of blocks
@@ -450,22 +495,73 @@ def run_months(
     progress: Any = None,
     in_process_threads: int | None = None,
 ) -> list[MonthResult]:
-    """Every (tile, year, month) job on the Dask cluster, one task each, results as they come.
-    ``in_process_threads``: an embedded cluster's worker as that many threads of this process
-    (:func:`pipeline.cluster.get_client`, :func:`pipeline.cluster.dask_threads`)."""
-    from pipeline.cluster import run_each
+    """Every (tile, year, month) job, one task each, results as they come, largest months
+    first. ``in_process_threads`` (:func:`pipeline.cluster.dask_threads`): the months on that
+    many threads of this process when the pipeline would start its own cluster for them (no
+    scheduler configured, no Dask client in this process yet), on a plain thread pool
+    (:func:`_months_on_threads`); otherwise on the Dask cluster
+    (:func:`pipeline.cluster.run_each`: an existing scheduler, or [dask]'s embedded layout)."""
+    from pipeline import cluster
 
-    calls = [(tile, year, month, grid, scenes, store, access) for tile, year, month, grid, scenes in jobs]
-    labels = [f"{tile}-{year}-{month:02d}" for tile, year, month, _, _ in jobs]
-    results = []
-    for _, future in run_each(
-        composite_month, calls, name="hls", labels=labels, in_process_threads=in_process_threads
-    ):
-        result: MonthResult = future.result()
+    # Largest months first (most scenes: the most reads and medians): with a few months per
+    # thread, the last to start are then the shortest, so no thread is left with a long
+    # month while the others idle (longest-processing-time-first scheduling).
+    jobs = sorted(jobs, key=lambda job: -len(job[4]))
+    calls: list[MonthCall] = [
+        (tile, year, month, grid, scenes, store, access) for tile, year, month, grid, scenes in jobs
+    ]
+    results: list[MonthResult] = []
+
+    def finished(result: MonthResult) -> None:
         results.append(result)
         if progress is not None:
             progress(len(results), len(jobs), result)
+
+    own_cluster = not cluster.has_client() and not cluster.scheduler_address(cluster.dask())
+    if in_process_threads is not None and own_cluster:
+        _months_on_threads(calls, in_process_threads, finished)
+    else:
+        labels = [f"{tile}-{year}-{month:02d}" for tile, year, month, _, _ in jobs]
+        for _, future in cluster.run_each(
+            composite_month, calls, name="hls", labels=labels, in_process_threads=in_process_threads
+        ):
+            finished(future.result())
     return sorted(results, key=lambda r: (r.tile, r.year, r.month))
+
+
+MonthCall = tuple[str, int, int, TileGrid, Sequence[Scene], Store, ArchiveAccess]
+
+
+def _months_on_threads(
+    calls: Sequence[MonthCall], threads: int, finished: Callable[[MonthResult], None]
+) -> None:
+    """``composite_month(*call)`` for every call on ``threads`` threads of this process, in
+    the calls' order, ``finished`` called with each result as it comes (on this thread).
+    What an embedded Dask cluster of in-process threads would do, without its import,
+    scheduler, event loop, heartbeats and shutdown: ~1 s of start-up and exit and ~1 s of
+    CPU on scripts/bench_hls.py's 12 months, for no use (the months only need threads). An
+    error (or leaving early) cancels the months not started and waits for those running,
+    so none keeps writing after the task has given up."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    log.info("compositing %d month(s) on %d threads of this process", len(calls), threads)
+    local = threading.local()
+
+    def month(call: MonthCall) -> MonthResult:
+        # A thread's months share its working arrays (~90 MiB for a 2048 px month): new ones
+        # per month are fresh pages the kernel maps and zeroes, ~1 GB on the bench's 12 months.
+        if not hasattr(local, "workspace"):
+            local.workspace = recipe.Workspace()
+        tile, year, number, grid, scenes, store, access = call
+        return composite_month(tile, year, number, grid, scenes, store, access, local.workspace)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="hls-month")
+    try:
+        futures = [pool.submit(month, call) for call in calls]
+        for future in as_completed(futures):
+            finished(future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---- samples ---------------------------------------------------------------------------

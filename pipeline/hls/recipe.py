@@ -13,14 +13,17 @@ fractional pixel position in a tile's grid and must lie wholly inside that tile.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where used: a composites run never builds a table (~0.3 s of start-up)
+    import pandas as pd
 
 BANDS: Final = ("coastal", "blue", "green", "red", "nir_narrow", "swir1", "swir2", "cirrus")
 OUTPUT_BANDS: Final = (*BANDS, "valid_count")
@@ -74,16 +77,48 @@ def fmask_value_usable(value: int) -> bool:
 _FMASK_HIGH_AEROSOL_FROM: Final = AEROSOL_HIGH << FMASK_AEROSOL_SHIFT
 
 
-def fmask_usable(fmask: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+def fmask_usable(
+    fmask: npt.NDArray[np.uint8],
+    out: npt.NDArray[np.bool_] | None = None,
+    scratch: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.bool_]:
     """True where the Fmask pixel passes :func:`fmask_value_usable` (any shape; the tests hold
     the two to the same answer on all 256 values). As two whole-array uint8 tests: 7x faster
-    than looking each value up in a 256-entry table (np.take casts uint8 indices to intp)."""
+    than looking each value up in a 256-entry table (np.take casts uint8 indices to intp).
+    ``out`` and ``scratch`` (bool, Fmask's shape): where the result and the intermediate
+    go (a :class:`Workspace`'s arrays), so nothing is allocated; allocated when not given."""
     fmask = np.asarray(fmask)
     if fmask.dtype != np.uint8:
         raise TypeError(f"Fmask must be uint8, got {fmask.dtype}")
-    usable: npt.NDArray[np.bool_] = np.bitwise_and(fmask, np.uint8(FMASK_UNUSABLE_BITS)) == 0
-    usable &= fmask < np.uint8(_FMASK_HIGH_AEROSOL_FROM)
+    masked = np.bitwise_and(
+        fmask, np.uint8(FMASK_UNUSABLE_BITS), out=None if scratch is None else scratch.view(np.uint8)
+    )
+    usable: npt.NDArray[np.bool_] = np.equal(masked, 0, out=out)
+    usable &= np.less(fmask, np.uint8(_FMASK_HIGH_AEROSOL_FROM), out=scratch)
     return usable
+
+
+class Workspace:
+    """Arrays reused from one compositing window to the next (the engine keeps one per month,
+    on one thread): a month's 16 to ~200 windows would otherwise each allocate and free the
+    same dozen arrays of a few hundred KiB to a few MiB, which glibc maps and unmaps afresh
+    (measured on scripts/bench_hls.py's 12 months: ~135k page faults and 0.5-0.7 s of system
+    time). Each name's array is a view of the front of a buffer kept at the largest size asked
+    for, so windows of any size share it; two names never share memory. An array's contents
+    are whatever the last user left: callers fill what they read. Not for two threads at once."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, npt.NDArray[np.uint8]] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """The array ``name`` with this shape and dtype (C-contiguous, uninitialised)."""
+        dt = np.dtype(dtype)
+        nbytes = dt.itemsize * math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < nbytes:
+            # np.empty's buffers are aligned for every dtype, and so is their front
+            buffer = self._buffers[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
+        return buffer[:nbytes].view(dt).reshape(shape)
 
 
 def composite_block(bands: npt.NDArray[np.int16], fmask: npt.NDArray[np.uint8]) -> FloatArray:
@@ -122,10 +157,14 @@ class BandByBand:
     float32 and halved in float32 (:func:`_median_by_select` up to SELECT_MAX_SCENES scenes,
     :func:`_median_of_sorted` above)."""
 
-    def __init__(self, fmask: npt.NDArray[np.uint8], out: FloatArray | None = None) -> None:
+    def __init__(
+        self, fmask: npt.NDArray[np.uint8], out: FloatArray | None = None, workspace: Workspace | None = None
+    ) -> None:
         """``out``: where the composite goes, ``(9, rows, cols)`` float32, which may be a view
         of a larger buffer (the engine's row of blocks: no copy of each window into it);
-        allocated when not given."""
+        allocated when not given. ``workspace``: where the working arrays come from (the
+        engine's, reused window after window; the results are the same); new ones when not
+        given."""
         fmask = np.asarray(fmask)
         if fmask.dtype != np.uint8 or fmask.ndim != 3:
             raise TypeError(f"Fmask must be uint8 (n_scenes, rows, cols), got {fmask.dtype} {fmask.shape}")
@@ -139,16 +178,23 @@ class BandByBand:
                 f"out must be float32 {(len(OUTPUT_BANDS), rows, cols)}, got {out.dtype} {out.shape}"
             )
         self.n_scenes = n_scenes
-        usable = fmask_usable(fmask)
+        ws = workspace or Workspace()
+        self._workspace = ws
+        usable = fmask_usable(
+            fmask, ws.array("usable", fmask.shape, bool), ws.array("usable_scratch", fmask.shape, bool)
+        )
         self.out: FloatArray = out
-        self.out[VALID_COUNT_INDEX] = _count_true(usable)
+        count_dtype = np.uint8 if n_scenes <= 255 else np.uint32
+        self.out[VALID_COUNT_INDEX] = _count_true(usable, ws.array("count", (rows, cols), count_dtype))
         # 0 where the Fmask test passes, 0xFFFF where not: or-ed into the values it masks them
         # (True - 1 = 0, False - 1 wraps to 0xFFFF; 4x faster than np.where).
-        self._mask_bits = usable.view(np.uint8).astype(np.uint16)
+        self._mask_bits: npt.NDArray[np.uint16] = ws.array("mask_bits", fmask.shape, np.uint16)
+        np.copyto(self._mask_bits, usable.view(np.uint8))
         self._mask_bits -= np.uint16(1)
         del usable
-        self._work = np.empty((n_scenes + 1, rows, cols), dtype=np.uint16)  # the scenes, plus a spare plane
-        self._scratch = _SelectScratch.of(rows, cols) if n_scenes <= SELECT_MAX_SCENES else None
+        # the scenes, plus a spare plane
+        self._work: npt.NDArray[np.uint16] = ws.array("work", (n_scenes + 1, rows, cols), np.uint16)
+        self._scratch = _SelectScratch.of(rows, cols, ws) if n_scenes <= SELECT_MAX_SCENES else None
 
     def band_values(self) -> npt.NDArray[np.int16]:
         """Where the next band's values go: ``(n_scenes, rows, cols)`` int16, to be filled."""
@@ -158,7 +204,14 @@ class BandByBand:
         """Band k's median from the values just put in :meth:`band_values` (which it overwrites)."""
         n = self.n_scenes
         np.bitwise_or(self._work[:n], self._mask_bits, out=self._work[:n])
-        count = _count_usable(self._work, n)
+        rows, cols = self._work.shape[1:]
+        ws = self._workspace
+        count = _count_usable(
+            self._work,
+            n,
+            count=ws.array("count", (rows, cols), np.uint8 if n <= 255 else np.uint32),
+            usable=ws.array("count_usable", (rows, cols), bool),
+        )
         plane_of = _sort_planes(self._work, n)
         if self._scratch is not None:
             _median_by_select(self._work, plane_of, count, self._scratch, out=self.out[k])
@@ -170,10 +223,15 @@ class BandByBand:
             self.out[k] = median
 
 
-def _count_true(usable: npt.NDArray[np.bool_]) -> npt.NDArray[np.unsignedinteger]:
+def _count_true(
+    usable: npt.NDArray[np.bool_], count: npt.NDArray[np.unsignedinteger] | None = None
+) -> npt.NDArray[np.unsignedinteger]:
     """Per pixel, how many of the planes of ``usable`` are True, summed plane by plane
-    (np.count_nonzero over axis 0 copies the whole stack first)."""
-    count = np.zeros(usable.shape[1:], dtype=np.uint8 if usable.shape[0] <= 255 else np.uint32)
+    (np.count_nonzero over axis 0 copies the whole stack first); in ``count`` if given (uint8
+    up to 255 planes, else uint32; overwritten)."""
+    if count is None:
+        count = np.empty(usable.shape[1:], dtype=np.uint8 if usable.shape[0] <= 255 else np.uint32)
+    count.fill(0)
     for plane in usable:
         np.add(count, plane, out=count)
     return count
@@ -192,12 +250,23 @@ def _check_block(bands: npt.NDArray[np.int16], fmask: npt.NDArray[np.uint8]) -> 
     return n_scenes, rows, cols
 
 
-def _count_usable(work: npt.NDArray[np.uint16], n: int) -> npt.NDArray[np.unsignedinteger]:
+def _count_usable(
+    work: npt.NDArray[np.uint16],
+    n: int,
+    *,
+    count: npt.NDArray[np.unsignedinteger] | None = None,
+    usable: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.unsignedinteger]:
     """Per pixel, how many of the first n planes hold a usable value (<= REFLECTANCE_MAX),
     summed plane by plane in the smallest unsigned type that holds n (5x faster than
-    np.count_nonzero over axis 0, which builds the whole boolean stack)."""
-    count = np.zeros(work.shape[1:], dtype=np.uint8 if n <= 255 else np.uint32)
-    usable = np.empty(work.shape[1:], dtype=bool)
+    np.count_nonzero over axis 0, which builds the whole boolean stack). ``count`` (uint8 up
+    to 255 planes, else uint32) and ``usable`` (bool), a plane each: where to work (a
+    :class:`Workspace`'s; overwritten), allocated when not given."""
+    if count is None:
+        count = np.empty(work.shape[1:], dtype=np.uint8 if n <= 255 else np.uint32)
+    count.fill(0)
+    if usable is None:
+        usable = np.empty(work.shape[1:], dtype=bool)
     for i in range(n):
         np.less_equal(work[i], REFLECTANCE_MAX, out=usable)
         np.add(count, usable, out=count)
@@ -299,11 +368,16 @@ class _SelectScratch:
     at_least: npt.NDArray[np.bool_]
 
     @classmethod
-    def of(cls, rows: int, cols: int) -> _SelectScratch:
-        def plane() -> npt.NDArray[np.uint16]:
-            return np.empty((rows, cols), dtype=np.uint16)
+    def of(cls, rows: int, cols: int, workspace: Workspace | None = None) -> _SelectScratch:
+        ws = workspace or Workspace()
 
-        return cls(plane(), plane(), plane(), np.empty((rows, cols), dtype=bool))
+        def plane(name: str) -> npt.NDArray[np.uint16]:
+            return ws.array(name, (rows, cols), np.uint16)
+
+        return cls(
+            plane("select_low"), plane("select_high"), plane("select_picked"),
+            ws.array("select_at_least", (rows, cols), bool),
+        )  # fmt: skip
 
 
 def _median_by_select(
@@ -427,6 +501,8 @@ def centre_table(
     id (as given), lat, lon (float64), year, month (int32), the 8 medians (float32) and
     valid_count (int32), from ``centres`` ``(n_points, 12, 9)`` in OUTPUT_BANDS order (see
     :func:`empty_centres` for months without a composite; a NaN valid_count is refused)."""
+    import pandas as pd
+
     values = np.asarray(centres, dtype=np.float32)
     id_values = pd.Index(
         ids
