@@ -99,8 +99,8 @@ def fmask_usable(
 
 
 class Workspace:
-    """Arrays reused from one compositing window to the next (the engine keeps one per month,
-    on one thread): a month's 16 to ~200 windows would otherwise each allocate and free the
+    """Arrays reused from one compositing window to the next (the engine keeps one per thread,
+    for all the months that thread composites): a month's 16 to ~200 windows would otherwise each allocate and free the
     same dozen arrays of a few hundred KiB to a few MiB, which glibc maps and unmaps afresh
     (measured on scripts/bench_hls.py's 12 months: ~135k page faults and 0.5-0.7 s of system
     time). Each name's array is a view of the front of a buffer kept at the largest size asked
