@@ -5,10 +5,14 @@ embedded ``LocalCluster`` started on first use and kept for the life of the proc
 runs tasks in the scheduling process with one worker; with ``--workers N`` each task runs
 in a forked process, which gets its own).
 
-A workflow may ask for its embedded cluster's workers as threads of this process
-(``in_process_threads``, e.g. ``[datacube] dask_in_process``): work that is GDAL and numpy, which
-release the GIL, uses every core from threads, while each worker process would repeat the
-interpreter, its modules, GDAL's block cache and malloc's arenas (see luigi.cfg [datacube])."""
+A workflow may ask for its work on threads of this process instead (``in_process_threads``,
+e.g. ``[datacube] dask_in_process``, ``[hls] dask_in_process``): when no scheduler is configured
+and the process has no client yet, :func:`run_each` runs the calls on a thread pool of its own,
+with no Dask cluster at all. Work that is GDAL and numpy, which release the GIL, uses every core
+from threads, while each worker process would repeat the interpreter, its modules, GDAL's block
+cache and malloc's arenas (see luigi.cfg [datacube]); and an embedded cluster of threads would
+only add its import, scheduler, event loop and shutdown (~1 s of wall time and ~1 s of CPU per
+run measured on scripts/bench_hls.py) to what the calls need."""
 
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ import atexit
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import luigi
 
@@ -77,11 +82,9 @@ def scheduler_address(config: dask) -> str:
     )
 
 
-def get_client(config: dask | None = None, *, in_process_threads: int | None = None) -> Any:
-    """The process's Dask client, created on first call. ``in_process_threads``: when the call
-    starts an embedded cluster, one worker in this process with that many threads instead of
-    [dask]'s layout (an existing scheduler, or a client this process has already, is used as
-    it is: the first call of the process decides)."""
+def get_client(config: dask | None = None) -> Any:
+    """The process's Dask client, created on first call: an existing scheduler's, or an
+    embedded cluster's in [dask]'s layout."""
     from distributed import Client, LocalCluster
 
     if has_client():
@@ -96,8 +99,6 @@ def get_client(config: dask | None = None, *, in_process_threads: int | None = N
         n_workers = cfg.n_workers or (os.cpu_count() or 1)
         threads_per_worker = cfg.threads_per_worker
         processes = cfg.processes
-        if in_process_threads is not None:
-            n_workers, threads_per_worker, processes = 1, max(1, in_process_threads), False
         import multiprocessing
 
         if processes and multiprocessing.parent_process() is not None:
@@ -138,10 +139,10 @@ def get_client(config: dask | None = None, *, in_process_threads: int | None = N
 
 
 def dask_threads(in_process: bool, threads: int) -> int | None:
-    """A workflow's Dask layout when the pipeline starts its own cluster, from its config's
+    """Where a workflow's calls run when no scheduler is configured, from its config's
     ``dask_in_process`` and ``dask_threads`` (e.g. [datacube], [hls]): ``threads`` threads of
-    the luigi process (0: one per core), to pass as ``in_process_threads``, or None for
-    [dask]'s layout (``in_process`` false).
+    the luigi process (0: one per core), to pass as ``in_process_threads``, or None for an
+    embedded cluster in [dask]'s layout (``in_process`` false).
 
     Why threads: work that is GDAL reads and decoding, numpy and DEFLATE releases the GIL, so
     one process's threads keep every core busy, while each worker process holds its own
@@ -154,14 +155,14 @@ def dask_threads(in_process: bool, threads: int) -> int | None:
 
 
 class InProcessDask(luigi.Config):
-    """A workflow config's choice of Dask layout for an embedded cluster (``dask_in_process``,
+    """A workflow config's choice of where its calls run without a scheduler (``dask_in_process``,
     ``dask_threads``: [datacube], [hls]); an existing scheduler is used as it is."""
 
     dask_in_process = luigi.BoolParameter(
         default=True,
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-        description="an embedded Dask cluster's work on threads of the luigi process (true) or on "
-        "[dask]'s worker processes (false); an existing scheduler is used as it is",
+        description="without a scheduler, the work on threads of the luigi process (true) or on an "
+        "embedded Dask cluster in [dask]'s layout (false); an existing scheduler is used as it is",
     )
     dask_threads = luigi.IntParameter(
         default=0, description="with dask_in_process: threads for the work; 0 = one per core"
@@ -173,14 +174,16 @@ class InProcessDask(luigi.Config):
 
 
 class Submitted:
-    """Calls submitted to the Dask cluster by :func:`run_each`. Iterating yields ``(index of the
-    call, its future)`` in the order they finish, for the caller to take ``result()`` (raising)
-    or look at the exception. Leaving the loop early (a ``break``, an exception, the task being
-    killed), or the ``with`` block around it, cancels the calls not yet finished, so no orphan
-    keeps writing after its task has given up."""
+    """Calls submitted by :func:`run_each`, to the Dask cluster or to a thread pool of this
+    process. Iterating yields ``(index of the call, its future)`` in the order they finish, for
+    the caller to take ``result()`` (raising) or look at the exception. Leaving the loop early
+    (a ``break``, an exception, the task being killed), or the ``with`` block around it,
+    cancels the calls not yet started, so no orphan keeps writing after its task has given up;
+    on the thread pool it also waits for the running ones (they are this process's threads)."""
 
-    def __init__(self, futures: list[Any]) -> None:
+    def __init__(self, futures: list[Any], *, on_threads: bool = False) -> None:
         self.futures = futures
+        self.on_threads = on_threads
 
     def __len__(self) -> int:
         return len(self.futures)
@@ -188,25 +191,67 @@ class Submitted:
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         if not self.futures:
             return
-        from distributed import as_completed
-
-        index = {future.key: i for i, future in enumerate(self.futures)}
+        index = {id(future): i for i, future in enumerate(self.futures)}
         try:
-            for future in as_completed(self.futures):
-                yield index[future.key], future
+            for future in self._as_completed():
+                yield index[id(future)], future
         finally:
             self.cancel()
+
+    def _as_completed(self) -> Iterator[Any]:
+        if self.on_threads:
+            from concurrent.futures import as_completed
+
+            return as_completed(self.futures)
+        from distributed import as_completed as dask_as_completed
+
+        return iter(dask_as_completed(self.futures))
 
     def cancel(self) -> None:
         for future in self.futures:
             if not future.done():
                 future.cancel()
+        if self.on_threads:
+            from concurrent.futures import wait
+
+            wait(self.futures)
 
     def __enter__(self) -> Submitted:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.cancel()
+
+
+# What a call on one of run_each's pool threads keeps for the next call on the same thread
+# (see :func:`kept_per_thread`); absent on every other thread.
+_pool_thread = threading.local()
+
+Kept = TypeVar("Kept")
+
+
+def kept_per_thread(name: str, make: Callable[[], Kept]) -> Kept:
+    """``make()``'s object, kept for the later calls on this thread when the call runs on
+    :func:`run_each`'s thread pool (working arrays a call would otherwise allocate, and the
+    kernel map and zero, anew each time); a new one on any other thread. A Dask worker's
+    threads outlive the run, so nothing is kept there; the pool's threads end with the run."""
+    kept: dict[str, Any] | None = getattr(_pool_thread, "kept", None)
+    if kept is None:
+        return make()
+    if name not in kept:
+        kept[name] = make()
+    return kept[name]  # type: ignore[no-any-return]
+
+
+def _start_pool_thread() -> None:
+    _pool_thread.kept = {}
+
+
+def on_own_threads(in_process_threads: int | None) -> bool:
+    """Whether :func:`run_each` with this ``in_process_threads`` runs on a thread pool of this
+    process: asked for, with no scheduler configured and no Dask client in the process yet (a
+    client there, e.g. an earlier task's or a test's cluster, is used as it is)."""
+    return in_process_threads is not None and not has_client() and not scheduler_address(dask())
 
 
 def run_each(
@@ -217,8 +262,10 @@ def run_each(
     labels: Sequence[str] = (),
     in_process_threads: int | None = None,
 ) -> Submitted:
-    """``fn(*call)`` for every call, one Dask task each, submitted now (see :class:`Submitted`
-    for taking the results). ``in_process_threads``: see :func:`get_client`.
+    """``fn(*call)`` for every call, submitted now in the calls' order (see :class:`Submitted`
+    for taking the results): on ``in_process_threads`` threads of this process when
+    :func:`on_own_threads` says so, otherwise one Dask task each on :func:`get_client`'s
+    cluster.
 
     Every workflow's calls write outputs, so none is ``pure`` (Dask must not merge two calls
     with equal arguments, or skip one it thinks it has), and each key is unique to this
@@ -226,7 +273,18 @@ def run_each(
     long-lived cluster, never collides with a key still held."""
     if not calls:
         return Submitted([])
-    client = get_client(in_process_threads=in_process_threads)
+    if in_process_threads is not None and on_own_threads(in_process_threads):
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = max(1, in_process_threads)
+        log.debug("running %d %s call(s) on %d threads of this process", len(calls), name, threads)
+        pool = ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=_start_pool_thread)
+        try:
+            futures = [pool.submit(fn, *call) for call in calls]
+        finally:
+            pool.shutdown(wait=False)  # the submitted calls still run; the threads end after them
+        return Submitted(futures, on_threads=True)
+    client = get_client()
     pid = os.getpid()
     return Submitted(
         [

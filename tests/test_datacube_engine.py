@@ -342,9 +342,10 @@ def test_the_chips_layout_is_threads_of_the_luigi_process_unless_told_otherwise(
     assert cluster.dask_threads(True, 0) == (os.cpu_count() or 1)  # one per core
 
 
-def test_an_in_process_cluster_runs_the_chips_in_this_process(scene, tmp_path):
-    """``run_chips(in_process_threads=N)`` on a fresh process: one Dask worker of N threads in the
-    process itself (no worker process), and the same chips as ``chip_batch`` called directly."""
+def test_in_process_threads_run_the_chips_on_threads_of_this_process(scene, tmp_path):
+    """``run_chips(in_process_threads=N)`` on a fresh process (no scheduler, no client): every
+    batch on one of N pool threads of the process itself, no Dask cluster started (distributed is
+    not even imported), and the same chips as ``chip_batch`` called directly."""
     import pickle
     import subprocess
     import sys
@@ -353,17 +354,24 @@ def test_an_in_process_cluster_runs_the_chips_in_this_process(scene, tmp_path):
     job = scene
     code = textwrap.dedent(
         f"""
-        import os, pickle, sys
+        import os, pickle, sys, threading
         from pipeline import cluster
         from pipeline.datacube import engine
         from pipeline.raster import ArchiveAccess
         from targets.store import Store
         job = pickle.loads({pickle.dumps(job)!r})
+        ran_on = []
+        chip_batch = engine.chip_batch
+        def recorded(*args):
+            ran_on.append((os.getpid(), threading.current_thread().name))
+            return chip_batch(*args)
+        engine.chip_batch = recorded
         chips, _ = engine.run_chips(job, job.chip_numbers(), Store(sys.argv[1]),
                                     ArchiveAccess(asset_href="href", requester_pays=False), 1, None, 3)
-        client = cluster.get_client()
-        print(sorted(client.run(os.getpid).values()) == [os.getpid()],
-              sorted(client.nthreads().values()), [c.status for c in chips])
+        threads = {{name for _, name in ran_on}}
+        print({{pid for pid, _ in ran_on}} == {{os.getpid()}}, len(ran_on) == len(job.chip_numbers()),
+              1 <= len(threads) <= 3, all(name.startswith("datacube_") for name in threads),
+              cluster.has_client(), "distributed" in sys.modules, [c.status for c in chips])
         """
     )
     out = subprocess.run(
@@ -376,7 +384,7 @@ def test_an_in_process_cluster_runs_the_chips_in_this_process(scene, tmp_path):
         Store(str(tmp_path / "b")),
         ArchiveAccess(asset_href="href", requester_pays=False),
     )
-    assert out == f"True [3] {[c.status for c in direct.chips]}"
+    assert out == f"True True True True False False {[c.status for c in direct.chips]}"
     for path in sorted((tmp_path / "b").rglob("*.tif")):
         with rasterio.open(path) as b, rasterio.open(tmp_path / "a" / path.relative_to(tmp_path / "b")) as a:
             assert np.array_equal(a.read(), b.read(), equal_nan=True)

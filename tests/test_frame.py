@@ -314,6 +314,97 @@ def test_run_each_cancels_what_is_unfinished_when_the_caller_leaves(threaded_clu
     _release.set()
 
 
+@pytest.fixture()
+def no_dask_client(monkeypatch):
+    """This process as a fresh luigi process: no scheduler configured, no Dask client yet."""
+    from pipeline import cluster
+
+    monkeypatch.delenv(cluster.SCHEDULER_ENV, raising=False)
+    monkeypatch.delenv(cluster.REFERENCE_SCHEDULER_ENV, raising=False)
+    monkeypatch.setattr(cluster, "_state", {"pid": None, "client": None, "cluster": None})
+    return cluster
+
+
+def _thread_and_sum(a: int, b: int) -> tuple[int, str, int]:
+    return os.getpid(), threading.current_thread().name, a + b
+
+
+def test_run_each_on_own_threads_runs_every_call_once_on_that_many_threads(no_dask_client):
+    cluster = no_dask_client
+    entered = threading.Barrier(3, timeout=10)
+
+    def call(i: int) -> tuple[int, str, int]:
+        if i < 3:
+            entered.wait()  # the first three calls run at once: three threads
+        return _thread_and_sum(i, 100)
+
+    assert cluster.on_own_threads(3) and not cluster.on_own_threads(None)
+    running = cluster.run_each(call, [(i,) for i in range(7)], name="frame", in_process_threads=3)
+    seen = {}
+    for index, future in running:
+        assert index not in seen
+        seen[index] = future.result()
+    assert {i: total for i, (_, _, total) in seen.items()} == {i: i + 100 for i in range(7)}
+    assert {pid for pid, _, _ in seen.values()} == {os.getpid()}
+    threads = {name for _, name, _ in seen.values()}
+    assert len(threads) == 3 and all(name.startswith("frame_") for name in threads)
+    assert not cluster.has_client()  # no Dask cluster was started for them
+    assert list(cluster.run_each(call, [], name="frame", in_process_threads=3)) == []
+
+
+def test_run_each_uses_a_client_the_process_has_rather_than_threads(no_dask_client, monkeypatch):
+    cluster = no_dask_client
+    submitted = []
+
+    class Client:
+        def submit(self, fn, *args, pure, key):
+            submitted.append((args, pure, key.split("-")[0]))
+            return None
+
+    monkeypatch.setattr(cluster, "_state", {"pid": os.getpid(), "client": Client(), "cluster": None})
+    assert not cluster.on_own_threads(3)
+    running = cluster.run_each(_add, [(1, 2)], name="frame", in_process_threads=3)
+    assert submitted == [((1, 2), False, "frame")] and not running.on_threads
+
+
+def test_kept_per_thread_lives_with_a_pool_thread_and_nowhere_else(no_dask_client):
+    cluster = no_dask_client
+
+    def kept() -> list[int]:
+        return cluster.kept_per_thread("frame-scratch", list)
+
+    # The objects themselves, held: an id alone could be a freed object's address reused.
+    objects = [f.result() for _, f in cluster.run_each(kept, [()] * 4, name="frame", in_process_threads=1)]
+    assert all(o is objects[0] for o in objects)  # one thread: its four calls shared one object
+    assert cluster.kept_per_thread("frame-scratch", list) is not cluster.kept_per_thread(
+        "frame-scratch", list
+    )
+
+
+def test_leaving_own_threads_early_cancels_the_queued_calls_and_waits_for_the_running(no_dask_client):
+    cluster = no_dask_client
+    started, release = threading.Event(), threading.Event()
+
+    def call(first: bool) -> str:
+        if first:
+            started.set()
+            release.wait(10)
+            return "finished"
+        return "ran"
+
+    class Stop(Exception):
+        pass
+
+    running = cluster.run_each(call, [(True,), (False,), (False,)], name="frame", in_process_threads=1)
+    assert started.wait(10)
+    threading.Timer(0.3, release.set).start()
+    with pytest.raises(Stop), running:
+        raise Stop  # e.g. a later step failed before any result was taken
+    first, *queued = running.futures
+    assert first.done() and first.result() == "finished"  # the running call ended before the block did
+    assert all(f.cancelled() for f in queued)
+
+
 def test_unit_task_keeps_a_true_answer_and_asks_again_after_a_false_one():
     import luigi
 

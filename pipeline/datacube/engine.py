@@ -501,10 +501,10 @@ def run_chips(
     progress: Callable[[int, int], None] | None = None,
     in_process_threads: int | None = None,
 ) -> tuple[list[ChipResult], int]:
-    """Every chip of ``numbers`` on the Dask cluster, a batch per task; the results sorted by
-    chip number and the files opened. ``in_process_threads``: an embedded cluster's worker as
-    that many threads of this process (:func:`pipeline.cluster.get_client`; see
-    :func:`pipeline.cluster.dask_threads`)."""
+    """Every chip of ``numbers``, a batch per call of :func:`pipeline.cluster.run_each` (on
+    ``in_process_threads`` threads of this process, or on the Dask cluster; see
+    :func:`pipeline.cluster.dask_threads`); the results sorted by chip number and the files
+    opened."""
     from pipeline.cluster import run_each
 
     work = batches(numbers, chips_per_task)

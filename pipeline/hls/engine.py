@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.catalog import Catalog, Item
+from pipeline.cluster import kept_per_thread
 from pipeline.datetimes import Interval, parse_interval, parse_item_datetime
 from pipeline.errors import ItemError, PipelineError, RasterReadError
 from pipeline.failures import UnusableItem
@@ -338,17 +338,19 @@ def composite_month(
     access: ArchiveAccess,
     workspace: recipe.Workspace | None = None,
 ) -> MonthResult:
-    """Composite one month into its COG target (runs on a Dask worker). The COG is built in
-    a local temporary directory and moved or uploaded whole. ``workspace``: the working
-    arrays (its windows', its row of blocks and the COG writer's), which a thread running
-    month after month passes from one to the next (:func:`_months_on_threads`); new ones
-    when not given."""
+    """Composite one month into its COG target (a call of :func:`run_months`). The COG is
+    built in a local temporary directory and moved or uploaded whole. ``workspace``: the
+    working arrays (its windows', its row of blocks and the COG writer's); when not given,
+    the thread's own, kept from month to month on the run's thread pool
+    (:func:`pipeline.cluster.kept_per_thread`: ~90 MiB for a 2048 px month, whose fresh pages
+    the kernel would otherwise map and zero again for every month, ~1 GB on the bench's 12),
+    or new ones on a Dask worker."""
     started = time.perf_counter()
     rel = layout.composite_tif(tile, year, month)
     tmpdir = tempfile.mkdtemp(prefix=f"hls-{tile}-{year}-{month:02d}-")
     try:
         path = os.path.join(tmpdir, "cog.tif")
-        ws = workspace or recipe.Workspace()
+        ws = workspace or kept_per_thread("hls-workspace", recipe.Workspace)
         with RasterReader(access) as reader:
 
             def window_of(window: tuple[int, int, int, int], out: npt.NDArray[np.float32]) -> None:
@@ -495,73 +497,25 @@ def run_months(
     progress: Any = None,
     in_process_threads: int | None = None,
 ) -> list[MonthResult]:
-    """Every (tile, year, month) job, one task each, results as they come, largest months
-    first. ``in_process_threads`` (:func:`pipeline.cluster.dask_threads`): the months on that
-    many threads of this process when the pipeline would start its own cluster for them (no
-    scheduler configured, no Dask client in this process yet), on a plain thread pool
-    (:func:`_months_on_threads`); otherwise on the Dask cluster
-    (:func:`pipeline.cluster.run_each`: an existing scheduler, or [dask]'s embedded layout)."""
+    """Every (tile, year, month) job, one call of :func:`composite_month` each
+    (:func:`pipeline.cluster.run_each`: on ``in_process_threads`` threads of this process, or on
+    the Dask cluster), results as they come, largest months first."""
     from pipeline import cluster
 
     # Largest months first (most scenes: the most reads and medians): with a few months per
     # thread, the last to start are then the shortest, so no thread is left with a long
     # month while the others idle (longest-processing-time-first scheduling).
     jobs = sorted(jobs, key=lambda job: -len(job[4]))
-    calls: list[MonthCall] = [
-        (tile, year, month, grid, scenes, store, access) for tile, year, month, grid, scenes in jobs
-    ]
+    calls = [(tile, year, month, grid, scenes, store, access) for tile, year, month, grid, scenes in jobs]
+    labels = [f"{tile}-{year}-{month:02d}" for tile, year, month, _, _ in jobs]
     results: list[MonthResult] = []
-
-    def finished(result: MonthResult) -> None:
-        results.append(result)
+    for _, future in cluster.run_each(
+        composite_month, calls, name="hls", labels=labels, in_process_threads=in_process_threads
+    ):
+        results.append(future.result())
         if progress is not None:
-            progress(len(results), len(jobs), result)
-
-    own_cluster = not cluster.has_client() and not cluster.scheduler_address(cluster.dask())
-    if in_process_threads is not None and own_cluster:
-        _months_on_threads(calls, in_process_threads, finished)
-    else:
-        labels = [f"{tile}-{year}-{month:02d}" for tile, year, month, _, _ in jobs]
-        for _, future in cluster.run_each(
-            composite_month, calls, name="hls", labels=labels, in_process_threads=in_process_threads
-        ):
-            finished(future.result())
+            progress(len(results), len(jobs), results[-1])
     return sorted(results, key=lambda r: (r.tile, r.year, r.month))
-
-
-MonthCall = tuple[str, int, int, TileGrid, Sequence[Scene], Store, ArchiveAccess]
-
-
-def _months_on_threads(
-    calls: Sequence[MonthCall], threads: int, finished: Callable[[MonthResult], None]
-) -> None:
-    """``composite_month(*call)`` for every call on ``threads`` threads of this process, in
-    the calls' order, ``finished`` called with each result as it comes (on this thread).
-    What an embedded Dask cluster of in-process threads would do, without its import,
-    scheduler, event loop, heartbeats and shutdown: ~1 s of start-up and exit and ~1 s of
-    CPU on scripts/bench_hls.py's 12 months, for no use (the months only need threads). An
-    error (or leaving early) cancels the months not started and waits for those running,
-    so none keeps writing after the task has given up."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    log.info("compositing %d month(s) on %d threads of this process", len(calls), threads)
-    local = threading.local()
-
-    def month(call: MonthCall) -> MonthResult:
-        # A thread's months share its working arrays (~90 MiB for a 2048 px month): new ones
-        # per month are fresh pages the kernel maps and zeroes, ~1 GB on the bench's 12 months.
-        if not hasattr(local, "workspace"):
-            local.workspace = recipe.Workspace()
-        tile, year, number, grid, scenes, store, access = call
-        return composite_month(tile, year, number, grid, scenes, store, access, local.workspace)
-
-    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="hls-month")
-    try:
-        futures = [pool.submit(month, call) for call in calls]
-        for future in as_completed(futures):
-            finished(future.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---- samples ---------------------------------------------------------------------------
