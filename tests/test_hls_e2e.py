@@ -204,6 +204,64 @@ def test_deleted_outputs_are_rebuilt_alone(hls_run, small_hls_archive, tmp_path)
         assert oracle.nan_equal(a.read(), b.read())
 
 
+def test_kill_9_at_any_instant_then_rerun_equals_a_clean_run(hls_run, small_hls_archive, tmp_path):
+    """HlsComposites killed (SIGKILL, its whole process group) at several instants after its first
+    COG appeared, each time resumed by the next attempt: every file under composites/ is a whole
+    COG of its final name, byte for byte the clean run's; the rerun rewrites none of them and
+    ends with exactly the clean run's composites."""
+    import hashlib
+    import os
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from tests.helpers import LUIGI
+
+    clean, _, _ = hls_run
+    project = tmp_path / "project"
+
+    def composites(root: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted((root / "composites").rglob("*"))
+            if p.is_file()
+        }
+
+    expected = composites(clean)
+    name = re.compile(r"composites/(\w{5})/(\d{4})/\1_\2-\d\d\.tif")
+    args = [LUIGI, "--module", MODULE, *hls_args("HlsComposites", small_hls_archive, project),
+            "--hls-dask-threads", "1"]  # fmt: skip
+    interrupted = 0
+    kept: dict[str, int] = {}  # every whole COG seen after a kill, with its mtime
+    for delay in (0.0, 0.15, 0.4):  # after the attempt's first new COG appeared
+        proc = subprocess.Popen(args, cwd=tmp_path, env=luigi_env(), start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        before = set(composites(project)) if project.exists() else set()
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if project.exists() and set(composites(project)) - before:
+                break
+            time.sleep(0.01)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            interrupted += 1
+        proc.wait()
+        now = composites(project)
+        assert all(name.fullmatch(k) for k in now), sorted(now)  # no temporary under composites/
+        assert {k: v for k, v in now.items() if k in expected} == now  # nothing unknown
+        assert all(expected[k] == v for k, v in now.items())  # each one whole, the clean run's bytes
+        for k in now:
+            mtime = (project / k).stat().st_mtime_ns
+            assert kept.setdefault(k, mtime) == mtime, k  # finished work never redone
+    assert interrupted >= 1
+    proc_done = run_hls(*hls_args("HlsComposites", small_hls_archive, project), cwd=tmp_path)
+    assert proc_done.returncode == 0, proc_done.stderr[-3000:]
+    assert composites(project) == expected
+    assert all((project / k).stat().st_mtime_ns == mtime for k, mtime in kept.items())
+
+
 def test_dry_run_reads_and_writes_nothing(small_hls_archive, tmp_path):
     project = tmp_path / "p"
     proc = run_hls(*hls_args("HlsDryRun", small_hls_archive, project), cwd=tmp_path)
