@@ -182,13 +182,33 @@ def gdal_path(href: str) -> str:
     return href
 
 
+DEFAULT_MAX_OPEN = 256
+
+
+def allow_open_files(wanted: int) -> None:
+    """Raise this process's soft limit of open files towards ``wanted`` (never above the hard
+    limit, never lowered): a local raster held open is a file descriptor, and a reader that
+    keeps a month's hundreds of files open on each of several threads can pass the common
+    soft limit of 1024 while the hard limit allows far more."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        with contextlib.suppress(ValueError, OSError):  # not allowed here: the reads will say so
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+
+
 class RasterReader:
     """Reads windows and pixels from many rasters inside one GDAL environment.
 
     Use as a context manager, in the thread that reads (GDAL options are thread-local).
+    ``max_open``: datasets kept open, least recently used closed first; a caller that reads
+    the same set of files over and over (window after window) must keep them all, or each
+    read of the cycle misses: a reopen, and the decoded blocks of the closed handle gone.
     """
 
-    def __init__(self, access: ArchiveAccess, *, max_open: int = 256) -> None:
+    def __init__(self, access: ArchiveAccess, *, max_open: int = DEFAULT_MAX_OPEN) -> None:
         self.access = access.resolved()
         self.max_open = max_open
         self._env: Any = None

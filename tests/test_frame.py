@@ -254,6 +254,30 @@ def test_put_file_and_tree_are_whole_or_absent(tmp_path):
     assert not [n for n in os.listdir(tmp_path / "out" / "samples" / "2019") if n.startswith(".")]
 
 
+def test_allow_open_files_raises_the_soft_limit_up_to_the_hard_one_and_never_lowers_it():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import resource
+        from pipeline.raster import allow_open_files
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        allow_open_files(1000)
+        raised = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        allow_open_files(300)
+        kept = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        allow_open_files(10**9)  # up to the hard limit, no further
+        top = resource.getrlimit(resource.RLIMIT_NOFILE)
+        print(raised == min(1000, hard), kept == raised, hard == resource.RLIM_INFINITY or top == (hard, hard))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True"]
+
+
 # ---- the task frame: Dask plumbing, completeness kept once true, dry runs ------------------
 
 

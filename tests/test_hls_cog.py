@@ -240,3 +240,48 @@ def test_months_written_one_after_another_with_one_workspace_are_the_same_files(
     for i, (width, height, seed) in enumerate(sizes):
         fresh = write(tmp_path / f"fresh{i}.tif", width, height, seed, None)
         assert write(tmp_path / f"shared{i}.tif", width, height, seed, shared) == fresh
+
+
+def test_a_month_of_more_files_than_the_readers_default_opens_each_file_once(tmp_path: Path) -> None:
+    """30 scenes are 270 files, more than a reader keeps open by default (256), and every
+    window reads them all in the same order: the month's reader keeps them all, so each file
+    is opened once (a least-recently-used cache of 256 would reopen every one of them for the
+    second window). The composite is still the median of the scenes."""
+    from pipeline.mgrs_grid import TileGrid
+    from pipeline.raster import DEFAULT_MAX_OPEN, ArchiveAccess
+    from targets.store import Store
+
+    width, height, n_scenes = 520, 64, 30  # two windows: a 512-column block and an 8-column one
+    grid = TileGrid(32610, (30.0, 0.0, 499980.0, 0.0, -30.0, 5300040.0), width, height)
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": 1, "crs": CRS.from_epsg(32610),
+        "transform": Affine(30, 0, 499980, 0, -30, 5300040),
+    }  # fmt: skip
+    scenes = []
+    for i in range(n_scenes):
+        bands = []
+        for b in range(len(recipe.BANDS)):
+            path = tmp_path / f"s{i}-b{b}.tif"
+            with rasterio.open(path, "w", dtype="int16", **profile) as dst:
+                dst.write(np.full((1, height, width), 100 * b + i, np.int16))
+            bands.append(str(path))
+        fmask = tmp_path / f"s{i}-fmask.tif"
+        with rasterio.open(fmask, "w", dtype="uint8", **profile) as dst:
+            dst.write(np.zeros((1, height, width), np.uint8))  # every pixel usable
+        scenes.append(
+            engine.Scene(f"HLS.L30.T10TET.2019{183 + i:03d}T185921.v2.0", recipe.L30_COLLECTION,
+                         "2019-07-02T18:59:21.000000Z", 7, tuple(bands), str(fmask))
+        )  # fmt: skip
+    assert (
+        n_scenes * (len(recipe.BANDS) + 1) > DEFAULT_MAX_OPEN
+        and len(list(engine.windows(grid, n_scenes))) == 2
+    )
+    store = Store(str(tmp_path / "project"))
+    access = ArchiveAccess(asset_href="href", requester_pays=False)
+    result = engine.composite_month("10TET", 2019, 7, grid, scenes, store, access)
+    assert (result.status, result.reads) == ("written", n_scenes * (len(recipe.BANDS) + 1))
+    with rasterio.open(tmp_path / "project" / engine.layout.composite_tif("10TET", 2019, 7)) as ds:
+        composite = ds.read()
+    for b in range(len(recipe.BANDS)):
+        assert np.all(composite[b] == 100 * b + 14.5)  # the median of 100 b + 0 .. 100 b + 29
+    assert np.all(composite[recipe.VALID_COUNT_INDEX] == n_scenes)
