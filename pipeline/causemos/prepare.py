@@ -27,16 +27,19 @@ for ``raw.csv`` (at most ``raw_count_threshold`` each), and one row per point an
 Features of more rows than a batch are *spooled*, so that no
 worker holds a feature's points whole (their number grows with the rows): a file's part writes its
 partial sums to ``_state`` whenever it holds more than a batch of them, split into buckets by a hash of
-the period (of the whole point for the ``all`` resolution), about a batch of rows per bucket
-(:func:`spool_buckets`); the combine adds up one bucket at a time (every point and period lies in one
-bucket, and a bucket's spooled parts are added in file and batch order: the same points, in the same
-order within a period) and writes the points period by period (:func:`merge_by_period`). The spool is
+the whole point (period included), about a batch of rows per bucket (:func:`spool_buckets`), each
+point carrying its first appearance in the input (``recipe.FIRST_APPEARANCE``: file, then row); the
+combine adds up one bucket at a time (every point lies in one bucket, and a bucket's spooled parts are
+added in file and batch order) and merges the buckets period by period, a period's shares put back in
+order of first appearance (:func:`merge_by_period`): the same points, in the same order within a
+period, with no more than a bucket, or one period's finished points, held at once. The spool is
 deleted with the run's other stale state (``CausemosPrepare``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import operator
 import os
@@ -50,6 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
@@ -250,16 +254,24 @@ def spool_buckets(rows_per_feature: Mapping[str, int], batch_rows: int) -> dict[
     return {key: math.ceil(rows / batch_rows) for key, rows in rows_per_feature.items() if rows > batch_rows}
 
 
-def partial_buckets(partials: pd.DataFrame, time_res: str, weight_column: str, buckets: int) -> np.ndarray:
-    """The bucket of each row of ``partials``: a hash of its period, so that a period lies in one bucket
-    (of the whole point for ``all``, whose period is one). pandas' hash has a fixed key: the same in
-    every process."""
-    if time_res == "all":
-        keyed: pd.DataFrame | pd.Series = partials[recipe.partial_key_columns(partials, weight_column)]
-    else:
-        keyed = partials["timestamp"]
+def partial_buckets(partials: pd.DataFrame, weight_column: str, buckets: int) -> np.ndarray:
+    """The bucket of each row of ``partials``: a hash of its whole point (period included), so every
+    bucket holds about the same share of the points however few the periods (a ``year`` period of a
+    large input holds a fifth of its points), and a point's partial sums from every file and flush
+    meet in one bucket. pandas' hash has a fixed key: the same in every process."""
+    keyed = partials[recipe.partial_key_columns(partials, weight_column)]
     hashed = np.asarray(pd.util.hash_pandas_object(keyed, index=False), dtype=np.uint64)
     return np.asarray(hashed % np.uint64(buckets), dtype=np.int64)
+
+
+# A spooled point's first appearance (recipe.FIRST_APPEARANCE) is its file's number in these high bits
+# and its row in the file (validated rows) below them: the order of the input as one concatenation.
+FILE_ORDINAL_SHIFT = 40
+
+
+def first_row_of(file_index: int, rows_before: int) -> int:
+    """The ordinal of a file's validated row ``rows_before`` (see :data:`FILE_ORDINAL_SHIFT`)."""
+    return (file_index << FILE_ORDINAL_SHIFT) + rows_before
 
 
 class _SpoolWriter:
@@ -268,7 +280,6 @@ class _SpoolWriter:
     def __init__(self, plan: SpoolPlan, key: str, time_res: str, file_index: int, weight_column: str) -> None:
         self.store = plan.store
         self.buckets = plan.buckets[key]
-        self.time_res = time_res
         self.weight_column = weight_column
         name = object_digest(key.encode("utf-8"))  # a feature key may hold any text
         self.prefix = f"{plan.prefix}{time_res}/{name}/{file_index:05d}/"
@@ -276,7 +287,7 @@ class _SpoolWriter:
         self.flushes = 0
 
     def write(self, partials: pd.DataFrame) -> None:
-        buckets = partial_buckets(partials, self.time_res, self.weight_column, self.buckets)
+        buckets = partial_buckets(partials, self.weight_column, self.buckets)
         store = shared_store(self.store)
         for bucket in np.unique(buckets).tolist():
             rows = partials.loc[buckets == bucket]
@@ -357,6 +368,7 @@ def prepare_batches(batches: Iterable[pd.DataFrame], job: PrepareJob, file_index
     raw_pieces: dict[str, list[pd.DataFrame]] = {}
     natives: dict[str, list[Any]] = {}
     sums: dict[tuple[str, str], _PartialSums] = {}
+    validated_rows = 0  # before this batch: its rows' positions in the file, for spooled points
     for raw in batches:
         if job.small_features:
             for key, rows in recipe.split_by_feature(raw).items():
@@ -390,7 +402,10 @@ def prepare_batches(batches: Iterable[pd.DataFrame], job: PrepareJob, file_index
                     if job.spool is not None and key in job.spool.buckets:
                         spool = _SpoolWriter(job.spool, key, time_res, file_index, checked.weight_column)
                     sums[(key, time_res)] = _PartialSums(checked.weight_column, job.batch_rows, spool)
-                sums[(key, time_res)].add(recipe.temporal_partials(rows, time_res, checked.weight_column))
+                partial_sums = sums[(key, time_res)]
+                first = first_row_of(file_index, validated_rows) if partial_sums.spool is not None else None
+                partial_sums.add(recipe.temporal_partials(rows, time_res, checked.weight_column, first))
+        validated_rows += len(frame.index)
         # what the spooled sums hold, together, stays under a batch of rows
         if sum(s.rows for s in sums.values() if s.spool is not None) > job.batch_rows:
             for partial in sums.values():
@@ -494,9 +509,9 @@ def _bucket_parts(
 def write_spooled_points(
     spooled: Sequence[Sequence[SpoolPiece]], buckets: int, weight_column: str, store: Store, key: str
 ) -> PointsWritten:
-    """:func:`write_points` from the files' spooled partial sums, a bucket at a time (each bucket's points
-    written to a local file), then merged period by period into the points file, uploaded (or moved)
-    whole."""
+    """:func:`write_points` from the files' spooled partial sums, a bucket at a time (each bucket's points,
+    with their first appearances, written to a local file), then merged period by period into the points
+    file (:func:`merge_by_period`), uploaded (or moved) whole."""
     workdir = tempfile.mkdtemp(prefix="causemos-points-")
     try:
         pieces: list[str] = []
@@ -525,26 +540,50 @@ def _merged_schema(schemas: Sequence[pa.Schema]) -> pa.Schema:
     return unified.with_metadata(whole.metadata)
 
 
+def _without_first_appearance(schema: pa.Schema) -> pa.Schema:
+    """``schema`` less :data:`recipe.FIRST_APPEARANCE` (its field and its entry in pandas' metadata): the
+    points file's schema, the shares' order restored."""
+    name = recipe.FIRST_APPEARANCE
+    if name not in schema.names:
+        return schema
+    metadata = dict(schema.metadata or {})
+    if b"pandas" in metadata:
+        document = json.loads(metadata[b"pandas"])
+        document["columns"] = [c for c in document.get("columns", []) if c.get("name") != name]
+        metadata[b"pandas"] = json.dumps(document).encode("utf-8")
+    return schema.remove(schema.get_field_index(name)).with_metadata(metadata)
+
+
 def merge_by_period(paths: Sequence[str], merged: str) -> tuple[int, int]:
-    """Points files of disjoint periods (each sorted by period, a row group per period) as one, sorted by
-    period with a row group per period, a period's row groups copied whole; rows and periods."""
+    """Points files of shares of the points (each sorted by period, a row group per period; a period may
+    lie in several) as one, sorted by period with a row group per period; rows and periods. A period's
+    shares are put in order of first appearance (:data:`recipe.FIRST_APPEARANCE`, then dropped), so the
+    period's points are those of the whole, in its order; only one period is held at a time."""
     files = [pq.ParquetFile(path) for path in paths]
     try:
         schema = _merged_schema([f.schema_arrow for f in files])
-        groups: dict[int, tuple[int, list[int]]] = {}
+        output = _without_first_appearance(schema)
+        groups: dict[int, list[tuple[int, list[int]]]] = {}
         for number, (parquet, path) in enumerate(zip(files, paths, strict=True)):
             for period, indexes in period_row_groups(parquet, path).items():
-                if period in groups:
-                    raise ValueError(
-                        f"period {period} in two shares of the points ({paths[groups[period][0]]}, {path})"
-                    )
-                groups[period] = (number, indexes)
+                groups.setdefault(period, []).append((number, indexes))
+        if any(len(shares) > 1 for shares in groups.values()) and recipe.FIRST_APPEARANCE not in schema.names:
+            raise ValueError(
+                f"a period in several shares of the points without their order ({', '.join(paths)})"
+            )
         rows = 0
-        with pq.ParquetWriter(merged, schema) as writer:
+        with pq.ParquetWriter(merged, output) as writer:
             for period in sorted(groups):
-                number, indexes = groups[period]
-                table = files[number].read_row_groups(indexes).cast(schema)
-                writer.write_table(table, row_group_size=POINTS_ROW_GROUP_ROWS)
+                table = pa.concat_tables(
+                    [
+                        files[number].read_row_groups(indexes).cast(schema)
+                        for number, indexes in groups[period]
+                    ]
+                )
+                if recipe.FIRST_APPEARANCE in table.column_names:
+                    order = pc.sort_indices(table, sort_keys=[(recipe.FIRST_APPEARANCE, "ascending")])
+                    table = table.take(order).drop_columns([recipe.FIRST_APPEARANCE])
+                writer.write_table(table.cast(output), row_group_size=POINTS_ROW_GROUP_ROWS)
                 rows += table.num_rows
     finally:
         for parquet in files:

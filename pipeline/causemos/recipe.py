@@ -536,10 +536,20 @@ _PARTIAL_SUMS = ("t_sum", "_t_n")
 _PARTIAL_WEIGHTED_SUMS = ("_t_wsum", "_t_w", "_t_wn")
 
 
-def temporal_partials(frame: pd.DataFrame, time_res: str, weight_column: str) -> pd.DataFrame:
+# A point's first appearance in the input (:func:`temporal_partials`' ``first_row``): kept through the
+# adding of partial sums as their minimum, never a key, so shares of a period's points made apart can
+# be put back in the order of the whole.
+FIRST_APPEARANCE = "_first"
+
+
+def temporal_partials(
+    frame: pd.DataFrame, time_res: str, weight_column: str, first_row: int | None = None
+) -> pd.DataFrame:
     """Sums and counts per point of one part of the rows: the group columns, then ``t_sum`` (NaN skipped),
     ``_t_n`` (non-NaN values) and, with weights, ``_t_wsum, _t_w, _t_wn``. Parts of the same input are
-    added up by :func:`combine_temporal` (sums and counts add; means do not)."""
+    added up by :func:`combine_temporal` (sums and counts add; means do not). ``first_row``: the input
+    position of the part's row labelled 0 (its index holds the others'); each point then carries the
+    position of its first row as :data:`FIRST_APPEARANCE`."""
     frame = frame.loc[frame["feature"].notna().to_numpy()]
     weighted = bool(weight_column) and weight_column in frame.columns
     keys = [c for c in frame.columns if c != "value" and not (weighted and c == weight_column)]
@@ -552,6 +562,9 @@ def temporal_partials(frame: pd.DataFrame, time_res: str, weight_column: str) ->
             "_t_w": (weight_column, "sum"),
             "_t_wn": (weight_column, "count"),
         }
+    if first_row is not None:
+        work[FIRST_APPEARANCE] = np.int64(first_row) + frame.index.to_numpy(dtype=np.int64)
+        aggregations[FIRST_APPEARANCE] = (FIRST_APPEARANCE, "min")
     partials = group_aggregate(work, keys, aggregations).reset_index()
     partials["timestamp"] = partials["timestamp"].astype("int64")
     return partials
@@ -562,21 +575,26 @@ def _partial_sum_columns(part: pd.DataFrame, weight_column: str) -> list[str]:
 
 
 def partial_key_columns(part: pd.DataFrame, weight_column: str) -> list[str]:
-    """The columns of :func:`temporal_partials` that name a point (all but the sums and counts)."""
-    sums = set(_partial_sum_columns(part, weight_column))
+    """The columns of :func:`temporal_partials` that name a point (all but the sums, counts and first
+    appearance)."""
+    sums = {*_partial_sum_columns(part, weight_column), FIRST_APPEARANCE}
     return [c for c in part.columns if c not in sums]
 
 
 def add_partials(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.DataFrame:
     """The :func:`temporal_partials` of consecutive parts of the rows (in row order) as one part: groups in
-    order of first appearance, sums and counts added (a single part is taken as it is). Adding is
-    associative up to float rounding, so parts can be folded as they come (a file read in batches)."""
+    order of first appearance, sums and counts added, first appearances the earliest (a single part is
+    taken as it is). Adding is associative up to float rounding, so parts can be folded as they come
+    (a file read in batches)."""
     if len(parts) == 1:
         return parts[0]
     sums = _partial_sum_columns(parts[0], weight_column)
-    keys = [c for c in parts[0].columns if c not in sums]
+    keys = partial_key_columns(parts[0], weight_column)
+    named = {c: (c, "sum") for c in sums}
+    if FIRST_APPEARANCE in parts[0].columns:
+        named[FIRST_APPEARANCE] = (FIRST_APPEARANCE, "min")
     stacked = pd.concat(list(parts), ignore_index=True, sort=False)
-    added = group_aggregate(stacked, keys, {c: (c, "sum") for c in sums}).reset_index()
+    added = group_aggregate(stacked, keys, named).reset_index()
     added["timestamp"] = added["timestamp"].astype("int64")
     return added
 
@@ -588,7 +606,7 @@ def combine_temporal(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.Da
     Split inputs give the same points as the whole, up to the rounding of adding partial sums (none
     when the values' sums are exact), as Dask's ``groupby`` in the reference."""
     sums = _partial_sum_columns(parts[0], weight_column)
-    keys = [c for c in parts[0].columns if c not in sums]
+    keys = partial_key_columns(parts[0], weight_column)
     points = add_partials(parts, weight_column)
     points = points.assign(t_mean=points["t_sum"] / points["_t_n"])
     columns = [*keys, "t_sum", "t_mean"]
@@ -596,6 +614,8 @@ def combine_temporal(parts: Sequence[pd.DataFrame], weight_column: str) -> pd.Da
         points[weight_column] = points["_t_w"] / points["_t_wn"]
         points["t_wavg"] = points["_t_wsum"] / points["_t_w"]
         columns += [weight_column, "t_wavg"]
+    if FIRST_APPEARANCE in points.columns:  # parts that carry it: the points keep it, last
+        columns.append(FIRST_APPEARANCE)
     return points[columns]
 
 
