@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,3 +92,33 @@ def credentials_only(server) -> dict[str, str]:
         }
     )
     return without_aws_endpoint(env)
+
+
+def kill_when(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    ready: Callable[[], bool],
+    delay: float = 0.0,
+    timeout: float = 60.0,
+) -> bool:
+    """Start ``command`` in a process group of its own and SIGKILL the whole group (luigi and any
+    worker it started) ``delay`` seconds after ``ready()`` is first true, unless it has ended by
+    then; whether it was killed. The group has been waited for when this returns."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline and not ready():
+            time.sleep(0.01)
+        time.sleep(delay)
+        if proc.poll() is not None:
+            return False
+        os.killpg(proc.pid, signal.SIGKILL)
+        return True
+    finally:
+        proc.wait(timeout=30)

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -38,7 +37,7 @@ import pytest
 from pipeline.causemos import pieces, recipe
 from pipeline.causemos.outputs import same_object_key
 from pipeline.causemos.tiles import decode_tile, tiles_equal
-from tests.helpers import LUIGI, REPO, luigi_env, run_luigi
+from tests.helpers import LUIGI, REPO, kill_when, luigi_env, run_luigi
 
 pytestmark = pytest.mark.slow
 
@@ -488,20 +487,8 @@ def test_changed_input_leaves_no_stale_object(local_run, dask_env, tmp_path):
 
 def kill_run_when(args: list[str], env: dict[str, str], cwd: Path, ready: Callable[[], bool]) -> None:
     """Start the run and SIGKILL it whole (luigi and its embedded Dask workers) once ``ready()``."""
-    proc = subprocess.Popen(
-        [LUIGI, "--module", MODULE, *args], cwd=cwd, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ready():
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    killed = kill_when([LUIGI, "--module", MODULE, *args], cwd=cwd, env=env, ready=ready, timeout=120)
+    assert killed, "the run ended before it could be killed"
 
 
 def test_killed_run_ends_like_a_clean_one(local_run, inputs, tmp_path):
@@ -654,6 +641,38 @@ def test_pieces_split_the_objects_exactly(inputs):
         assert {k: v for p in parts for k, v in p.items()} == whole
 
 
+def test_each_family_reads_only_the_columns_it_is_made_from(tmp_path):
+    """Read by period, a family reads the period, the values and weights, and its own regions,
+    qualifiers or coordinates: the tiles and the global series no text column."""
+    from pipeline.causemos.prepare import points_parquet
+    from targets.store import Store
+
+    ctx = recipe.FeatureContext(
+        DATA_ID, RUN_ID, "month", "F", ("country", "admin1"), "w", ("camp",), ("source",), 1, True
+    )
+    values = ["t_sum", "t_mean", "w", "t_wavg"]
+    assert pieces.family_columns("compute_tiles", ctx) == ["timestamp", "lat", "lng", *values]
+    assert pieces.family_columns("compute_global_timeseries", ctx) == ["timestamp", "camp", *values]
+    assert pieces.family_columns("compute_regional_stats", ctx) == ["timestamp", "country", "admin1", *values]
+    assert pieces.family_columns("compute_regional_aggregation", ctx) == [
+        "timestamp", "country", "admin1", "camp", *values
+    ]  # fmt: skip
+    assert pieces.family_columns("compute_regional_timeseries", ctx) == [
+        "timestamp", "country", "admin1", "source", *values
+    ]  # fmt: skip
+    points = pd.DataFrame(
+        {"country": ["A"], "admin1": ["B"], "camp": ["c"], "source": ["s"], "lat": [1.0], "lng": [2.0],
+         "timestamp": [0], "t_sum": [1.0], "t_mean": [1.0], "w": [1.0], "t_wavg": [1.0]}
+    )  # fmt: skip
+    Store(str(tmp_path)).write_bytes("points.parquet", points_parquet(points))
+    source = pieces.PointsFile(pieces.StatePoints(Store(str(tmp_path)), "points.parquet", "digest", 1))
+    try:
+        assert list(source.read([0], ["timestamp", "admin2", "lat"]).columns) == ["timestamp", "lat"]
+        assert list(source.read([0]).columns) == list(points.columns)
+    finally:
+        source.close()
+
+
 @pytest.mark.parametrize("chunk_rows", [1, 50, 10**9])
 def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path, chunk_rows):
     """Points too many to hold are written sorted by period, a row group per period, and every family is
@@ -694,7 +713,9 @@ def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path, chunk_
             for piece in plan:
                 source = pieces.PointsFile(ref)
                 original = source.read
-                source.read = lambda run, original=original: read.append(tuple(run)) or original(run)  # type: ignore[method-assign]
+                source.read = lambda run, columns=None, original=original: (  # type: ignore[method-assign]
+                    read.append(tuple(run)) or original(run, columns)
+                )
                 try:
                     objects = dict(pieces.objects_by_period(piece, source, chunk_rows))
                 finally:

@@ -527,12 +527,7 @@ def test_kill_9_at_any_instant_leaves_only_whole_chips(cases_archive, tmp_path):
     """The run killed (SIGKILL, the whole process group) at several instants: every chip under its
     final name is whole and every manifest lists only chips that are there; the rerun completes
     the rest and equals the oracle."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    from tests.helpers import LUIGI
+    from tests.helpers import LUIGI, kill_when
 
     dest = tmp_path / "out"
     args = [LUIGI, "--module", MODULE, "DatacubeSample", "--sample", str(cases_archive.sample_path), "--catalog",
@@ -540,19 +535,12 @@ def test_kill_9_at_any_instant_leaves_only_whole_chips(cases_archive, tmp_path):
             "--dask-n-workers", "1", "--dask-processes", "false"]  # fmt: skip
     interrupted = 0
     for delay in (0.0, 0.5):  # after the run's first chip appeared
-        proc = subprocess.Popen(args, cwd=tmp_path, env=luigi_env(), start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         before = {str(p) for p in dest.rglob("*.tif")}
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if {str(p) for p in dest.rglob("*.tif")} - before:
-                break
-            time.sleep(0.02)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            interrupted += 1
-        proc.wait()
+
+        def new_chip(before: set[str] = before) -> bool:
+            return bool({str(p) for p in dest.rglob("*.tif")} - before)
+
+        interrupted += kill_when(args, cwd=tmp_path, env=luigi_env(), ready=new_chip, delay=delay)
         for chip in dest.rglob("claytile_*.tif"):
             with rasterio.open(chip) as ds:
                 assert ds.count == 13 and ds.read().shape == (13, ARCHIVE_CHIP, ARCHIVE_CHIP)

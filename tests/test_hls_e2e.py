@@ -210,13 +210,9 @@ def test_kill_9_at_any_instant_then_rerun_equals_a_clean_run(hls_run, small_hls_
     COG of its final name, byte for byte the clean run's; the rerun rewrites none of them and
     ends with exactly the clean run's composites."""
     import hashlib
-    import os
     import re
-    import signal
-    import subprocess
-    import time
 
-    from tests.helpers import LUIGI
+    from tests.helpers import LUIGI, kill_when
 
     clean, _, _ = hls_run
     project = tmp_path / "project"
@@ -235,19 +231,12 @@ def test_kill_9_at_any_instant_then_rerun_equals_a_clean_run(hls_run, small_hls_
     interrupted = 0
     kept: dict[str, int] = {}  # every whole COG seen after a kill, with its mtime
     for delay in (0.0, 0.15, 0.4):  # after the attempt's first new COG appeared
-        proc = subprocess.Popen(args, cwd=tmp_path, env=luigi_env(), start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         before = set(composites(project)) if project.exists() else set()
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if project.exists() and set(composites(project)) - before:
-                break
-            time.sleep(0.01)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            interrupted += 1
-        proc.wait()
+
+        def new_cog(before: set[str] = before) -> bool:
+            return project.exists() and bool(set(composites(project)) - before)
+
+        interrupted += kill_when(args, cwd=tmp_path, env=luigi_env(), ready=new_cog, delay=delay)
         now = composites(project)
         assert all(name.fullmatch(k) for k in now), sorted(now)  # no temporary under composites/
         assert {k: v for k, v in now.items() if k in expected} == now  # nothing unknown

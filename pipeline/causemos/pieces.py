@@ -178,13 +178,22 @@ class PointsFile:
         rows = [(p, sum(metadata.row_group(g).num_rows for g in self._groups[p])) for p in periods]
         return period_runs(rows, max_rows)
 
-    def read(self, periods: Sequence[int]) -> pd.DataFrame:
-        """The points of ``periods`` (ascending), in the file's order."""
+    def read(self, periods: Sequence[int], columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The points of ``periods`` (ascending), in the file's order; ``columns`` only, if given (those
+        of them the file has)."""
         groups = [group for period in periods for group in self._groups[period]]
-        return self._parquet.read_row_groups(groups, use_pandas_metadata=True).to_pandas()
+        return self._parquet.read_row_groups(
+            groups, columns=self._present(columns), use_pandas_metadata=True
+        ).to_pandas()
 
-    def read_all(self) -> pd.DataFrame:
-        return self._parquet.read(use_pandas_metadata=True).to_pandas()
+    def read_all(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        return self._parquet.read(columns=self._present(columns), use_pandas_metadata=True).to_pandas()
+
+    def _present(self, columns: Sequence[str] | None) -> list[str] | None:
+        if columns is None:
+            return None
+        names = set(self._parquet.schema_arrow.names)
+        return [c for c in columns if c in names]
 
     def close(self) -> None:
         self._handle.close()
@@ -259,24 +268,45 @@ def run_piece(
     )
 
 
+def family_columns(family: str, context: recipe.FeatureContext) -> list[str]:
+    """The columns of the points a family's objects are made from (the rest is not read): the period,
+    the values (and weights), and its own regions, qualifiers or coordinates. Read by period, a
+    ``year`` period of a large input is ~200,000 points, and the region and qualifier columns are
+    text: the tiles and the global series need none of them."""
+    values = ["t_sum", "t_mean", *([context.weight_column, "t_wavg"] if context.weight_column else [])]
+    own: dict[str, Sequence[str]] = {
+        "compute_global_timeseries": context.breakdowns,
+        "compute_regional_stats": context.present,
+        "compute_regional_timeseries": (*context.present, *context.regional_qualifiers),
+        "compute_regional_aggregation": (*context.present, *context.breakdowns),
+        "compute_tiles": recipe.LAT_LNG,
+    }
+    return list(dict.fromkeys(["timestamp", *own[family], *values]))
+
+
 def objects_by_period(piece: Piece, source: PointsFile, chunk_rows: int) -> recipe.ObjectStream:
     """The piece's objects made with one run of periods (at most ``chunk_rows`` rows, or one period) in
     memory at a time: a family whose objects are each of one period from runs of the piece's periods in
     turn; the others from :class:`recipe.PeriodChunks` of all periods (with a share of the regions, each
     run's rows of it). The same objects as from the whole points (tests/test_causemos_e2e.py)."""
     periods = source.periods
+    columns = family_columns(piece.family, piece.context)
+
+    def read(run: Sequence[int]) -> pd.DataFrame:
+        return source.read(run, columns)
+
     if piece.family not in recipe.CHUNKED_FAMILY_OBJECTS:
         mine = np.array_split(np.asarray(periods), piece.parts)[piece.part] if piece.parts > 1 else periods
         for run in source.runs([int(p) for p in mine], chunk_rows):
-            yield from recipe.FAMILY_OBJECTS[piece.family](source.read(run), piece.context)
+            yield from recipe.FAMILY_OBJECTS[piece.family](read(run), piece.context)
         return
-    chunks = recipe.PeriodChunks(source.read, source.runs(periods, chunk_rows))
+    chunks = recipe.PeriodChunks(read, source.runs(periods, chunk_rows))
     if piece.parts > 1:  # a share of the first-level regions
         chunks = chunks.map(lambda frame: piece_points(frame, piece))
     if periods:
         yield from recipe.CHUNKED_FAMILY_OBJECTS[piece.family](chunks, piece.context)
     elif piece.parts == 1:  # no points: the family's objects of none (e.g. a global series' header)
-        yield from recipe.FAMILY_OBJECTS[piece.family](source.read_all(), piece.context)
+        yield from recipe.FAMILY_OBJECTS[piece.family](source.read_all(columns), piece.context)
 
 
 def max_parts_for(client: Any, configured: int) -> int:
