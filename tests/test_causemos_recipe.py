@@ -236,6 +236,36 @@ def test_region_levels_with_a_gap_follow_the_reference():
     assert recipe.region_lists(pd.DataFrame({"feature": ["F"]}), []) is None
 
 
+def test_region_ids_are_the_rows_joined_whatever_repeats_collide_or_is_missing():
+    """Every row's id is its own columns joined (a missing level as "None"), combinations that join
+    to the same text share it, and the frame's index is kept."""
+    rows = pd.DataFrame(
+        {
+            "country": ["a__b", "a", "a__b", "x", "a"],
+            "admin1": ["c", "b__c", "c", "y", "q"],
+            "admin2": ["m", "n", "m", "m", "n"],
+        },
+        index=[10, 11, 12, 13, 14],
+    )
+    cases = [
+        (0, ["country", "admin1"]),
+        (1, ["country", "admin1"]),
+        (2, ["country", "admin2"]),
+        (2, ["admin1"]),
+    ]
+    for level, present in cases:
+        got = recipe.region_ids(rows, present, level)
+        columns = [
+            rows[c] if c in present else pd.Series("None", index=rows.index)
+            for c in recipe.REGION_LEVELS[: level + 1]
+        ]
+        want = [recipe.REGION_ID_SEPARATOR.join(values) for values in zip(*columns, strict=True)]
+        assert got.tolist() == want and list(got.index) == [10, 11, 12, 13, 14], (level, present)
+    # two combinations that join to one text: one id
+    assert recipe.region_ids(rows, ["country", "admin1"], 1).tolist()[:3] == ["a__b__c"] * 3
+    assert recipe.region_ids(rows.iloc[:0], ["country"], 1).tolist() == []
+
+
 def test_qualifier_columns_values_counts_and_limits():
     frame = pd.DataFrame(
         {
