@@ -206,11 +206,15 @@ class RasterReader:
     ``max_open``: datasets kept open, least recently used closed first; a caller that reads
     the same set of files over and over (window after window) must keep them all, or each
     read of the cycle misses: a reopen, and the decoded blocks of the closed handle gone.
+    More than the default raises the open-file limit to match, for a reader on each of the
+    process's threads (a local raster is a file descriptor).
     """
 
     def __init__(self, access: ArchiveAccess, *, max_open: int = DEFAULT_MAX_OPEN) -> None:
         self.access = access.resolved()
         self.max_open = max_open
+        if max_open > DEFAULT_MAX_OPEN:
+            allow_open_files(max_open * 2 * (os.cpu_count() or 1) + DEFAULT_MAX_OPEN)
         self._env: Any = None
         self._datasets: OrderedDict[str, Any] = OrderedDict()
         # Files that failed to open, with the error: after GDAL's whole retry chain (about a

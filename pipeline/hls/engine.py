@@ -33,7 +33,7 @@ from pipeline.errors import ItemError, PipelineError, RasterReadError
 from pipeline.failures import UnusableItem
 from pipeline.hls import cog, layout, recipe
 from pipeline.mgrs_grid import TileGrid, grid_of_item, lonlat_bbox, nominal_grid
-from pipeline.raster import DEFAULT_MAX_OPEN, ArchiveAccess, RasterReader, allow_open_files
+from pipeline.raster import DEFAULT_MAX_OPEN, ArchiveAccess, RasterReader
 from targets.store import Store
 
 log = logging.getLogger("pipeline.hls")
@@ -238,12 +238,8 @@ def month_files(scenes: Sequence[Scene]) -> int:
     and 8 bands), at least the reader's default. Every window reads them in the same cyclic
     order, which a least-recently-used cache smaller than the set turns into a miss on every
     read: on a full-size month of 35 scenes (315 files) the default 256 made 37,800 opens
-    where 315 do (67 s of CPU for the month against 16.6 s; README "Performance / HLS").
-    The open-file limit is raised to match, for the threads that each hold a month's files
-    (a local raster is a file descriptor)."""
-    files = max(DEFAULT_MAX_OPEN, len(scenes) * (len(recipe.BANDS) + 1))
-    allow_open_files(files * (os.cpu_count() or 1) * 2 + 256)
-    return files
+    where 315 do (67 s of CPU for the month against 16.6 s; README "Performance / HLS")."""
+    return max(DEFAULT_MAX_OPEN, len(scenes) * (len(recipe.BANDS) + 1))
 
 
 def block_rows(n_scenes: int, width: int = BLOCK, budget: int = WINDOW_BUDGET_BYTES) -> int:
