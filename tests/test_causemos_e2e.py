@@ -735,6 +735,57 @@ def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path, chunk_
         assert tuple(sorted(rows_of)) in read  # all periods in one read
 
 
+def test_a_worker_makes_one_period_of_more_points_than_a_batch_at_a_time(inputs, tmp_path, monkeypatch):
+    """Pieces whose periods are larger than a batch (read whole) run one at a time in a process; pieces of
+    smaller periods side by side."""
+    import contextlib
+    import threading
+
+    from pipeline.causemos.prepare import combine_points, points_parquet
+    from targets.store import Store
+
+    frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "w", 0).frame
+    rows = frame[frame["feature"] == "F2"]
+    points = combine_points([recipe.temporal_partials(rows, "month", "w")], "w")
+    store = Store(str(tmp_path))
+    store.write_bytes("points.parquet", points_parquet(points))
+    ctx = recipe.FeatureContext(
+        DATA_ID, RUN_ID, "month", "F2", tuple(recipe.region_columns(frame)), "w", ("camp",), ("camp",), 1, True
+    )  # fmt: skip
+    plan = pieces.plan_pieces(
+        "compute_regional_aggregation", ctx, points_rows=len(points.index), periods=points["timestamp"].nunique(),
+        level0_regions=2, separator_in_level0=False, points_per_piece=1, max_parts=2,
+    )  # fmt: skip
+    assert len(plan) == 2
+    sizes = points["timestamp"].value_counts()
+    made = pieces.objects_by_period
+    active, most, both_in = [0], [0], threading.Barrier(2, timeout=2)
+    lock = threading.Lock()
+
+    def watched(piece, source, chunk_rows):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_in.wait()  # both pieces inside at once, unless one waits for the other
+        yield from made(piece, source, chunk_rows)
+        with lock:
+            active[0] -= 1
+
+    monkeypatch.setattr(pieces, "objects_by_period", watched)
+    # every period larger than a batch: one at a time; none: both at once
+    for chunk_rows, expected in ((int(sizes.min()) - 1, 1), (int(sizes.max()), 2)):
+        active[0], most[0] = 0, 0
+        both_in.reset()
+        ref = pieces.StatePoints(store, "points.parquet", "digest", chunk_rows=chunk_rows)
+        threads = [threading.Thread(target=pieces.run_piece, args=(piece, ref, None, None)) for piece in plan]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert most[0] == expected, chunk_rows
+
+
 def test_period_runs_cut_at_the_bound():
     pairs = [(1, 3), (2, 4), (3, 10), (4, 1), (5, 1), (6, 2)]
     assert pieces.period_runs(pairs, 7) == ((1, 2), (3,), (4, 5, 6))
