@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import warnings
 from typing import Any
 
-from pipeline import runstats
+from pipeline import runstats, scratch
 from pipeline.errors import PipelineError
 
 RETCODES = {
@@ -196,6 +197,9 @@ def install() -> None:
     if not config.has_option("core", "log_level"):
         config.set("core", "log_level", DEFAULT_LOG_LEVEL)  # --log-level on the command line wins
     runstats.install()
+    # Working directories a killed run left (pipeline.scratch) go when the next run starts, even
+    # one that has nothing left to build.
+    scratch.sweep(tempfile.gettempdir())
     # With several luigi workers each forked task process starts its own embedded Dask
     # cluster, whose scheduler serves its HTTP endpoints on 8787 or, when that is taken, on
     # another port: harmless, but distributed says so in a four-line warning each time.

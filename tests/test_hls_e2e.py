@@ -208,7 +208,8 @@ def test_kill_9_at_any_instant_then_rerun_equals_a_clean_run(hls_run, small_hls_
     """HlsComposites killed (SIGKILL, its whole process group) at several instants after its first
     COG appeared, each time resumed by the next attempt: every file under composites/ is a whole
     COG of its final name, byte for byte the clean run's; the rerun rewrites none of them and
-    ends with exactly the clean run's composites."""
+    ends with exactly the clean run's composites, and the working directories the killed
+    processes left (pipeline.scratch) are gone."""
     import hashlib
     import re
 
@@ -228,6 +229,9 @@ def test_kill_9_at_any_instant_then_rerun_equals_a_clean_run(hls_run, small_hls_
     name = re.compile(r"composites/(\w{5})/(\d{4})/\1_\2-\d\d\.tif")
     args = [LUIGI, "--module", MODULE, *hls_args("HlsComposites", small_hls_archive, project),
             "--hls-dask-threads", "1"]  # fmt: skip
+    temporary = tmp_path / "tmp"  # the runs' system temporary directory
+    temporary.mkdir()
+    env = luigi_env({"TMPDIR": str(temporary)})
     interrupted = 0
     kept: dict[str, int] = {}  # every whole COG seen after a kill, with its mtime
     for delay in (0.0, 0.15, 0.4):  # after the attempt's first new COG appeared
@@ -236,7 +240,8 @@ def test_kill_9_at_any_instant_then_rerun_equals_a_clean_run(hls_run, small_hls_
         def new_cog(before: set[str] = before) -> bool:
             return project.exists() and bool(set(composites(project)) - before)
 
-        interrupted += kill_when(args, cwd=tmp_path, env=luigi_env(), ready=new_cog, delay=delay)
+        interrupted += kill_when(args, cwd=tmp_path, env=env, ready=new_cog, delay=delay)
+        assert list(temporary.glob("eo-extract.*"))  # the killed process's working directories
         now = composites(project)
         assert all(name.fullmatch(k) for k in now), sorted(now)  # no temporary under composites/
         assert {k: v for k, v in now.items() if k in expected} == now  # nothing unknown
@@ -245,10 +250,12 @@ def test_kill_9_at_any_instant_then_rerun_equals_a_clean_run(hls_run, small_hls_
             mtime = (project / k).stat().st_mtime_ns
             assert kept.setdefault(k, mtime) == mtime, k  # finished work never redone
     assert interrupted >= 1
-    proc_done = run_hls(*hls_args("HlsComposites", small_hls_archive, project), cwd=tmp_path)
+    final_env = luigi_env({"TMPDIR": str(temporary), "DASK_DISTRIBUTED__WORKER__DAEMON": "False"})
+    proc_done = run_hls(*hls_args("HlsComposites", small_hls_archive, project), cwd=tmp_path, env=final_env)
     assert proc_done.returncode == 0, proc_done.stderr[-3000:]
     assert composites(project) == expected
     assert all((project / k).stat().st_mtime_ns == mtime for k, mtime in kept.items())
+    assert not list(temporary.glob("eo-extract.*"))  # swept by the run after them, its own removed
 
 
 def test_dry_run_reads_and_writes_nothing(small_hls_archive, tmp_path):

@@ -44,7 +44,6 @@ import math
 import operator
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from pipeline.causemos.pieces import period_row_groups
 from pipeline.causemos.settings import RunSettings
 from pipeline.causemos.sources import Source, iter_frames
 from pipeline.errors import InputError
+from pipeline.scratch import scratch_dir
 from targets.store import Store, shared_store
 
 TIME_RESOLUTIONS_WITH_ALL = (*recipe.TIME_RESOLUTIONS, "all")
@@ -512,7 +512,7 @@ def write_spooled_points(
     """:func:`write_points` from the files' spooled partial sums, a bucket at a time (each bucket's points,
     with their first appearances, written to a local file), then merged period by period into the points
     file (:func:`merge_by_period`), uploaded (or moved) whole."""
-    workdir = tempfile.mkdtemp(prefix="causemos-points-")
+    workdir = scratch_dir("causemos-points-")
     try:
         pieces: list[str] = []
         for index, parts in enumerate(_bucket_parts(store, spooled, buckets)):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
@@ -56,6 +55,7 @@ from pipeline.causemos.settings import (
 from pipeline.config import output
 from pipeline.failures import Failure, FailureRecord, FailuresRecorded, write_record
 from pipeline.progress import Progress
+from pipeline.scratch import scratch_dir
 from pipeline.task_base import DryRunTask, UnitTask
 from targets.store import Store, shared_store
 from targets.target import StoreTarget
@@ -537,7 +537,7 @@ class CausemosDryRun(DryRunTask, _CausemosTask):
         summary.record_run(
             self.data_id, self.run_id, self.dest, kind="dry run"
         )  # the check above recorded a run
-        temporary = "" if self.scratch_location else tempfile.mkdtemp(prefix="causemos-dry-run-")
+        temporary = "" if self.scratch_location else scratch_dir("causemos-dry-run-")
         scratch = store_for(self.scratch_location or temporary)
         try:
             result = estimate(

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from pipeline.failures import UnusableItem
 from pipeline.hls import cog, layout, recipe
 from pipeline.mgrs_grid import TileGrid, grid_of_item, lonlat_bbox, nominal_grid
 from pipeline.raster import DEFAULT_MAX_OPEN, ArchiveAccess, RasterReader
+from pipeline.scratch import scratch_dir
 from targets.store import Store
 
 log = logging.getLogger("pipeline.hls")
@@ -356,7 +356,7 @@ def composite_month(
     or new ones on a Dask worker."""
     started = time.perf_counter()
     rel = layout.composite_tif(tile, year, month)
-    tmpdir = tempfile.mkdtemp(prefix=f"hls-{tile}-{year}-{month:02d}-")
+    tmpdir = scratch_dir(f"hls-{tile}-{year}-{month:02d}-")
     try:
         path = os.path.join(tmpdir, "cog.tif")
         ws = workspace or kept_per_thread("hls-workspace", recipe.Workspace)
@@ -625,7 +625,7 @@ def sample_tile(
 def _write_zarr(store: Store, rel: str, chips: npt.NDArray[np.float32], points: Sequence[Any]) -> None:
     import zarr
 
-    tmp = tempfile.mkdtemp(prefix="hls-zarr-")
+    tmp = scratch_dir("hls-zarr-")
     path = os.path.join(tmp, "store.zarr")
     try:
         root = zarr.open_group(path, mode="w", zarr_format=2)

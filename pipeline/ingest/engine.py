@@ -30,7 +30,6 @@ import logging
 import os
 import posixpath
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from pipeline.ingest.bundle import (
     parse_product_id,
     thumbnail_band_suffixes,
 )
+from pipeline.scratch import scratch_dir
 from targets.store import Store
 
 log = logging.getLogger("pipeline.ingest")
@@ -124,7 +124,7 @@ def worker_store(store: Store) -> Store:
 def _temp_dir(workdir: str) -> str:
     if workdir:
         os.makedirs(workdir, exist_ok=True)
-    return tempfile.mkdtemp(prefix="ingest-", dir=workdir or None)
+    return scratch_dir("ingest-", workdir or None)
 
 
 def _cog_to_store(

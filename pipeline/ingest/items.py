@@ -35,7 +35,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import posixpath
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +53,7 @@ from stactools.landsat.stac import create_item_from_mtl_metadata
 
 from pipeline.ingest import layout
 from pipeline.ingest.bundle import Bundle, BundleError, Member, SceneId, preferred_mtl, text_bytes
+from pipeline.scratch import temporary_dir
 
 RADIANCE_UNIT = "watt/steradian/square_meter/micrometer"
 
@@ -187,7 +187,7 @@ def create_scene_item(bundle: Bundle, dest: str) -> pystac.Item:
             bundle.href, f"unsupported sensor: {scene.product_id[:4]} (OLI-only / TIRS-only products)"
         )
     base_href = scene_base_href(dest, scene)
-    with tempfile.TemporaryDirectory(prefix="ingest-item-") as workdir:
+    with temporary_dir("ingest-item-") as workdir:
         mtl, mtl_member = load_mtl(bundle, workdir)
         # before stactools, which also parses this field but says neither which nor why
         created = product_generated(mtl, scene, bundle.href, mtl_member.name)

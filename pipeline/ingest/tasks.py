@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import posixpath
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +48,7 @@ from pipeline.ingest.access import SourceAccess
 from pipeline.ingest.bundle import BundleError, SceneId, bundle_stem, list_bundle
 from pipeline.ingest.sources import SourceBundle, list_source
 from pipeline.progress import Progress
+from pipeline.scratch import temporary_dir
 from pipeline.task_base import DryRunTask, UnitTask
 from targets.store import Store
 from targets.target import StoreTarget
@@ -384,7 +384,7 @@ class IngestParquet(_ItemsPage):
         workdir = ingest().workdir
         if workdir:
             os.makedirs(workdir, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="ingest-parquet-", dir=workdir or None) as tmp:
+        with temporary_dir("ingest-parquet-", workdir or None) as tmp:
             local = posixpath.join(tmp, "items.parquet")
             catalogue.write_parquet(items, local, collections)
             store.put_file(self.rel(), local)

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,6 +44,7 @@ from pipeline.errors import InputError, PipelineError
 from pipeline.failures import Failure, FailureRecord, UnusableItem, read_record, unique_items, write_record
 from pipeline.grid import Region, Tile, chip_tiles, get_region, tile_of
 from pipeline.raster import ArchiveAccess
+from pipeline.scratch import temporary_dir
 from pipeline.timesync import layout
 from pipeline.timesync.extract import ObservationJob, ObservationResult, run_batch
 from pipeline.timesync.plan import (
@@ -822,7 +822,7 @@ class Project:
         (a local temporary directory, removed after); each year's file is then complete
         and already sorted by (plot_id, doy), and is written (unless identical) alone."""
         plots = self.plots_of(project_id)
-        with tempfile.TemporaryDirectory(prefix="ingest-spool-") as spool_dir:
+        with temporary_dir("ingest-spool-") as spool_dir:
             years = self._spool_rows_by_year(project_id, plots, spool_dir)
             present = self.store.list_names("", "")
             files = []
