@@ -56,7 +56,7 @@ class dask(luigi.Config):
     memory_limit = luigi.Parameter(default="2GiB", description="LocalCluster memory limit per worker")
 
 
-_state: dict[str, Any] = {"pid": None, "client": None, "cluster": None}
+_state: dict[str, Any] = {"pid": None, "client": None, "cluster": None, "processes": False}
 
 
 def _close() -> None:
@@ -134,8 +134,25 @@ def get_client(config: dask | None = None) -> Any:
         )
     if _state["pid"] is None:
         atexit.register(_close)
-    _state.update(pid=os.getpid(), client=client, cluster=cluster)
+    _state.update(pid=os.getpid(), client=client, cluster=cluster, processes=bool(cluster and processes))
     return client
+
+
+def renew_embedded_workers(timeout: float = 60.0) -> bool:
+    """Restart the worker processes of the embedded cluster this process started (no-op on a
+    scheduler elsewhere, whose workers are not ours, and on threads of this process); True if
+    they were. For the end of a stage that leaves its workers' heaps grown (freed memory that
+    glibc and Arrow's allocator keep) before a stage of other work: call it only when nothing
+    else runs on the cluster. A failure to restart is logged, not raised (the work goes on in
+    the workers as they are)."""
+    if not has_client() or _state.get("cluster") is None or not _state.get("processes"):
+        return False
+    try:
+        _state["client"].restart(timeout=timeout, wait_for_workers=True)
+    except Exception as exc:  # memory hygiene only: never the reason a run fails
+        log.warning("could not restart the embedded Dask workers: %s", exc)
+        return False
+    return True
 
 
 def dask_threads(in_process: bool, threads: int) -> int | None:

@@ -221,3 +221,15 @@ def test_embedded_cluster_workers_do_not_trim_malloc_on_every_free():
     assert environ and all(
         e == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"} for e in environ.values()
     ), environ
+
+
+def test_embedded_workers_are_renewed_between_stages():
+    """The embedded cluster's worker processes are restarted: new processes, as many, working."""
+    from pipeline import cluster
+
+    client = cluster.get_client()
+    before = set(client.run(os.getpid).values())
+    assert cluster.renew_embedded_workers()
+    after = set(client.run(os.getpid).values())
+    assert len(after) == len(before) and not after & before
+    assert client.submit(sum, [1, 2, 3]).result() == 6  # and they work

@@ -173,6 +173,9 @@ class CausemosPrepare(_CausemosTask):
         store.check()
         self.show_status("reading and aggregating the input on Dask")
         prepared = prepare(cluster.get_client(), self.settings, store, self.fingerprint)
+        # The output tasks come next, alone on the cluster: worker heaps grown by reading and adding up
+        # the input (~300-370 MiB each at 4 million rows) would sit under every output piece.
+        cluster.renew_embedded_workers()
         info = prepared.info
         summary.record_input(info["num_rows"], len(info["features"]), len(self.settings.sources))
         owned = self.owned()
