@@ -145,7 +145,7 @@ def renew_embedded_workers(timeout: float = 60.0) -> bool:
     glibc and Arrow's allocator keep) before a stage of other work: call it only when nothing
     else runs on the cluster. A failure to restart is logged, not raised (the work goes on in
     the workers as they are)."""
-    if not has_client() or _state.get("cluster") is None or not _state.get("processes"):
+    if not has_client() or not _state["processes"]:  # processes: of an embedded cluster only
         return False
     try:
         _state["client"].restart(timeout=timeout, wait_for_workers=True)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 OWNER_PREFIX = "eo-extract."
 _OWNER = re.compile(r"^eo-extract\.(\d+)\.(\d+)$")
 
-_owned: dict[str, str] = {}  # base -> this process's directory under it
+_owned: dict[tuple[int, str], str] = {}  # (pid, base) -> the process's directory under base (a fork's own)
 _lock = threading.Lock()
 
 
@@ -33,31 +33,24 @@ def process_start(pid: int) -> int | None:
     does not run (or there is no ``/proc``)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
         return None
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int, start: int) -> bool:
-    if not os.path.isdir("/proc"):
-        return True  # cannot tell: keep it
-    return process_start(pid) == start
 
 
 def sweep(base: str) -> list[str]:
-    """Remove the scratch directories under ``base`` of processes that no longer run; returns them."""
-    removed: list[str] = []
+    """Remove the scratch directories under ``base`` of processes that no longer run; returns them
+    (none on a machine without ``/proc``, where that cannot be told)."""
+    if not os.path.isdir("/proc"):
+        return []
     try:
         names = os.listdir(base)
     except OSError:
-        return removed
+        return []
+    removed = []
     for name in names:
         match = _OWNER.match(name)
-        if match is None or _alive(int(match.group(1)), int(match.group(2))):
+        if match is None or process_start(int(match.group(1))) == int(match.group(2)):
             continue
         path = os.path.join(base, name)
         shutil.rmtree(path, ignore_errors=True)
@@ -66,19 +59,17 @@ def sweep(base: str) -> list[str]:
 
 
 def _owner_dir(base: str) -> str:
-    base = os.path.abspath(base)
-    pid = os.getpid()
+    key = (os.getpid(), os.path.abspath(base))
     with _lock:
-        known = _owned.get(base)
-        if known is not None and os.path.basename(known).split(".")[1] == str(pid):
+        known = _owned.get(key)
+        if known is not None:
             os.makedirs(known, exist_ok=True)
             return known
-        start = process_start(pid) or 0
-        path = os.path.join(base, f"{OWNER_PREFIX}{pid}.{start}")
+        path = os.path.join(key[1], f"{OWNER_PREFIX}{key[0]}.{process_start(key[0]) or 0}")
         os.makedirs(path, exist_ok=True)
-        _owned[base] = path
+        _owned[key] = path
         atexit.register(_remove_if_empty, path)
-    sweep(base)
+    sweep(key[1])
     return path
 
 

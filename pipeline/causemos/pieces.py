@@ -320,11 +320,12 @@ def objects_by_period(piece: Piece, source: PointsFile, chunk_rows: int) -> reci
     def read(run: Sequence[int]) -> pd.DataFrame:
         return source.read(run, columns)
 
+    runs = source.runs(piece_periods(piece, periods), chunk_rows)
     if piece.family not in recipe.CHUNKED_FAMILY_OBJECTS:
-        for run in source.runs(piece_periods(piece, periods), chunk_rows):
+        for run in runs:
             yield from recipe.FAMILY_OBJECTS[piece.family](read(run), piece.context)
         return
-    chunks = recipe.PeriodChunks(read, source.runs(periods, chunk_rows))
+    chunks = recipe.PeriodChunks(read, runs)
     if piece.parts > 1:  # a share of the first-level regions
         chunks = chunks.map(lambda frame: piece_points(frame, piece))
     if periods:

@@ -122,9 +122,7 @@ def worker_store(store: Store) -> Store:
 
 
 def _temp_dir(workdir: str) -> str:
-    if workdir:
-        os.makedirs(workdir, exist_ok=True)
-    return scratch_dir("ingest-", workdir or None)
+    return scratch_dir("ingest-", workdir or None)  # workdir made if missing
 
 
 def _cog_to_store(

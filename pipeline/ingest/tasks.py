@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import posixpath
 from collections.abc import Iterator
 from typing import Any
@@ -381,10 +380,7 @@ class IngestParquet(_ItemsPage):
                 collections[collection_id] = json.loads(
                     store.read_text(layout.collection_json(collection_id))
                 )
-        workdir = ingest().workdir
-        if workdir:
-            os.makedirs(workdir, exist_ok=True)
-        with temporary_dir("ingest-parquet-", workdir or None) as tmp:
+        with temporary_dir("ingest-parquet-", ingest().workdir or None) as tmp:  # workdir made if missing
             local = posixpath.join(tmp, "items.parquet")
             catalogue.write_parquet(items, local, collections)
             store.put_file(self.rel(), local)
