@@ -673,17 +673,22 @@ def test_each_family_reads_only_the_columns_it_is_made_from(tmp_path):
         source.close()
 
 
+@pytest.mark.parametrize("block_rows", [recipe.PERIOD_BLOCK_ROWS, 7])
 @pytest.mark.parametrize("chunk_rows", [1, 50, 10**9])
-def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path, chunk_rows):
+def test_points_by_period_make_the_objects_of_the_whole(
+    inputs, tmp_path, monkeypatch, chunk_rows, block_rows
+):
     """Points too many to hold are written sorted by period, a row group per period, and every family is
-    made a run of periods (at most ``chunk_rows`` rows, or one period) at a time from them
+    made a run of periods (at most ``chunk_rows`` rows), or a block of a larger period, at a time from them
     (pieces.objects_by_period): the objects equal, byte for byte, those made from the whole points in the
-    recipe's own (unsorted) order, whole and in pieces."""
+    recipe's own (unsorted) order, whole and in pieces. With blocks of 7 points (periods of 21-30), every
+    period is summed block by block, whether read whole or a block at a time."""
     import pyarrow.parquet as pq
 
     from pipeline.causemos.prepare import combine_points, points_parquet
     from targets.store import Store
 
+    monkeypatch.setattr(recipe, "PERIOD_BLOCK_ROWS", block_rows)
     frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "w", 0).frame
     rows = frame[frame["feature"] == "F2"]
     points = recipe.temporal_aggregation(rows, "month", "w").drop(columns=["feature"])
@@ -701,6 +706,7 @@ def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path, chunk_
         ("camp",), 1, True,
     )  # fmt: skip
     read: list[tuple[int, ...]] = []
+    blocks: dict[int, list[int]] = defaultdict(list)  # period -> rows of each block read, in turn
     for family in recipe.OUTPUT_TASKS:
         whole = dict(recipe.FAMILY_OBJECTS[family](points, ctx))
         assert whole, family
@@ -712,10 +718,20 @@ def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path, chunk_
             made: dict[str, bytes] = {}
             for piece in plan:
                 source = pieces.PointsFile(ref)
-                original = source.read
+                original, original_blocks = source.read, source.read_blocks
+
+                def read_blocks(period, columns, rows, original_blocks=original_blocks):
+                    sizes = []
+                    for number, block in enumerate(original_blocks(period, columns, rows)):
+                        assert (block[recipe.BLOCK] == number).all()
+                        sizes.append(len(block.index))
+                        yield block
+                    blocks[period].append(sizes)
+
                 source.read = lambda run, columns=None, original=original: (  # type: ignore[method-assign]
                     read.append(tuple(run)) or original(run, columns)
                 )
+                source.read_blocks = read_blocks  # type: ignore[method-assign]
                 try:
                     objects = dict(pieces.objects_by_period(piece, source, chunk_rows))
                 finally:
@@ -723,67 +739,116 @@ def test_points_by_period_make_the_objects_of_the_whole(inputs, tmp_path, chunk_
                 assert not set(objects) & set(made), (family, piece.label)
                 made.update(objects)
             assert made == whole, (family, parts)
-    assert {p for run in read for p in run} == set(points["timestamp"].tolist())
-    for run in read:  # each read a run of consecutive periods within the bound (or a single period)
+    assert {p for run in read for p in run} | set(blocks) == set(points["timestamp"].tolist())
+    for run in read:  # each read a run of consecutive periods within the bound (or a period of a block)
         assert list(run) == sorted(run)
-        assert len(run) == 1 or sum(rows_of[p] for p in run) <= chunk_rows
+        assert sum(rows_of[p] for p in run) <= max(chunk_rows, block_rows)
+    for period, reads in blocks.items():  # a period over the bound: a block at a time, all of it
+        assert rows_of[period] > chunk_rows
+        for sizes in reads:
+            assert sum(sizes) == rows_of[period] and max(sizes) <= block_rows
+            assert all(size == block_rows for size in sizes[:-1])
     if chunk_rows == 1:
-        assert all(len(run) == 1 for run in read)  # really read period by period
+        assert not read and set(blocks) == set(rows_of)  # every period read by blocks
+        if block_rows == 7:
+            assert all(len(sizes) > 1 for reads in blocks.values() for sizes in reads)
     if chunk_rows == 50:  # periods of 21-30 rows
         assert {len(run) > 1 for run in read} == {True, False}  # runs of several periods, and of one
+        assert not blocks
     if chunk_rows == 10**9:
         assert tuple(sorted(rows_of)) in read  # all periods in one read
 
 
-def test_a_worker_makes_one_period_of_more_points_than_a_batch_at_a_time(inputs, tmp_path, monkeypatch):
-    """Pieces whose periods are larger than a batch (read whole) run one at a time in a process; pieces of
-    smaller periods side by side."""
-    import contextlib
-    import threading
-
-    from pipeline.causemos.prepare import combine_points, points_parquet
+def test_a_period_is_read_a_block_at_a_time_across_its_row_groups(tmp_path, monkeypatch):
+    """A period written in several row groups (over ``POINTS_ROW_GROUP_ROWS``) read in blocks: blocks of
+    exactly the size asked (cut across row groups), in order, together the period as read whole."""
+    from pipeline.causemos import prepare
     from targets.store import Store
 
-    frame = recipe.validate_and_fix(recipe.concat_input_frames(read_frames(inputs)), "w", 0).frame
-    rows = frame[frame["feature"] == "F2"]
-    points = combine_points([recipe.temporal_partials(rows, "month", "w")], "w")
-    store = Store(str(tmp_path))
-    store.write_bytes("points.parquet", points_parquet(points))
-    ctx = recipe.FeatureContext(
-        DATA_ID, RUN_ID, "month", "F2", tuple(recipe.region_columns(frame)), "w", ("camp",), ("camp",), 1, True
-    )  # fmt: skip
-    plan = pieces.plan_pieces(
-        "compute_regional_aggregation", ctx, points_rows=len(points.index), periods=points["timestamp"].nunique(),
-        level0_regions=2, separator_in_level0=False, points_per_piece=1, max_parts=2,
-    )  # fmt: skip
-    assert len(plan) == 2
-    sizes = points["timestamp"].value_counts()
-    made = pieces.objects_by_period
-    active, most, both_in = [0], [0], threading.Barrier(2, timeout=2)
-    lock = threading.Lock()
+    monkeypatch.setattr(prepare, "POINTS_ROW_GROUP_ROWS", 10)
+    rng = np.random.default_rng(5)
+    points = pd.DataFrame({
+        "timestamp": np.repeat([0, 1, 2], [4, 37, 9]),
+        "country": rng.choice(["A", "B", None], 50),
+        "t_sum": rng.normal(size=50), "t_mean": rng.normal(size=50),
+    })  # fmt: skip
+    Store(str(tmp_path)).write_bytes("points.parquet", prepare.points_parquet(points))
+    source = pieces.PointsFile(pieces.StatePoints(Store(str(tmp_path)), "points.parquet", "digest", 1))
+    try:
+        assert source._parquet.metadata.num_row_groups == 1 + 4 + 1
+        for block_rows in (1, 7, 10, 36, 37, 100):
+            blocks = list(source.read_blocks(1, ["timestamp", "country", "t_sum"], block_rows))
+            assert [len(b.index) for b in blocks[:-1]] == [block_rows] * (len(blocks) - 1)
+            assert [int(b[recipe.BLOCK].unique()[0]) for b in blocks] == list(range(len(blocks)))
+            joined = pd.concat(blocks, ignore_index=True).drop(columns=[recipe.BLOCK])
+            pd.testing.assert_frame_equal(joined, source.read([1], ["timestamp", "country", "t_sum"]))
+    finally:
+        source.close()
 
-    def watched(piece, source, chunk_rows):
-        with lock:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        with contextlib.suppress(threading.BrokenBarrierError):
-            both_in.wait()  # both pieces inside at once, unless one waits for the other
-        yield from made(piece, source, chunk_rows)
-        with lock:
-            active[0] -= 1
 
-    monkeypatch.setattr(pieces, "objects_by_period", watched)
-    # every period larger than a batch: one at a time; none: both at once
-    for chunk_rows, expected in ((int(sizes.min()) - 1, 1), (int(sizes.max()), 2)):
-        active[0], most[0] = 0, 0
-        both_in.reset()
-        ref = pieces.StatePoints(store, "points.parquet", "digest", chunk_rows=chunk_rows)
-        threads = [threading.Thread(target=pieces.run_piece, args=(piece, ref, None, None)) for piece in plan]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert most[0] == expected, chunk_rows
+def _kahan(values: list[float]) -> float:
+    """Compensated sum in order, NaN skipped (pandas' group_sum, written out)."""
+    total = compensation = 0.0
+    for value in values:
+        if value != value:
+            continue
+        y = value - compensation
+        t = total + y
+        compensation = t - total - y
+        if compensation != compensation:
+            compensation = 0.0
+        total = t
+    return total
+
+
+def test_a_period_over_a_block_is_summed_block_by_block(monkeypatch):
+    """Sums of a period of more points than a block: each block's compensated sum, the blocks' sums then
+    added in order (computed here point by point); a period of up to a block: one compensated sum. Counts,
+    minima and maxima of the whole period. Within 1e-12 of the exact sum either way."""
+    monkeypatch.setattr(recipe, "PERIOD_BLOCK_ROWS", 50)
+    rng = np.random.default_rng(11)
+    stamps = np.repeat([7, 3, 5], [180, 50, 20])
+    rng.shuffle(stamps)
+    values = rng.normal(scale=1e6, size=250) * 10.0 ** rng.integers(-8, 8, 250)
+    values[[4, 90]] = np.nan
+    points = pd.DataFrame({"timestamp": stamps, "t_sum": values, "t_mean": values / 3})
+    table, _ = recipe.spatial_aggregation(points, ["timestamp"], recipe.SUMMARY_AGGS)
+    for _, row in table.iterrows():
+        period = points[points["timestamp"] == row["timestamp"]]
+        for value in ("t_sum", "t_mean"):
+            column = period[value].tolist()
+            blocks = [_kahan(column[start : start + 50]) for start in range(0, len(column), 50)]
+            expected = blocks[0]
+            for block in blocks[1:]:
+                expected = expected + block
+            assert row[f"s_sum_{value}"] == expected, (row["timestamp"], value, len(column))
+            assert math.isclose(row[f"s_sum_{value}"], math.fsum(v for v in column if v == v), rel_tol=1e-12)
+            assert row[f"s_min_{value}"] == np.nanmin(column) and row[f"s_max_{value}"] == np.nanmax(column)
+        assert row["s_count"] == period["t_mean"].notna().sum()
+    assert sorted(table["timestamp"]) == [3, 5, 7]
+    # read a block at a time, a share of the regions each (none at all in period 7's blocks): the same
+    points["country"] = np.where(np.arange(250) % 5 == 0, "A", "B")
+    ordered = points.sort_values("timestamp", kind="stable", ignore_index=True)
+    ordered.loc[ordered.index[70:], "country"] = "B"  # period 7 (rows 70-249): none of the share
+    blocks = {p: [] for p in (3, 5, 7)}
+    for period, rows in ordered.groupby("timestamp", sort=True):
+        for number, start in enumerate(range(0, len(rows.index), 50)):
+            blocks[period].append(rows.iloc[start : start + 50].assign(**{recipe.BLOCK: number}))
+    chunks = recipe.PeriodChunks(
+        read=lambda run: ordered[ordered["timestamp"].isin(run)],
+        runs=((3, 5), (7,)),
+        read_blocks=lambda period: iter(blocks[period]),
+        by_block=frozenset({7}),
+    ).map(lambda frame: frame[frame["country"] == "A"])
+    assert [len(b.index) for b in blocks[7]] == [50, 50, 50, 30]
+    assert not any((b["country"] == "A").any() for b in blocks[7]) and (ordered["country"] == "A").any()
+    shared, _ = recipe.spatial_aggregation(chunks, ["timestamp", "country"], recipe.SUMMARY_AGGS)
+    whole, _ = recipe.spatial_aggregation(
+        recipe.with_period_blocks(ordered).query("country == 'A'"),
+        ["timestamp", "country"],
+        recipe.SUMMARY_AGGS,
+    )
+    pd.testing.assert_frame_equal(shared, whole, check_exact=True)
 
 
 def test_period_runs_cut_at_the_bound():

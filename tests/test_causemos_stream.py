@@ -280,8 +280,13 @@ def spooled_prepare(client: Any, settings: Any, batch_rows: int, root: Path) -> 
                 for i in range(parquet.metadata.num_row_groups)
             ]
             periods = [int(s.min) for s in stamps]
-            # a row group per period, periods ascending (pieces.PointsFile reads a period alone)
-            assert all(int(s.min) == int(s.max) for s in stamps) and periods == sorted(set(periods))
+            # row groups each of one period, periods ascending (pieces.PointsFile reads a period alone); a
+            # period in several only when it has more points than a batch (the merge holds a batch)
+            assert all(int(s.min) == int(s.max) for s in stamps) and periods == sorted(periods)
+            sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+            for period in set(periods):
+                held = [size for size, p in zip(sizes, periods, strict=True) if p == period]
+                assert len(held) == 1 or (sum(held) > batch_rows and all(s >= batch_rows for s in held[:-1]))
             assert (
                 written["digest"] == object_digest(path.read_bytes())
                 and written["size"] == path.stat().st_size
@@ -328,7 +333,7 @@ def test_spooled_features_give_the_whole_files_points(case: str, tmp_path: Path,
 def test_spooled_points_without_a_spool_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing was spooled"):
         prepare_module.write_spooled_points(
-            [[]], 3, "", __import__("targets.store").store.Store(str(tmp_path)), "x.parquet"
+            [[]], 3, "", __import__("targets.store").store.Store(str(tmp_path)), "x.parquet", 100
         )
 
 
@@ -386,3 +391,30 @@ def test_luigi_run_in_batches_equals_the_recipe(tmp_path: Path) -> None:
         env=env, cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert got.stdout.strip() == "7"
+
+
+def test_shares_merge_in_order_of_first_appearance_a_table_at_a_time() -> None:
+    """Shares of a period, each in order of first appearance, read in small tables: merged in that order,
+    a few tables at a time (each at most a table of each share); a share out of order is an error, not a silent misorder."""
+    first = recipe.FIRST_APPEARANCE
+    rng = np.random.default_rng(3)
+    order = rng.permutation(60)
+    shares = [np.sort(order[i::3]) for i in range(3)]  # three interleaved shares of 0..59
+
+    def stream(index: int, values: np.ndarray, size: int) -> Any:
+        for start in range(0, len(values), size):
+            yield pa.table({first: values[start : start + size], "v": values[start : start + size] * 2.0})
+
+    merged = list(
+        prepare_module._merge_in_order([stream(i, v, 4) for i, v in enumerate(shares)], ["a", "b", "c"])
+    )
+    joined = pa.concat_tables(merged)
+    assert joined.column(first).to_pylist() == list(range(60))
+    assert joined.column("v").to_pylist() == [2.0 * v for v in range(60)]
+    assert len(merged) > 3 and max(t.num_rows for t in merged) <= 3 * 4
+    with pytest.raises(ValueError, match="b: points not in order of first appearance"):
+        list(
+            prepare_module._merge_in_order(
+                [stream(0, shares[0], 4), stream(1, shares[1][::-1], 4)], ["a", "b"]
+            )
+        )

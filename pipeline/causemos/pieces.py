@@ -16,19 +16,19 @@ their original order, so its bytes are those of the whole computation:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.causemos import recipe
@@ -177,10 +177,6 @@ class PointsFile:
         metadata = self._parquet.metadata
         return sum(metadata.row_group(g).num_rows for g in self._groups[period])
 
-    def largest_period(self, periods: Sequence[int]) -> int:
-        """The points of the largest of ``periods`` (0 for none)."""
-        return max((self.rows(p) for p in periods), default=0)
-
     def runs(self, periods: Sequence[int], max_rows: int) -> tuple[tuple[int, ...], ...]:
         """``periods`` (ascending) as runs of at most ``max_rows`` rows (:func:`period_runs`), from the row
         groups' row counts: no data read."""
@@ -193,6 +189,37 @@ class PointsFile:
         return self._parquet.read_row_groups(
             groups, columns=self._present(columns), use_pandas_metadata=True
         ).to_pandas()
+
+    def read_blocks(
+        self, period: int, columns: Sequence[str] | None, block_rows: int
+    ) -> Iterator[pd.DataFrame]:
+        """The points of ``period`` in their order, ``block_rows`` at a time (the last block fewer), each
+        with its number (:data:`recipe.BLOCK`): streamed from the period's row groups, so no more than
+        about a block is held, however many points the period has."""
+        pending: list[pa.RecordBatch] = []
+        held = block = 0
+        batches = self._parquet.iter_batches(
+            batch_size=block_rows,
+            row_groups=self._groups[period],
+            columns=self._present(columns),
+            use_pandas_metadata=True,
+        )
+        for batch in batches:
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= block_rows:  # a row group's last batch may be short: blocks cut across them
+                table = pa.Table.from_batches(pending)
+                yield self._block(table.slice(0, block_rows), block)
+                block += 1
+                rest = table.slice(block_rows)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            yield self._block(pa.Table.from_batches(pending), block)
+
+    def _block(self, table: pa.Table, number: int) -> pd.DataFrame:
+        frame = table.replace_schema_metadata(self._parquet.schema_arrow.metadata).to_pandas()
+        frame[recipe.BLOCK] = number
+        return frame
 
     def read_all(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         return self._parquet.read(columns=self._present(columns), use_pandas_metadata=True).to_pandas()
@@ -245,14 +272,6 @@ class PieceResult:
     seconds: float
 
 
-# A worker process makes the objects of one period of more points than a batch at a time (its other
-# threads go on with pieces of smaller periods): such a period is read whole (~170 MiB over a worker's
-# base for ~206,000 points), and two at once made a worker's peak grow with the periods' points. At 4
-# million rows (year periods of that size): process tree 1,273 -> 1,145 MiB, a worker 551 -> 488 (1
-# million rows, no period over a batch: 949). The wall time did not grow (157 s against 170).
-_LARGE_PERIODS = threading.Lock()
-
-
 def piece_periods(piece: Piece, periods: Sequence[int]) -> Sequence[int]:
     """The periods a piece reads: its share of them (a split by periods), else all."""
     if piece.split == "periods" and piece.parts > 1:
@@ -270,14 +289,13 @@ def run_piece(
         if isinstance(points, StatePoints) and points.chunk_rows:
             source = PointsFile(points)
             try:
-                large = source.largest_period(piece_periods(piece, source.periods)) > points.chunk_rows
-                with _LARGE_PERIODS if large else contextlib.nullcontext():
-                    writer.put_all(objects_by_period(piece, source, points.chunk_rows))
+                writer.put_all(objects_by_period(piece, source, points.chunk_rows))
             finally:
                 source.close()
         else:
             frame = load_points(points) if isinstance(points, StatePoints) else points
-            subset = piece_points(frame, piece)
+            # the blocks of a period are its own points' (before a share of the regions is taken)
+            subset = piece_points(recipe.with_period_blocks(frame), piece)
             if len(subset.index) or piece.parts == 1:  # a share of the periods or regions may be empty
                 writer.put_all(recipe.FAMILY_OBJECTS[piece.family](subset, piece.context))
     finally:
@@ -310,28 +328,31 @@ def family_columns(family: str, context: recipe.FeatureContext) -> list[str]:
 
 
 def objects_by_period(piece: Piece, source: PointsFile, chunk_rows: int) -> recipe.ObjectStream:
-    """The piece's objects made with one run of periods (at most ``chunk_rows`` rows, or one period) in
-    memory at a time: a family whose objects are each of one period from runs of the piece's periods in
-    turn; the others from :class:`recipe.PeriodChunks` of all periods (with a share of the regions, each
-    run's rows of it). The same objects as from the whole points (tests/test_causemos_e2e.py)."""
+    """The piece's objects made with one run of periods (at most ``chunk_rows`` rows), or one block of a
+    larger period (:data:`recipe.PERIOD_BLOCK_ROWS`), in memory at a time: a family whose objects are each
+    of one period from runs of the piece's periods in turn; the others from :class:`recipe.PeriodChunks`
+    of all periods (with a share of the regions, each run's rows of it). The same objects as from the
+    whole points (tests/test_causemos_e2e.py)."""
     periods = source.periods
     columns = family_columns(piece.family, piece.context)
-
-    def read(run: Sequence[int]) -> pd.DataFrame:
-        return source.read(run, columns)
-
     runs = source.runs(piece_periods(piece, periods), chunk_rows)
-    if piece.family not in recipe.CHUNKED_FAMILY_OBJECTS:
+    chunks = recipe.PeriodChunks(
+        read=lambda run: source.read(run, columns),
+        runs=runs,
+        read_blocks=lambda period: source.read_blocks(period, columns, recipe.PERIOD_BLOCK_ROWS),
+        by_block=frozenset(p for p in periods if source.rows(p) > chunk_rows),
+    )
+    make = recipe.FAMILY_OBJECTS[piece.family]
+    if piece.family in recipe.PER_PERIOD_FAMILIES:
         for run in runs:
-            yield from recipe.FAMILY_OBJECTS[piece.family](read(run), piece.context)
+            yield from make(replace(chunks, runs=(run,)), piece.context)
         return
-    chunks = recipe.PeriodChunks(read, runs)
     if piece.parts > 1:  # a share of the first-level regions
         chunks = chunks.map(lambda frame: piece_points(frame, piece))
     if periods:
-        yield from recipe.CHUNKED_FAMILY_OBJECTS[piece.family](chunks, piece.context)
+        yield from make(chunks, piece.context)
     elif piece.parts == 1:  # no points: the family's objects of none (e.g. a global series' header)
-        yield from recipe.FAMILY_OBJECTS[piece.family](source.read_all(columns), piece.context)
+        yield from make(source.read_all(columns), piece.context)
 
 
 def max_parts_for(client: Any, configured: int) -> int:

@@ -507,7 +507,12 @@ def _bucket_parts(
 
 
 def write_spooled_points(
-    spooled: Sequence[Sequence[SpoolPiece]], buckets: int, weight_column: str, store: Store, key: str
+    spooled: Sequence[Sequence[SpoolPiece]],
+    buckets: int,
+    weight_column: str,
+    store: Store,
+    key: str,
+    batch_rows: int,
 ) -> PointsWritten:
     """:func:`write_points` from the files' spooled partial sums, a bucket at a time (each bucket's points,
     with their first appearances, written to a local file), then merged period by period into the points
@@ -523,7 +528,7 @@ def write_spooled_points(
         if not pieces:
             raise ValueError(f"{key}: nothing was spooled for these points")
         merged = os.path.join(workdir, "points.parquet")
-        rows, periods = merge_by_period(pieces, merged)
+        rows, periods = merge_by_period(pieces, merged, batch_rows)
         size = os.path.getsize(merged)
         digest = file_digest(merged)
         shared_store(store).put_file(key, merged)
@@ -554,11 +559,13 @@ def _without_first_appearance(schema: pa.Schema) -> pa.Schema:
     return schema.remove(schema.get_field_index(name)).with_metadata(metadata)
 
 
-def merge_by_period(paths: Sequence[str], merged: str) -> tuple[int, int]:
-    """Points files of shares of the points (each sorted by period, a row group per period; a period may
-    lie in several) as one, sorted by period with a row group per period; rows and periods. A period's
-    shares are put in order of first appearance (:data:`recipe.FIRST_APPEARANCE`, then dropped), so the
-    period's points are those of the whole, in its order; only one period is held at a time."""
+def merge_by_period(paths: Sequence[str], merged: str, batch_rows: int) -> tuple[int, int]:
+    """Points files of shares of the points (each sorted by period, a period's points in order of first
+    appearance; a period may lie in several) as one, sorted by period, a period's shares merged in order
+    of first appearance (:data:`recipe.FIRST_APPEARANCE`, then dropped), so the period's points are those
+    of the whole, in its order; rows and periods. Streamed: about ``batch_rows`` points of a period are
+    held at a time (:func:`_merge_in_order`), written as row groups of up to that many, each of one period
+    (a period of more points is in several)."""
     files = [pq.ParquetFile(path) for path in paths]
     try:
         schema = _merged_schema([f.schema_arrow for f in files])
@@ -574,21 +581,73 @@ def merge_by_period(paths: Sequence[str], merged: str) -> tuple[int, int]:
         rows = 0
         with pq.ParquetWriter(merged, output) as writer:
             for period in sorted(groups):
-                table = pa.concat_tables(
-                    [
-                        files[number].read_row_groups(indexes).cast(schema)
-                        for number, indexes in groups[period]
-                    ]
-                )
-                if recipe.FIRST_APPEARANCE in table.column_names:
-                    order = pc.sort_indices(table, sort_keys=[(recipe.FIRST_APPEARANCE, "ascending")])
-                    table = table.take(order).drop_columns([recipe.FIRST_APPEARANCE])
-                writer.write_table(table.cast(output), row_group_size=POINTS_ROW_GROUP_ROWS)
-                rows += table.num_rows
+                share_rows = max(1, batch_rows // len(groups[period]))
+                streams = [
+                    (
+                        pa.Table.from_batches([batch]).cast(schema)
+                        for batch in files[number].iter_batches(batch_size=share_rows, row_groups=indexes)
+                    )
+                    for number, indexes in groups[period]
+                ]
+                names = [paths[number] for number, _ in groups[period]]
+                held: list[pa.Table] = []
+                ordered = (
+                    _merge_in_order(streams, names) if recipe.FIRST_APPEARANCE in schema.names else streams[0]
+                )  # without first appearances, the period is in one share (checked above)
+                for table in ordered:
+                    if recipe.FIRST_APPEARANCE in table.column_names:
+                        table = table.drop_columns([recipe.FIRST_APPEARANCE])
+                    held.append(table.cast(output))
+                    if sum(t.num_rows for t in held) >= batch_rows:
+                        writer.write_table(pa.concat_tables(held), row_group_size=POINTS_ROW_GROUP_ROWS)
+                        rows += sum(t.num_rows for t in held)
+                        held = []
+                if held:
+                    writer.write_table(pa.concat_tables(held), row_group_size=POINTS_ROW_GROUP_ROWS)
+                    rows += sum(t.num_rows for t in held)
     finally:
         for parquet in files:
             parquet.close()
     return rows, len(groups)
+
+
+def _merge_in_order(streams: Sequence[Iterator[pa.Table]], names: Sequence[str]) -> Iterator[pa.Table]:
+    """The rows of ``streams`` (each in ascending :data:`recipe.FIRST_APPEARANCE`) merged in that order, a table at a time: a stream's next table is read
+    only once its last one is used up, so what is held is about one table per stream. Rows up to the
+    least of the last appearances held by the streams that go on are complete: no later row comes before
+    them."""
+    name = recipe.FIRST_APPEARANCE
+    buffers: list[pa.Table | None] = [None] * len(streams)
+    going = [True] * len(streams)
+    last = [-1] * len(streams)  # the last first appearance read from each stream
+    while True:
+        for index, stream in enumerate(streams):
+            while going[index] and (buffers[index] is None or not buffers[index].num_rows):  # type: ignore[union-attr]
+                table = next(stream, None)
+                if table is None:
+                    going[index] = False
+                    break
+                firsts = table.column(name).to_numpy()
+                if len(firsts) and (firsts[0] < last[index] or (np.diff(firsts) < 0).any()):
+                    raise ValueError(f"{names[index]}: points not in order of first appearance")
+                if len(firsts):
+                    last[index] = int(firsts[-1])
+                buffers[index] = table
+        holding = [i for i, table in enumerate(buffers) if table is not None and table.num_rows]
+        if not holding:
+            return
+        limit = min((last[i] for i in holding if going[i]), default=None)
+        taken: list[pa.Table] = []
+        for index in holding:
+            table = buffers[index]
+            assert table is not None
+            count = table.num_rows
+            if limit is not None:
+                count = int(np.searchsorted(table.column(name).to_numpy(), limit, side="right"))
+            taken.append(table.slice(0, count))
+            buffers[index] = table.slice(count)
+        merged = pa.concat_tables(taken)
+        yield merged.take(pc.sort_indices(merged, sort_keys=[(name, "ascending")]))
 
 
 def summarise_spooled(
@@ -722,7 +781,9 @@ def prepare(client: Any, settings: RunSettings, store: Store, fingerprint: str) 
             parts = parts_of(feature.key, time_res)
             rel = points_key(d, r, fingerprint, time_res, feature.index)
             points_futures[(feature.key, time_res)] = (
-                client.submit(write_spooled_points, parts, buckets, weight, store, rel, pure=False)
+                client.submit(
+                    write_spooled_points, parts, buckets, weight, store, rel, rows_per_batch, pure=False
+                )
                 if buckets
                 else client.submit(write_points, parts, weight, store, rel, pure=False)
             )

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -630,17 +630,69 @@ def aggregate_columns(aggs: Sequence[str], weighted: bool) -> list[str]:
     return columns
 
 
+# A period's points are summed a block of this many at a time, in their order: each block's sums are the
+# compensated sums of its points, and the blocks' sums are then added one after the other. The same
+# whether a period is read whole or a block at a time, so an output task holds at most a block of a large
+# period (a ``year`` of a large input holds millions of points) and makes the same objects, bit for bit.
+# A period of up to a block (every period of a small input) is summed exactly as before, in one pass. The
+# reference adds the sums of its Dask partitions the same way.
+PERIOD_BLOCK_ROWS = 100_000
+BLOCK = "_block"  # a point's block in its period, when its period has more points than a block
+
+
+def with_period_blocks(points: pd.DataFrame) -> pd.DataFrame:
+    """``points`` (whole periods, in order) with each point's block in its period (:data:`BLOCK`: its
+    position among the period's points // :data:`PERIOD_BLOCK_ROWS`) when a period has more points than a
+    block; else as they are. Set where whole periods are in hand, before a share of them is taken."""
+    block_rows = PERIOD_BLOCK_ROWS
+    if BLOCK in points.columns or len(points.index) <= block_rows:
+        return points
+    positions = points.groupby("timestamp", sort=False).cumcount().to_numpy()
+    if positions.max() < block_rows:
+        return points
+    return points.assign(**{BLOCK: positions // block_rows})
+
+
+def period_blocks(points: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """The points of each block (:func:`with_period_blocks`) in turn, blocks in order (all of them at once
+    when no period is over a block)."""
+    points = with_period_blocks(points)
+    if BLOCK not in points.columns or points.empty:  # an empty share of a block: its (empty) sums
+        yield points
+        return
+    blocks = points[BLOCK].to_numpy()
+    for block in np.unique(blocks).tolist():
+        yield points.loc[blocks == block]
+
+
+def fold_blocks(
+    tables: Iterable[pd.DataFrame], add: Callable[[Sequence[pd.DataFrame]], pd.DataFrame]
+) -> pd.DataFrame:
+    """Blocks' group sums added up one block after the other (``add`` of two tables: each group's sums
+    added, a single compensated step over two values being a plain addition): groups in order of first
+    appearance. A table is held only while the next is added."""
+    total: pd.DataFrame | None = None
+    for table in tables:
+        total = table if total is None else add([total, table])
+    if total is None:
+        raise ValueError("no block to add up")
+    return total
+
+
 @dataclass(frozen=True)
 class PeriodChunks:
     """The points of one (feature, time resolution) as a sequence of frames, each the points of a run of
     consecutive periods (``runs``, ascending), read when iterated (so only one run's points are held), each
-    passed through ``transforms`` in order.
+    passed through ``transforms`` in order. A period in ``by_block`` (more points than a run may hold) is
+    a run alone, read a block at a time (``read_blocks``: frames of at most :data:`PERIOD_BLOCK_ROWS`
+    points, in order, each with its :data:`BLOCK`).
 
     What makes this exact: every aggregation of the points that the series, extrema and regional outputs
     make groups by a key that holds ``timestamp`` (the period), so each group lies in one period, hence in
     one run; and the points are kept sorted by period (prepare), so groups in order of first appearance
     over the whole frame are the groups of each run in turn. :func:`spatial_aggregation` of the chunks,
-    concatenated, is then the aggregation of the whole frame, row for row and bit for bit.
+    concatenated, is then the aggregation of the whole frame, row for row and bit for bit (a period of
+    more than a block summed block by block either way: :data:`PERIOD_BLOCK_ROWS`).
 
     Why runs, not single periods: an aggregation costs a fixed ~10 ms of pandas per call, and a feature has
     dozens of periods times (levels x qualifiers) aggregations; runs of up to a batch of rows keep the
@@ -649,21 +701,47 @@ class PeriodChunks:
     read: Callable[[tuple[int, ...]], pd.DataFrame]
     runs: tuple[tuple[int, ...], ...]
     transforms: tuple[Callable[[pd.DataFrame], pd.DataFrame], ...] = ()
+    read_blocks: Callable[[int], Iterable[pd.DataFrame]] | None = None
+    by_block: frozenset[int] = frozenset()
 
-    def __iter__(self) -> Iterator[pd.DataFrame]:
+    def units(self) -> Iterator[Iterator[pd.DataFrame]]:
+        """Per run, its frames: the run's points, or a period's blocks in order (each added to the
+        previous ones' sums by :func:`fold_blocks`)."""
         for run in self.runs:
-            frame = self.read(run)
-            for transform in self.transforms:
-                frame = transform(frame)
-            yield frame
+            if len(run) == 1 and run[0] in self.by_block and self.read_blocks is not None:
+                yield (self._transformed(block) for block in self.read_blocks(run[0]))
+            else:
+                yield iter([self._transformed(with_period_blocks(self.read(run)))])
+
+    def _transformed(self, frame: pd.DataFrame) -> pd.DataFrame:
+        for transform in self.transforms:
+            frame = transform(frame)
+        return frame
 
     def map(self, transform: Callable[[pd.DataFrame], pd.DataFrame]) -> PeriodChunks:
         """The same chunks, each then passed through ``transform`` (applied per chunk, so it must act row by
         row or per period)."""
-        return PeriodChunks(self.read, self.runs, (*self.transforms, transform))
+        return PeriodChunks(
+            self.read, self.runs, (*self.transforms, transform), self.read_blocks, self.by_block
+        )
 
 
 Points: TypeAlias = pd.DataFrame | PeriodChunks
+
+
+def by_period_blocks(
+    points: Points,
+    sums_of: Callable[[pd.DataFrame], pd.DataFrame],
+    add: Callable[[Sequence[pd.DataFrame]], pd.DataFrame],
+) -> list[pd.DataFrame]:
+    """Group sums of the points (``sums_of`` a frame), a period of more than a block summed block by block
+    (:func:`fold_blocks`): one table for whole points, one per run for :class:`PeriodChunks`."""
+    if isinstance(points, PeriodChunks):
+        return [
+            fold_blocks((sums_of(block) for frame in unit for block in period_blocks(frame)), add)
+            for unit in points.units()
+        ]
+    return [fold_blocks((sums_of(block) for block in period_blocks(points)), add)]
 
 
 def spatial_aggregation(
@@ -677,19 +755,21 @@ def spatial_aggregation(
     with a weight column also over ``t_wavg`` and ``s_wavg_x = sum(x * w) / sum(w)``. Returns the frame
     (group columns, then the aggregates) and the aggregate column names.
     """
-    if isinstance(points, PeriodChunks):
-        if "timestamp" not in group_by:
-            raise ValueError(
-                f"points by period can only be grouped by keys holding the period, not {group_by}"
-            )
-        tables = [spatial_aggregation(chunk, group_by, aggs, weight_column) for chunk in points]
-        if not tables:
-            raise ValueError("points by period without any period")
-        # an empty period's table may carry other dtypes (object keys): left out unless all are empty
-        filled = [table for table, _ in tables if len(table.index)] or [tables[0][0]]
-        return pd.concat(filled, ignore_index=True), tables[0][1]
-    raw = spatial_sums(points, group_by, aggs, weight_column)
-    return spatial_table(raw, group_by, aggs, weight_column)
+    if isinstance(points, PeriodChunks) and "timestamp" not in group_by:
+        raise ValueError(f"points by period can only be grouped by keys holding the period, not {group_by}")
+    raws = by_period_blocks(
+        points,
+        lambda frame: spatial_sums(frame, group_by, aggs, weight_column),
+        lambda pair: add_spatial_sums(pair, group_by),
+    )
+    if not raws:
+        raise ValueError("points by period without any period")
+    tables = [spatial_table(raw, group_by, aggs, weight_column) for raw in raws]
+    # an empty period's table may carry other dtypes (object keys): left out unless all are empty
+    filled = [table for table, _ in tables if len(table.index)] or [tables[0][0]]
+    if len(filled) == 1:
+        return filled[0], tables[0][1]
+    return pd.concat(filled, ignore_index=True), tables[0][1]
 
 
 def _spatial_values(weight_column: str) -> list[str]:
@@ -826,7 +906,7 @@ class RegionalAggregate:
 
 
 def regional_aggregates(
-    points: pd.DataFrame, present: Sequence[str], qualifiers: Sequence[str], weight_column: str
+    points: Points, present: Sequence[str], qualifiers: Sequence[str], weight_column: str
 ) -> Iterator[RegionalAggregate]:
     """Per region level, per period: one row per region (``id`` + aggregates), and per qualifier one row per
     (region, qualifier value) (``id, qualifier`` + aggregates). ``qualifiers``: the feature's mapped ones."""
@@ -971,13 +1051,27 @@ def cell_y(lat: np.ndarray, zoom: int = MAX_CELL_LEVEL) -> np.ndarray:
 _SAFE_CELL = float(2**52)
 
 
-def tile_cells(points: pd.DataFrame) -> pd.DataFrame:
+_CELL_COLUMNS = ("timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count")
+_CELL_KEYS = ["timestamp", "cell_x", "cell_y"]
+
+
+def tile_cells(points: Points) -> pd.DataFrame:
     """Points summed into z14 cells per period: ``timestamp, cell_x, cell_y, s_sum_t_sum, s_sum_t_mean, s_count``.
 
     Points without finite ``lat``/``lng`` are left out (tiles and grid stats are the only outputs that do).
     Cells keep the order of first appearance (the order the reference adds them into bins). Weights unused.
+    A period of more points than a block is summed block by block (:data:`PERIOD_BLOCK_ROWS`).
     """
-    columns = ["timestamp", "cell_x", "cell_y", "s_sum_t_sum", "s_sum_t_mean", "s_count"]
+    tables = by_period_blocks(points, _block_cells, _add_cells)
+    filled = [table for table in tables if len(table.index)] or tables[:1]
+    if not filled:
+        return _block_cells(pd.DataFrame())
+    return filled[0] if len(filled) == 1 else pd.concat(filled, ignore_index=True)
+
+
+def _block_cells(points: pd.DataFrame) -> pd.DataFrame:
+    """:func:`tile_cells` of points of which no period is over a block."""
+    columns = list(_CELL_COLUMNS)
     if not all(c in points.columns for c in LAT_LNG) or points.empty:
         return pd.DataFrame(
             {
@@ -1005,7 +1099,7 @@ def tile_cells(points: pd.DataFrame) -> pd.DataFrame:
     )
     cells = group_aggregate(
         work,
-        ["timestamp", "cell_x", "cell_y"],
+        _CELL_KEYS,
         {
             "s_sum_t_sum": ("t_sum", "sum"),
             "s_sum_t_mean": ("t_mean", "sum"),
@@ -1014,6 +1108,19 @@ def tile_cells(points: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     cells["s_count"] = cells["s_count"].astype("int64")
     return cells[columns]
+
+
+def _add_cells(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Cells of consecutive blocks of points as those of all of them (sums and counts added)."""
+    filled = [table for table in tables if len(table.index)] or list(tables[:1])
+    if len(filled) == 1:
+        return filled[0]
+    stacked = pd.concat(filled, ignore_index=True)
+    added = group_aggregate(
+        stacked, _CELL_KEYS, {c: (c, "sum") for c in ("s_sum_t_sum", "s_sum_t_mean", "s_count")}
+    ).reset_index()
+    added["s_count"] = added["s_count"].astype("int64")
+    return added[list(_CELL_COLUMNS)]
 
 
 @dataclass(frozen=True)
@@ -1335,7 +1442,7 @@ def regional_timeseries_objects(points: Points, ctx: FeatureContext) -> ObjectSt
         yield name, csv_bytes(item.table)
 
 
-def regional_aggregation_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectStream:
+def regional_aggregation_objects(points: Points, ctx: FeatureContext) -> ObjectStream:
     """``compute_regional_aggregation``: per level and period one CSV of regions (and one per qualifier)."""
     d, r, t, f = ctx.data_id, ctx.run_id, ctx.time_res, ctx.feature
     for aggregate in regional_aggregates(points, ctx.present, ctx.breakdowns, ctx.weight_column):
@@ -1348,7 +1455,7 @@ def regional_aggregation_objects(points: pd.DataFrame, ctx: FeatureContext) -> O
         yield name, csv_bytes(aggregate.table)
 
 
-def tiles_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectStream:
+def tiles_objects(points: Points, ctx: FeatureContext) -> ObjectStream:
     """``compute_tiles``: grid stats per period, then the tiles, zoom 8 down to 0 (nothing without coordinates)."""
     if not ctx.coordinates:
         return
@@ -1360,20 +1467,17 @@ def tiles_objects(points: pd.DataFrame, ctx: FeatureContext) -> ObjectStream:
         yield layout.tile(d, r, t, f, timestamp, z, x, y), blob
 
 
-FAMILY_OBJECTS: dict[str, Callable[[pd.DataFrame, FeatureContext], ObjectStream]] = {
+# Every family's objects, from points given whole or as PeriodChunks.
+FAMILY_OBJECTS: dict[str, Callable[[Points, FeatureContext], ObjectStream]] = {
     "compute_global_timeseries": global_timeseries_objects,
     "compute_regional_stats": regional_stats_objects,
     "compute_regional_timeseries": regional_timeseries_objects,
     "compute_regional_aggregation": regional_aggregation_objects,
     "compute_tiles": tiles_objects,
 }
-# The families whose objects span periods, made from points given whole or as PeriodChunks (the others'
-# objects are each of one period: they are made period by period from that period's points).
-CHUNKED_FAMILY_OBJECTS: dict[str, Callable[[Points, FeatureContext], ObjectStream]] = {
-    "compute_global_timeseries": global_timeseries_objects,
-    "compute_regional_stats": regional_stats_objects,
-    "compute_regional_timeseries": regional_timeseries_objects,
-}
+# The families whose objects are each of one period: made period by period (a run of periods at a time),
+# so that only one run's objects are held; the others' objects span periods.
+PER_PERIOD_FAMILIES = frozenset({"compute_regional_aggregation", "compute_tiles"})
 
 
 def feature_context(
