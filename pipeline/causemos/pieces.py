@@ -107,8 +107,9 @@ def piece_points(points: pd.DataFrame, piece: Piece) -> pd.DataFrame:
 @dataclass(frozen=True)
 class StatePoints:
     """Points kept as parquet under ``_state`` (``digest`` of its bytes names the version, for the cache);
-    ``chunk_rows``: when set, read in runs of whole periods of at most that many rows (:class:`PointsFile`)
-    rather than whole, for points of more rows than a worker should hold at once."""
+    ``chunk_rows``: when set, read in runs of whole periods of at most that many rows, a larger period a
+    block at a time (:class:`PointsFile`), rather than whole, for points of more rows than a worker should
+    hold at once."""
 
     store: Store
     key: str

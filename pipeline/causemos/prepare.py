@@ -32,8 +32,8 @@ point carrying its first appearance in the input (``recipe.FIRST_APPEARANCE``: f
 combine adds up one bucket at a time (every point lies in one bucket, and a bucket's spooled parts are
 added in file and batch order) and merges the buckets period by period, a period's shares put back in
 order of first appearance (:func:`merge_by_period`): the same points, in the same order within a
-period, with no more than a bucket, or one period's finished points, held at once. The spool is
-deleted with the run's other stale state (``CausemosPrepare``).
+period, with no more than a bucket, or about a batch of a period's finished points, held at once. The
+spool is deleted with the run's other stale state (``CausemosPrepare``).
 """
 
 from __future__ import annotations
@@ -612,17 +612,17 @@ def merge_by_period(paths: Sequence[str], merged: str, batch_rows: int) -> tuple
 
 
 def _merge_in_order(streams: Sequence[Iterator[pa.Table]], names: Sequence[str]) -> Iterator[pa.Table]:
-    """The rows of ``streams`` (each in ascending :data:`recipe.FIRST_APPEARANCE`) merged in that order, a table at a time: a stream's next table is read
-    only once its last one is used up, so what is held is about one table per stream. Rows up to the
-    least of the last appearances held by the streams that go on are complete: no later row comes before
-    them."""
+    """The rows of ``streams`` (each in ascending :data:`recipe.FIRST_APPEARANCE`) merged in that order, a
+    table at a time: a stream's next table is read only once its last one is used up, so what is held is
+    about one table per stream. Rows up to the least of the last appearances held by the streams that go
+    on are complete: no later row comes before them."""
     name = recipe.FIRST_APPEARANCE
     buffers: list[pa.Table | None] = [None] * len(streams)
     going = [True] * len(streams)
     last = [-1] * len(streams)  # the last first appearance read from each stream
     while True:
         for index, stream in enumerate(streams):
-            while going[index] and (buffers[index] is None or not buffers[index].num_rows):  # type: ignore[union-attr]
+            while going[index] and _empty(buffers[index]):
                 table = next(stream, None)
                 if table is None:
                     going[index] = False
@@ -633,7 +633,7 @@ def _merge_in_order(streams: Sequence[Iterator[pa.Table]], names: Sequence[str])
                 if len(firsts):
                     last[index] = int(firsts[-1])
                 buffers[index] = table
-        holding = [i for i, table in enumerate(buffers) if table is not None and table.num_rows]
+        holding = [i for i, table in enumerate(buffers) if not _empty(table)]
         if not holding:
             return
         limit = min((last[i] for i in holding if going[i]), default=None)
@@ -648,6 +648,10 @@ def _merge_in_order(streams: Sequence[Iterator[pa.Table]], names: Sequence[str])
             buffers[index] = table.slice(count)
         merged = pa.concat_tables(taken)
         yield merged.take(pc.sort_indices(merged, sort_keys=[(name, "ascending")]))
+
+
+def _empty(table: pa.Table | None) -> bool:
+    return table is None or not table.num_rows
 
 
 def summarise_spooled(
