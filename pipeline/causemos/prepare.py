@@ -590,21 +590,22 @@ def merge_by_period(paths: Sequence[str], merged: str, batch_rows: int) -> tuple
                     for number, indexes in groups[period]
                 ]
                 names = [paths[number] for number, _ in groups[period]]
-                held: list[pa.Table] = []
                 ordered = (
                     _merge_in_order(streams, names) if recipe.FIRST_APPEARANCE in schema.names else streams[0]
                 )  # without first appearances, the period is in one share (checked above)
+                held: list[pa.Table] = []
+                held_rows = 0
                 for table in ordered:
                     if recipe.FIRST_APPEARANCE in table.column_names:
                         table = table.drop_columns([recipe.FIRST_APPEARANCE])
                     held.append(table.cast(output))
-                    if sum(t.num_rows for t in held) >= batch_rows:
+                    held_rows += table.num_rows
+                    if held_rows >= batch_rows:
                         writer.write_table(pa.concat_tables(held), row_group_size=POINTS_ROW_GROUP_ROWS)
-                        rows += sum(t.num_rows for t in held)
-                        held = []
+                        rows, held, held_rows = rows + held_rows, [], 0
                 if held:
                     writer.write_table(pa.concat_tables(held), row_group_size=POINTS_ROW_GROUP_ROWS)
-                    rows += sum(t.num_rows for t in held)
+                    rows += held_rows
     finally:
         for parquet in files:
             parquet.close()

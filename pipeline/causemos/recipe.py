@@ -765,11 +765,19 @@ def spatial_aggregation(
     if not raws:
         raise ValueError("points by period without any period")
     tables = [spatial_table(raw, group_by, aggs, weight_column) for raw in raws]
-    # an empty period's table may carry other dtypes (object keys): left out unless all are empty
-    filled = [table for table, _ in tables if len(table.index)] or [tables[0][0]]
-    if len(filled) == 1:
-        return filled[0], tables[0][1]
-    return pd.concat(filled, ignore_index=True), tables[0][1]
+    return _stacked([table for table, _ in tables]), tables[0][1]
+
+
+def _filled(tables: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The tables that hold rows, or the first if none does: an empty one (an empty period's, a block's
+    share) may carry other dtypes (object keys), so it is left out unless all are empty."""
+    return [table for table in tables if len(table.index)] or list(tables[:1])
+
+
+def _stacked(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The :func:`_filled` tables one after the other (one taken as it is)."""
+    filled = _filled(tables)
+    return filled[0] if len(filled) == 1 else pd.concat(filled, ignore_index=True)
 
 
 def _spatial_values(weight_column: str) -> list[str]:
@@ -808,7 +816,7 @@ def add_spatial_sums(sums: Sequence[pd.DataFrame], group_by: Sequence[str]) -> p
     """The :func:`spatial_sums` of disjoint shares of the points as those of them all: sums and counts
     added (compensated, in the order given), minima and maxima of the shares' (NaN skipped); groups in
     order of first appearance (a single share is taken as it is)."""
-    shares = [share for share in sums if len(share.index)] or list(sums[:1])  # empty ones: other dtypes
+    shares = _filled(sums)
     if len(shares) == 1:
         return shares[0]
     stacked = pd.concat(shares).reset_index()
@@ -1063,10 +1071,7 @@ def tile_cells(points: Points) -> pd.DataFrame:
     A period of more points than a block is summed block by block (:data:`PERIOD_BLOCK_ROWS`).
     """
     tables = by_period_blocks(points, _block_cells, _add_cells)
-    filled = [table for table in tables if len(table.index)] or tables[:1]
-    if not filled:
-        return _block_cells(pd.DataFrame())
-    return filled[0] if len(filled) == 1 else pd.concat(filled, ignore_index=True)
+    return _stacked(tables) if tables else _block_cells(pd.DataFrame())
 
 
 def _block_cells(points: pd.DataFrame) -> pd.DataFrame:
@@ -1112,7 +1117,7 @@ def _block_cells(points: pd.DataFrame) -> pd.DataFrame:
 
 def _add_cells(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Cells of consecutive blocks of points as those of all of them (sums and counts added)."""
-    filled = [table for table in tables if len(table.index)] or list(tables[:1])
+    filled = _filled(tables)
     if len(filled) == 1:
         return filled[0]
     stacked = pd.concat(filled, ignore_index=True)
