@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -54,6 +55,55 @@ class dask(luigi.Config):
         description="LocalCluster workers as processes (true) or threads of this process (false)",
     )
     memory_limit = luigi.Parameter(default="2GiB", description="LocalCluster memory limit per worker")
+
+
+# What a worker logs, with a traceback, when a heartbeat of it fails.
+_HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat."
+_CLOSING = ("closing", "closing_gracefully", "closed")  # distributed.core.Status names
+
+
+class _ClosingHeartbeatFilter(logging.Filter):
+    """Drops the heartbeat failure a worker logs when its own closing cut that heartbeat.
+
+    Worker.close closes the worker's connections while a heartbeat may still await the
+    scheduler's reply (dask/distributed#7105); the heartbeat then logs an error and a traceback
+    on the run's stderr at every close that meets one in flight (more often on a loaded
+    machine), about nothing: the worker was leaving. A heartbeat that fails while every worker
+    of the process runs is a real sign of trouble and is kept. One filter per process; workers
+    in threads of one process share it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.workers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != _HEARTBEAT_FAILED:
+            return True
+        return not any(getattr(w.status, "name", "") in _CLOSING for w in list(self.workers))
+
+
+_closing_heartbeat_filter: list[_ClosingHeartbeatFilter] = []  # this process's, once made
+
+
+def _watch_closing(worker: Any) -> None:
+    if not _closing_heartbeat_filter:
+        _closing_heartbeat_filter.append(_ClosingHeartbeatFilter())
+        logging.getLogger("distributed.worker").addFilter(_closing_heartbeat_filter[0])
+    _closing_heartbeat_filter[0].workers.add(worker)
+
+
+def _quiet_closing_heartbeats_plugin() -> Any:
+    """A worker plugin (the scheduler gives it to every worker, restarted ones too) that
+    keeps a closing worker's cut heartbeat off stderr: see :class:`_ClosingHeartbeatFilter`."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietClosingHeartbeats(WorkerPlugin):
+        name = "pipeline-quiet-closing-heartbeats"
+
+        def setup(self, worker: Any) -> None:
+            _watch_closing(worker)
+
+    return QuietClosingHeartbeats()
 
 
 _state: dict[str, Any] = {"pid": None, "client": None, "cluster": None, "processes": False}
@@ -121,16 +171,22 @@ def get_client(config: dask | None = None) -> Any:
             threads_per_worker=threads_per_worker,
             processes=processes,
             memory_limit=cfg.memory_limit,
-            dashboard_address=None,
+            # The scheduler's HTTP server (its dashboard, with bokeh installed; health and
+            # metrics) on a free loopback port: None would take 8787, where another Dask
+            # dashboard often runs, and warn on every run that it moved.
+            dashboard_address="127.0.0.1:0",
             # Loopback only; in-process workers use inproc:// and take no host.
             **({"host": "127.0.0.1"} if processes else {}),
         )
         client = Client(cluster)
+        # Our cluster, so our workers' logs: not on a scheduler elsewhere.
+        client.register_plugin(_quiet_closing_heartbeats_plugin())
         log.info(
-            "started an embedded Dask LocalCluster: %d workers x %d threads (%s)",
+            "started an embedded Dask LocalCluster: %d workers x %d threads (%s), dashboard %s",
             n_workers,
             threads_per_worker,
             "processes" if processes else "threads",
+            client.dashboard_link,
         )
     if _state["pid"] is None:
         atexit.register(_close)

@@ -2,8 +2,10 @@
 ran, printed once at exit by the process the user started.
 
 Luigi may run tasks in forked worker processes, so figures cannot live in memory: each is a
-small JSON file in a per-run temporary directory named by the ``PIPELINE_RUN_STATS``
-environment variable, which forked luigi workers and Dask's worker processes inherit. The
+small JSON file in a per-run directory named by the ``PIPELINE_RUN_STATS`` environment
+variable, which forked luigi workers and Dask's worker processes inherit. It is a scratch
+directory of the process that made it (:mod:`pipeline.scratch`), so the one a killed run
+leaves is removed by the next run. The
 process that calls :func:`install` first (the ``luigi`` command) creates the directory and,
 at exit, after Luigi's own execution summary, prints the summary and removes it.
 
@@ -34,13 +36,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
+from pipeline import scratch
 from pipeline.failures import Failure, FailuresRecorded, UnusableItem, unique_items
 
 ENV = "PIPELINE_RUN_STATS"
@@ -80,7 +82,7 @@ def install() -> None:
     _register_luigi_events()
     if os.environ.get(ENV):
         return
-    directory = tempfile.mkdtemp(prefix="pipeline-run-")
+    directory = scratch.scratch_dir("pipeline-run-")
     os.environ[ENV] = directory
     _owner[directory] = os.getpid()
     atexit.register(_print_at_exit, directory, os.getpid())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,78 @@ def test_embedded_workers_are_renewed_between_stages():
     after = set(client.run(os.getpid).values())
     assert len(after) == len(before) and not after & before
     assert client.submit(sum, [1, 2, 3]).result() == 6  # and they work
+
+
+# Run in a process of its own: it closes its embedded cluster at exit, with every worker's
+# heartbeat in flight (the scheduler, in this process, answers them 3 s late), the moment
+# distributed's workers log a failed heartbeat with a traceback (dask/distributed#7105).
+CLOSE_WITH_HEARTBEATS_IN_FLIGHT = """
+import asyncio, atexit, logging, sys, time
+from pipeline import cluster
+
+def heartbeat_fails_while_running():
+    # what distributed's Worker.heartbeat logs when the scheduler cannot be reached
+    logging.getLogger("distributed.worker").error("Failed to communicate with scheduler during heartbeat.")
+
+if __name__ == "__main__":
+    cut = {"asked": 0, "answered": 0}
+    # registered before the cluster's close, so it runs after it
+    atexit.register(lambda: print("heartbeats cut:", cut["asked"] - cut["answered"], flush=True))
+    client = cluster.get_client()
+    print("workers:", len(client.run(heartbeat_fails_while_running)), flush=True)
+    scheduler = cluster._state["cluster"].scheduler
+    answer = scheduler.handlers["heartbeat_worker"]
+
+    async def late(*args, **kwargs):
+        cut["asked"] += 1
+        await asyncio.sleep(3)
+        cut["answered"] += 1
+        return answer(*args, **kwargs)
+
+    scheduler.handlers["heartbeat_worker"] = late
+    time.sleep(2)
+"""
+
+
+def test_closing_the_embedded_cluster_cuts_heartbeats_quietly(tmp_path):
+    """A worker's heartbeat cut by the worker's own closing is not an error on stderr; a
+    heartbeat that fails while the worker runs still is."""
+    script = tmp_path / "close_with_heartbeats_in_flight.py"
+    script.write_text(CLOSE_WITH_HEARTBEATS_IN_FLIGHT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    cut = re.search(r"heartbeats cut: (\d+)", proc.stdout)
+    assert cut and int(cut.group(1)) >= 1, proc.stdout  # the race really happened
+    assert "Traceback" not in proc.stderr, proc.stderr
+    workers = re.search(r"workers: (\d+)", proc.stdout)
+    assert workers and proc.stderr.count("during heartbeat") == int(workers.group(1)) >= 1, proc.stderr
+
+
+def test_the_embedded_scheduler_serves_http_on_a_free_loopback_port(tmp_path):
+    """Beside another Dask dashboard on 8787, the embedded cluster takes a free loopback port
+    quietly (distributed's default would move off 8787 with a warning on every run)."""
+    script = tmp_path / "beside_a_dashboard.py"
+    script.write_text(
+        "import socket\n"
+        "from pipeline import cluster\n"
+        'if __name__ == "__main__":\n'
+        "    other = socket.socket()\n"
+        "    try:\n"
+        '        other.bind(("127.0.0.1", 8787)); other.listen()\n'
+        "    except OSError:\n"
+        "        pass  # taken already: the same situation\n"
+        "    cluster.get_client()\n"
+        '    http = cluster._state["cluster"].scheduler.http_server\n'
+        '    print("http:", http.address, http.port, flush=True)\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    served = re.search(r"http: (\S+) (\d+)", proc.stdout)
+    assert served and served.group(1) == "127.0.0.1" and int(served.group(2)) != 8787, proc.stdout
+    assert "Warning" not in proc.stderr and "already in use" not in proc.stderr, proc.stderr

@@ -55,3 +55,23 @@ def test_a_killed_process_leaves_its_scratch_to_the_next(tmp_path):
     assert os.path.isfile(os.path.join(left, "cog.tif"))  # what kill -9 leaves
     scratch.scratch_dir("hls-", str(tmp_path))
     assert not os.path.exists(os.path.dirname(left))  # the next process swept it
+
+
+def test_a_killed_runs_summary_figures_are_swept_too(tmp_path):
+    """The closing summary's per-run directory is scratch of the run's process: kill -9 leaves
+    it, the next run removes it."""
+    from pipeline import runstats
+
+    code = (
+        "import os; from pipeline import runstats; runstats.install(); "
+        "runstats.record('timesync', 'plots', {'plots': 3}); "
+        f"print(os.environ[{runstats.ENV!r}], flush=True); os.kill(os.getpid(), 9)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != runstats.ENV}
+    env["TMPDIR"] = str(tmp_path)
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert child.returncode == -9, child.stderr
+    left = child.stdout.strip()
+    assert os.listdir(left) and os.path.dirname(os.path.dirname(left)) == str(tmp_path)  # figures left
+    scratch.scratch_dir("pipeline-run-", str(tmp_path))
+    assert not os.path.exists(os.path.dirname(left))  # the next process swept it
