@@ -63,6 +63,44 @@ _write_pools: dict[str, ThreadPoolExecutor] = {}
 _write_pools_lock = threading.Lock()
 
 
+def _temporary_beside(target: str) -> str:
+    """A temporary name in ``target``'s directory (made if missing): a rename from it onto
+    ``target`` is atomic, and listings know it for a temporary (:data:`TEMP_MARK`)."""
+    directory, name = os.path.split(target)
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def _storage_errors(doing: str, uri: str) -> Iterator[None]:
+    """Any error of the block but a StorageError as a StorageError that names ``uri``:
+    "cannot {doing} {uri}: {error}"."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as e:
+        raise StorageError(f"cannot {doing} {uri}: {e}") from e
+
+
+@contextlib.contextmanager
+def _replaced(target: str, uri: str) -> Iterator[str]:
+    """A temporary name beside ``target`` for the block to write, renamed onto ``target``
+    when the block ends and removed when it fails: ``target`` is whole or untouched. The
+    block's own errors pass as they are; making the directory or the rename fail as a
+    StorageError naming ``uri``."""
+    with _storage_errors("write", uri):
+        tmp = _temporary_beside(target)
+    try:
+        yield tmp
+        with _storage_errors("write", uri):
+            os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _write_pool(kind: str, threads: int) -> ThreadPoolExecutor:
     """One pool per process and kind, made on first use (a forked process makes its own)."""
     key = f"{kind}-{os.getpid()}"
@@ -276,57 +314,42 @@ class Store:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write ``data`` to ``rel`` atomically."""
         target = self.path(rel)
-        try:
+        with _storage_errors("write", self.uri(rel)):
             if not self.is_local:
                 self.fs.pipe_file(target, data)  # one PUT: the object appears whole or not at all
                 return
-            directory, name = os.path.split(target)
-            os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except StorageError:
-            raise
-        except Exception as e:
-            raise StorageError(f"cannot write {self.uri(rel)}: {e}") from e
+            with _replaced(target, self.uri(rel)) as tmp, open(tmp, "wb") as f:
+                f.write(data)
 
     def put_file(self, rel: str, local_path: str) -> None:
         """Move (local) or upload (S3, Azure) a finished file to ``rel`` atomically: a
         rename in the target's directory; one PUT, an S3 multipart upload (visible only
         when complete) or a committed block blob. ``local_path`` is consumed."""
         target = self.path(rel)
-        try:
+        with _storage_errors("write", self.uri(rel)):
             if not self.is_local:
                 self.fs.put_file(local_path, target)
                 os.unlink(local_path)
                 return
-            directory, name = os.path.split(target)
-            os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            try:
+            with _replaced(target, self.uri(rel)) as tmp:
                 shutil.move(local_path, tmp)  # a rename when on the same filesystem
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except StorageError:
-            raise
-        except Exception as e:
-            raise StorageError(f"cannot write {self.uri(rel)}: {e}") from e
+
+    def replaced_locally(self, rel: str) -> contextlib.AbstractContextManager[str]:
+        """For a writer that makes a file at a path (GDAL) in a local store: a temporary path
+        beside ``rel`` for the block to write, renamed onto ``rel`` when the block ends and
+        removed when it fails, so ``rel`` is whole or as it was (no copy of the bytes, as
+        :meth:`write_bytes` would need). A listing tells the temporary from a target, and a
+        killed writer's is swept as stale (:meth:`remove_stale_temps`)."""
+        if not self.is_local:
+            raise ValueError(f"{self.uri(rel)}: a path to write at is for a local store only")
+        return _replaced(self.path(rel), self.uri(rel))
 
     def put_tree(self, rel: str, local_dir: str) -> None:
         """Copy a finished local directory (a Zarr store) to ``rel``: locally as a rename of
         a temporary directory (whole or absent); on object stores file by file, which a
         workflow makes safe by writing its completion marker after this returns."""
         target = self.path(rel)
-        try:
+        with _storage_errors("write", self.uri(rel)):
             if not self.is_local:
                 if self.fs.exists(target):  # no key of an earlier store may survive
                     self.fs.rm(target, recursive=True)
@@ -337,17 +360,11 @@ class Store:
                         self.fs.put_file(src, key)
                 shutil.rmtree(local_dir, ignore_errors=True)
                 return
-            parent, name = os.path.split(target)
-            os.makedirs(parent, exist_ok=True)
-            tmp = os.path.join(parent, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            tmp = _temporary_beside(target)
             shutil.move(local_dir, tmp)
             if os.path.isdir(target):  # a rebuilt store replaces the old one
                 shutil.rmtree(target)
             os.replace(tmp, target)
-        except StorageError:
-            raise
-        except Exception as e:
-            raise StorageError(f"cannot write {self.uri(rel)}: {e}") from e
 
     def delete_tree(self, rel: str) -> None:
         try:
@@ -491,7 +508,7 @@ class Store:
         Temporaries are returned apart, never as keys."""
         if prefix and not prefix.endswith("/"):
             raise ValueError(f"a prefix ends with '/': {prefix!r}")
-        try:
+        with _storage_errors("list", self.uri(prefix)):
             if self.is_local:
                 return self._list_local_tree(prefix)
             if self.is_s3:
@@ -505,10 +522,6 @@ class Store:
             except FileNotFoundError:
                 found = []
             return Listing({p[len(base) :] for p in found if p.startswith(base)})
-        except StorageError:
-            raise
-        except Exception as e:
-            raise StorageError(f"cannot list {self.uri(prefix)}: {e}") from e
 
     def _list_local_tree(self, prefix: str) -> Listing:
         listing = Listing()
@@ -536,12 +549,9 @@ class Store:
 
             def put(item: tuple[str, bytes]) -> None:
                 rel, data = item
-                try:
+                # connection refused, retries exhausted: say where
+                with _storage_errors("write", self.uri(rel)):
                     lister.put(bucket, prefix + rel.lstrip("/"), data)
-                except StorageError:
-                    raise
-                except Exception as e:  # connection refused, retries exhausted: say where
-                    raise StorageError(f"cannot write {self.uri(rel)}: {e}") from e
 
             pool = _write_pool("s3", S3_PUT_THREADS)
         else:

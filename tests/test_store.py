@@ -35,6 +35,38 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_file_written_at_a_path_replaces_its_target_whole_or_not_at_all(tmp_path, monkeypatch):
+    store = Store(str(tmp_path))
+    store.write_bytes("chips/a.tif", b"old")
+    with store.replaced_locally("chips/a.tif") as path:
+        assert os.path.dirname(path) == str(tmp_path / "chips") and path != str(tmp_path / "chips/a.tif")
+        with open(path, "wb") as f:
+            f.write(b"new, written at a path")
+        assert store.read_bytes("chips/a.tif") == b"old"  # until the block ends
+        assert store.list_names("chips") == {"a.tif"}  # the temporary is no target
+    assert store.read_bytes("chips/a.tif") == b"new, written at a path"
+    with pytest.raises(RuntimeError, match="GDAL failed"), store.replaced_locally("chips/b/c.tif") as path:
+        with open(path, "wb") as f:
+            f.write(b"half a chip")
+        raise RuntimeError("GDAL failed")  # the writer's own error, as it is
+    assert os.listdir(tmp_path / "chips" / "b") == []  # nothing left: no target, no temporary
+
+    def no_rename(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with (
+        pytest.raises(StorageError, match=r"cannot write .*chips/a\.tif: disk full"),
+        store.replaced_locally("chips/a.tif") as path,
+        open(path, "wb") as f,
+    ):
+        f.write(b"newer")
+    assert store.read_bytes("chips/a.tif") == b"new, written at a path"
+    assert sorted(os.listdir(tmp_path / "chips")) == ["a.tif", "b"]
+    with pytest.raises(ValueError, match="local store"):
+        Store("s3://bucket/prefix").replaced_locally("chips/a.tif")
+
+
 def test_prefix_listing_separates_plots(tmp_path):
     store = Store(str(tmp_path))
     for name in ["1_spectral_files_set_2000_001.csv", "10_spectral_files_set_2000_001.csv"]:

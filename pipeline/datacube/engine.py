@@ -16,13 +16,10 @@ drop rules, so a dropped chip stops reading at its reason (:func:`stack_or_drop`
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +35,7 @@ from pipeline.datetimes import Interval
 from pipeline.errors import ItemError, PipelineError, RasterReadError
 from pipeline.failures import UnusableItem
 from pipeline.raster import ArchiveAccess, PixelCentres, RasterReader
-from targets.store import TEMP_MARK, Store
+from targets.store import Store
 
 log = logging.getLogger("pipeline.datacube")
 
@@ -426,7 +423,7 @@ def write_chip(
     store: Store, rel: str, bands: npt.NDArray[np.float32], epsg: int, transform: Sequence[float], day: date
 ) -> None:
     """:func:`chip_geotiff` to ``rel``, whole or not at all. In a local store GDAL writes it
-    straight into a temporary beside its name, then it is renamed (:meth:`Store.put_file`):
+    straight into a temporary beside its name, then it is renamed (:meth:`Store.replaced_locally`):
     GDAL's in-memory file, which grows by copies, and a copy of its bytes cost ~10 ms of CPU
     per 512 px chip. Elsewhere its bytes go in one PUT (:meth:`Store.write_bytes`)."""
     if not store.is_local:
@@ -434,18 +431,11 @@ def write_chip(
         return
     import rasterio
 
-    directory, name = os.path.split(store.path(rel))
-    os.makedirs(directory, exist_ok=True)
-    # a temporary's name as the store makes them: a killed writer's is swept as stale
-    tmp = os.path.join(directory, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with rasterio.open(tmp, "w", **_chip_profile(bands, epsg, transform)) as dst:
-            _fill_chip(dst, bands, day)
-        store.put_file(rel, tmp)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with (
+        store.replaced_locally(rel) as tmp,
+        rasterio.open(tmp, "w", **_chip_profile(bands, epsg, transform)) as dst,
+    ):
+        _fill_chip(dst, bands, day)
 
 
 @dataclass
