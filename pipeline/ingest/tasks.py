@@ -333,6 +333,15 @@ def collections_of(tree: catalogue.Tree) -> list[str]:
     return sorted({scene.collection_id for scene in tree.published().values()})
 
 
+def collection_tasks(task: _PublishTask) -> list[IngestCollection]:
+    """The collection files of the items published so far, as ``task`` writes them (its
+    destination and --overwrite)."""
+    return [
+        IngestCollection(dest=task.dest, overwrite=task.overwrite, collection_id=c)
+        for c in collections_of(task.current_tree())
+    ]
+
+
 class IngestCatalog(_PublishTask):
     """``catalog.json``: the root, linking the collections that have items (rewritten only
     when that set changes; the collections list the items)."""
@@ -340,11 +349,7 @@ class IngestCatalog(_PublishTask):
     name = "catalog"
 
     def requires(self) -> list[IngestCollection]:
-        tree = self.current_tree()
-        return [
-            IngestCollection(dest=self.dest, overwrite=self.overwrite, collection_id=c)
-            for c in collections_of(tree)
-        ]
+        return collection_tasks(self)
 
     def rel(self) -> str:
         return layout.catalog_json()
@@ -364,11 +369,7 @@ class IngestParquet(_ItemsPage):
 
     def requires(self) -> list[IngestCollection]:
         """The collections, which the parquet file carries as its collection metadata."""
-        tree = self.current_tree()
-        return [
-            IngestCollection(dest=self.dest, overwrite=self.overwrite, collection_id=c)
-            for c in collections_of(tree)
-        ]
+        return collection_tasks(self)
 
     def rel(self) -> str:
         return layout.items_parquet()
