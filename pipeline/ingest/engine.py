@@ -167,37 +167,14 @@ def _put_thumbnails(
     )
 
 
-def _thumbnail_members(bundle: Bundle) -> tuple[Member, Member, Member]:
-    found = []
-    for suffix in thumbnail_band_suffixes(bundle.scene):
-        member = bundle.raster(suffix)
-        if member is None:
-            raise BundleError(
-                bundle.href, "missing: a thumbnail band", member=f"{bundle.scene.product_id}_{suffix}.TIF"
-            )
-        found.append(member)
-    return found[0], found[1], found[2]
-
-
-def _render(paths: tuple[str, str, str], bundle: Bundle, members: tuple[Member, ...]) -> thumbs.Thumbnails:
-    try:
-        return thumbs.render_thumbnails(paths)
-    except cog.RASTER_ERRORS as error:
-        raise BundleError(
-            bundle.href, f"thumbnail bands unreadable ({error})", member=", ".join(m.name for m in members)
-        ) from error
-    except ValueError as error:
-        raise BundleError(bundle.href, f"no thumbnail: {error}", member=members[0].name) from error
-
-
 def make_thumbnails(bundle: Bundle, store: Store, gdal_options: dict[str, str]) -> TaskOutcome:
     """Dask task: the two thumbnails of an uncompressed bundle, read in place."""
     started = time.perf_counter()
     try:
-        members = _thumbnail_members(bundle)
+        members = thumbs.thumbnail_members(bundle)
         paths = (bundle.read_path(members[0]), bundle.read_path(members[1]), bundle.read_path(members[2]))
         with rasterio.Env(**gdal_options):
-            rendered = _render(paths, bundle, members)
+            rendered = thumbs.bundle_thumbnails(bundle, members, paths)
     except BundleError as error:
         return _bad(error)
     return TaskOutcome(_put_thumbnails(rendered, bundle.scene, worker_store(store), started))
@@ -261,10 +238,11 @@ def convert_streamed(
                 for _, memory in pending.values():
                     memory.close()
         started = time.perf_counter()
-        members = _thumbnail_members(bundle)
+        members = thumbs.thumbnail_members(bundle)
         paths = (kept[members[0].suffix].name, kept[members[1].suffix].name, kept[members[2].suffix].name)
         with rasterio.Env(**gdal_options):
-            files.extend(_put_thumbnails(_render(paths, bundle, members), bundle.scene, store, started))
+            rendered = thumbs.bundle_thumbnails(bundle, members, paths)
+        files.extend(_put_thumbnails(rendered, bundle.scene, store, started))
     except BundleError as error:
         return _bad(error)
     finally:

@@ -26,7 +26,7 @@ import rasterio
 from PIL import Image
 from rasterio.enums import Resampling
 
-from pipeline.ingest.bundle import Bundle, BundleError, thumbnail_band_suffixes
+from pipeline.ingest.bundle import Bundle, BundleError, Member, thumbnail_band_suffixes
 from pipeline.ingest.cog import GDAL_READ_OPTIONS, RASTER_ERRORS
 
 SMALL_FRACTION = 0.03
@@ -127,22 +127,36 @@ def render_thumbnails(paths: tuple[str, str, str]) -> Thumbnails:
     return Thumbnails(encode_jpeg(small_rgb), encode_jpeg(large_rgb), small_rgb, large_rgb, limits)
 
 
-def scene_thumbnails(bundle: Bundle) -> Thumbnails:
-    """The thumbnails of a bundle, read in place; errors name the bundle and band."""
-    members = []
+def thumbnail_members(bundle: Bundle) -> tuple[Member, Member, Member]:
+    """The bundle's red, green and blue members (:func:`thumbnail_band_suffixes`); a missing
+    one is a BundleError naming the bundle and the member's file name."""
+    found = []
     for suffix in thumbnail_band_suffixes(bundle.scene):
         member = bundle.raster(suffix)
         if member is None:
             raise BundleError(
                 bundle.href, "missing: a thumbnail band", member=f"{bundle.scene.product_id}_{suffix}.TIF"
             )
-        members.append(member)
+        found.append(member)
+    return found[0], found[1], found[2]
+
+
+def bundle_thumbnails(
+    bundle: Bundle, members: tuple[Member, Member, Member], paths: tuple[str, str, str]
+) -> Thumbnails:
+    """:func:`render_thumbnails` of ``members`` read at ``paths`` (in place, from memory),
+    errors as a BundleError naming the bundle and the bands."""
     try:
-        return render_thumbnails(
-            (bundle.gdal_path(members[0]), bundle.gdal_path(members[1]), bundle.gdal_path(members[2]))
-        )
+        return render_thumbnails(paths)
     except RASTER_ERRORS as error:
         names = ", ".join(m.name for m in members)
         raise BundleError(bundle.href, f"thumbnail bands unreadable ({error})", member=names) from error
     except ValueError as error:
         raise BundleError(bundle.href, f"no thumbnail: {error}", member=members[0].name) from error
+
+
+def scene_thumbnails(bundle: Bundle) -> Thumbnails:
+    """The thumbnails of a bundle, read in place; errors name the bundle and band."""
+    members = thumbnail_members(bundle)
+    paths = (bundle.gdal_path(members[0]), bundle.gdal_path(members[1]), bundle.gdal_path(members[2]))
+    return bundle_thumbnails(bundle, members, paths)
