@@ -80,3 +80,42 @@ def completeness_snapshot(project_id: str) -> str:
     copy on this machine only (a copied or synced project must not inherit them), and
     the project's own files stay the same, byte for byte, whichever run wrote them."""
     return f"{project_dir(project_id)}.json"
+
+
+# ---- the QA report ---------------------------------------------------------------------
+REPORT = "report"
+
+
+def top_index() -> str:
+    return f"{REPORT}/index.html"
+
+
+def report_dir(project_id: str) -> str:
+    return f"{REPORT}/{project_dir(project_id)}"
+
+
+def report_index(project_id: str) -> str:
+    """The project's index page: written last, so it marks a finished report."""
+    return f"{report_dir(project_id)}/index.html"
+
+
+def report_summary(project_id: str) -> str:
+    return f"{report_dir(project_id)}/summary.json"
+
+
+def plot_page(project_id: str, plot_id: str) -> str:
+    return f"{report_dir(project_id)}/plot_{plot_id}.html"
+
+
+def figure_dir(project_id: str) -> str:
+    return f"{report_dir(project_id)}/img"
+
+
+def plot_figure(project_id: str, plot_id: str) -> str:
+    return f"{figure_dir(project_id)}/plot_{plot_id}.png"
+
+
+def figure_manifest(project_id: str) -> str:
+    """What each trajectory figure was drawn from (a digest per plot): a later report draws
+    only the figures whose data changed."""
+    return f"{figure_dir(project_id)}/figures.json"

@@ -53,48 +53,20 @@ from pipeline.errors import PipelineError
 from pipeline.failures import UnusableItem, unique_items
 from pipeline.timesync import layout
 from pipeline.timesync.engine import Project
+from pipeline.timesync.layout import (
+    figure_dir,
+    figure_manifest,
+    plot_figure,
+    plot_page,
+    report_index,
+    report_summary,
+    top_index,
+)
 from pipeline.timesync.plots import Plot
 from pipeline.timesync.recipe import FILL_REFLECTANCE, SPECTRAL_COLUMNS, TC_COEFFICIENTS
 
-REPORT = "report"
 BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")  # series columns, recipe order
 KINDS = ("b743", "tc", "b432")  # filmstrip composites; b743 is shown first
-
-
-# ---- layout of the report ------------------------------------------------------------
-def top_index() -> str:
-    return f"{REPORT}/index.html"
-
-
-def report_dir(project_id: str) -> str:
-    return f"{REPORT}/{layout.project_dir(project_id)}"
-
-
-def report_index(project_id: str) -> str:
-    """The project's index page: written last, so it marks a finished report."""
-    return f"{report_dir(project_id)}/index.html"
-
-
-def report_summary(project_id: str) -> str:
-    return f"{report_dir(project_id)}/summary.json"
-
-
-def plot_page(project_id: str, plot_id: str) -> str:
-    return f"{report_dir(project_id)}/plot_{plot_id}.html"
-
-
-def figure_dir(project_id: str) -> str:
-    return f"{report_dir(project_id)}/img"
-
-
-def plot_figure(project_id: str, plot_id: str) -> str:
-    return f"{figure_dir(project_id)}/plot_{plot_id}.png"
-
-
-def figure_manifest(project_id: str) -> str:
-    """What each trajectory figure was drawn from (a digest per plot): a later report draws
-    only the figures whose data changed."""
-    return f"{figure_dir(project_id)}/figures.json"
 
 
 def report_files(project: Project, project_id: str) -> list[str]:

@@ -244,7 +244,7 @@ class _PlotsTask(_TimeSyncTask):
         )
         if outcome.written or outcome.fill or outcome.failed or outcome.plots_done:
             for project_id in {p.project_id for p in plots}:  # its view of the project is now stale
-                self.project.store.delete(report.report_index(project_id))
+                self.project.store.delete(layout.report_index(project_id))
         _raise_failures(outcome, unusable=outcome.unusable if self.fail_on_unusable else [])
 
 
@@ -397,7 +397,7 @@ class TimeSyncIngest(_TimeSyncTask):
         self.show_status("combining plot series into per-year ingest files")
         project = self.project
         files = project.write_ingest(self.project_id)
-        project.store.delete(report.report_index(self.project_id))
+        project.store.delete(layout.report_index(self.project_id))
         summary.record_ingest(self.project_id, len(files))
         log.info("project %s: %d ingest files", self.project_id, len(files))
         _fail_if_unusable(self.fail_on_unusable, project, self.project_id)
@@ -423,7 +423,7 @@ class TimeSyncReport(_TimeSyncTask):
         return TimeSyncIngest(**self.shared(), project_id=self.project_id, fail_on_unusable=False)
 
     def output(self) -> StoreTarget:
-        return StoreTarget(self.project.store, report.report_index(self.project_id))
+        return StoreTarget(self.project.store, layout.report_index(self.project_id))
 
     def complete(self) -> bool:
         # The ingest (and through it every batch) too: Luigi does not look below a complete task.
