@@ -919,7 +919,8 @@ def test_group_sums_do_not_depend_on_row_layout():
 
 def test_qa_report_shows_each_feature_from_the_outputs_alone(local_run, tmp_path):
     from pipeline.causemos import layout
-    from pipeline.causemos.report import build_report, main, report_key
+    from pipeline.causemos.layout import report_html
+    from pipeline.causemos.report import build_report, main
     from pipeline.errors import InputError
     from targets.store import Store
 
@@ -952,7 +953,7 @@ def test_qa_report_shows_each_feature_from_the_outputs_alone(local_run, tmp_path
         for f in features
     )
     main(["--dest", str(dest), "--data-id", DATA_ID, "--run-id", RUN_ID])
-    assert (dest / report_key(DATA_ID, RUN_ID)).read_text().startswith("<!DOCTYPE html>")
+    assert (dest / report_html(DATA_ID, RUN_ID)).read_text().startswith("<!DOCTYPE html>")
     with pytest.raises(InputError, match=r"no results\.json"):
         build_report(store, DATA_ID, "other-run")
 

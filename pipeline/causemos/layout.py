@@ -6,9 +6,14 @@ reference puts them: a qualifier value or region id holding ``/`` makes a nested
 ``feature`` is the feature's key text (:func:`pipeline.causemos.recipe.feature_key`), ``timestamp``
 the period start in epoch milliseconds, ``time_res`` ``month`` or ``year``, ``level`` one of
 ``country, admin1, admin2, admin3``.
+
+The pipeline's own keys are named here too, apart at the end: its state (``_state/causemos/``:
+records, manifests, points) and its QA report (``_qa/causemos/``).
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 TIME_RESOLUTIONS = ("month", "year")
 
@@ -114,3 +119,57 @@ def tile(
 ) -> str:
     """A web-map tile, e.g. ``.../month/F1/tiles/1546300800000-8-156-120.tile``."""
     return f"{feature_prefix(data_id, run_id, time_res, feature)}tiles/{timestamp}-{z}-{x}-{y}.tile"
+
+
+# ---- the pipeline's own state and QA report (not the reference's layout) -------------------
+STATE_ROOT = "_state/causemos"
+
+
+def state_prefix(data_id: str, run_id: str) -> str:
+    return f"{STATE_ROOT}/{data_id}/{run_id}/"
+
+
+def prepare_info_key(data_id: str, run_id: str) -> str:
+    """The prepare stage's record: counts, features, points files, fingerprint."""
+    return f"{state_prefix(data_id, run_id)}prepare.json"
+
+
+def run_marker_key(data_id: str, run_id: str) -> str:
+    """Written after results.json: the run (with its cleanup of vanished features) finished."""
+    return f"{state_prefix(data_id, run_id)}run.json"
+
+
+def manifests_prefix(data_id: str, run_id: str) -> str:
+    return f"{state_prefix(data_id, run_id)}manifests/"
+
+
+def prepare_manifest_key(data_id: str, run_id: str) -> str:
+    return f"{manifests_prefix(data_id, run_id)}prepare.json.gz"
+
+
+def feature_state_name(feature: str) -> str:
+    """A feature as one path segment of a state key (features may hold ``/`` and anything else)."""
+    return quote(feature, safe="")
+
+
+def family_manifest_key(data_id: str, run_id: str, time_res: str, feature: str, family: str) -> str:
+    return f"{manifests_prefix(data_id, run_id)}{time_res}/{feature_state_name(feature)}/{family}.json.gz"
+
+
+def failure_record_key(data_id: str, run_id: str, time_res: str, feature: str, family: str) -> str:
+    return f"{state_prefix(data_id, run_id)}failures/{time_res}/{feature_state_name(feature)}/{family}.json"
+
+
+def points_prefix(data_id: str, run_id: str) -> str:
+    return f"{state_prefix(data_id, run_id)}points/"
+
+
+def points_key(data_id: str, run_id: str, fingerprint: str, time_res: str, index: int) -> str:
+    """The temporally aggregated points of the ``index``-th feature at ``time_res`` (parquet), under the
+    prepare stage's fingerprint: a killed prepare never overwrites the points a finished one recorded."""
+    return f"{points_prefix(data_id, run_id)}{fingerprint}/{time_res}/{index}.parquet"
+
+
+def report_html(data_id: str, run_id: str) -> str:
+    """The run's QA report page (``python -m pipeline.causemos.report``)."""
+    return f"_qa/causemos/{data_id}/{run_id}/index.html"

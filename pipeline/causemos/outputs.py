@@ -31,61 +31,11 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from urllib.parse import quote
 
 from targets.s3_put import fast_putter
 from targets.store import Listing, Store, shared_store
 
-STATE_ROOT = "_state/causemos"
 JOURNAL_SAVE_S = 5.0  # an in-progress manifest is rewritten at most this often while pieces finish
-
-
-# ---------------------------------------------------------------- state keys
-
-
-def state_prefix(data_id: str, run_id: str) -> str:
-    return f"{STATE_ROOT}/{data_id}/{run_id}/"
-
-
-def prepare_info_key(data_id: str, run_id: str) -> str:
-    """The prepare stage's record: counts, features, points files, fingerprint."""
-    return f"{state_prefix(data_id, run_id)}prepare.json"
-
-
-def run_marker_key(data_id: str, run_id: str) -> str:
-    """Written after results.json: the run (with its cleanup of vanished features) finished."""
-    return f"{state_prefix(data_id, run_id)}run.json"
-
-
-def manifests_prefix(data_id: str, run_id: str) -> str:
-    return f"{state_prefix(data_id, run_id)}manifests/"
-
-
-def prepare_manifest_key(data_id: str, run_id: str) -> str:
-    return f"{manifests_prefix(data_id, run_id)}prepare.json.gz"
-
-
-def feature_state_name(feature: str) -> str:
-    """A feature as one path segment of a state key (features may hold ``/`` and anything else)."""
-    return quote(feature, safe="")
-
-
-def family_manifest_key(data_id: str, run_id: str, time_res: str, feature: str, family: str) -> str:
-    return f"{manifests_prefix(data_id, run_id)}{time_res}/{feature_state_name(feature)}/{family}.json.gz"
-
-
-def failure_record_key(data_id: str, run_id: str, time_res: str, feature: str, family: str) -> str:
-    return f"{state_prefix(data_id, run_id)}failures/{time_res}/{feature_state_name(feature)}/{family}.json"
-
-
-def points_prefix(data_id: str, run_id: str) -> str:
-    return f"{state_prefix(data_id, run_id)}points/"
-
-
-def points_key(data_id: str, run_id: str, fingerprint: str, time_res: str, index: int) -> str:
-    """The temporally aggregated points of the ``index``-th feature at ``time_res`` (parquet), under the
-    prepare stage's fingerprint: a killed prepare never overwrites the points a finished one recorded."""
-    return f"{points_prefix(data_id, run_id)}{fingerprint}/{time_res}/{index}.parquet"
 
 
 def same_object_key(key: str) -> str:

@@ -57,7 +57,8 @@ import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
 from pipeline.causemos import layout, recipe
-from pipeline.causemos.outputs import file_digest, object_digest, points_key, points_prefix
+from pipeline.causemos.layout import points_key, points_prefix
+from pipeline.causemos.outputs import file_digest, object_digest
 from pipeline.causemos.pieces import period_row_groups
 from pipeline.causemos.settings import RunSettings
 from pipeline.causemos.sources import Source, iter_frames

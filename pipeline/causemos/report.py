@@ -36,10 +36,6 @@ EXCERPT_ROWS = 15
 PLOT_W, PLOT_H = 640, 180
 
 
-def report_key(data_id: str, run_id: str) -> str:
-    return f"_qa/causemos/{data_id}/{run_id}/index.html"
-
-
 @dataclass
 class FeatureView:
     name: str
@@ -182,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     store = Store(args.dest, output().s3_options())
     page = build_report(store, args.data_id, args.run_id)
-    store.write_text(report_key(args.data_id, args.run_id), page)
-    print(store.uri(report_key(args.data_id, args.run_id)))
+    store.write_text(layout.report_html(args.data_id, args.run_id), page)
+    print(store.uri(layout.report_html(args.data_id, args.run_id)))
 
 
 if __name__ == "__main__":

@@ -30,19 +30,17 @@ import luigi
 
 from pipeline import cluster
 from pipeline.causemos import layout, pieces, recipe, summary
-from pipeline.causemos.outputs import (
-    ObjectWriter,
-    OwnedOutputs,
+from pipeline.causemos.layout import (
     failure_record_key,
     family_manifest_key,
     manifests_prefix,
     points_prefix,
     prepare_info_key,
     prepare_manifest_key,
-    read_manifest,
     run_marker_key,
     state_prefix,
 )
+from pipeline.causemos.outputs import ObjectWriter, OwnedOutputs, read_manifest
 from pipeline.causemos.prepare import feature_context, prepare, results_bytes
 from pipeline.causemos.settings import (
     RunSettings,
