@@ -247,6 +247,7 @@ def test_qa_view_outlines_kept_and_dropped_chips(full_run):
     assert "NaN in dem" in page
     for kind in ("rgb", "vv", "dem"):
         assert (dest / "report" / "datacube" / "v02" / "33TXN" / f"{DAY}_{kind}.png").stat().st_size > 100
+        assert f'src="{DAY}_{kind}.png"' in page  # the page shows it
 
 
 def test_rerun_writes_nothing(archive, full_run):

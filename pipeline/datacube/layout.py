@@ -79,3 +79,8 @@ def report_index() -> str:
 def report_page(version: str, mgrs: str, day: date) -> str:
     """The QA view of one (tile, date): kept and dropped chips over the S2 RGB, S1 VV, DEM."""
     return f"report/datacube/v{version}/{mgrs}/{day:%Y-%m-%d}.html"
+
+
+def report_image(version: str, mgrs: str, day: date, view: str) -> str:
+    """An image of a (tile, date)'s QA page, beside it: ``view`` ``rgb`` (S2), ``vv`` (S1), ``dem``."""
+    return f"report/datacube/v{version}/{mgrs}/{day:%Y-%m-%d}_{view}.png"

@@ -104,13 +104,20 @@ def write_date_page(
         return row
     images = _thumbnails(job, access)
     page_dir = posixpath.dirname(rel)
-    store.write_bytes(f"{page_dir}/{stem}_rgb.png", frame.rgb_png(images["rgb"]))
-    store.write_bytes(f"{page_dir}/{stem}_vv.png", _gray_png(images["vv"]))
-    store.write_bytes(f"{page_dir}/{stem}_dem.png", _gray_png(images["dem"]))
+    pngs = {
+        "rgb": frame.rgb_png(images["rgb"]),
+        "vv": _gray_png(images["vv"]),
+        "dem": _gray_png(images["dem"]),
+    }
+    image_links = {}
+    for view, png in pngs.items():
+        image = layout.report_image(job.version, job.mgrs, job.day, view)
+        store.write_bytes(image, png)
+        image_links[view] = posixpath.relpath(image, page_dir)
     frame.write_page(
         store, rel, "datacube_date.html",
         title=f"{job.mgrs} {stem} · datacube QA", generator="pipeline.datacube.report", project_dir=store.url,
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), mgrs=job.mgrs, date=stem, stem=stem,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), mgrs=job.mgrs, date=stem, images=image_links,
         s2=job.s2_id, s1=[s["id"] for s in entry["s1"]], dem=[d["id"] for d in entry["dem"]],
         boxes=_boxes(job, manifest), manifest=manifest, index=posixpath.relpath(layout.report_index(), page_dir),
         chip_dir=posixpath.relpath(layout.chip_dir(job.version, job.mgrs, job.day), page_dir),
