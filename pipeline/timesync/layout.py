@@ -53,7 +53,12 @@ def series_csv(project_id: str, plot_id: str) -> str:
 
 
 def ingest_csv(project_id: str, year: int) -> str:
-    return f"{year:04d}_prj_{project_id}_region_spectrals.csv"
+    return f"{year:04d}{ingest_csv_suffix(project_id)}"
+
+
+def ingest_csv_suffix(project_id: str) -> str:
+    """How the project's ingest files' names end (after the year): to find them in a listing."""
+    return f"_prj_{project_id}_region_spectrals.csv"
 
 
 def search_state(fingerprint: str, region: str, hv: str) -> str:

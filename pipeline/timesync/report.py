@@ -406,7 +406,7 @@ class _Context:
             lo, hi = lo - pad, hi + pad
         else:
             lo, hi = -0.2, 0.8
-        suffix = f"_prj_{project_id}_region_spectrals.csv"
+        suffix = layout.ingest_csv_suffix(project_id)
         ingest = sorted(n for n in project.store.list_names("", "") if n.endswith(suffix) and n[:4].isdigit())
         return cls(project, project_id, reports, t0, t1, lo, hi, ingest)
 

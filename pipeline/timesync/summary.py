@@ -19,6 +19,7 @@ from typing import Any
 from pipeline import runstats
 from pipeline.failures import UnusableItem, unique_items
 from pipeline.progress import format_duration, format_rate
+from pipeline.timesync import layout
 
 WORKFLOW = "timesync"
 ADVICE = "Rerun the same command to retry only what failed (finished outputs are kept)."
@@ -138,7 +139,7 @@ def render(docs: dict[str, dict[str, Any]]) -> runstats.Rendered | None:
             )
     if project["project_dir"]:
         lines.append(f"outputs: {project['project_dir']}")
-        lines.append(f"QA report: {project['project_dir'].rstrip('/')}/report/index.html")
+        lines.append(f"QA report: {project['project_dir'].rstrip('/')}/{layout.top_index()}")
     advice = [ADVICE] if failed else []
     return runstats.Rendered(
         title="TimeSync summary", lines=lines, failed=failed, unusable=unusable, advice=advice
