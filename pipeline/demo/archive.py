@@ -51,7 +51,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -71,6 +70,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
+from pipeline.demo._owned import clear_owned
 from pipeline.grid import PIXEL_SIZE, TILE_PIXELS, Region, Tile, chip_tiles, get_region, tile_of
 
 # --------------------------------------------------------------------------------------------
@@ -1496,14 +1496,7 @@ def build_archive(
     catalog_dir = root / "catalog"
     plot_file, manifest = root / "plots.csv", root / "archive.json"
     owned = [bucket_dir, catalog_dir, plot_file, manifest]
-    if any(p.exists() for p in owned):
-        if not overwrite:
-            raise FileExistsError(f"{root} already holds an archive (use overwrite=True / --force)")
-        for p in owned:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    clear_owned(root, owned, overwrite)
     catalog_dir.mkdir(parents=True, exist_ok=True)
     bucket_dir.mkdir(parents=True, exist_ok=True)
 

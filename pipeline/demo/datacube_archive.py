@@ -44,7 +44,6 @@ import copy
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -59,6 +58,8 @@ import rasterio
 from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
+
+from pipeline.demo._owned import clear_owned
 
 S2_COLLECTION: Final = "sentinel-2-l2a"
 S1_COLLECTION: Final = "sentinel-1-rtc"
@@ -859,14 +860,7 @@ def make_datacube_archive(
     data, catalog_dir = root / "data", root / "catalog"
     sample, manifest = root / "sample.fgb", root / "archive.json"
     owned = [data, catalog_dir, sample, manifest]
-    if any(p.exists() for p in owned):
-        if not overwrite:
-            raise FileExistsError(f"{root} already holds an archive (use overwrite=True / --force)")
-        for p in owned:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    clear_owned(root, owned, overwrite)
     (catalog_dir / "collections").mkdir(parents=True)
     plan = _plan(spec)
     s2_items = [_s2_item(spec, p, data)[0] for p in plan.s2]

@@ -65,6 +65,8 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from pipeline.demo._owned import clear_owned
+
 # --------------------------------------------------------------------------------------------
 # Constants of the real archive
 # --------------------------------------------------------------------------------------------
@@ -1263,14 +1265,7 @@ def build_hls_archive(
     data_dir, catalog_dir = root / "data", root / "catalog"
     tiles_csv, points_csv, manifest = root / "tiles.csv", root / "points.csv", root / "archive.json"
     owned = [data_dir, catalog_dir, tiles_csv, points_csv, manifest]
-    if any(p.exists() for p in owned):
-        if not overwrite:
-            raise FileExistsError(f"{root} already holds an archive (use overwrite=True / --force)")
-        for p in owned:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    clear_owned(root, owned, overwrite)
     (catalog_dir / "collections").mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
 
