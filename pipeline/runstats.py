@@ -3,11 +3,10 @@ ran, printed once at exit by the process the user started.
 
 Luigi may run tasks in forked worker processes, so figures cannot live in memory: each is a
 small JSON file in a per-run directory named by the ``PIPELINE_RUN_STATS`` environment
-variable, which forked luigi workers and Dask's worker processes inherit. It is a scratch
-directory of the process that made it (:mod:`pipeline.scratch`), so the one a killed run
-leaves is removed by the next run. The
-process that calls :func:`install` first (the ``luigi`` command) creates the directory and,
-at exit, after Luigi's own execution summary, prints the summary and removes it.
+variable, which forked luigi workers and Dask's worker processes inherit. The process that
+calls :func:`install` first (the ``luigi`` command) creates the directory and, at exit, after
+Luigi's own execution summary, prints the summary and removes it. The directory is scratch of
+that process (:mod:`pipeline.scratch`): the one a killed run leaves is removed by the next.
 
 A workflow records its documents with :func:`record` under its own name and registers a
 renderer with :func:`set_renderer`; the renderer turns the documents into a
