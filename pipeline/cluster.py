@@ -82,20 +82,18 @@ class _ClosingHeartbeatFilter(logging.Filter):
         return not any(getattr(w.status, "name", "") in _CLOSING for w in list(self.workers))
 
 
-_closing_heartbeat_filter: list[_ClosingHeartbeatFilter] = []  # this process's, once made
+_closing_heartbeat_filter = _ClosingHeartbeatFilter()  # this process's
 
 
 def _watch_closing(worker: Any) -> None:
-    if not _closing_heartbeat_filter:
-        _closing_heartbeat_filter.append(_ClosingHeartbeatFilter())
-        logging.getLogger("distributed.worker").addFilter(_closing_heartbeat_filter[0])
-    _closing_heartbeat_filter[0].workers.add(worker)
+    logging.getLogger("distributed.worker").addFilter(_closing_heartbeat_filter)  # once: a no-op after
+    _closing_heartbeat_filter.workers.add(worker)
 
 
 def _quiet_closing_heartbeats_plugin() -> Any:
     """A worker plugin (the scheduler gives it to every worker, restarted ones too) that
     keeps a closing worker's cut heartbeat off stderr: see :class:`_ClosingHeartbeatFilter`."""
-    from distributed.diagnostics.plugin import WorkerPlugin
+    from distributed.diagnostics.plugin import WorkerPlugin  # distributed: only once a cluster is made
 
     class QuietClosingHeartbeats(WorkerPlugin):
         name = "pipeline-quiet-closing-heartbeats"

@@ -236,6 +236,16 @@ def test_embedded_workers_are_renewed_between_stages():
     assert client.submit(sum, [1, 2, 3]).result() == 6  # and they work
 
 
+def run_script(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess[str]:
+    """``text`` run as the main script of a Python process of its own (with this project importable)."""
+    script = tmp_path / name
+    script.write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 # Run in a process of its own: it closes its embedded cluster at exit, with every worker's
 # heartbeat in flight (the scheduler, in this process, answers them 3 s late), the moment
 # distributed's workers log a failed heartbeat with a traceback (dask/distributed#7105).
@@ -270,12 +280,7 @@ if __name__ == "__main__":
 def test_closing_the_embedded_cluster_cuts_heartbeats_quietly(tmp_path):
     """A worker's heartbeat cut by the worker's own closing is not an error on stderr; a
     heartbeat that fails while the worker runs still is."""
-    script = tmp_path / "close_with_heartbeats_in_flight.py"
-    script.write_text(CLOSE_WITH_HEARTBEATS_IN_FLIGHT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = run_script(tmp_path, "close_with_heartbeats_in_flight.py", CLOSE_WITH_HEARTBEATS_IN_FLIGHT)
     assert proc.returncode == 0, proc.stderr
     cut = re.search(r"heartbeats cut: (\d+)", proc.stdout)
     assert cut and int(cut.group(1)) >= 1, proc.stdout  # the race really happened
@@ -287,8 +292,9 @@ def test_closing_the_embedded_cluster_cuts_heartbeats_quietly(tmp_path):
 def test_the_embedded_scheduler_serves_http_on_a_free_loopback_port(tmp_path):
     """Beside another Dask dashboard on 8787, the embedded cluster takes a free loopback port
     quietly (distributed's default would move off 8787 with a warning on every run)."""
-    script = tmp_path / "beside_a_dashboard.py"
-    script.write_text(
+    proc = run_script(
+        tmp_path,
+        "beside_a_dashboard.py",
         "import socket\n"
         "from pipeline import cluster\n"
         'if __name__ == "__main__":\n'
@@ -299,11 +305,7 @@ def test_the_embedded_scheduler_serves_http_on_a_free_loopback_port(tmp_path):
         "        pass  # taken already: the same situation\n"
         "    cluster.get_client()\n"
         '    http = cluster._state["cluster"].scheduler.http_server\n'
-        '    print("http:", http.address, http.port, flush=True)\n'
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        '    print("http:", http.address, http.port, flush=True)\n',
     )
     assert proc.returncode == 0, proc.stderr
     served = re.search(r"http: (\S+) (\d+)", proc.stdout)
